@@ -1,0 +1,250 @@
+use std::time::Duration;
+
+use belay_resp::{encode_command, parse_value, Limits, Value};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{ClientError, Info, Role};
+
+/// Credentials for a Redis node or a Sentinel: a password, with an ACL user
+/// name when one is used.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    pub username: Option<String>,
+    pub password: String,
+}
+
+impl Auth {
+    pub fn password(password: impl Into<String>) -> Auth {
+        Auth {
+            username: None,
+            password: password.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    // Credentials never reach logs, even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One control-plane connection to a Redis server or Sentinel. Every
+/// operation is bounded by `timeout`.
+pub struct Connection {
+    addr: String,
+    stream: TcpStream,
+    read_buf: BytesMut,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Connects, authenticates when `auth` is given, and returns a ready
+    /// connection. `timeout` bounds the connect and every later call.
+    pub async fn connect(
+        addr: &str,
+        auth: Option<&Auth>,
+        timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    addr: addr.to_string(),
+                    op: "connect".into(),
+                    timeout,
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            stream,
+            read_buf: BytesMut::with_capacity(16 * 1024),
+            timeout,
+        };
+        if let Some(auth) = auth {
+            let reply = match &auth.username {
+                Some(user) => {
+                    conn.call(&["AUTH", user.as_str(), auth.password.as_str()])
+                        .await?
+                }
+                None => conn.call(&["AUTH", auth.password.as_str()]).await?,
+            };
+            if let Value::Error(message) = reply {
+                return Err(ClientError::Reply {
+                    addr: conn.addr.clone(),
+                    op: "AUTH".into(),
+                    message,
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends a command and returns the reply as it came; an error reply is
+    /// `Ok(Value::Error(..))`. See [`Connection::call_ok`] to treat it as an error.
+    pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, ClientError> {
+        self.send(args).await?;
+        let op = op_name(args);
+        self.read_value_named(&op).await
+    }
+
+    /// Like [`Connection::call`], but an error reply becomes [`ClientError::Reply`].
+    pub async fn call_ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, ClientError> {
+        match self.call(args).await? {
+            Value::Error(message) => Err(ClientError::Reply {
+                addr: self.addr.clone(),
+                op: op_name(args),
+                message,
+            }),
+            v => Ok(v),
+        }
+    }
+
+    /// Writes one command without waiting for its reply (pipelining,
+    /// subscriptions).
+    pub async fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), ClientError> {
+        let wire = encode_command(args);
+        let op = op_name(args);
+        match tokio::time::timeout(self.timeout, self.stream.write_all(&wire)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            }),
+            Err(_) => Err(ClientError::Timeout {
+                addr: self.addr.clone(),
+                op,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// Reads the next reply, waiting at most the connection's timeout.
+    pub async fn read_value(&mut self) -> Result<Value, ClientError> {
+        self.read_value_named("read").await
+    }
+
+    /// Reads the next value with no deadline: for subscriptions, where silence
+    /// is normal. Callers wrap it in their own timeout or cancellation.
+    pub async fn read_value_unbounded(&mut self) -> Result<Value, ClientError> {
+        loop {
+            if let Some(v) = self.try_parse()? {
+                return Ok(v);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn read_value_named(&mut self, op: &str) -> Result<Value, ClientError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.read_value_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                addr: self.addr.clone(),
+                op: op.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    fn try_parse(&mut self) -> Result<Option<Value>, ClientError> {
+        match parse_value(&self.read_buf, &Limits::for_replies()) {
+            Ok(Some((v, used))) => {
+                let _ = self.read_buf.split_to(used);
+                Ok(Some(v))
+            }
+            Ok(None) => Ok(None),
+            Err(source) => Err(ClientError::Protocol {
+                addr: self.addr.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        self.read_buf.reserve(8 * 1024);
+        let n = self
+            .stream
+            .read_buf(&mut self.read_buf)
+            .await
+            .map_err(|source| ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Err(ClientError::Closed {
+                addr: self.addr.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `ROLE`, decoded.
+    pub async fn role(&mut self) -> Result<Role, ClientError> {
+        let v = self.call_ok(&["ROLE"]).await?;
+        Role::from_value(&v).ok_or_else(|| ClientError::Unexpected {
+            addr: self.addr.clone(),
+            op: "ROLE".into(),
+            detail: format!("{v:?}"),
+        })
+    }
+
+    /// `INFO <section>`, parsed into fields.
+    pub async fn info(&mut self, section: &str) -> Result<Info, ClientError> {
+        let v = self.call_ok(&["INFO", section]).await?;
+        match v.to_text() {
+            Some(text) => Ok(Info::parse(&text)),
+            None => Err(ClientError::Unexpected {
+                addr: self.addr.clone(),
+                op: "INFO".into(),
+                detail: format!("{v:?}"),
+            }),
+        }
+    }
+
+    pub(crate) fn unexpected(&self, op: &str, v: &Value) -> ClientError {
+        ClientError::Unexpected {
+            addr: self.addr.clone(),
+            op: op.to_string(),
+            detail: format!("{v:?}"),
+        }
+    }
+}
+
+fn op_name<A: AsRef<[u8]>>(args: &[A]) -> String {
+    let mut op = String::new();
+    for a in args.iter().take(2) {
+        if !op.is_empty() {
+            op.push(' ');
+        }
+        let a = String::from_utf8_lossy(a.as_ref());
+        // Never echo a password into an error message.
+        if op.eq_ignore_ascii_case("AUTH ") || op.eq_ignore_ascii_case("HELLO ") {
+            op.push_str("...");
+            break;
+        }
+        op.push_str(&a.to_ascii_uppercase());
+    }
+    op
+}

@@ -1,0 +1,96 @@
+//! Sentinel queries, decoded.
+
+use std::collections::HashMap;
+
+use belay_resp::Value;
+
+use crate::{ClientError, Connection};
+
+/// One entry of `SENTINEL replicas` / `SENTINEL sentinels` / `SENTINEL master`:
+/// the flat field list Sentinel returns, as a map.
+#[derive(Debug, Clone, Default)]
+pub struct Entry(pub HashMap<String, String>);
+
+impl Entry {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|s| s.as_str())
+    }
+
+    /// `ip:port` of the entry.
+    pub fn addr(&self) -> Option<String> {
+        Some(format!("{}:{}", self.get("ip")?, self.get("port")?))
+    }
+
+    /// The comma-separated `flags` field, split.
+    pub fn flags(&self) -> Vec<&str> {
+        self.get("flags")
+            .map(|f| f.split(',').collect())
+            .unwrap_or_default()
+    }
+
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags().contains(&flag)
+    }
+}
+
+impl Connection {
+    /// `SENTINEL get-master-addr-by-name`: `None` when the Sentinel does not
+    /// monitor that name.
+    pub async fn sentinel_master_addr(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<(String, u16)>, ClientError> {
+        let v = self
+            .call_ok(&["SENTINEL", "get-master-addr-by-name", name])
+            .await?;
+        match &v {
+            Value::Nil => Ok(None),
+            Value::Array(items) if items.len() == 2 => {
+                let host = items[0].to_text();
+                let port = items[1].as_int();
+                match (host, port) {
+                    (Some(h), Some(p)) => Ok(Some((h, p as u16))),
+                    _ => Err(self.unexpected("SENTINEL get-master-addr-by-name", &v)),
+                }
+            }
+            _ => Err(self.unexpected("SENTINEL get-master-addr-by-name", &v)),
+        }
+    }
+
+    /// `SENTINEL master <name>`.
+    pub async fn sentinel_master(&mut self, name: &str) -> Result<Entry, ClientError> {
+        let v = self.call_ok(&["SENTINEL", "master", name]).await?;
+        entry(&v).ok_or_else(|| self.unexpected("SENTINEL master", &v))
+    }
+
+    /// `SENTINEL replicas <name>`.
+    pub async fn sentinel_replicas(&mut self, name: &str) -> Result<Vec<Entry>, ClientError> {
+        let v = self.call_ok(&["SENTINEL", "replicas", name]).await?;
+        self.entries("SENTINEL replicas", &v)
+    }
+
+    /// `SENTINEL sentinels <name>`: the other Sentinels this one knows.
+    pub async fn sentinel_sentinels(&mut self, name: &str) -> Result<Vec<Entry>, ClientError> {
+        let v = self.call_ok(&["SENTINEL", "sentinels", name]).await?;
+        self.entries("SENTINEL sentinels", &v)
+    }
+
+    /// `SENTINEL ckquorum <name>`: `Ok(message)` when the quorum and the
+    /// majority needed to authorize a failover are reachable.
+    pub async fn sentinel_ckquorum(&mut self, name: &str) -> Result<String, ClientError> {
+        let v = self.call_ok(&["SENTINEL", "ckquorum", name]).await?;
+        Ok(v.to_text().unwrap_or_default())
+    }
+
+    fn entries(&self, op: &str, v: &Value) -> Result<Vec<Entry>, ClientError> {
+        let items = v.as_array().ok_or_else(|| self.unexpected(op, v))?;
+        items
+            .iter()
+            .map(|i| entry(i).ok_or_else(|| self.unexpected(op, i)))
+            .collect()
+    }
+}
+
+fn entry(v: &Value) -> Option<Entry> {
+    Some(Entry(v.to_pairs()?.into_iter().collect()))
+}

@@ -1,0 +1,96 @@
+//! RESP framing for belay.
+//!
+//! The gateway forwards the bytes a client sent as they came, so this crate's
+//! main job is to find where a frame ends ([`frame_len`]) and to pull out the
+//! command arguments routing needs ([`parse_request`]). The control plane
+//! (Sentinel queries, `ROLE`, `INFO`) needs real values, so [`Value`] decodes
+//! RESP2 and RESP3 replies too.
+//!
+//! Everything here works on byte slices and never panics on bad input: a
+//! malformed or oversized frame is a [`ProtocolError`] that names the problem.
+
+mod error;
+mod frame;
+mod request;
+mod value;
+
+pub use error::ProtocolError;
+pub use frame::frame_len;
+pub use request::{encode_command, parse_request, Request};
+pub use value::{parse_value, Value};
+
+/// Size limits applied while parsing, so that a client cannot make the
+/// gateway buffer without bound. Defaults match Redis's own
+/// (`proto-max-bulk-len` 512 MB, 64 KB inline requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string accepted (`$<len>`).
+    pub max_bulk_len: usize,
+    /// Largest inline (telnet-style) request line.
+    pub max_inline_len: usize,
+    /// Largest number of elements in one array (`*<len>`).
+    pub max_array_len: usize,
+    /// Deepest nesting of aggregates; requests are flat, replies rarely go past a few.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_inline_len: 64 * 1024,
+            max_array_len: 1024 * 1024,
+            max_depth: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits for replies from a trusted Redis server: lengths are what Redis allows.
+    pub fn for_replies() -> Self {
+        Limits {
+            max_bulk_len: usize::MAX / 2,
+            max_inline_len: 64 * 1024,
+            max_array_len: usize::MAX / 2,
+            max_depth: 512,
+        }
+    }
+}
+
+/// Finds `\r\n` starting at `from`; returns the index of `\r`.
+pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let hay = buf.get(from..)?;
+    let mut i = 0;
+    while let Some(pos) = hay[i..].iter().position(|&b| b == b'\r') {
+        let at = i + pos;
+        if at + 1 < hay.len() {
+            if hay[at + 1] == b'\n' {
+                return Some(from + at);
+            }
+            i = at + 1;
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+/// Parses a signed decimal integer the way Redis writes them in headers.
+pub(crate) fn parse_int(digits: &[u8]) -> Option<i64> {
+    let (neg, rest) = match digits.first()? {
+        b'-' => (true, &digits[1..]),
+        b'+' => (false, &digits[1..]),
+        _ => (false, digits),
+    };
+    if rest.is_empty() || rest.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &b in rest {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((b - b'0') as i64)?;
+    }
+    Some(if neg { -n } else { n })
+}

@@ -1,0 +1,377 @@
+//! Client requests: the multibulk form every client library sends, and the
+//! inline form people type into telnet.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{find_crlf, parse_int, Limits, ProtocolError};
+
+/// One command as a client sent it.
+///
+/// `raw` holds the exact bytes of a multibulk request (or a multibulk
+/// re-encoding of an inline one), so the gateway can forward it untouched;
+/// `args` are zero-copy slices of it for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub raw: Bytes,
+    pub args: Vec<Bytes>,
+}
+
+impl Request {
+    /// Builds a request from arguments, encoding it as a multibulk.
+    pub fn from_args<I, A>(args: I) -> Request
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<[u8]>,
+    {
+        let args: Vec<Bytes> = args
+            .into_iter()
+            .map(|a| Bytes::copy_from_slice(a.as_ref()))
+            .collect();
+        let raw = encode_command(&args).freeze();
+        Request { raw, args }
+    }
+
+    /// The command name, if any.
+    pub fn name(&self) -> Option<&[u8]> {
+        self.args.first().map(|a| a.as_ref())
+    }
+
+    /// True when the command name equals `upper` ignoring ASCII case.
+    pub fn is(&self, upper: &str) -> bool {
+        self.name()
+            .is_some_and(|n| n.eq_ignore_ascii_case(upper.as_bytes()))
+    }
+
+    /// Argument `i` if it equals `upper` ignoring ASCII case.
+    pub fn arg_is(&self, i: usize, upper: &str) -> bool {
+        self.args
+            .get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(upper.as_bytes()))
+    }
+}
+
+/// Encodes arguments as a RESP multibulk request.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> BytesMut {
+    let payload: usize = args.iter().map(|a| a.as_ref().len() + 16).sum();
+    let mut out = BytesMut::with_capacity(payload + 16);
+    put_header(&mut out, b'*', args.len());
+    for a in args {
+        let a = a.as_ref();
+        put_header(&mut out, b'$', a.len());
+        out.put_slice(a);
+        out.put_slice(b"\r\n");
+    }
+    out
+}
+
+fn put_header(out: &mut BytesMut, kind: u8, n: usize) {
+    out.put_u8(kind);
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// Takes the next complete request off the front of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed (nothing is consumed), and an
+/// error when the bytes can never form a valid request. An empty multibulk or
+/// a blank inline line yields a request with no arguments, which Redis
+/// silently skips; callers should do the same.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Request>, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0] == b'*' {
+        parse_multibulk(buf, limits)
+    } else {
+        parse_inline(buf, limits)
+    }
+}
+
+fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
+    let Some(line_end) = find_crlf(buf, 1) else {
+        if buf.len() > limits.max_inline_len {
+            return Err(ProtocolError::InlineTooLong {
+                limit: limits.max_inline_len,
+            });
+        }
+        return Ok(None);
+    };
+    let count =
+        parse_int(&buf[1..line_end]).ok_or(ProtocolError::InvalidLength { what: "multibulk" })?;
+    if count > limits.max_array_len as i64 {
+        return Err(ProtocolError::ArrayTooLong {
+            len: count,
+            limit: limits.max_array_len,
+        });
+    }
+    if count <= 0 {
+        let raw = buf.split_to(line_end + 2).freeze();
+        return Ok(Some(Request {
+            raw,
+            args: Vec::new(),
+        }));
+    }
+    let count = count as usize;
+    let mut spans = Vec::with_capacity(count);
+    let mut pos = line_end + 2;
+    for _ in 0..count {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        if kind != b'$' {
+            return Err(ProtocolError::UnexpectedByte {
+                expected: '$',
+                got: kind as char,
+            });
+        }
+        let Some(end) = find_crlf(buf, pos + 1) else {
+            if buf.len() - pos > 32 {
+                return Err(ProtocolError::InvalidLength { what: "bulk" });
+            }
+            return Ok(None);
+        };
+        let len =
+            parse_int(&buf[pos + 1..end]).ok_or(ProtocolError::InvalidLength { what: "bulk" })?;
+        if len < 0 || len as u64 > limits.max_bulk_len as u64 {
+            return Err(ProtocolError::BulkTooLong {
+                len,
+                limit: limits.max_bulk_len,
+            });
+        }
+        let start = end + 2;
+        let stop = start + len as usize;
+        if buf.len() < stop + 2 {
+            return Ok(None);
+        }
+        if &buf[stop..stop + 2] != b"\r\n" {
+            return Err(ProtocolError::UnexpectedByte {
+                expected: '\r',
+                got: buf[stop] as char,
+            });
+        }
+        spans.push((start, stop));
+        pos = stop + 2;
+    }
+    let raw = buf.split_to(pos).freeze();
+    let args = spans.into_iter().map(|(a, b)| raw.slice(a..b)).collect();
+    Ok(Some(Request { raw, args }))
+}
+
+fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.max_inline_len {
+            return Err(ProtocolError::InlineTooLong {
+                limit: limits.max_inline_len,
+            });
+        }
+        return Ok(None);
+    };
+    if nl > limits.max_inline_len {
+        return Err(ProtocolError::InlineTooLong {
+            limit: limits.max_inline_len,
+        });
+    }
+    let line = buf.split_to(nl + 1);
+    let mut text = &line[..nl];
+    if text.last() == Some(&b'\r') {
+        text = &text[..text.len() - 1];
+    }
+    let args = split_inline_args(text)?;
+    if args.len() > limits.max_array_len {
+        return Err(ProtocolError::ArrayTooLong {
+            len: args.len() as i64,
+            limit: limits.max_array_len,
+        });
+    }
+    if args.is_empty() {
+        return Ok(Some(Request {
+            raw: Bytes::new(),
+            args: Vec::new(),
+        }));
+    }
+    Ok(Some(Request::from_args(args)))
+}
+
+/// Splits an inline request the way Redis does (`sdssplitargs`): spaces
+/// separate arguments; double quotes allow `\n \r \t \b \a \\ \" \xHH`
+/// escapes; single quotes allow `\'`; a closing quote must end the argument.
+fn split_inline_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    let n = line.len();
+    loop {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= n {
+            return Ok(args);
+        }
+        let mut cur = Vec::new();
+        let mut in_double = false;
+        let mut in_single = false;
+        loop {
+            if in_double {
+                if i >= n {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+                let c = line[i];
+                if c == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && is_hex(line[i + 2])
+                    && is_hex(line[i + 3])
+                {
+                    cur.push(hex(line[i + 2]) * 16 + hex(line[i + 3]));
+                    i += 4;
+                    continue;
+                }
+                if c == b'\\' && i + 1 < n {
+                    cur.push(match line[i + 1] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                    i += 2;
+                    continue;
+                }
+                if c == b'"' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                }
+                cur.push(c);
+                i += 1;
+            } else if in_single {
+                if i >= n {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+                let c = line[i];
+                if c == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
+                    cur.push(b'\'');
+                    i += 2;
+                    continue;
+                }
+                if c == b'\'' {
+                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                }
+                cur.push(c);
+                i += 1;
+            } else {
+                if i >= n {
+                    break;
+                }
+                match line[i] {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => in_double = true,
+                    b'\'' => in_single = true,
+                    c => cur.push(c),
+                }
+                i += 1;
+            }
+        }
+        args.push(cur);
+    }
+}
+
+fn is_hex(b: u8) -> bool {
+    b.is_ascii_hexdigit()
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[u8]) -> Result<Option<Request>, ProtocolError> {
+        let mut buf = BytesMut::from(s);
+        parse_request(&mut buf, &Limits::default())
+    }
+
+    #[test]
+    fn multibulk_keeps_raw_bytes() {
+        let wire = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let mut buf = BytesMut::from(&wire[..]);
+        buf.extend_from_slice(b"*1\r\n");
+        let req = parse_request(&mut buf, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(&req.raw[..], &wire[..]);
+        assert_eq!(req.args, vec![Bytes::from("GET"), Bytes::from("k")]);
+        assert_eq!(&buf[..], b"*1\r\n");
+        assert!(req.is("get"));
+    }
+
+    #[test]
+    fn incomplete_consumes_nothing() {
+        let wire = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r";
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(parse_request(&mut buf, &Limits::default()), Ok(None));
+        assert_eq!(buf.len(), wire.len());
+    }
+
+    #[test]
+    fn inline_with_quotes() {
+        let req = parse(b"set \"a b\" 'c\\'d' \"\\x41\\n\"\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.args.len(), 4);
+        assert_eq!(&req.args[1][..], b"a b");
+        assert_eq!(&req.args[2][..], b"c'd");
+        assert_eq!(&req.args[3][..], b"A\n");
+        assert_eq!(&req.raw[..4], b"*4\r\n");
+        assert!(matches!(
+            parse(b"get \"abc\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        ));
+        assert!(parse(b"\r\n").unwrap().unwrap().args.is_empty());
+    }
+
+    #[test]
+    fn limits() {
+        let limits = Limits {
+            max_bulk_len: 4,
+            max_array_len: 2,
+            max_inline_len: 8,
+            ..Limits::default()
+        };
+        let mut b = BytesMut::from(&b"*3\r\n"[..]);
+        assert!(matches!(
+            parse_request(&mut b, &limits),
+            Err(ProtocolError::ArrayTooLong { .. })
+        ));
+        let mut b = BytesMut::from(&b"*1\r\n$5\r\n"[..]);
+        assert!(matches!(
+            parse_request(&mut b, &limits),
+            Err(ProtocolError::BulkTooLong { .. })
+        ));
+        let mut b = BytesMut::from(&b"get aaaaaaaaaaaa"[..]);
+        assert!(matches!(
+            parse_request(&mut b, &limits),
+            Err(ProtocolError::InlineTooLong { .. })
+        ));
+        let mut b = BytesMut::from(&b"*1\r\n:5\r\n"[..]);
+        assert!(matches!(
+            parse_request(&mut b, &limits),
+            Err(ProtocolError::UnexpectedByte { .. })
+        ));
+    }
+}

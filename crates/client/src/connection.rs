@@ -97,6 +97,14 @@ impl Connection {
         &self.addr
     }
 
+    /// Gives up the socket, for callers that take over the byte stream after
+    /// setting the connection up (the gateway's backend connections). Bytes
+    /// already buffered would be lost, so this is only valid between calls.
+    pub fn into_stream(self) -> TcpStream {
+        debug_assert!(self.read_buf.is_empty());
+        self.stream
+    }
+
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }

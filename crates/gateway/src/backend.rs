@@ -1,0 +1,381 @@
+//! One TCP connection to a Redis node, shared by many sessions or pinned to one.
+//!
+//! A connection is two tasks: the writer batches every request queued since
+//! its last write into one `write` (that is what cuts syscalls on the node
+//! when many clients share a connection), and the reader splits the reply
+//! stream at frame boundaries and hands each reply to whoever is waiting, in
+//! order. Redis answers each connection's commands in order, so a FIFO of
+//! waiting senders is all the bookkeeping needed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_client::{Auth, ClientError, Connection, Role};
+use belay_resp::{frame_len, Limits};
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Why a request got no reply. The distinction decides whether a retry is
+/// safe: only a request that never left the gateway may be sent again.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// The request was never written to the node; retrying elsewhere is safe.
+    #[error("connection to {addr} is closed; the command was not sent")]
+    NotSent { addr: String },
+    /// The request may have reached the node, which then went away.
+    #[error("connection to {addr} was lost after the command was sent; it may or may not have run")]
+    Lost { addr: String },
+}
+
+impl BackendError {
+    pub fn was_sent(&self) -> bool {
+        matches!(self, BackendError::Lost { .. })
+    }
+}
+
+pub type ReplyResult = Result<Bytes, BackendError>;
+
+/// A request on its way to a node and the slot its reply goes into.
+pub struct BackendRequest {
+    pub raw: Bytes,
+    pub reply: oneshot::Sender<ReplyResult>,
+    pub blocking: bool,
+}
+
+/// The reader's record of a request on the wire.
+struct InFlight {
+    reply: oneshot::Sender<ReplyResult>,
+    blocking: bool,
+}
+
+/// How to open a connection: who we are and what to set up before use.
+#[derive(Clone, Debug)]
+pub struct ConnectSpec {
+    pub addr: String,
+    pub auth: Option<Auth>,
+    /// Commands run (and checked) before the connection is handed out:
+    /// `SELECT`, `HELLO 3`, `CLIENT SETNAME` replayed for a pinned session.
+    pub init: Vec<Vec<Bytes>>,
+    /// Refuse the connection unless the node answers `ROLE` as master: a write
+    /// connection is never opened to a demoted master.
+    pub require_master: bool,
+    pub connect_timeout: Duration,
+    /// Silence while replies are owed for this long marks the node dead.
+    /// `None` for connections that may block (BLPOP, WAIT, subscriptions).
+    pub request_timeout: Option<Duration>,
+}
+
+/// Handle to a live connection. Cloning shares the connection.
+#[derive(Clone)]
+pub struct BackendConn {
+    tx: mpsc::UnboundedSender<BackendRequest>,
+    shared: Arc<ConnState>,
+}
+
+struct ConnState {
+    addr: String,
+    alive: AtomicBool,
+    /// Requests sent and not yet answered; used for least-outstanding routing
+    /// and for the silent-node watchdog.
+    outstanding: AtomicUsize,
+    /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
+    /// while any is, so the watchdog stands down.
+    blocking: AtomicUsize,
+    /// Cancelled when the connection is closed, from outside or by either task.
+    closed: CancellationToken,
+}
+
+impl BackendConn {
+    /// Connects, authenticates, runs the init commands, then starts the tasks.
+    pub async fn open(spec: &ConnectSpec) -> Result<BackendConn, ClientError> {
+        let mut conn = Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
+        if spec.require_master {
+            let role = conn.role().await?;
+            if !role.is_master() {
+                return Err(ClientError::Unexpected {
+                    addr: spec.addr.clone(),
+                    op: "ROLE".into(),
+                    detail: format!("expected a master, the node is a {}", role_name(&role)),
+                });
+            }
+        }
+        for cmd in &spec.init {
+            conn.call_ok(cmd).await?;
+        }
+        let stream = conn.into_stream();
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(ConnState {
+            addr: spec.addr.clone(),
+            alive: AtomicBool::new(true),
+            outstanding: AtomicUsize::new(0),
+            blocking: AtomicUsize::new(0),
+            closed: CancellationToken::new(),
+        });
+        tokio::spawn(write_loop(write, rx, inflight_tx, shared.clone()));
+        tokio::spawn(read_loop(read, inflight_rx, shared.clone(), spec.request_timeout));
+        Ok(BackendConn { tx, shared })
+    }
+
+    /// Queues a request; the reply (or why there is none) arrives on the
+    /// returned receiver.
+    pub fn send(&self, raw: Bytes) -> oneshot::Receiver<ReplyResult> {
+        self.send_request(raw, false)
+    }
+
+    /// Like [`BackendConn::send`] for a command that may legitimately keep
+    /// the node silent for a long time.
+    pub fn send_blocking(&self, raw: Bytes) -> oneshot::Receiver<ReplyResult> {
+        self.send_request(raw, true)
+    }
+
+    fn send_request(&self, raw: Bytes, blocking: bool) -> oneshot::Receiver<ReplyResult> {
+        let (reply, rx) = oneshot::channel();
+        if !self.is_alive() {
+            let _ = reply.send(Err(self.not_sent()));
+            return rx;
+        }
+        self.shared.outstanding.fetch_add(1, Ordering::Relaxed);
+        if blocking {
+            self.shared.blocking.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(BackendRequest { raw, reply, blocking }) {
+            self.shared.outstanding.fetch_sub(1, Ordering::Relaxed);
+            if blocking {
+                self.shared.blocking.fetch_sub(1, Ordering::Relaxed);
+            }
+            let _ = req.reply.send(Err(self.not_sent()));
+        }
+        rx
+    }
+
+    /// Sends and forgets the reply (state replay on pinned connections).
+    pub fn send_ignoring_reply(&self, raw: Bytes) {
+        drop(self.send(raw));
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Acquire)
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.shared.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// Closes the connection now: queued requests fail as not sent, requests
+    /// in flight as lost. Used when a master is demoted.
+    pub fn close(&self) {
+        self.shared.alive.store(false, Ordering::Release);
+        self.shared.closed.cancel();
+    }
+
+    fn not_sent(&self) -> BackendError {
+        BackendError::NotSent {
+            addr: self.shared.addr.clone(),
+        }
+    }
+}
+
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Master { .. } => "master",
+        Role::Replica { .. } => "replica",
+        Role::Sentinel { .. } => "sentinel",
+    }
+}
+
+const MAX_BATCH: usize = 256 * 1024;
+
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<BackendRequest>,
+    inflight: mpsc::UnboundedSender<InFlight>,
+    state: Arc<ConnState>,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let first = tokio::select! {
+            req = rx.recv() => req,
+            _ = state.closed.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        if !state.alive.load(Ordering::Acquire) {
+            let _ = first.reply.send(Err(BackendError::NotSent { addr: state.addr.clone() }));
+            break;
+        }
+        buf.extend_from_slice(&first.raw);
+        // The reader must find the reply slot before the reply can arrive.
+        if inflight
+            .send(InFlight {
+                reply: first.reply,
+                blocking: first.blocking,
+            })
+            .is_err()
+        {
+            break;
+        }
+        while buf.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => {
+                    buf.extend_from_slice(&req.raw);
+                    if inflight
+                        .send(InFlight {
+                            reply: req.reply,
+                            blocking: req.blocking,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            r = write.write_all(&buf) => r.is_ok(),
+            _ = state.closed.cancelled() => false,
+        };
+        buf.clear();
+        if !written {
+            break;
+        }
+    }
+    state.alive.store(false, Ordering::Release);
+    state.closed.cancel();
+    let _ = write.shutdown().await;
+    // Whatever is still queued never left the gateway.
+    rx.close();
+    while let Ok(req) = rx.try_recv() {
+        state.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if req.blocking {
+            state.blocking.fetch_sub(1, Ordering::Relaxed);
+        }
+        let _ = req.reply.send(Err(BackendError::NotSent { addr: state.addr.clone() }));
+    }
+}
+
+async fn read_loop(
+    mut read: OwnedReadHalf,
+    mut inflight: mpsc::UnboundedReceiver<InFlight>,
+    state: Arc<ConnState>,
+    request_timeout: Option<Duration>,
+) {
+    let limits = Limits::for_replies();
+    let mut buf = BytesMut::with_capacity(32 * 1024);
+    let tick = request_timeout.unwrap_or(Duration::from_secs(3600));
+    'conn: loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(32 * 1024);
+        }
+        let read_result = tokio::select! {
+            r = tokio::time::timeout(tick, read.read_buf(&mut buf)) => r,
+            _ = state.closed.cancelled() => break 'conn,
+        };
+        match read_result {
+            Ok(Ok(0)) | Ok(Err(_)) => break 'conn,
+            Ok(Ok(_)) => {}
+            Err(_elapsed) => {
+                if request_timeout.is_some()
+                    && state.outstanding.load(Ordering::Relaxed) > 0
+                    && state.blocking.load(Ordering::Relaxed) == 0
+                {
+                    tracing::warn!(addr = %state.addr, "node owes replies and has been silent for {:?}; treating it as down", tick);
+                    break 'conn;
+                }
+                continue;
+            }
+        }
+        loop {
+            match frame_len(&buf, &limits) {
+                Ok(Some(n)) => {
+                    let frame = buf.split_to(n).freeze();
+                    if frame.first() == Some(&b'>') {
+                        // RESP3 out-of-band push on a request connection
+                        // (e.g. a stray invalidation): not a reply.
+                        continue;
+                    }
+                    match inflight.try_recv() {
+                        Ok(slot) => {
+                            state.outstanding.fetch_sub(1, Ordering::Relaxed);
+                            if slot.blocking {
+                                state.blocking.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            let _ = slot.reply.send(Ok(frame));
+                        }
+                        Err(_) => {
+                            tracing::error!(addr = %state.addr, "reply with no request waiting; closing the connection");
+                            break 'conn;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(addr = %state.addr, error = %e, "invalid reply from node; closing the connection");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    state.alive.store(false, Ordering::Release);
+    state.closed.cancel();
+    inflight.close();
+    while let Ok(slot) = inflight.try_recv() {
+        state.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if slot.blocking {
+            state.blocking.fetch_sub(1, Ordering::Relaxed);
+        }
+        let _ = slot.reply.send(Err(BackendError::Lost { addr: state.addr.clone() }));
+    }
+}
+
+/// A subscription connection: everything the node sends is passed through to
+/// the session as it comes (pub/sub messages are not replies to requests).
+pub struct Tunnel {
+    pub write: OwnedWriteHalf,
+    pub frames: mpsc::Receiver<Bytes>,
+    pub addr: String,
+}
+
+impl Tunnel {
+    pub async fn open(spec: &ConnectSpec) -> Result<Tunnel, ClientError> {
+        let mut conn = Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
+        for cmd in &spec.init {
+            conn.call_ok(cmd).await?;
+        }
+        let (mut read, write) = conn.into_stream().into_split();
+        let (tx, frames) = mpsc::channel(1024);
+        let addr = spec.addr.clone();
+        tokio::spawn(async move {
+            let limits = Limits::for_replies();
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            loop {
+                match read.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                loop {
+                    match frame_len(&buf, &limits) {
+                        Ok(Some(n)) => {
+                            if tx.send(buf.split_to(n).freeze()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        Ok(Tunnel { write, frames, addr })
+    }
+}

@@ -1,0 +1,137 @@
+//! `belay gateway`: flags and environment variables over a TOML file over
+//! defaults.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{GatewayConfig, ReadFrom};
+use crate::server::Gateway;
+
+/// Run the gateway: a Redis-compatible endpoint that finds the master and
+/// replicas through Sentinel, sends writes to the master and reads to
+/// replicas, and follows failovers.
+///
+/// Every option can also come from a TOML file (`--config`, keys named like
+/// the long flags with `_`) or an environment variable (shown below). Flags
+/// win over the environment, which wins over the file.
+#[derive(Debug, Args, Default)]
+pub struct GatewayArgs {
+    /// TOML file with gateway settings.
+    #[arg(long, env = "BELAY_GATEWAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Sentinel to ask where the master is (repeat for each; more are learned from them).
+    #[arg(long = "sentinel", env = "BELAY_SENTINELS", value_delimiter = ',', value_name = "HOST:PORT")]
+    pub sentinels: Vec<String>,
+
+    /// Name the Sentinels monitor the master under [default: mymaster].
+    #[arg(long, env = "BELAY_MASTER_NAME")]
+    pub master_name: Option<String>,
+
+    /// Address clients connect to [default: 127.0.0.1:6380].
+    #[arg(long, env = "BELAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// ACL user for the Redis nodes (default user when unset).
+    #[arg(long, env = "BELAY_USERNAME")]
+    pub username: Option<String>,
+
+    /// Password for the Redis nodes; clients must also AUTH with it unless
+    /// --client-password or --no-client-auth says otherwise.
+    #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// ACL user for the Sentinels.
+    #[arg(long, env = "BELAY_SENTINEL_USERNAME")]
+    pub sentinel_username: Option<String>,
+
+    /// Password for the Sentinels [default: --password].
+    #[arg(long, env = "BELAY_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub sentinel_password: Option<String>,
+
+    /// Password clients must AUTH with [default: --password].
+    #[arg(long, env = "BELAY_CLIENT_PASSWORD", hide_env_values = true)]
+    pub client_password: Option<String>,
+
+    /// Let clients in without AUTH even though the nodes have a password.
+    #[arg(long, env = "BELAY_NO_CLIENT_AUTH")]
+    pub no_client_auth: bool,
+
+    /// Where reads go [default: replica-preferred].
+    #[arg(long, env = "BELAY_READ_FROM", value_enum)]
+    pub read_from: Option<ReadFrom>,
+
+    /// How long a write waits for a confirmed master during a failover before
+    /// failing with TRYAGAIN [default: 15000].
+    #[arg(long, env = "BELAY_FAILOVER_HOLD_MS", value_name = "MS")]
+    pub failover_hold_ms: Option<u64>,
+
+    /// A node that owes replies and stays silent this long is treated as down [default: 2000].
+    #[arg(long, env = "BELAY_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// How often to poll the Sentinels besides listening to their events [default: 1000].
+    #[arg(long, env = "BELAY_POLL_INTERVAL_MS", value_name = "MS")]
+    pub poll_interval_ms: Option<u64>,
+
+    /// Shared backend connections per node for default-state clients [default: 2].
+    #[arg(long, env = "BELAY_CONNECTIONS_PER_NODE", value_name = "N")]
+    pub connections_per_node: Option<usize>,
+
+    /// Most clients at once [default: 10000].
+    #[arg(long, env = "BELAY_MAX_CLIENTS", value_name = "N")]
+    pub max_clients: Option<usize>,
+
+    /// Close clients idle this many seconds; 0 never [default: 0].
+    #[arg(long, env = "BELAY_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+impl GatewayArgs {
+    /// Merges the file (if any) under the flags and environment.
+    pub fn resolve(self) -> anyhow::Result<GatewayConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read gateway config {}", path.display()))?;
+                toml::from_str::<GatewayConfig>(&text)
+                    .with_context(|| format!("invalid gateway config {}", path.display()))?
+            }
+            None => GatewayConfig::default(),
+        };
+        if !self.sentinels.is_empty() {
+            cfg.sentinels = self.sentinels;
+        }
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { cfg.$field = v; } )* };
+        }
+        macro_rules! take_opt {
+            ($($field:ident),*) => { $( if self.$field.is_some() { cfg.$field = self.$field; } )* };
+        }
+        take!(master_name, listen, read_from, failover_hold_ms, request_timeout_ms, poll_interval_ms, connections_per_node, max_clients, idle_timeout_secs);
+        take_opt!(username, password, sentinel_username, sentinel_password, client_password);
+        if self.no_client_auth {
+            cfg.no_client_auth = true;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM.
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let cfg = args.resolve()?;
+    let gateway = Gateway::bind(cfg).await?;
+    tracing::info!(addr = %gateway.local_addr(), "gateway listening");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    gateway.run(shutdown).await
+}

@@ -1,0 +1,211 @@
+//! Gateway settings: one struct, filled from defaults, then a TOML file, then
+//! environment variables, then flags (see `cli`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use belay_client::Auth;
+use belay_resp::Limits;
+use serde::Deserialize;
+
+/// Where reads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Only replicas; with no healthy replica, reads wait like writes do.
+    Replica,
+    /// Replicas when a healthy one exists, else the master.
+    ReplicaPreferred,
+    /// Everything to the master (no splitting).
+    Master,
+}
+
+/// How the gateway treats one command, overriding what `COMMAND` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOverride {
+    /// Route as a read (to a replica).
+    Read,
+    /// Route to the master.
+    Write,
+    /// Refuse it with an error.
+    Deny,
+    /// Allow a command the gateway refuses by default (e.g. `config|set`); it goes to the master.
+    Allow,
+}
+
+/// Everything the gateway needs to run. Field docs are the TOML keys.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address clients connect to.
+    pub listen: String,
+    /// The name Sentinels monitor the master under.
+    pub master_name: String,
+    /// Sentinel addresses (`host:port`); more are learned from them.
+    pub sentinels: Vec<String>,
+    /// ACL user for data nodes (none: the default user).
+    pub username: Option<String>,
+    /// Password for data nodes.
+    pub password: Option<String>,
+    /// ACL user for Sentinels.
+    pub sentinel_username: Option<String>,
+    /// Password for Sentinels (default: `password`).
+    pub sentinel_password: Option<String>,
+    /// Password clients must `AUTH` with (default: `password`, so a gateway in
+    /// front of a protected Redis is never an open door).
+    pub client_password: Option<String>,
+    /// Let clients in without `AUTH` even when `password` is set.
+    pub no_client_auth: bool,
+    /// Where reads go.
+    pub read_from: ReadFrom,
+    /// How long a write waits for a confirmed master before failing.
+    pub failover_hold_ms: u64,
+    /// A backend that owes replies and sends nothing for this long is
+    /// considered dead (a paused master keeps its socket open and silent).
+    pub request_timeout_ms: u64,
+    /// How often Sentinels are polled when no event arrives.
+    pub poll_interval_ms: u64,
+    /// Timeout for each control-plane call (Sentinel queries, ROLE).
+    pub control_timeout_ms: u64,
+    /// Shared (multiplexed) connections per node for default-state sessions.
+    pub connections_per_node: usize,
+    /// Most clients connected at once.
+    pub max_clients: usize,
+    /// Close a client idle for this many seconds (0: never).
+    pub idle_timeout_secs: u64,
+    /// Most commands a client may have in flight before the gateway stops
+    /// reading from it (bounds memory for clients that do not read replies).
+    pub max_pipeline: usize,
+    /// Largest bulk string in a request.
+    pub max_bulk_len: usize,
+    /// Largest inline request.
+    pub max_inline_len: usize,
+    /// Most arguments in one request.
+    pub max_multibulk_len: usize,
+    /// Per-command routing overrides, keyed by lower-case name (`config|set`
+    /// for a subcommand).
+    pub commands: HashMap<String, CommandOverride>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:6380".into(),
+            master_name: "mymaster".into(),
+            sentinels: Vec::new(),
+            username: None,
+            password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            client_password: None,
+            no_client_auth: false,
+            read_from: ReadFrom::ReplicaPreferred,
+            failover_hold_ms: 15_000,
+            request_timeout_ms: 2_000,
+            poll_interval_ms: 1_000,
+            control_timeout_ms: 1_000,
+            connections_per_node: 2,
+            max_clients: 10_000,
+            idle_timeout_secs: 0,
+            max_pipeline: 10_000,
+            max_bulk_len: Limits::default().max_bulk_len,
+            max_inline_len: Limits::default().max_inline_len,
+            max_multibulk_len: Limits::default().max_array_len,
+            commands: HashMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    // Hand-written so that passwords never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |p: &Option<String>| p.as_ref().map(|_| "<redacted>");
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("master_name", &self.master_name)
+            .field("sentinels", &self.sentinels)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &redact(&self.sentinel_password))
+            .field("client_password", &redact(&self.client_password))
+            .field("no_client_auth", &self.no_client_auth)
+            .field("read_from", &self.read_from)
+            .field("failover_hold_ms", &self.failover_hold_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("connections_per_node", &self.connections_per_node)
+            .field("max_clients", &self.max_clients)
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    /// Credentials for data nodes.
+    pub fn node_auth(&self) -> Option<Auth> {
+        self.password.as_ref().map(|p| Auth {
+            username: self.username.clone(),
+            password: p.clone(),
+        })
+    }
+
+    /// Credentials for Sentinels.
+    pub fn sentinel_auth(&self) -> Option<Auth> {
+        self.sentinel_password
+            .as_ref()
+            .or(self.password.as_ref())
+            .map(|p| Auth {
+                username: self.sentinel_username.clone(),
+                password: p.clone(),
+            })
+    }
+
+    /// The password clients must present, if any.
+    pub fn required_client_password(&self) -> Option<&str> {
+        if self.no_client_auth {
+            return None;
+        }
+        self.client_password.as_deref().or(self.password.as_deref())
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bulk_len: self.max_bulk_len,
+            max_inline_len: self.max_inline_len,
+            max_array_len: self.max_multibulk_len,
+            ..Limits::default()
+        }
+    }
+
+    pub fn failover_hold(&self) -> Duration {
+        Duration::from_millis(self.failover_hold_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn control_timeout(&self) -> Duration {
+        Duration::from_millis(self.control_timeout_ms)
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// Checks what serde cannot: a gateway with nothing to ask is a mistake.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.sentinels.is_empty() {
+            anyhow::bail!("no Sentinel configured: pass --sentinel HOST:PORT (repeatable) or set `sentinels` in the config file");
+        }
+        if self.connections_per_node == 0 {
+            anyhow::bail!("connections_per_node must be at least 1");
+        }
+        if self.max_pipeline == 0 {
+            anyhow::bail!("max_pipeline must be at least 1");
+        }
+        Ok(())
+    }
+}

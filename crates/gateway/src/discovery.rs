@@ -1,0 +1,531 @@
+//! Discovery: asks every Sentinel where the master and replicas are, checks
+//! each node's own view (`ROLE`, `INFO replication`), listens to Sentinel
+//! events, and publishes a new [`Topology`] whenever it learns something.
+//!
+//! The rules follow the Sentinel client contract: a master is trusted only
+//! when a majority of the Sentinels that answer name it *and* it answers
+//! `ROLE` as master; a replica serves reads only when no Sentinel flag says it
+//! is down and it reports its link to that master up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use belay_client::sentinel::Entry;
+use belay_client::{Auth, ClientError, Connection, Info, Role, Value};
+use futures::future::join_all;
+use tokio::sync::{mpsc, watch};
+
+use crate::backend::ConnectSpec;
+use crate::commands::CommandTable;
+use crate::config::GatewayConfig;
+use crate::pool::NodePool;
+use crate::topology::{ReplicaNode, Topology};
+
+/// Something that should make discovery look again, now.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A Sentinel announced a new master (`+switch-master`): stop writing to
+    /// the old one at once.
+    SwitchMaster { new_addr: String },
+    /// A Sentinel reported the master subjectively down (`+sdown master`).
+    MasterSuspect,
+    /// Any other Sentinel event about our master or its replicas.
+    Changed,
+    /// A session saw a sign the master changed (a `-READONLY` reply, a lost
+    /// connection).
+    Suspect { addr: String },
+}
+
+/// Sentinel channels worth waking up for.
+const SENTINEL_CHANNELS: &[&str] = &[
+    "+switch-master",
+    "+sdown",
+    "-sdown",
+    "+odown",
+    "-odown",
+    "+convert-to-slave",
+    "+slave",
+    "+role-change",
+    "-role-change",
+    "+failover-end",
+    "+failover-state-reconf-slaves",
+    "+slave-reconf-done",
+    "+sentinel",
+    "+reboot",
+];
+
+/// What one Sentinel said in one round.
+struct SentinelView {
+    master: Option<String>,
+    replicas: Vec<Entry>,
+    sentinels: Vec<Entry>,
+}
+
+/// The discovery task's state. Only this task writes the topology.
+pub struct Discovery {
+    cfg: Arc<GatewayConfig>,
+    sentinels: Vec<String>,
+    subscribed: HashSet<String>,
+    sentinel_conns: HashMap<String, Connection>,
+    node_conns: HashMap<String, Connection>,
+    master_pool: Option<Arc<NodePool>>,
+    replica_pools: HashMap<String, Arc<NodePool>>,
+    commands: Arc<CommandTable>,
+    server_version: String,
+    generation: u64,
+    /// Replicas from the last full round, with the Sentinel flags that allowed them.
+    known_replicas: Vec<String>,
+    tx: watch::Sender<Arc<Topology>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// How often replication offsets are sampled between full rounds.
+const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Discovery {
+    pub fn new(cfg: Arc<GatewayConfig>) -> (Discovery, watch::Receiver<Arc<Topology>>, mpsc::UnboundedSender<Event>) {
+        let commands = Arc::new(CommandTable::default());
+        let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands.clone())));
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let d = Discovery {
+            sentinels: cfg.sentinels.clone(),
+            cfg,
+            subscribed: HashSet::new(),
+            sentinel_conns: HashMap::new(),
+            node_conns: HashMap::new(),
+            master_pool: None,
+            replica_pools: HashMap::new(),
+            commands,
+            server_version: String::new(),
+            generation: 0,
+            known_replicas: Vec::new(),
+            tx,
+            events_tx: events_tx.clone(),
+            events,
+        };
+        (d, rx, events_tx)
+    }
+
+    /// Runs until the gateway stops (the task is aborted).
+    pub async fn run(mut self) {
+        let mut next_full = Instant::now();
+        loop {
+            self.ensure_subscriptions();
+            if Instant::now() >= next_full {
+                self.full_round().await;
+                next_full = Instant::now() + self.cfg.poll_interval();
+            } else {
+                self.offsets_round().await;
+            }
+            let wait = OFFSET_INTERVAL.min(next_full.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                ev = self.events.recv() => {
+                    let Some(ev) = ev else { return };
+                    self.handle_event(ev);
+                    // Coalesce a burst of events into one round.
+                    while let Ok(ev) = self.events.try_recv() {
+                        self.handle_event(ev);
+                    }
+                    next_full = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        tracing::debug!(?ev, "discovery event");
+        match ev {
+            Event::SwitchMaster { new_addr } => {
+                if self.master_pool.as_ref().is_some_and(|p| p.addr != new_addr) {
+                    tracing::info!(new_master = %new_addr, "+switch-master: no more writes to the old master");
+                    self.drop_master();
+                    self.publish(0, Vec::new());
+                }
+            }
+            Event::MasterSuspect | Event::Changed => {}
+            Event::Suspect { addr } => {
+                tracing::info!(%addr, "a session saw signs that the master changed");
+            }
+        }
+    }
+
+    fn drop_master(&mut self) {
+        if let Some(old) = self.master_pool.take() {
+            old.close();
+        }
+    }
+
+    /// Asks every Sentinel, confirms the master with ROLE, checks replicas.
+    async fn full_round(&mut self) {
+        let started = Instant::now();
+        let views = self.ask_sentinels().await;
+        let answered = views.len();
+        let mut votes: HashMap<&str, usize> = HashMap::new();
+        for v in &views {
+            if let Some(m) = &v.master {
+                *votes.entry(m.as_str()).or_default() += 1;
+            }
+        }
+        let candidate = votes
+            .iter()
+            .find(|(_, n)| **n * 2 > answered)
+            .map(|(addr, _)| addr.to_string());
+        // Learn Sentinels added later.
+        for v in &views {
+            for s in &v.sentinels {
+                if let Some(addr) = s.addr() {
+                    if !self.sentinels.contains(&addr) && !s.has_flag("s_down") && !s.has_flag("o_down") {
+                        tracing::info!(sentinel = %addr, "learned a new Sentinel");
+                        self.sentinels.push(addr);
+                    }
+                }
+            }
+        }
+        let Some(candidate) = candidate else {
+            if answered == 0 {
+                tracing::warn!(sentinels = ?self.sentinels, "no Sentinel answered");
+            } else {
+                tracing::warn!(answered, "the Sentinels that answered do not agree on a master");
+            }
+            self.drop_master();
+            self.publish(0, Vec::new());
+            return;
+        };
+        // Replicas: from the Sentinels that agree, minus the ones they flag down.
+        let mut replicas: Vec<String> = Vec::new();
+        let mut flagged_down: HashSet<String> = HashSet::new();
+        for v in views.iter().filter(|v| v.master.as_deref() == Some(candidate.as_str())) {
+            for r in &v.replicas {
+                let Some(addr) = r.addr() else { continue };
+                if r.has_flag("s_down") || r.has_flag("o_down") || r.has_flag("disconnected") {
+                    flagged_down.insert(addr.clone());
+                }
+                if !replicas.contains(&addr) {
+                    replicas.push(addr);
+                }
+            }
+        }
+        replicas.retain(|a| !flagged_down.contains(a) && *a != candidate);
+        self.known_replicas = replicas;
+
+        match self.confirm_master(&candidate).await {
+            Some(offset) => {
+                if self.master_pool.as_ref().is_none_or(|p| p.addr != candidate || p.is_closed()) {
+                    self.drop_master();
+                    tracing::info!(master = %candidate, "master confirmed");
+                    let spec = self.spec(&candidate, true);
+                    self.master_pool = Some(Arc::new(NodePool::new(spec, self.cfg.connections_per_node)));
+                    // The master may now be a node we used to read from.
+                    if let Some(p) = self.replica_pools.remove(&candidate) {
+                        p.close();
+                    }
+                }
+                self.refresh_commands(&candidate).await;
+                let replicas = self.check_replicas(&candidate).await;
+                self.publish_with(offset, started, replicas);
+            }
+            None => {
+                if self.master_pool.is_some() {
+                    tracing::warn!(candidate = %candidate, "the Sentinels' master does not confirm it is master; holding writes");
+                }
+                self.drop_master();
+                self.publish(0, Vec::new());
+            }
+        }
+    }
+
+    /// Between full rounds: fresh offsets for lag and read-your-writes.
+    async fn offsets_round(&mut self) {
+        let Some(master) = self.master_pool.as_ref().map(|p| p.addr.clone()) else {
+            return;
+        };
+        let started = Instant::now();
+        let offset = match self.node_info(&master).await {
+            Ok(info) if info.get("role") == Some("master") => info.get_i64("master_repl_offset").unwrap_or(0),
+            Ok(_) => {
+                // The node no longer says master: stop writing to it now.
+                tracing::warn!(%master, "the master reports another role; holding writes");
+                self.drop_master();
+                self.publish(0, Vec::new());
+                let _ = self.events_tx.send(Event::Suspect { addr: master });
+                return;
+            }
+            Err(_) => return,
+        };
+        let replicas = self.check_replicas(&master).await;
+        self.publish_with(offset, started, replicas);
+    }
+
+    /// `ROLE` must say master; returns the master's replication offset.
+    async fn confirm_master(&mut self, addr: &str) -> Option<i64> {
+        let mut conn = self.node_conn(addr).await.ok()?;
+        let role = conn.role().await;
+        match role {
+            Ok(Role::Master { offset, .. }) => {
+                self.node_conns.insert(addr.to_string(), conn);
+                Some(offset)
+            }
+            Ok(other) => {
+                self.node_conns.insert(addr.to_string(), conn);
+                tracing::debug!(%addr, role = other.name(), "candidate master is not a master");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "candidate master did not answer ROLE");
+                None
+            }
+        }
+    }
+
+    async fn refresh_commands(&mut self, master: &str) {
+        let Ok(mut conn) = self.node_conn(master).await else { return };
+        let version = match conn.info("server").await {
+            Ok(info) => info.get("redis_version").unwrap_or("").to_string(),
+            Err(_) => return,
+        };
+        self.server_version = version.clone();
+        if !self.commands.is_empty() && self.commands.version == version {
+            self.node_conns.insert(master.to_string(), conn);
+            return;
+        }
+        match conn.call_ok(&["COMMAND"]).await {
+            Ok(reply) => {
+                let table = CommandTable::from_command_reply(&reply, version.clone(), self.cfg.commands.clone());
+                tracing::info!(commands = table.len(), %version, "command table loaded from the master");
+                self.commands = Arc::new(table);
+                self.node_conns.insert(master.to_string(), conn);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read COMMAND from the master; routing unknown commands to the master"),
+        }
+    }
+
+    /// Checks each known replica's own view, concurrently.
+    async fn check_replicas(&mut self, master: &str) -> Vec<ReplicaNode> {
+        let addrs = self.known_replicas.clone();
+        let auth = self.cfg.node_auth();
+        let timeout = self.cfg.control_timeout();
+        let jobs = addrs.iter().map(|addr| {
+            let conn = self.node_conns.remove(addr);
+            let auth = auth.clone();
+            async move {
+                let result = info_with(addr, conn, auth.as_ref(), timeout).await;
+                (addr.clone(), result)
+            }
+        });
+        let results = join_all(jobs).await;
+        let mut out = Vec::new();
+        for (addr, result) in results {
+            let (eligible, offset) = match result {
+                Ok((conn, info)) => {
+                    self.node_conns.insert(addr.clone(), conn);
+                    let linked_to = format!("{}:{}", info.get("master_host").unwrap_or(""), info.get("master_port").unwrap_or(""));
+                    let ok = info.get("role") == Some("slave")
+                        && same_node(&linked_to, master)
+                        && info.get("master_link_status") == Some("up")
+                        && info.get("master_sync_in_progress") != Some("1");
+                    (ok, info.get_i64("slave_repl_offset").unwrap_or(0))
+                }
+                Err(_) => (false, 0),
+            };
+            let pool = self
+                .replica_pools
+                .entry(addr.clone())
+                .or_insert_with(|| Arc::new(NodePool::new(spec_for(&self.cfg, &addr, false), self.cfg.connections_per_node)))
+                .clone();
+            out.push(ReplicaNode { pool, offset, eligible });
+        }
+        // Pools of nodes that left the replica set are closed.
+        let current: HashSet<&String> = addrs.iter().collect();
+        self.replica_pools.retain(|addr, pool| {
+            let keep = current.contains(addr);
+            if !keep {
+                pool.close();
+            }
+            keep
+        });
+        out
+    }
+
+    fn publish(&mut self, master_offset: i64, replicas: Vec<ReplicaNode>) {
+        self.publish_with(master_offset, Instant::now(), replicas)
+    }
+
+    fn publish_with(&mut self, master_offset: i64, sampled_at: Instant, replicas: Vec<ReplicaNode>) {
+        self.generation += 1;
+        let topo = Topology {
+            generation: self.generation,
+            master: self.master_pool.clone(),
+            replicas,
+            master_offset,
+            sampled_at,
+            commands: self.commands.clone(),
+            server_version: self.server_version.clone(),
+        };
+        self.tx.send_replace(Arc::new(topo));
+    }
+
+    async fn ask_sentinels(&mut self) -> Vec<SentinelView> {
+        let name = self.cfg.master_name.clone();
+        let auth = self.cfg.sentinel_auth();
+        let timeout = self.cfg.control_timeout();
+        let jobs = self.sentinels.clone().into_iter().map(|addr| {
+            let conn = self.sentinel_conns.remove(&addr);
+            let (name, auth) = (name.clone(), auth.clone());
+            async move {
+                let r = ask_sentinel(&addr, conn, auth.as_ref(), timeout, &name).await;
+                (addr, r)
+            }
+        });
+        let mut views = Vec::new();
+        for (addr, r) in join_all(jobs).await {
+            match r {
+                Ok((conn, view)) => {
+                    self.sentinel_conns.insert(addr, conn);
+                    views.push(view);
+                }
+                Err(e) => tracing::debug!(sentinel = %addr, error = %e, "Sentinel did not answer"),
+            }
+        }
+        views
+    }
+
+    async fn node_conn(&mut self, addr: &str) -> Result<Connection, ClientError> {
+        match self.node_conns.remove(addr) {
+            Some(c) => Ok(c),
+            None => Connection::connect(addr, self.cfg.node_auth().as_ref(), self.cfg.control_timeout()).await,
+        }
+    }
+
+    async fn node_info(&mut self, addr: &str) -> Result<Info, ClientError> {
+        let conn = self.node_conns.remove(addr);
+        let auth = self.cfg.node_auth();
+        let (conn, info) = info_with(addr, conn, auth.as_ref(), self.cfg.control_timeout()).await?;
+        self.node_conns.insert(addr.to_string(), conn);
+        Ok(info)
+    }
+
+    fn spec(&self, addr: &str, require_master: bool) -> ConnectSpec {
+        spec_for(&self.cfg, addr, require_master)
+    }
+
+    /// One subscriber task per known Sentinel.
+    fn ensure_subscriptions(&mut self) {
+        for addr in &self.sentinels {
+            if self.subscribed.insert(addr.clone()) {
+                tokio::spawn(subscribe_events(
+                    addr.clone(),
+                    self.cfg.sentinel_auth(),
+                    self.cfg.master_name.clone(),
+                    self.events_tx.clone(),
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.drop_master();
+        for p in self.replica_pools.values() {
+            p.close();
+        }
+    }
+}
+
+fn spec_for(cfg: &GatewayConfig, addr: &str, require_master: bool) -> ConnectSpec {
+    ConnectSpec {
+        addr: addr.to_string(),
+        auth: cfg.node_auth(),
+        init: Vec::new(),
+        require_master,
+        connect_timeout: cfg.control_timeout(),
+        request_timeout: Some(cfg.request_timeout()),
+    }
+}
+
+/// `127.0.0.1:6379` and `localhost:6379` name the same node only if spelled
+/// the same; Sentinel and the replica both report what the replica was told,
+/// so a plain comparison is right here.
+fn same_node(a: &str, b: &str) -> bool {
+    a == b
+}
+
+async fn info_with(addr: &str, conn: Option<Connection>, auth: Option<&Auth>, timeout: Duration) -> Result<(Connection, Info), ClientError> {
+    let mut conn = match conn {
+        Some(c) => c,
+        None => Connection::connect(addr, auth, timeout).await?,
+    };
+    let info = conn.info("replication").await?;
+    Ok((conn, info))
+}
+
+async fn ask_sentinel(addr: &str, conn: Option<Connection>, auth: Option<&Auth>, timeout: Duration, name: &str) -> Result<(Connection, SentinelView), ClientError> {
+    let mut conn = match conn {
+        Some(c) => c,
+        None => Connection::connect(addr, auth, timeout).await?,
+    };
+    let master = conn.sentinel_master_addr(name).await?.map(|(h, p)| format!("{h}:{p}"));
+    let replicas = conn.sentinel_replicas(name).await.unwrap_or_default();
+    let sentinels = conn.sentinel_sentinels(name).await.unwrap_or_default();
+    Ok((
+        conn,
+        SentinelView {
+            master,
+            replicas,
+            sentinels,
+        },
+    ))
+}
+
+/// Listens to one Sentinel's event channels forever, reconnecting with
+/// backoff, and turns messages about our master into [`Event`]s.
+async fn subscribe_events(addr: String, auth: Option<Auth>, master_name: String, events: mpsc::UnboundedSender<Event>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if events.is_closed() {
+            return;
+        }
+        match listen_once(&addr, auth.as_ref(), &master_name, &events).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(sentinel = %addr, error = %e, "Sentinel event subscription dropped; retrying"),
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen_once(addr: &str, auth: Option<&Auth>, master_name: &str, events: &mpsc::UnboundedSender<Event>) -> Result<(), ClientError> {
+    let mut conn = Connection::connect(addr, auth, Duration::from_secs(2)).await?;
+    let mut cmd = vec!["SUBSCRIBE"];
+    cmd.extend_from_slice(SENTINEL_CHANNELS);
+    conn.send(&cmd).await?;
+    loop {
+        let msg = conn.read_value_unbounded().await?;
+        let Some(parts) = msg.as_array() else { continue };
+        if parts.first().and_then(Value::as_str) != Some("message") {
+            continue;
+        }
+        let channel = parts.get(1).and_then(Value::to_text).unwrap_or_default();
+        let payload = parts.get(2).and_then(Value::to_text).unwrap_or_default();
+        let words: Vec<&str> = payload.split_whitespace().collect();
+        if !words.contains(&master_name) {
+            continue;
+        }
+        tracing::debug!(sentinel = %addr, %channel, %payload, "Sentinel event");
+        let ev = match channel.as_str() {
+            // +switch-master <name> <old ip> <old port> <new ip> <new port>
+            "+switch-master" if words.len() >= 5 => Event::SwitchMaster {
+                new_addr: format!("{}:{}", words[3], words[4]),
+            },
+            "+sdown" | "+odown" if words.first() == Some(&"master") => Event::MasterSuspect,
+            _ => Event::Changed,
+        };
+        if events.send(ev).is_err() {
+            return Ok(());
+        }
+    }
+}

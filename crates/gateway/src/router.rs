@@ -1,0 +1,32 @@
+//! Choosing the node for a read: the least busy eligible replica that is
+//! recent enough for the session, else the master (per `read_from`).
+
+use std::time::Instant;
+
+use crate::topology::{ReplicaNode, Topology};
+
+/// A session's read-your-writes fence: the moment its last write was
+/// acknowledged. A replica may serve the session's reads only once an offset
+/// sample taken after that moment shows it has caught up with the master.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    pub acked_at: Instant,
+}
+
+impl Fence {
+    /// True when `replica` provably holds every write acknowledged before the fence.
+    pub fn satisfied_by(&self, topo: &Topology, replica: &ReplicaNode) -> bool {
+        topo.sampled_at > self.acked_at && topo.master_offset > 0 && replica.offset >= topo.master_offset
+    }
+}
+
+/// The replica a read should go to, or `None` for "use the master".
+pub fn pick_replica<'a>(topo: &'a Topology, fence: Option<Fence>, prefer: Option<&str>) -> Option<&'a ReplicaNode> {
+    let usable = |r: &&ReplicaNode| fence.is_none_or(|f| f.satisfied_by(topo, r));
+    if let Some(addr) = prefer {
+        if let Some(r) = topo.eligible_replicas().filter(usable).find(|r| r.pool.addr == addr) {
+            return Some(r);
+        }
+    }
+    topo.eligible_replicas().filter(usable).min_by_key(|r| r.pool.outstanding())
+}

@@ -1,0 +1,1030 @@
+//! One client connection: parse its requests, keep its Redis session state,
+//! route each command, and write replies back in the order they were asked.
+//!
+//! Replies are kept in a FIFO of [`Pending`] entries. A command is dispatched
+//! as soon as it is parsed (so a pipeline fans out to master and replicas at
+//! once), and its entry waits at its place in the FIFO. An entry that cannot
+//! be dispatched yet — no confirmed master during a failover, or a retry — is
+//! *deferred*: it and every later command of this session are dispatched only
+//! when they reach the head, which keeps the session's commands in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use belay_client::Auth;
+use belay_resp::{parse_request, Limits, Request};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::backend::{BackendConn, ReplyResult, Tunnel};
+use crate::commands::Class;
+use crate::config::ReadFrom;
+use crate::discovery::Event;
+use crate::pool::NodePool;
+use crate::reply;
+use crate::router::{pick_replica, Fence};
+use crate::server::Shared;
+use crate::topology::Topology;
+
+/// What a command needs from the backend side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    /// A read whose cursor only makes sense on the node that issued it (SCAN).
+    CursorRead,
+    Write,
+    Blocking,
+}
+
+/// A routed command, kept until its reply is final so that it can be retried
+/// where that is safe.
+struct Job {
+    req: Request,
+    kind: Kind,
+    /// Runs on the session's pinned master connection (transactions, blocking
+    /// commands, non-default session state).
+    pin: bool,
+    /// Part of a MULTI/WATCH transaction: never retried on another connection.
+    in_tx: bool,
+    /// Must go to the master even though it reads (NOSCRIPT on a replica).
+    force_master: bool,
+    /// When the command arrived, for the failover hold deadline.
+    since: Instant,
+    attempts: u8,
+}
+
+/// One reply slot in the session's FIFO.
+enum Pending {
+    /// The reply is known.
+    Ready(Bytes),
+    /// Sent; the reply arrives on `rx`.
+    Waiting {
+        rx: oneshot::Receiver<ReplyResult>,
+        job: Job,
+        /// The pool the command went to, if it went to the master.
+        master: Option<Arc<NodePool>>,
+    },
+    /// Routed but not sent: waits for a master, or for its turn.
+    Deferred(Job),
+    /// Parsed but not yet handled, because something before it is deferred.
+    Queued(Request),
+    /// A subscribe command: the session becomes a pub/sub tunnel once every
+    /// earlier reply is written.
+    Subscribe(Request),
+    /// `QUIT`: close once everything before it is written.
+    Quit,
+}
+
+/// A connection of this session alone.
+struct Pinned {
+    pool: Arc<NodePool>,
+    conn: BackendConn,
+}
+
+/// Redis session state the gateway keeps on the client's behalf.
+#[derive(Default)]
+struct State {
+    authenticated: bool,
+    db: i64,
+    resp3: bool,
+    name: Option<Bytes>,
+    /// Credentials of an ACL user the client authenticated as (passed through
+    /// to the nodes on pinned connections).
+    user: Option<Auth>,
+    in_multi: bool,
+    watching: bool,
+    /// The pinned master connection was lost mid-transaction.
+    tx_broken: bool,
+    master_conn: Option<Pinned>,
+    replica_conn: Option<Pinned>,
+    /// Where this session's SCAN cursors live.
+    scan_replica: Option<String>,
+    fence: Option<Fence>,
+    /// Writes sent and not yet answered; reads wait on the master behind them.
+    unacked_writes: usize,
+    /// Master pool of this session's unanswered master commands; a session
+    /// never has commands in flight on two masters at once.
+    inflight_master: Option<Arc<NodePool>>,
+    inflight_master_count: usize,
+}
+
+impl State {
+    /// Sessions in the default state may share backend connections.
+    fn is_default(&self) -> bool {
+        self.db == 0 && !self.resp3 && self.name.is_none() && self.user.is_none()
+    }
+
+    /// Commands replayed on a new pinned connection so it matches the session.
+    fn init_commands(&self) -> Vec<Vec<Bytes>> {
+        let mut init = Vec::new();
+        if self.resp3 {
+            init.push(vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")]);
+        }
+        if self.db != 0 {
+            init.push(vec![Bytes::from_static(b"SELECT"), Bytes::from(self.db.to_string())]);
+        }
+        if let Some(name) = &self.name {
+            init.push(vec![Bytes::from_static(b"CLIENT"), Bytes::from_static(b"SETNAME"), name.clone()]);
+        }
+        init
+    }
+}
+
+pub struct Session {
+    id: u64,
+    shared: Arc<Shared>,
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    inbuf: BytesMut,
+    out: BytesMut,
+    pending: VecDeque<Pending>,
+    /// Entries in `pending` that are Deferred, Queued or Subscribe.
+    held: usize,
+    st: State,
+    /// Stop reading: QUIT, a subscribe handover, or a protocol error.
+    stop_reading: bool,
+    /// Set by QUIT: close after its `+OK`.
+    quit_requested: bool,
+}
+
+/// How the session loop was woken.
+enum Wake {
+    Reply(Result<ReplyResult, oneshot::error::RecvError>),
+    Read(std::io::Result<usize>),
+    Idle,
+}
+
+impl Session {
+    pub fn new(id: u64, stream: TcpStream, shared: Arc<Shared>) -> Session {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let authenticated = shared.cfg.required_client_password().is_none();
+        Session {
+            id,
+            shared,
+            read,
+            write,
+            inbuf: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::with_capacity(16 * 1024),
+            pending: VecDeque::new(),
+            held: 0,
+            st: State {
+                authenticated,
+                ..State::default()
+            },
+            stop_reading: false,
+            quit_requested: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        if let Err(e) = self.serve().await {
+            tracing::debug!(session = self.id, error = %e, "client connection ended");
+        }
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        let idle = match self.shared.cfg.idle_timeout_secs {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        loop {
+            if self.settle_head().await? {
+                return Ok(());
+            }
+            if !self.out.is_empty() {
+                self.write.write_all(&self.out).await?;
+                self.out.clear();
+            }
+            if self.stop_reading && self.pending.is_empty() {
+                return Ok(());
+            }
+            let can_read = !self.stop_reading && self.pending.len() < self.shared.cfg.max_pipeline;
+            let idle_armed = idle.is_some() && self.pending.is_empty();
+            let wake = {
+                let head = match self.pending.front_mut() {
+                    Some(Pending::Waiting { rx, .. }) => Some(rx),
+                    _ => None,
+                };
+                let read = &mut self.read;
+                let inbuf = &mut self.inbuf;
+                tokio::select! {
+                    biased;
+                    r = async { match head { Some(rx) => rx.await, None => std::future::pending().await } } => Wake::Reply(r),
+                    r = read.read_buf(inbuf), if can_read => Wake::Read(r),
+                    _ = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(3600))), if idle_armed => Wake::Idle,
+                }
+            };
+            match wake {
+                Wake::Reply(r) => self.resolve_head(r),
+                Wake::Read(Ok(0)) => return Ok(()),
+                Wake::Read(Ok(_)) => self.parse_input().await,
+                Wake::Read(Err(e)) => return Err(e),
+                Wake::Idle => return Ok(()),
+            }
+        }
+    }
+
+    /// Parses every complete request in the input buffer and handles it.
+    async fn parse_input(&mut self) {
+        loop {
+            if self.stop_reading {
+                return;
+            }
+            let limits = self.limits();
+            match parse_request(&mut self.inbuf, &limits) {
+                Ok(Some(req)) => {
+                    if req.args.is_empty() {
+                        continue;
+                    }
+                    if self.held > 0 {
+                        self.push(Pending::Queued(req));
+                    } else {
+                        let p = self.handle(req).await;
+                        self.push(p);
+                        if std::mem::take(&mut self.quit_requested) {
+                            self.push(Pending::Quit);
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let msg = if self.st.authenticated {
+                        e.to_string()
+                    } else {
+                        format!("{e} (before AUTH)")
+                    };
+                    tracing::info!(session = self.id, error = %msg, "closing client after a protocol error");
+                    self.push(Pending::Ready(reply::error(&format!("ERR {msg}"))));
+                    self.push(Pending::Quit);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        if self.st.authenticated {
+            self.shared.limits
+        } else {
+            // Like Redis: an unauthenticated client cannot make us buffer much.
+            Limits {
+                max_bulk_len: 16 * 1024,
+                max_array_len: 10,
+                ..self.shared.limits
+            }
+        }
+    }
+
+    fn push(&mut self, p: Pending) {
+        if matches!(p, Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)) {
+            self.held += 1;
+        }
+        if matches!(p, Pending::Quit | Pending::Subscribe(_)) {
+            self.stop_reading = true;
+        }
+        self.pending.push_back(p);
+    }
+
+    /// Writes out every ready reply at the head and dispatches deferred work
+    /// that reached the head. Returns true when the session must end.
+    async fn settle_head(&mut self) -> std::io::Result<bool> {
+        loop {
+            match self.pending.front_mut() {
+                None | Some(Pending::Waiting { .. }) => {
+                    // Collect replies that are already there without waiting.
+                    if let Some(Pending::Waiting { rx, .. }) = self.pending.front_mut() {
+                        if let Ok(r) = rx.try_recv() {
+                            self.resolve_head(Ok(r));
+                            continue;
+                        }
+                    }
+                    return Ok(false);
+                }
+                Some(Pending::Ready(_)) => {
+                    if let Some(Pending::Ready(b)) = self.pending.pop_front() {
+                        self.out.extend_from_slice(&b);
+                    }
+                }
+                Some(Pending::Quit) => {
+                    self.write.write_all(&self.out).await?;
+                    self.out.clear();
+                    return Ok(true);
+                }
+                Some(Pending::Queued(_)) => {
+                    let Some(Pending::Queued(req)) = self.pending.pop_front() else { unreachable!() };
+                    self.held -= 1;
+                    let p = self.handle(req).await;
+                    if std::mem::take(&mut self.quit_requested) {
+                        self.stop_reading = true;
+                        self.pending.push_front(Pending::Quit);
+                    }
+                    self.replace_head(p);
+                }
+                Some(Pending::Deferred(_)) => {
+                    let Some(Pending::Deferred(job)) = self.pending.pop_front() else { unreachable!() };
+                    self.held -= 1;
+                    // Let the client see everything before this while we wait.
+                    if !self.out.is_empty() {
+                        self.write.write_all(&self.out).await?;
+                        self.out.clear();
+                    }
+                    let p = self.dispatch_at_head(job).await;
+                    self.replace_head(p);
+                }
+                Some(Pending::Subscribe(_)) => {
+                    let Some(Pending::Subscribe(req)) = self.pending.pop_front() else { unreachable!() };
+                    self.held -= 1;
+                    self.write.write_all(&self.out).await?;
+                    self.out.clear();
+                    self.tunnel(req).await?;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    fn replace_head(&mut self, p: Pending) {
+        if matches!(p, Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)) {
+            self.held += 1;
+        }
+        if matches!(p, Pending::Quit | Pending::Subscribe(_)) {
+            self.stop_reading = true;
+        }
+        self.pending.push_front(p);
+    }
+
+    /// The head's reply (or failure) arrived: decide what the client sees.
+    fn resolve_head(&mut self, r: Result<ReplyResult, oneshot::error::RecvError>) {
+        let Some(Pending::Waiting { job, master, .. }) = self.pending.pop_front() else {
+            return;
+        };
+        if master.is_some() {
+            self.st.inflight_master_count = self.st.inflight_master_count.saturating_sub(1);
+            if self.st.inflight_master_count == 0 {
+                self.st.inflight_master = None;
+            }
+        }
+        if job.kind == Kind::Write || job.kind == Kind::Blocking {
+            self.st.unacked_writes = self.st.unacked_writes.saturating_sub(1);
+        }
+        let result = r.unwrap_or_else(|_| {
+            Err(crate::backend::BackendError::Lost {
+                addr: master.as_ref().map(|p| p.addr.clone()).unwrap_or_default(),
+            })
+        });
+        let next = match result {
+            Ok(bytes) => self.on_reply(bytes, job, master),
+            Err(e) if !e.was_sent() && !job.in_tx => {
+                // Never reached the node: safe to send again once there is somewhere to send it.
+                Pending::Deferred(Job {
+                    attempts: job.attempts + 1,
+                    ..job
+                })
+            }
+            Err(e) => {
+                if let Some(m) = &master {
+                    let _ = self.shared.events.send(Event::Suspect { addr: m.addr.clone() });
+                }
+                if matches!(job.kind, Kind::Read | Kind::CursorRead) && job.attempts < 2 && !job.in_tx {
+                    // A read has no effect: try it elsewhere.
+                    Pending::Deferred(Job {
+                        attempts: job.attempts + 1,
+                        ..job
+                    })
+                } else {
+                    if job.in_tx || job.pin {
+                        self.st.master_conn = None;
+                        if self.st.in_multi || self.st.watching {
+                            self.st.tx_broken = true;
+                        }
+                    }
+                    Pending::Ready(reply::error(&format!("ERR belay: {e}")))
+                }
+            }
+        };
+        self.replace_head(next);
+    }
+
+    fn on_reply(&mut self, bytes: Bytes, job: Job, master: Option<Arc<NodePool>>) -> Pending {
+        if bytes.starts_with(b"-READONLY") && master.is_some() && !job.in_tx && job.attempts < 3 {
+            // The node we took for master was demoted; the write did not run.
+            if let Some(m) = &master {
+                let _ = self.shared.events.send(Event::Suspect { addr: m.addr.clone() });
+                m.close();
+            }
+            return Pending::Deferred(Job {
+                attempts: job.attempts + 1,
+                ..job
+            });
+        }
+        if bytes.starts_with(b"-NOSCRIPT") && master.is_none() && !job.force_master {
+            // The script is loaded on the master but not on this replica.
+            return Pending::Deferred(Job {
+                force_master: true,
+                ..job
+            });
+        }
+        if master.is_some() && matches!(job.kind, Kind::Write | Kind::Blocking) {
+            self.st.fence = Some(Fence {
+                acked_at: Instant::now(),
+            });
+        }
+        Pending::Ready(bytes)
+    }
+
+    /// Handles one request in session order.
+    async fn handle(&mut self, req: Request) -> Pending {
+        let mut name_buf = [0u8; 24];
+        let name = lower_name(&req.args[0], &mut name_buf);
+        if !self.st.authenticated && !matches!(name, "auth" | "hello" | "quit" | "reset") {
+            return Pending::Ready(reply::error("NOAUTH Authentication required."));
+        }
+        if self.st.in_multi && !matches!(name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset") {
+            if self.st.tx_broken {
+                return Pending::Ready(reply::error(
+                    "ERR belay: transaction aborted: the connection to the master was lost",
+                ));
+            }
+            // Redis queues it; a denied command must not be queued either.
+            if let Class::Denied(reason) = self.topology().commands.classify(&req.args) {
+                return denied(&req, reason);
+            }
+            return self.route(req, Kind::Write, true, true).await;
+        }
+        match name {
+            "auth" => self.auth(&req).await,
+            "hello" => self.hello(&req).await,
+            "select" => self.select(&req),
+            "quit" => {
+                self.quit_requested = true;
+                Pending::Ready(reply::ok())
+            }
+            "reset" => {
+                let authenticated = self.shared.cfg.required_client_password().is_none();
+                self.st = State {
+                    authenticated,
+                    ..State::default()
+                };
+                Pending::Ready(reply::simple("RESET"))
+            }
+            "ping" if req.args.len() <= 2 => match req.args.get(1) {
+                Some(msg) => Pending::Ready(reply::bulk(msg)),
+                None => Pending::Ready(reply::simple("PONG")),
+            },
+            "multi" => {
+                if self.st.in_multi {
+                    return Pending::Ready(reply::error("ERR MULTI calls can not be nested"));
+                }
+                self.st.in_multi = true;
+                self.route(req, Kind::Write, true, true).await
+            }
+            "exec" | "discard" => {
+                if !self.st.in_multi {
+                    return Pending::Ready(reply::error(&format!("ERR {} without MULTI", name.to_ascii_uppercase())));
+                }
+                let broken = self.st.tx_broken;
+                self.st.in_multi = false;
+                self.st.watching = false;
+                self.st.tx_broken = false;
+                if broken {
+                    self.st.master_conn = None;
+                    return Pending::Ready(if name == "exec" {
+                        reply::error("EXECABORT Transaction discarded because the connection to the master was lost")
+                    } else {
+                        reply::ok()
+                    });
+                }
+                self.route(req, Kind::Write, true, true).await
+            }
+            "watch" => {
+                if self.st.in_multi {
+                    return Pending::Ready(reply::error("ERR WATCH inside MULTI is not allowed"));
+                }
+                self.st.watching = true;
+                self.route(req, Kind::Write, true, true).await
+            }
+            "unwatch" => {
+                self.st.watching = false;
+                if self.st.master_conn.is_some() {
+                    self.route(req, Kind::Write, true, false).await
+                } else {
+                    Pending::Ready(reply::ok())
+                }
+            }
+            "subscribe" | "psubscribe" | "ssubscribe" => Pending::Subscribe(req),
+            "client" if req.arg_is(1, "SETNAME") => self.client_setname(&req),
+            "client" if req.arg_is(1, "GETNAME") => Pending::Ready(match &self.st.name {
+                Some(n) => reply::bulk(n),
+                None => reply::null(self.st.resp3),
+            }),
+            "client" if req.arg_is(1, "ID") => Pending::Ready(reply::integer(self.id as i64)),
+            _ => {
+                let class = self.topology().commands.classify(&req.args);
+                match class {
+                    Class::Denied(reason) => denied(&req, reason),
+                    Class::Read => {
+                        let kind = if matches!(name, "scan" | "sscan" | "hscan" | "zscan") {
+                            Kind::CursorRead
+                        } else {
+                            Kind::Read
+                        };
+                        self.route(req, kind, false, false).await
+                    }
+                    Class::Write => {
+                        let pin = self.st.master_conn.is_some() || !self.st.is_default();
+                        self.route(req, Kind::Write, pin, false).await
+                    }
+                    Class::Blocking => self.route(req, Kind::Blocking, true, false).await,
+                }
+            }
+        }
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        self.shared.topology.borrow().clone()
+    }
+
+    async fn route(&mut self, req: Request, kind: Kind, pin: bool, in_tx: bool) -> Pending {
+        let job = Job {
+            req,
+            kind,
+            pin,
+            in_tx,
+            force_master: false,
+            since: Instant::now(),
+            attempts: 0,
+        };
+        match self.try_dispatch(job).await {
+            Ok(p) => p,
+            Err(job) => Pending::Deferred(job),
+        }
+    }
+
+    /// Sends the job now if it can be; gives it back if it must wait.
+    async fn try_dispatch(&mut self, job: Job) -> Result<Pending, Job> {
+        let topo = self.topology();
+        let wants_replica = matches!(job.kind, Kind::Read | Kind::CursorRead)
+            && !job.force_master
+            && !job.pin
+            && self.shared.cfg.read_from != ReadFrom::Master
+            && self.st.unacked_writes == 0;
+        if wants_replica {
+            let prefer = if job.kind == Kind::CursorRead {
+                self.st.scan_replica.clone()
+            } else {
+                None
+            };
+            if let Some(replica) = pick_replica(&topo, self.st.fence, prefer.as_deref()) {
+                let pool = replica.pool.clone();
+                if let Some(conn) = self.replica_conn(&pool).await {
+                    if job.kind == Kind::CursorRead {
+                        self.st.scan_replica = Some(pool.addr.clone());
+                    }
+                    let rx = conn.send(job.req.raw.clone());
+                    return Ok(Pending::Waiting { rx, job, master: None });
+                }
+            }
+            if self.shared.cfg.read_from == ReadFrom::Replica {
+                return Err(job);
+            }
+        }
+        // The master.
+        let Some(pool) = topo.master.clone() else {
+            return Err(job);
+        };
+        if let Some(prev) = &self.st.inflight_master {
+            if !Arc::ptr_eq(prev, &pool) {
+                // Commands still in flight on the old master: wait for them.
+                return Err(job);
+            }
+        }
+        let conn = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
+            match self.master_conn(&pool, job.in_tx).await {
+                Some(c) => c,
+                None if job.in_tx && (self.st.in_multi || self.st.watching || self.st.tx_broken) => {
+                    return Ok(Pending::Ready(reply::error(
+                        "ERR belay: transaction aborted: the connection to the master was lost",
+                    )));
+                }
+                None => return Err(job),
+            }
+        } else {
+            match pool.shared(self.id as usize).await {
+                Ok(c) => (*c).clone(),
+                Err(e) => {
+                    tracing::debug!(session = self.id, error = %e, "master connection unavailable");
+                    return Err(job);
+                }
+            }
+        };
+        if matches!(job.kind, Kind::Write | Kind::Blocking) {
+            self.st.unacked_writes += 1;
+        }
+        self.st.inflight_master = Some(pool.clone());
+        self.st.inflight_master_count += 1;
+        let rx = if job.kind == Kind::Blocking {
+            conn.send_blocking(job.req.raw.clone())
+        } else {
+            conn.send(job.req.raw.clone())
+        };
+        Ok(Pending::Waiting {
+            rx,
+            job,
+            master: Some(pool),
+        })
+    }
+
+    /// Dispatches a deferred job at the head of the FIFO, waiting for a
+    /// master up to the failover hold.
+    async fn dispatch_at_head(&mut self, mut job: Job) -> Pending {
+        let deadline = job.since + self.shared.cfg.failover_hold();
+        let mut topo_rx = self.shared.topology.clone();
+        loop {
+            topo_rx.borrow_and_update();
+            job = match self.try_dispatch(job).await {
+                Ok(p) => return p,
+                Err(job) => job,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                let what = if matches!(job.kind, Kind::Read | Kind::CursorRead) {
+                    "no replica or master"
+                } else {
+                    "no confirmed master"
+                };
+                return Pending::Ready(reply::error(&format!(
+                    "TRYAGAIN belay: {what} for {} ms (failover in progress?); the command was not run",
+                    self.shared.cfg.failover_hold_ms
+                )));
+            }
+            // Wake on the next topology, or soon anyway (connect backoff).
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(wait, topo_rx.changed()).await;
+        }
+    }
+
+    /// This session's own master connection, opened (and set up) if needed.
+    async fn master_conn(&mut self, pool: &Arc<NodePool>, in_tx: bool) -> Option<BackendConn> {
+        if let Some(p) = &self.st.master_conn {
+            if Arc::ptr_eq(&p.pool, pool) && p.conn.is_alive() && !pool.is_closed() {
+                return Some(p.conn.clone());
+            }
+            // Lost: a transaction on it cannot continue on another connection.
+            self.st.master_conn = None;
+            if in_tx || self.st.in_multi || self.st.watching {
+                self.st.tx_broken = true;
+                return None;
+            }
+        }
+        match pool.dedicated(self.st.init_commands(), self.st.user.clone(), false).await {
+            Ok(conn) => {
+                self.st.master_conn = Some(Pinned {
+                    pool: pool.clone(),
+                    conn: conn.clone(),
+                });
+                Some(conn)
+            }
+            Err(e) => {
+                tracing::debug!(session = self.id, error = %e, "cannot open a pinned master connection");
+                None
+            }
+        }
+    }
+
+    /// A connection to `pool` for reads: shared in the default state, pinned otherwise.
+    async fn replica_conn(&mut self, pool: &Arc<NodePool>) -> Option<BackendConn> {
+        if self.st.is_default() {
+            return pool.shared(self.id as usize).await.ok().map(|c| (*c).clone());
+        }
+        if let Some(p) = &self.st.replica_conn {
+            if Arc::ptr_eq(&p.pool, pool) && p.conn.is_alive() {
+                return Some(p.conn.clone());
+            }
+        }
+        match pool.dedicated(self.st.init_commands(), self.st.user.clone(), false).await {
+            Ok(conn) => {
+                self.st.replica_conn = Some(Pinned {
+                    pool: pool.clone(),
+                    conn: conn.clone(),
+                });
+                Some(conn)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Replays a state change on pinned connections (their replies are not the client's).
+    fn replay_on_pinned(&self, args: &[&[u8]]) {
+        let raw = belay_resp::encode_command(args).freeze();
+        for p in [&self.st.master_conn, &self.st.replica_conn].into_iter().flatten() {
+            p.conn.send_ignoring_reply(raw.clone());
+        }
+    }
+
+    async fn auth(&mut self, req: &Request) -> Pending {
+        let (user, pass) = match req.args.len() {
+            2 => (None, &req.args[1]),
+            3 => (Some(&req.args[1]), &req.args[2]),
+            _ => return Pending::Ready(reply::error("ERR wrong number of arguments for 'auth' command")),
+        };
+        match self.check_credentials(user, pass).await {
+            Ok(()) => Pending::Ready(reply::ok()),
+            Err(e) => Pending::Ready(e),
+        }
+    }
+
+    /// Checks credentials the way Redis would; on success the session is
+    /// authenticated (as the gateway's client user, or as an ACL user whose
+    /// credentials are then used on this session's pinned connections).
+    async fn check_credentials(&mut self, user: Option<&Bytes>, pass: &Bytes) -> Result<(), Bytes> {
+        let is_default = user.is_none_or(|u| u.as_ref() == b"default");
+        if is_default {
+            return match self.shared.cfg.required_client_password() {
+                None => Err(reply::error(
+                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                )),
+                Some(p) if constant_time_eq(p.as_bytes(), pass) => {
+                    self.st.authenticated = true;
+                    Ok(())
+                }
+                Some(_) => Err(reply::error(
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                )),
+            };
+        }
+        // Another ACL user: let the master decide, then use those credentials.
+        let auth = Auth {
+            username: user.map(|u| String::from_utf8_lossy(u).into_owned()),
+            password: String::from_utf8_lossy(pass).into_owned(),
+        };
+        let topo = self.topology();
+        let Some(master) = topo.master.clone() else {
+            return Err(reply::error("TRYAGAIN belay: no confirmed master to check the credentials against"));
+        };
+        match master.dedicated(self.st.init_commands(), Some(auth.clone()), false).await {
+            Ok(conn) => {
+                self.st.user = Some(auth);
+                self.st.authenticated = true;
+                self.st.master_conn = Some(Pinned { pool: master, conn });
+                self.st.replica_conn = None;
+                Ok(())
+            }
+            Err(crate::pool::PoolError::Connect(e)) if e.is_auth() => Err(reply::error(
+                "WRONGPASS invalid username-password pair or user is disabled.",
+            )),
+            Err(e) => Err(reply::error(&format!("ERR belay: cannot check credentials: {e}"))),
+        }
+    }
+
+    async fn hello(&mut self, req: &Request) -> Pending {
+        let mut resp3 = self.st.resp3;
+        let mut i = 1;
+        if let Some(v) = req.args.get(1) {
+            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(2) => resp3 = false,
+                Some(3) => resp3 = true,
+                Some(_) => return Pending::Ready(reply::error("NOPROTO unsupported protocol version")),
+                None => {
+                    return Pending::Ready(reply::error("ERR Protocol version is not an integer or out of range"))
+                }
+            }
+            i = 2;
+        }
+        let mut name = None;
+        while i < req.args.len() {
+            if req.arg_is(i, "AUTH") && i + 2 < req.args.len() {
+                let (u, p) = (req.args[i + 1].clone(), req.args[i + 2].clone());
+                if let Err(e) = self.check_credentials(Some(&u), &p).await {
+                    return Pending::Ready(e);
+                }
+                i += 3;
+            } else if req.arg_is(i, "SETNAME") && i + 1 < req.args.len() {
+                name = Some(req.args[i + 1].clone());
+                i += 2;
+            } else {
+                return Pending::Ready(reply::error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&req.args[i])
+                )));
+            }
+        }
+        if !self.st.authenticated {
+            return Pending::Ready(reply::error(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            ));
+        }
+        if resp3 != self.st.resp3 {
+            self.st.resp3 = resp3;
+            let proto: &[u8] = if resp3 { b"3" } else { b"2" };
+            self.replay_on_pinned(&[b"HELLO", proto]);
+        }
+        if let Some(n) = name {
+            self.st.name = Some(n.clone());
+            self.replay_on_pinned(&[b"CLIENT", b"SETNAME", &n]);
+        }
+        let version = self.topology().server_version.clone();
+        Pending::Ready(reply::hello(self.st.resp3, &version, self.id))
+    }
+
+    fn select(&mut self, req: &Request) -> Pending {
+        if req.args.len() != 2 {
+            return Pending::Ready(reply::error("ERR wrong number of arguments for 'select' command"));
+        }
+        let Some(db) = std::str::from_utf8(&req.args[1]).ok().and_then(|s| s.parse::<i64>().ok()) else {
+            return Pending::Ready(reply::error("ERR value is not an integer or out of range"));
+        };
+        if !(0..self.shared.databases).contains(&db) {
+            return Pending::Ready(reply::error("ERR DB index is out of range"));
+        }
+        if db != self.st.db {
+            self.st.db = db;
+            self.replay_on_pinned(&[b"SELECT", &req.args[1]]);
+        }
+        Pending::Ready(reply::ok())
+    }
+
+    fn client_setname(&mut self, req: &Request) -> Pending {
+        let Some(name) = req.args.get(2).filter(|_| req.args.len() == 3) else {
+            return Pending::Ready(reply::error("ERR wrong number of arguments for 'client|setname' command"));
+        };
+        if name.iter().any(|&b| b <= b' ' || b > b'~') {
+            return Pending::Ready(reply::error(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        self.st.name = if name.is_empty() { None } else { Some(name.clone()) };
+        self.replay_on_pinned(&[b"CLIENT", b"SETNAME", name]);
+        Pending::Ready(reply::ok())
+    }
+
+    /// Pub/sub: the session becomes a pipe to a subscription connection on
+    /// the master until the client leaves. If that connection is lost (the
+    /// master failed or was demoted), the session's subscriptions are made
+    /// again on the new master; the client stays connected.
+    async fn tunnel(&mut self, first: Request) -> std::io::Result<()> {
+        let mut subs = Subscriptions::default();
+        let mut pending_first = Some(first);
+        loop {
+            let since = Instant::now();
+            let tunnel = loop {
+                let topo = self.topology();
+                if let Some(master) = topo.master.clone() {
+                    match Tunnel::open(&master.tunnel_spec(self.st.init_commands())).await {
+                        Ok(t) => break Some(t),
+                        Err(e) => tracing::debug!(session = self.id, error = %e, "cannot open a subscription connection"),
+                    }
+                }
+                if since.elapsed() > self.shared.cfg.failover_hold() {
+                    break None;
+                }
+                let mut rx = self.shared.topology.clone();
+                let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+            };
+            let Some(mut tunnel) = tunnel else {
+                self.write
+                    .write_all(&reply::error("TRYAGAIN belay: no confirmed master to subscribe on"))
+                    .await?;
+                return Ok(());
+            };
+            // (Re)subscribe; confirmations of a re-subscription are not the client's.
+            let mut swallow = 0usize;
+            if let Some(req) = pending_first.take() {
+                subs.track(&req);
+                tunnel.write.write_all(&req.raw).await?;
+            } else {
+                for (cmd, set) in subs.groups() {
+                    if set.is_empty() {
+                        continue;
+                    }
+                    swallow += set.len();
+                    let mut args: Vec<&[u8]> = vec![cmd.as_bytes()];
+                    args.extend(set.iter().map(|c| c.as_ref()));
+                    let raw = belay_resp::encode_command(&args);
+                    if tunnel.write.write_all(&raw).await.is_err() {
+                        continue;
+                    }
+                }
+                tracing::info!(session = self.id, master = %tunnel.addr, "subscriptions re-established");
+            }
+            // Pipe until either side ends.
+            loop {
+                tokio::select! {
+                    frame = tunnel.frames.recv() => {
+                        let Some(frame) = frame else { break };
+                        if swallow > 0 && is_subscribe_confirmation(&frame) {
+                            swallow -= 1;
+                            continue;
+                        }
+                        self.write.write_all(&frame).await?;
+                    }
+                    n = self.read.read_buf(&mut self.inbuf) => {
+                        if n? == 0 {
+                            return Ok(());
+                        }
+                        loop {
+                            match parse_request(&mut self.inbuf, &self.shared.limits) {
+                                Ok(Some(req)) => {
+                                    if req.args.is_empty() {
+                                        continue;
+                                    }
+                                    if req.is("QUIT") {
+                                        self.write.write_all(&reply::ok()).await?;
+                                        return Ok(());
+                                    }
+                                    subs.track(&req);
+                                    if tunnel.write.write_all(&req.raw).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    self.write.write_all(&reply::error(&format!("ERR {e}"))).await?;
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            tracing::info!(session = self.id, "subscription connection lost; re-subscribing");
+        }
+    }
+}
+
+/// Channels and patterns a tunnelled session is subscribed to.
+#[derive(Default)]
+struct Subscriptions {
+    channels: std::collections::BTreeSet<Bytes>,
+    patterns: std::collections::BTreeSet<Bytes>,
+    shard: std::collections::BTreeSet<Bytes>,
+}
+
+impl Subscriptions {
+    fn track(&mut self, req: &Request) {
+        let args = req.args[1..].iter().cloned();
+        let name = String::from_utf8_lossy(&req.args[0]).to_ascii_lowercase();
+        match name.as_str() {
+            "subscribe" => self.channels.extend(args),
+            "psubscribe" => self.patterns.extend(args),
+            "ssubscribe" => self.shard.extend(args),
+            "unsubscribe" if req.args.len() == 1 => self.channels.clear(),
+            "punsubscribe" if req.args.len() == 1 => self.patterns.clear(),
+            "sunsubscribe" if req.args.len() == 1 => self.shard.clear(),
+            "unsubscribe" => args.for_each(|a| {
+                self.channels.remove(&a);
+            }),
+            "punsubscribe" => args.for_each(|a| {
+                self.patterns.remove(&a);
+            }),
+            "sunsubscribe" => args.for_each(|a| {
+                self.shard.remove(&a);
+            }),
+            _ => {}
+        }
+    }
+
+    fn groups(&self) -> [(&'static str, &std::collections::BTreeSet<Bytes>); 3] {
+        [("SUBSCRIBE", &self.channels), ("PSUBSCRIBE", &self.patterns), ("SSUBSCRIBE", &self.shard)]
+    }
+}
+
+fn is_subscribe_confirmation(frame: &[u8]) -> bool {
+    let head = &frame[..frame.len().min(32)];
+    let lower: Vec<u8> = head.iter().map(|b| b.to_ascii_lowercase()).collect();
+    lower.windows(9).any(|w| w == b"subscribe") && !lower.windows(7).any(|w| w == b"message")
+}
+
+fn denied(req: &Request, reason: &str) -> Pending {
+    let name = String::from_utf8_lossy(&req.args[0]).to_ascii_uppercase();
+    let sub = req
+        .args
+        .get(1)
+        .filter(|_| matches!(name.as_str(), "CONFIG" | "CLIENT"))
+        .map(|s| format!(" {}", String::from_utf8_lossy(s).to_ascii_uppercase()))
+        .unwrap_or_default();
+    Pending::Ready(reply::error(&format!(
+        "ERR belay: '{name}{sub}' is not supported through the gateway: {reason}"
+    )))
+}
+
+fn lower_name<'a>(name: &[u8], buf: &'a mut [u8; 24]) -> &'a str {
+    if name.len() > buf.len() {
+        return "";
+    }
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,57 @@
+//! The topology snapshot: who is master, which replicas may serve reads.
+//!
+//! It is a value: discovery builds a new one and publishes it; sessions read
+//! the current one without locks and never modify it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::commands::CommandTable;
+use crate::pool::NodePool;
+
+/// A replica as last seen by discovery.
+pub struct ReplicaNode {
+    pub pool: Arc<NodePool>,
+    /// Replication offset the replica reported (`slave_repl_offset`).
+    pub offset: i64,
+    /// May serve reads: linked to the current master, not down, not loading.
+    pub eligible: bool,
+}
+
+/// One immutable picture of the deployment.
+pub struct Topology {
+    /// Bumped on every publish.
+    pub generation: u64,
+    /// The confirmed master: named by a majority of answering Sentinels and
+    /// answering `ROLE` as master. `None` during a failover.
+    pub master: Option<Arc<NodePool>>,
+    pub replicas: Vec<ReplicaNode>,
+    /// The master's replication offset, sampled at `sampled_at`, before the
+    /// replicas' offsets of this snapshot were sampled.
+    pub master_offset: i64,
+    /// When this round of sampling started.
+    pub sampled_at: Instant,
+    /// How commands route (from the master's `COMMAND`).
+    pub commands: Arc<CommandTable>,
+    /// The master's `redis_version`, for `HELLO` replies.
+    pub server_version: String,
+}
+
+impl Topology {
+    pub fn empty(commands: Arc<CommandTable>) -> Topology {
+        Topology {
+            generation: 0,
+            master: None,
+            replicas: Vec::new(),
+            master_offset: 0,
+            sampled_at: Instant::now(),
+            commands,
+            server_version: String::new(),
+        }
+    }
+
+    /// Replicas that may serve reads.
+    pub fn eligible_replicas(&self) -> impl Iterator<Item = &ReplicaNode> {
+        self.replicas.iter().filter(|r| r.eligible && !r.pool.is_closed())
+    }
+}

@@ -1,1 +1,45 @@
-//! placeholder
+//! belay's lab: a real Redis HA topology on one machine — 1 master, N
+//! replicas, M Sentinels (and the gateway) as supervised child processes
+//! with generated configs under a state dir. `belay up/status/down` are thin
+//! layers over this crate; the gateway's and drills' tests use [`Lab`]
+//! directly:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use belay_lab::{Lab, LabSpec, NoProgress};
+//! use std::time::Duration;
+//! let dir = tempfile::tempdir()?;
+//! let mut lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress).await?;
+//! let old = lab.current_master().await?;
+//! lab.pause("redis-1")?;                        // like `docker compose pause`
+//! let new = lab.wait_for_failover(&old, Duration::from_secs(20)).await?;
+//! lab.resume("redis-1")?;
+//! lab.wait_until_replica_of("redis-1", &new, Duration::from_secs(30)).await?;
+//! # Ok(()) }                                    // drop: every process is killed
+//! ```
+//!
+//! Modules, one concept each: [`spec`] (what to build), [`config`] (the
+//! files), [`process`] (one supervised child), [`ports`], `ready` (when is
+//! it ready), [`status`] (what is it doing), [`state`] (the state dir), and
+//! `lab` (the handle tying them together).
+
+pub mod config;
+mod error;
+mod lab;
+pub mod ports;
+pub mod process;
+mod progress;
+mod ready;
+pub mod spec;
+pub mod state;
+pub mod status;
+pub mod testing;
+
+pub use error::LabError;
+pub use lab::{down, recorded_state, Lab, StopReport};
+pub use ports::reserve_block;
+pub use process::{Process, ProcessKind, ProcessRecord};
+pub use progress::{LineProgress, NoProgress, Progress};
+pub use spec::{GatewaySpec, LabSpec};
+pub use state::LabState;
+pub use status::{StatusQuery, StatusReport};

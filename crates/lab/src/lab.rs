@@ -1,0 +1,755 @@
+//! [`Lab`]: a running topology and the handle to operate it — start it,
+//! break it (pause, kill), mend it (resume, restart), watch it fail over,
+//! and stop it. The same type serves `belay up` (which owns the children),
+//! `belay down`/`status` from another shell (attached through `lab.json`),
+//! and the gateway's and drills' tests (where `Drop` is the guard that
+//! never leaves a redis-server behind).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use belay_client::{Auth, Connection, Role};
+use nix::sys::signal::Signal;
+
+use crate::config;
+use crate::error::LabError;
+use crate::ports;
+use crate::process::{self, Process, ProcessKind, ProcessRecord};
+use crate::progress::Progress;
+use crate::ready::{self, Expected};
+use crate::spec::LabSpec;
+use crate::state::{self, LabState, STATE_VERSION};
+use crate::status::{self, StatusQuery, StatusReport, Target};
+
+/// How often readiness and failover waits poll.
+const POLL: Duration = Duration::from_millis(150);
+/// Deadline of one control call made by the lab's own helpers.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A lab topology: its spec, its password and its processes.
+///
+/// Dropping a `Lab` that is not detached kills (SIGKILL) and reaps every
+/// process it started and removes `lab.json`, so a panicking test or an
+/// interrupted start-up leaves nothing behind. Use [`Lab::stop`] for an
+/// orderly stop, [`Lab::detach`] to leave the lab running.
+pub struct Lab {
+    spec: LabSpec,
+    password: String,
+    processes: Vec<Process>,
+    /// Leave the processes running on drop (`up --detach`, attached labs).
+    detached: bool,
+}
+
+/// What [`Lab::stop`] / [`down`] did, process by process.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct StopReport {
+    /// Stopped by SIGTERM within the grace period: `(name, pid)`.
+    pub stopped: Vec<(String, u32)>,
+    /// Still running after the grace period, then SIGKILLed.
+    pub killed: Vec<(String, u32)>,
+    /// Already gone (or its pid now belongs to another process, left alone).
+    pub already_gone: Vec<String>,
+}
+
+impl Lab {
+    /// Starts the lab described by `spec` and returns once it is ready (see
+    /// `ready.rs`): every replica linked, every Sentinel knowing the master,
+    /// all replicas and all other Sentinels, CKQUORUM OK, the gateway
+    /// answering PING.
+    ///
+    /// Before starting anything it checks the binaries exist, that no lab is
+    /// already running in `spec.dir` (a stale `lab.json` is removed) and that
+    /// every port is free. If a child exits, readiness times out, or the
+    /// returned future is dropped (Ctrl-C), every process started so far is
+    /// killed.
+    pub async fn start(mut spec: LabSpec, progress: &dyn Progress) -> Result<Lab> {
+        spec.validate()?;
+        spec.redis_server = process::resolve_binary(&spec.redis_server, "--redis-server")?;
+        spec.redis_sentinel = process::resolve_binary(&spec.redis_sentinel, "--redis-sentinel")?;
+        if let Some(gw) = &mut spec.gateway {
+            gw.exe = process::resolve_binary(&gw.exe, "--gateway-exe")?;
+        }
+        std::fs::create_dir_all(&spec.dir)
+            .with_context(|| format!("creating the state dir {}", spec.dir.display()))?;
+        // Make the dir absolute: children run in their own dirs, and config
+        // files name paths.
+        spec.dir = std::fs::canonicalize(&spec.dir)
+            .with_context(|| format!("resolving {}", spec.dir.display()))?;
+
+        if let Some(old) = state::load(&spec.dir)? {
+            let running = old.running();
+            if !running.is_empty() {
+                let pids = running
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.pid.unwrap_or(0)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(LabError::AlreadyRunning {
+                    dir: spec.dir.clone(),
+                    pids,
+                }
+                .into());
+            }
+            progress.step(&format!(
+                "found state of a lab that is no longer running in {}; cleaning it up",
+                spec.dir.display()
+            ));
+            state::remove(&spec.dir)?;
+        }
+
+        let plan = spec.plan();
+        ports::check_free(&spec.bind, &plan)?;
+        let password = state::password(&spec.dir, spec.password.as_deref())?;
+        spec.password = Some(password.clone());
+        write_configs(&spec, &plan, &password)?;
+
+        let timeout = Duration::from_millis(spec.ready_timeout_ms);
+        let detach = spec.detach;
+        let mut lab = Lab {
+            spec,
+            password,
+            processes: Vec::new(),
+            detached: false,
+        };
+        // Data nodes first, and Sentinels only once the replicas are linked:
+        // a Sentinel learns the replicas from the master's INFO, which it
+        // refreshes only every 10 s, so this order saves that wait.
+        let master = lab.spec.initial_master_addr();
+        for kind in [ProcessKind::DataNode, ProcessKind::Sentinel] {
+            for rec in plan.iter().filter(|r| r.kind == kind) {
+                lab.spawn_new(rec.clone(), progress)?;
+            }
+            lab.wait_ready_inner(Some(master.clone()), timeout, progress)
+                .await?;
+        }
+        if let Some(rec) = plan.iter().find(|r| r.kind == ProcessKind::Gateway) {
+            lab.spawn_new(rec.clone(), progress)?;
+            lab.wait_gateway(timeout, progress).await?;
+        }
+        lab.detached = detach;
+        lab.save_state("ready")?;
+        progress.step("the lab is ready");
+        Ok(lab)
+    }
+
+    /// Attaches to the lab recorded in `dir/lab.json` (started by another
+    /// process, e.g. `belay up --detach`). The returned `Lab` is detached:
+    /// dropping it leaves the processes running; [`Lab::stop`] stops them.
+    pub fn attach(dir: &Path) -> Result<Lab> {
+        let state = state::load(dir)?.ok_or_else(|| LabError::NoLab {
+            dir: dir.to_path_buf(),
+        })?;
+        let password = state::read_password(dir)?.ok_or_else(|| {
+            anyhow!(
+                "{} is missing: cannot talk to the lab's processes",
+                state::password_path(dir).display()
+            )
+        })?;
+        let mut spec = state.spec;
+        spec.password = Some(password.clone());
+        Ok(Lab {
+            spec,
+            password,
+            processes: state
+                .processes
+                .into_iter()
+                .map(|record| Process {
+                    record,
+                    child: None,
+                })
+                .collect(),
+            detached: true,
+        })
+    }
+
+    // ---- what the lab is -------------------------------------------------
+
+    /// The spec the lab runs with (its `password` is filled in, `dir` absolute).
+    pub fn spec(&self) -> &LabSpec {
+        &self.spec
+    }
+    /// The state dir.
+    pub fn dir(&self) -> &Path {
+        &self.spec.dir
+    }
+    /// The password of every node and Sentinel (and the gateway).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+    /// [`Auth`] for the lab's password, for [`Connection::connect`].
+    pub fn auth(&self) -> Auth {
+        Auth::password(&self.password)
+    }
+    /// The name the Sentinels monitor the master under.
+    pub fn master_name(&self) -> &str {
+        &self.spec.master_name
+    }
+    /// Every process, in start order.
+    pub fn processes(&self) -> &[Process] {
+        &self.processes
+    }
+    /// The data nodes (`redis-1` started as master).
+    pub fn data_nodes(&self) -> Vec<&Process> {
+        self.of_kind(ProcessKind::DataNode)
+    }
+    /// The Sentinels.
+    pub fn sentinels(&self) -> Vec<&Process> {
+        self.of_kind(ProcessKind::Sentinel)
+    }
+    /// `host:port` of every Sentinel.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels().iter().map(|p| p.addr()).collect()
+    }
+    /// The gateway, when the lab runs one.
+    pub fn gateway(&self) -> Option<&Process> {
+        self.of_kind(ProcessKind::Gateway).into_iter().next()
+    }
+    /// `host:port` of the gateway.
+    pub fn gateway_addr(&self) -> Option<String> {
+        self.gateway().map(|p| p.addr())
+    }
+    /// The process called `name` (`redis-2`, `sentinel-1`, `gateway`).
+    pub fn process(&self, name: &str) -> Result<&Process> {
+        let i = self.index(name)?;
+        Ok(&self.processes[i])
+    }
+    /// The process listening on `addr` (`host:port`), e.g. the one
+    /// [`Lab::current_master`] names.
+    pub fn process_by_addr(&self, addr: &str) -> Option<&Process> {
+        self.processes.iter().find(|p| p.addr() == addr)
+    }
+    /// True when the Lab leaves its processes running when dropped.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    fn of_kind(&self, kind: ProcessKind) -> Vec<&Process> {
+        self.processes.iter().filter(|p| p.kind() == kind).collect()
+    }
+
+    /// Index of a process by name or by address.
+    fn index(&self, name: &str) -> Result<usize> {
+        self.processes
+            .iter()
+            .position(|p| p.name() == name || p.addr() == name)
+            .ok_or_else(|| {
+                LabError::UnknownProcess {
+                    name: name.to_string(),
+                    known: self
+                        .processes
+                        .iter()
+                        .map(|p| p.name().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into()
+            })
+    }
+
+    // ---- breaking and mending ---------------------------------------------
+
+    /// Freezes a process (SIGSTOP), like `docker compose pause`: its sockets
+    /// stay open and silent. `node` is a name or an address.
+    pub fn pause(&mut self, node: &str) -> Result<()> {
+        self.send(node, Signal::SIGSTOP)
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&mut self, node: &str) -> Result<()> {
+        self.send(node, Signal::SIGCONT)
+    }
+
+    /// Kills a process at once (SIGKILL, like a crash or `kill -9`) and
+    /// waits until it is gone. [`Lab::restart`] brings it back.
+    pub fn kill(&mut self, node: &str) -> Result<()> {
+        let i = self.index(node)?;
+        let p = &mut self.processes[i];
+        if !p.signal(Signal::SIGKILL)? {
+            bail!("{} is not running", p.name());
+        }
+        wait_gone(p, Duration::from_secs(5))
+    }
+
+    /// Starts a process again with the same config file — which Sentinel
+    /// may have rewritten meanwhile (a demoted master comes back with the
+    /// `replicaof` line Sentinel gave it), as with a real restart. A process
+    /// still running is killed first.
+    pub fn restart(&mut self, node: &str) -> Result<()> {
+        let i = self.index(node)?;
+        {
+            let p = &mut self.processes[i];
+            if p.is_running() {
+                p.signal(Signal::SIGKILL)?;
+                wait_gone(p, Duration::from_secs(5))?;
+            }
+        }
+        let mut rec = self.processes[i].record.clone();
+        let cmd = rec
+            .kind
+            .command(&self.spec, &rec, &self.sentinel_addrs(), &self.password);
+        let child = process::spawn(&mut rec, cmd, self.detached)?;
+        self.processes[i] = Process {
+            record: rec,
+            child: Some(child),
+        };
+        if state::state_path(self.dir()).exists() {
+            self.save_state("ready")?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
+        let i = self.index(node)?;
+        let p = &mut self.processes[i];
+        if !p.signal(sig)? {
+            bail!("{} is not running: cannot send {sig}", p.name());
+        }
+        Ok(())
+    }
+
+    // ---- watching ------------------------------------------------------------
+
+    /// The master as a client should find it: the address a majority of the
+    /// Sentinels give for the master name, confirmed by that node answering
+    /// `ROLE` with master.
+    pub async fn current_master(&self) -> Result<String> {
+        let mut views = Vec::new();
+        for addr in self.sentinel_addrs() {
+            let view = async {
+                let mut c = Connection::connect(&addr, Some(&self.auth()), CALL_TIMEOUT).await?;
+                c.sentinel_master_addr(self.master_name()).await
+            }
+            .await;
+            views.push(match view {
+                Ok(Some((h, p))) => Ok(format!("{h}:{p}")),
+                Ok(None) => Err(format!("{addr}: does not know the master")),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        let majority = views.len() / 2 + 1;
+        let agreed = views
+            .iter()
+            .filter_map(|v| v.as_ref().ok())
+            .find(|m| views.iter().filter(|v| v.as_ref().ok() == Some(m)).count() >= majority);
+        let Some(master) = agreed.cloned() else {
+            bail!(
+                "no majority of the Sentinels agrees on a master: {}",
+                views
+                    .iter()
+                    .map(|v| match v {
+                        Ok(m) => m.clone(),
+                        Err(e) => e.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        };
+        let mut c = Connection::connect(&master, Some(&self.auth()), CALL_TIMEOUT)
+            .await
+            .with_context(|| format!("the Sentinels name {master} as master"))?;
+        let role = c.role().await?;
+        if !role.is_master() {
+            bail!(
+                "the Sentinels name {master} as master, but it says it is {}",
+                role.name()
+            );
+        }
+        Ok(master)
+    }
+
+    /// Waits until a master other than `old_master` (`host:port`) is agreed
+    /// on by the Sentinels and confirmed by `ROLE`; returns its address.
+    pub async fn wait_for_failover(&self, old_master: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            match self.current_master().await {
+                Ok(m) if m != old_master => return Ok(m),
+                Ok(m) => last = format!("the master is still {m}"),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                bail!("no failover away from {old_master} within {timeout:?}: {last}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until `node` (name or address) says (`ROLE`) it is a replica of
+    /// `master` (`host:port`) with its link up.
+    pub async fn wait_until_replica_of(
+        &self,
+        node: &str,
+        master: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let addr = self.process(node)?.addr();
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            let probe = async {
+                let mut c = Connection::connect(&addr, Some(&self.auth()), CALL_TIMEOUT).await?;
+                let role = c.role().await?;
+                let link = c.info("replication").await?;
+                Ok::<_, belay_client::ClientError>((role, link))
+            }
+            .await;
+            match probe {
+                Ok((
+                    Role::Replica {
+                        master_host,
+                        master_port,
+                        ..
+                    },
+                    info,
+                )) => {
+                    let up = format!("{master_host}:{master_port}");
+                    let link = info.get("master_link_status").unwrap_or("?").to_string();
+                    if up == master && link == "up" {
+                        return Ok(());
+                    }
+                    last = format!("replica of {up}, link {link}");
+                }
+                Ok((role, _)) => last = format!("role {}", role.name()),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                bail!("{node} did not become a replica of {master} within {timeout:?}: {last}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the whole topology is ready again around whatever master
+    /// the Sentinels agree on (after a drill, for instance).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready_inner(None, timeout, &crate::NoProgress)
+            .await?;
+        if self.gateway().is_some() {
+            self.wait_gateway(timeout, &crate::NoProgress).await?;
+        }
+        Ok(())
+    }
+
+    /// The query `belay status` runs for this lab.
+    pub fn status_query(&self) -> StatusQuery {
+        let target = |p: &Process| Target {
+            name: Some(p.name().to_string()),
+            addr: p.addr(),
+            pid: p.pid(),
+        };
+        StatusQuery {
+            master_name: self.spec.master_name.clone(),
+            password: Some(self.password.clone()),
+            sentinels: self.sentinels().into_iter().map(target).collect(),
+            data_nodes: self.data_nodes().into_iter().map(target).collect(),
+            gateway: self.gateway().map(target),
+        }
+    }
+
+    /// What every node and Sentinel says now (see [`status::gather`]).
+    pub async fn status(&self) -> StatusReport {
+        status::gather(&self.status_query()).await
+    }
+
+    /// Processes that have exited since the last call: `(name, how)`. For a
+    /// supervisor that reports crashes (it does not restart them: drills
+    /// break things on purpose).
+    pub fn newly_exited(&mut self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for p in &mut self.processes {
+            if p.child.is_some() {
+                if let Some(how) = p.exit_status() {
+                    out.push((p.name().to_string(), how));
+                    // Reaped: forget the handle so it is reported once.
+                    p.child = None;
+                    p.record.pid = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// True while at least one process of the lab runs.
+    pub fn any_running(&mut self) -> bool {
+        self.processes.iter_mut().any(|p| p.is_running())
+    }
+
+    // ---- stopping ------------------------------------------------------------
+
+    /// Leaves the lab running after this `Lab` is dropped; records in
+    /// `lab.json` that no foreground supervisor watches it any more.
+    pub fn detach(&mut self) -> Result<()> {
+        self.detached = true;
+        self.save_state("ready")
+    }
+
+    /// Stops every process in order — gateway, Sentinels, data nodes — each
+    /// group with SIGTERM (paused ones get SIGCONT first), SIGKILL for what
+    /// still runs after `grace`; then removes `lab.json`. Only pids verified
+    /// to be the processes the lab started are signalled.
+    pub async fn stop(mut self, grace: Duration) -> Result<StopReport> {
+        let mut report = StopReport::default();
+        for rank in 0..=2u8 {
+            let group: Vec<usize> = (0..self.processes.len())
+                .filter(|&i| self.processes[i].kind().stop_rank() == rank)
+                .collect();
+            let mut signalled = Vec::new();
+            for &i in &group {
+                let p = &mut self.processes[i];
+                let pid = p.pid();
+                let _ = p.signal(Signal::SIGCONT);
+                match (p.signal(Signal::SIGTERM), pid) {
+                    (Ok(true), Some(pid)) => signalled.push((i, pid)),
+                    (Err(e), _) => return Err(e),
+                    _ => report.already_gone.push(p.name().to_string()),
+                }
+            }
+            let deadline = Instant::now() + grace;
+            loop {
+                let still: Vec<_> = signalled
+                    .iter()
+                    .filter(|(i, _)| self.processes[*i].is_running())
+                    .collect();
+                if still.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for (i, pid) in signalled {
+                let p = &mut self.processes[i];
+                let name = p.name().to_string();
+                if p.is_running() {
+                    p.kill_now();
+                    wait_gone(p, Duration::from_secs(5))?;
+                    report.killed.push((name, pid));
+                } else {
+                    report.stopped.push((name, pid));
+                }
+            }
+        }
+        state::remove(self.dir())?;
+        self.detached = true; // nothing left for Drop to do
+        Ok(report)
+    }
+
+    // ---- internals -----------------------------------------------------------
+
+    fn spawn_new(&mut self, mut rec: ProcessRecord, progress: &dyn Progress) -> Result<()> {
+        let cmd = rec
+            .kind
+            .command(&self.spec, &rec, &self.sentinel_addrs(), &self.password);
+        let child = process::spawn(&mut rec, cmd, self.spec.detach)?;
+        progress.step(&format!(
+            "started {} (pid {}) on {}",
+            rec.name,
+            child.id(),
+            rec.addr()
+        ));
+        self.processes.push(Process {
+            record: rec,
+            child: Some(child),
+        });
+        self.save_state("starting")
+    }
+
+    fn save_state(&self, phase: &str) -> Result<()> {
+        let mut spec = self.spec.clone();
+        spec.password = None;
+        state::save(
+            self.dir(),
+            &LabState {
+                version: STATE_VERSION,
+                spec,
+                processes: self.processes.iter().map(|p| p.record.clone()).collect(),
+                supervisor_pid: (!self.detached).then(std::process::id),
+                phase: phase.to_string(),
+            },
+        )
+    }
+
+    /// Fails with [`LabError::ChildExited`] when a process has died.
+    fn check_alive(&mut self) -> Result<()> {
+        for p in &mut self.processes {
+            if let Some(status) = p.exit_status() {
+                return Err(LabError::ChildExited {
+                    name: p.name().to_string(),
+                    status,
+                    log: p.log_path().to_path_buf(),
+                    tail: p.log_tail(12),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_ready_inner(
+        &mut self,
+        master: Option<String>,
+        timeout: Duration,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.detached {
+                // Attached labs have no children to watch; the probes tell.
+            } else {
+                self.check_alive()?;
+            }
+            let master_now = match &master {
+                Some(m) => Ok(m.clone()),
+                None => self.current_master().await.map_err(|e| e.to_string()),
+            };
+            let pending = match master_now {
+                Ok(m) => {
+                    let exp = Expected {
+                        master_name: &self.spec.master_name,
+                        password: &self.password,
+                        master: m,
+                        data_nodes: named(&self.data_nodes()),
+                        sentinels: named(&self.sentinels()),
+                    };
+                    ready::topology_pending(&exp).await
+                }
+                Err(e) => vec![e],
+            };
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let pending = pending.join("; ");
+            progress.waiting(&pending);
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    timeout,
+                    pending,
+                    dir: self.spec.dir.clone(),
+                }
+                .into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_gateway(&mut self, timeout: Duration, progress: &dyn Progress) -> Result<()> {
+        let addr = self.gateway_addr().expect("gateway started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.detached {
+                self.check_alive()?;
+            }
+            let Some(pending) = ready::gateway_pending(&addr, &self.password).await else {
+                return Ok(());
+            };
+            progress.waiting(&pending);
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    timeout,
+                    pending,
+                    dir: self.spec.dir.clone(),
+                }
+                .into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        // Reverse start order; SIGKILL needs no grace.
+        for p in self.processes.iter_mut().rev() {
+            p.kill_now();
+        }
+        let _ = state::remove(&self.spec.dir);
+    }
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("dir", &self.spec.dir)
+            .field("processes", &self.processes)
+            .field("detached", &self.detached)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the lab recorded in `dir` (`belay down`): see [`Lab::stop`].
+pub async fn down(dir: &Path, grace: Duration) -> Result<StopReport> {
+    Lab::attach(dir)?.stop(grace).await
+}
+
+/// The lab state recorded in `dir`, if any (for `status`/`down` to tell a
+/// running lab from a stale one).
+pub fn recorded_state(dir: &Path) -> Result<Option<LabState>> {
+    state::load(dir)
+}
+
+fn named(ps: &[&Process]) -> Vec<(String, String)> {
+    ps.iter()
+        .map(|p| (p.name().to_string(), p.addr()))
+        .collect()
+}
+
+fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Result<()> {
+    let master = (spec.bind.as_str(), spec.base_port);
+    for (i, rec) in plan.iter().enumerate() {
+        std::fs::create_dir_all(&rec.dir)
+            .with_context(|| format!("creating {}", rec.dir.display()))?;
+        let text = match rec.kind {
+            ProcessKind::DataNode => {
+                config::redis_conf(spec, rec, (i > 0).then_some(master), password)
+            }
+            ProcessKind::Sentinel => config::sentinel_conf(spec, rec, master, password),
+            ProcessKind::Gateway => continue,
+        };
+        let path: &PathBuf = rec.config.as_ref().expect("config path");
+        write_private(path, &text)?;
+    }
+    Ok(())
+}
+
+/// Config files hold the password: readable by the owner only, writable
+/// (Sentinel and `CONFIG REWRITE` rewrite them).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Waits until `p` has exited (reaped when it is our child; a zombie of
+/// someone else's counts as gone).
+fn wait_gone(p: &mut Process, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    if let Some(child) = &mut p.child {
+        child
+            .wait()
+            .with_context(|| format!("waiting for {} to exit", p.record.name))?;
+        return Ok(());
+    }
+    while p.record.is_running() {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} (pid {:?}) still runs {timeout:?} after SIGKILL",
+                p.record.name,
+                p.record.pid
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

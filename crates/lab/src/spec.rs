@@ -1,0 +1,325 @@
+//! What lab to build: [`LabSpec`] (counts, ports, timers, safety settings)
+//! and the plan derived from it — which process gets which name, port and
+//! files. Nothing here touches the system; `Lab::start` acts on the plan.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LabError;
+use crate::process::{ProcessKind, ProcessRecord};
+
+/// Everything that decides the shape of a lab. `Default` gives the safe
+/// topology the issue asks for: 1 master + 2 replicas, 3 Sentinels (quorum
+/// 2), auth everywhere, loopback only, `min-replicas-to-write 1`, AOF on.
+///
+/// The password is never serialized (it lives in `<dir>/password`, mode 0600).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabSpec {
+    /// State dir: `lab.json`, `password`, and one sub-dir per process.
+    pub dir: PathBuf,
+    /// Number of replicas next to the master.
+    pub replicas: usize,
+    /// Number of Sentinels; the quorum is their majority.
+    pub sentinels: usize,
+    /// The name Sentinels monitor the master under.
+    pub master_name: String,
+    /// Port of the first data node (the initial master); replicas follow
+    /// (`base_port + 1`, `+ 2`, ...).
+    pub base_port: u16,
+    /// Port of the first Sentinel; `None` means `base_port + 20000` (so the
+    /// default lab uses the familiar 6379 / 26379).
+    pub sentinel_base_port: Option<u16>,
+    /// Address every process binds to and announces.
+    pub bind: String,
+    /// Password for every node and Sentinel; `None` = generate one (or reuse
+    /// the one already in the state dir).
+    #[serde(skip)]
+    pub password: Option<String>,
+    /// Sentinel `down-after-milliseconds`.
+    pub down_after_ms: u64,
+    /// Sentinel `failover-timeout`.
+    pub failover_timeout_ms: u64,
+    /// `min-replicas-to-write` on data nodes (0 turns the guard off).
+    pub min_replicas_to_write: u32,
+    /// `min-replicas-max-lag` (seconds) on data nodes.
+    pub min_replicas_max_lag: u32,
+    /// AOF + RDB snapshots on (`false`: no persistence at all).
+    pub persistence: bool,
+    /// `redis-server` to run; a bare name is looked up on `PATH`.
+    pub redis_server: PathBuf,
+    /// `redis-sentinel` to run; a bare name is looked up on `PATH`.
+    pub redis_sentinel: PathBuf,
+    /// The gateway to start in front of the topology, if any.
+    pub gateway: Option<GatewaySpec>,
+    /// Children outlive the process that started them (`up --detach`):
+    /// started in their own session, not killed when the `Lab` is dropped.
+    pub detach: bool,
+    /// How long `Lab::start` waits for the topology to be ready.
+    pub ready_timeout_ms: u64,
+    /// Extra lines appended to every data node's `redis.conf` (tests use it
+    /// to provoke a start-up failure; power users to tune).
+    pub extra_redis_config: Vec<String>,
+    /// Extra lines appended to every `sentinel.conf`.
+    pub extra_sentinel_config: Vec<String>,
+}
+
+/// The gateway process: `<exe> gateway --sentinel A ... --master-name N
+/// --listen BIND:PORT`, with `BELAY_PASSWORD` in its environment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewaySpec {
+    /// The `belay` binary (the CLI passes `std::env::current_exe()`).
+    pub exe: PathBuf,
+    /// Port the gateway listens on (on `LabSpec::bind`).
+    pub port: u16,
+}
+
+/// Default port of the gateway when the data nodes start at `base_port`:
+/// `base_port + 11` (6390 by default), just past room for ten replicas.
+pub const GATEWAY_PORT_OFFSET: u16 = 11;
+
+/// Distance between the data nodes' ports and the Sentinels' ports by default.
+pub const SENTINEL_PORT_OFFSET: u16 = 20000;
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        LabSpec {
+            dir: PathBuf::from(".belay"),
+            replicas: 2,
+            sentinels: 3,
+            master_name: "mymaster".into(),
+            base_port: 6379,
+            sentinel_base_port: None,
+            bind: "127.0.0.1".into(),
+            password: None,
+            down_after_ms: 5000,
+            failover_timeout_ms: 60_000,
+            min_replicas_to_write: 1,
+            min_replicas_max_lag: 10,
+            persistence: true,
+            redis_server: PathBuf::from("redis-server"),
+            redis_sentinel: PathBuf::from("redis-sentinel"),
+            gateway: None,
+            detach: false,
+            ready_timeout_ms: 60_000,
+            extra_redis_config: Vec::new(),
+            extra_sentinel_config: Vec::new(),
+        }
+    }
+}
+
+impl LabSpec {
+    /// A spec for tests: state in `dir`, a fresh block of free ports (see
+    /// [`crate::ports::reserve_block`]), short Sentinel timers (down-after
+    /// 1000 ms, failover-timeout 4000 ms) and a fixed password. No gateway.
+    pub fn for_tests(dir: &Path) -> LabSpec {
+        let mut spec = LabSpec {
+            dir: dir.to_path_buf(),
+            password: Some("belay-test-password".into()),
+            down_after_ms: 1000,
+            failover_timeout_ms: 4000,
+            ready_timeout_ms: 45_000,
+            ..LabSpec::default()
+        };
+        spec.assign_free_ports();
+        spec
+    }
+
+    /// [`LabSpec::for_tests`] plus the gateway, run from `exe` (in a test of
+    /// the `belay` crate: `env!("CARGO_BIN_EXE_belay")`).
+    pub fn for_tests_with_gateway(dir: &Path, exe: impl Into<PathBuf>) -> LabSpec {
+        let mut spec = LabSpec::for_tests(dir);
+        spec.gateway = Some(GatewaySpec {
+            exe: exe.into(),
+            port: 0,
+        });
+        spec.assign_free_ports();
+        spec
+    }
+
+    /// Moves every port of the lab onto one contiguous block of free ports:
+    /// data nodes, then Sentinels, then one port for the gateway (used when
+    /// `gateway` is set). For tests, which run many labs side by side.
+    pub fn assign_free_ports(&mut self) {
+        let n = self.replicas + 1 + self.sentinels + 1;
+        let first = crate::ports::reserve_block(n as u16);
+        self.base_port = first;
+        self.sentinel_base_port = Some(first + self.replicas as u16 + 1);
+        if let Some(gw) = &mut self.gateway {
+            gw.port = first + (self.replicas + 1 + self.sentinels) as u16;
+        }
+    }
+
+    /// Majority of the Sentinels: the quorum to agree a master is down, and
+    /// the votes needed to authorize a failover.
+    pub fn quorum(&self) -> usize {
+        self.sentinels / 2 + 1
+    }
+
+    /// The first Sentinel's port.
+    pub fn sentinel_port(&self) -> u16 {
+        self.sentinel_base_port
+            .unwrap_or(self.base_port.saturating_add(SENTINEL_PORT_OFFSET))
+    }
+
+    /// The default gateway port for this spec's base port.
+    pub fn default_gateway_port(&self) -> u16 {
+        self.base_port.saturating_add(GATEWAY_PORT_OFFSET)
+    }
+
+    /// Checks the spec describes a topology that can work, before anything
+    /// is started.
+    pub fn validate(&self) -> Result<(), LabError> {
+        let bad = |m: String| Err(LabError::InvalidSpec(m));
+        if self.sentinels == 0 {
+            return bad("at least one Sentinel is needed (--sentinels)".into());
+        }
+        if self.replicas == 0 {
+            return bad("at least one replica is needed for failover (--replicas)".into());
+        }
+        if self.master_name.is_empty()
+            || !self
+                .master_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(format!(
+                "master name {:?} must be letters, digits, '-', '_' or '.' (--master-name)",
+                self.master_name
+            ));
+        }
+        if self.min_replicas_to_write as usize > self.replicas {
+            return bad(format!(
+                "min-replicas-to-write {} is more than the {} replicas: the master could never take a write",
+                self.min_replicas_to_write, self.replicas
+            ));
+        }
+        if let Some(p) = &self.password {
+            if p.is_empty() || p.contains(['\n', '\r', '\0']) {
+                return bad("the password must be non-empty and on one line (--password)".into());
+            }
+        }
+        let last_data = self.base_port as u32 + self.replicas as u32;
+        let last_sentinel = self.sentinel_port() as u32 + self.sentinels as u32 - 1;
+        if last_data > 65535 || last_sentinel > 65535 || self.base_port == 0 {
+            return bad("ports run past 65535: choose a lower --port / --sentinel-port".into());
+        }
+        let planned = self.plan();
+        for (i, a) in planned.iter().enumerate() {
+            if let Some(b) = planned[..i].iter().find(|b| b.port == a.port) {
+                return bad(format!(
+                    "{} and {} would both use port {}: move one with --port, --sentinel-port or --gateway-port",
+                    b.name, a.name, a.port
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every process of the lab, in start order: data nodes (`redis-1` is
+    /// the initial master), Sentinels, then the gateway. Pids are empty.
+    pub fn plan(&self) -> Vec<ProcessRecord> {
+        let mut out = Vec::new();
+        let rec = |name: String, kind: ProcessKind, port: u16| {
+            let dir = self.dir.join(&name);
+            let (config, log) = match kind {
+                ProcessKind::DataNode => (Some(dir.join("redis.conf")), dir.join("redis.log")),
+                ProcessKind::Sentinel => {
+                    (Some(dir.join("sentinel.conf")), dir.join("sentinel.log"))
+                }
+                ProcessKind::Gateway => (None, dir.join("gateway.log")),
+            };
+            ProcessRecord {
+                name,
+                kind,
+                host: self.bind.clone(),
+                port,
+                dir,
+                config,
+                log,
+                pid: None,
+                start_time: None,
+            }
+        };
+        for i in 0..=self.replicas {
+            out.push(rec(
+                format!("redis-{}", i + 1),
+                ProcessKind::DataNode,
+                self.base_port.saturating_add(i as u16),
+            ));
+        }
+        for i in 0..self.sentinels {
+            out.push(rec(
+                format!("sentinel-{}", i + 1),
+                ProcessKind::Sentinel,
+                self.sentinel_port().saturating_add(i as u16),
+            ));
+        }
+        if let Some(gw) = &self.gateway {
+            out.push(rec("gateway".into(), ProcessKind::Gateway, gw.port));
+        }
+        out
+    }
+
+    /// `host:port` of the initial master.
+    pub fn initial_master_addr(&self) -> String {
+        format!("{}:{}", self.bind, self.base_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_uses_familiar_ports() {
+        let spec = LabSpec {
+            gateway: Some(GatewaySpec {
+                exe: "belay".into(),
+                port: 6390,
+            }),
+            ..LabSpec::default()
+        };
+        spec.validate().unwrap();
+        let plan = spec.plan();
+        let names: Vec<_> = plan.iter().map(|p| (p.name.as_str(), p.port)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("redis-1", 6379),
+                ("redis-2", 6380),
+                ("redis-3", 6381),
+                ("sentinel-1", 26379),
+                ("sentinel-2", 26380),
+                ("sentinel-3", 26381),
+                ("gateway", 6390),
+            ]
+        );
+        assert_eq!(spec.quorum(), 2);
+    }
+
+    #[test]
+    fn overlapping_ports_are_refused() {
+        let spec = LabSpec {
+            replicas: 12,
+            gateway: Some(GatewaySpec {
+                exe: "belay".into(),
+                port: 6390,
+            }),
+            ..LabSpec::default()
+        };
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("port 6390"), "{err}");
+        assert!(err.contains("--gateway-port"), "{err}");
+    }
+
+    #[test]
+    fn impossible_write_guard_is_refused() {
+        let spec = LabSpec {
+            replicas: 1,
+            min_replicas_to_write: 2,
+            ..LabSpec::default()
+        };
+        assert!(spec.validate().is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! The state dir, the lab's memory between commands: `lab.json` (the spec
+//! and every process's pid, port and files, written atomically) and
+//! `password` (mode 0600). `belay status` and `belay down` from another
+//! shell work from these alone.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::process::ProcessRecord;
+use crate::spec::LabSpec;
+
+/// Version of the `lab.json` layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// Contents of `lab.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabState {
+    pub version: u32,
+    /// The spec the lab was started with (without the password).
+    pub spec: LabSpec,
+    /// Every process, with its current pid.
+    pub processes: Vec<ProcessRecord>,
+    /// Pid of the `belay up` that supervises the lab in the foreground
+    /// (`None` once detached).
+    pub supervisor_pid: Option<u32>,
+    /// `starting` until the topology was ready, then `ready`.
+    pub phase: String,
+}
+
+impl LabState {
+    /// Processes still running (verified pid + start time).
+    pub fn running(&self) -> Vec<&ProcessRecord> {
+        self.processes.iter().filter(|p| p.is_running()).collect()
+    }
+
+    /// Addresses of the Sentinels.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .filter(|p| p.kind == crate::ProcessKind::Sentinel)
+            .map(|p| p.addr())
+            .collect()
+    }
+}
+
+/// `<dir>/lab.json`.
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("lab.json")
+}
+
+/// `<dir>/password`.
+pub fn password_path(dir: &Path) -> PathBuf {
+    dir.join("password")
+}
+
+/// Reads `lab.json`; `Ok(None)` when there is none.
+pub fn load(dir: &Path) -> Result<Option<LabState>> {
+    let path = state_path(dir);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let state: LabState = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a belay lab state file (delete it if no lab is running)",
+            path.display()
+        )
+    })?;
+    Ok(Some(state))
+}
+
+/// Writes `lab.json` atomically (temp file + rename), so a reader never
+/// sees half a file.
+pub fn save(dir: &Path, state: &LabState) -> Result<()> {
+    let path = state_path(dir);
+    let tmp = dir.join(format!(".lab.json.{}.tmp", std::process::id()));
+    let text = serde_json::to_string_pretty(state)?;
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// Removes `lab.json` (the data and logs stay).
+pub fn remove(dir: &Path) -> Result<()> {
+    match fs::remove_file(state_path(dir)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", state_path(dir).display())),
+    }
+}
+
+/// The lab's password: `chosen` if given (then saved), else the one already
+/// saved in the state dir, else a new random one (saved). The file is 0600.
+pub fn password(dir: &Path, chosen: Option<&str>) -> Result<String> {
+    let path = password_path(dir);
+    if let Some(p) = chosen {
+        write_secret(&path, p)?;
+        return Ok(p.to_string());
+    }
+    if let Some(p) = read_password(dir)? {
+        return Ok(p);
+    }
+    let p = generate_password();
+    write_secret(&path, &p)?;
+    Ok(p)
+}
+
+/// The saved password, if any.
+pub fn read_password(dir: &Path) -> Result<Option<String>> {
+    let path = password_path(dir);
+    match fs::read_to_string(&path) {
+        Ok(p) if !p.trim().is_empty() => Ok(Some(p.trim_end_matches(['\n', '\r']).to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// 32 random alphanumeric characters (~190 bits): safe in a shell line and
+/// in a config file.
+pub fn generate_password() -> String {
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only on creation: tighten an existing file too.
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    writeln!(f, "{secret}")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_generated_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p1 = password(dir.path(), None).unwrap();
+        assert_eq!(p1.len(), 32);
+        assert_eq!(password(dir.path(), None).unwrap(), p1);
+        let mode = fs::metadata(password_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(password(dir.path(), Some("chosen")).unwrap(), "chosen");
+        assert_eq!(
+            read_password(dir.path()).unwrap().as_deref(),
+            Some("chosen")
+        );
+    }
+
+    #[test]
+    fn state_round_trips_without_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LabSpec {
+            dir: dir.path().into(),
+            password: Some("secret".into()),
+            ..LabSpec::default()
+        };
+        let state = LabState {
+            version: STATE_VERSION,
+            processes: spec.plan(),
+            spec,
+            supervisor_pid: Some(1),
+            phase: "ready".into(),
+        };
+        save(dir.path(), &state).unwrap();
+        let text = fs::read_to_string(state_path(dir.path())).unwrap();
+        assert!(!text.contains("secret"));
+        let back = load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.processes, state.processes);
+        assert!(back.spec.password.is_none());
+        remove(dir.path()).unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,609 @@
+//! `belay status`: what each node and Sentinel says right now, and the
+//! disagreements a person must know about, in plain words. Works from a
+//! lab's state file or from nothing but Sentinel addresses (a Docker
+//! deployment), in which case the data nodes are found through the
+//! Sentinels.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use belay_client::{Auth, Connection, Role};
+use serde::Serialize;
+
+/// Per-call deadline: a paused node shows up as unreachable, not as a hang.
+const TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Where to look.
+#[derive(Clone, Debug, Default)]
+pub struct StatusQuery {
+    pub master_name: String,
+    pub password: Option<String>,
+    /// Sentinels to ask: `(name if known, addr, pid if known)`.
+    pub sentinels: Vec<Target>,
+    /// Data nodes known in advance (a lab's); more are discovered through
+    /// the Sentinels.
+    pub data_nodes: Vec<Target>,
+    /// The gateway, when the lab runs one.
+    pub gateway: Option<Target>,
+}
+
+/// One process to ask.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub name: Option<String>,
+    pub addr: String,
+    pub pid: Option<u32>,
+}
+
+/// What `belay status` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub master_name: String,
+    /// The master a majority of the Sentinels agree on, if any.
+    pub agreed_master: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub sentinels: Vec<SentinelStatus>,
+    pub gateway: Option<GatewayStatus>,
+    /// Nodes answering `ROLE` with master.
+    pub masters: usize,
+    /// Replicas of the agreed master with `master_link_status:up`.
+    pub linked_replicas: usize,
+    /// Sentinels that believe in the agreed master.
+    pub sentinels_agreeing: usize,
+    /// Disagreements and failures, in plain words; empty when healthy.
+    pub problems: Vec<String>,
+    pub healthy: bool,
+}
+
+/// One data node, as it reports itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    pub name: Option<String>,
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub reachable: bool,
+    pub error: Option<String>,
+    /// `master` or `replica`, from `ROLE`.
+    pub role: Option<String>,
+    /// Replication offset (`master_repl_offset` / the replica's processed offset).
+    pub offset: Option<i64>,
+    /// For a replica: the master it replicates from.
+    pub replicates_from: Option<String>,
+    /// For a replica: `master_link_status` (`up` / `down`).
+    pub link: Option<String>,
+    /// For a replica: bytes behind its master's offset.
+    pub lag_bytes: Option<i64>,
+    /// For a replica: seconds since the master last heard its ack (the
+    /// master's `INFO replication` `lag`).
+    pub lag_seconds: Option<i64>,
+}
+
+/// One Sentinel's view.
+#[derive(Clone, Debug, Serialize)]
+pub struct SentinelStatus {
+    pub name: Option<String>,
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub reachable: bool,
+    pub error: Option<String>,
+    /// The master it believes in.
+    pub master: Option<String>,
+    /// Its flags for that master (`master`, `s_down`, `o_down`, ...).
+    pub master_flags: Option<String>,
+    /// Replicas it knows that are not down.
+    pub replicas_known: Option<usize>,
+    /// Other Sentinels it knows that are not down.
+    pub sentinels_known: Option<usize>,
+    /// `SENTINEL CKQUORUM` answer (the error text when it fails).
+    pub quorum: Option<String>,
+    pub quorum_ok: bool,
+}
+
+/// The gateway's liveness.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayStatus {
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub reachable: bool,
+    pub error: Option<String>,
+}
+
+impl StatusReport {
+    /// One line: "healthy: ..." or the number of problems.
+    pub fn summary(&self) -> String {
+        let base = format!(
+            "{} master{}{}, {} linked replica{}, {}/{} Sentinels agreeing",
+            self.masters,
+            if self.masters == 1 { "" } else { "s" },
+            self.agreed_master
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default(),
+            self.linked_replicas,
+            if self.linked_replicas == 1 { "" } else { "s" },
+            self.sentinels_agreeing,
+            self.sentinels.len(),
+        );
+        if self.healthy {
+            format!("healthy: {base}")
+        } else {
+            format!(
+                "NOT healthy ({} problem{}): {base}",
+                self.problems.len(),
+                if self.problems.len() == 1 { "" } else { "s" }
+            )
+        }
+    }
+}
+
+async fn connect(addr: &str, password: Option<&str>) -> Result<Connection, String> {
+    let auth = password.map(Auth::password);
+    Connection::connect(addr, auth.as_ref(), TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Asks every Sentinel and every data node, and works out the problems.
+pub async fn gather(q: &StatusQuery) -> StatusReport {
+    let pw = q.password.as_deref();
+    let mut sentinels = Vec::new();
+    let mut discovered: Vec<String> = Vec::new();
+    for t in &q.sentinels {
+        let (status, seen) = sentinel_status(t, &q.master_name, pw).await;
+        sentinels.push(status);
+        discovered.extend(seen);
+    }
+
+    // Data nodes: the known ones, then any the Sentinels mention.
+    let mut targets = q.data_nodes.clone();
+    for addr in discovered {
+        if !targets.iter().any(|t| t.addr == addr) {
+            targets.push(Target {
+                addr,
+                ..Target::default()
+            });
+        }
+    }
+    let mut nodes = Vec::new();
+    for t in &targets {
+        nodes.push(node_status(t, pw).await);
+    }
+    // Bytes behind: against the master each replica follows.
+    let offsets: BTreeMap<String, i64> = nodes
+        .iter()
+        .filter(|n| n.role.as_deref() == Some("master"))
+        .filter_map(|n| Some((n.addr.clone(), n.offset?)))
+        .collect();
+    for n in &mut nodes {
+        if let (Some(up), Some(off)) = (&n.replicates_from, n.offset) {
+            n.lag_bytes = offsets.get(up).map(|m| (m - off).max(0));
+        }
+    }
+
+    let gateway = match &q.gateway {
+        Some(t) => Some(gateway_status(t, pw).await),
+        None => None,
+    };
+    analyse(q, nodes, sentinels, gateway)
+}
+
+fn label(name: &Option<String>, addr: &str) -> String {
+    match name {
+        Some(n) => format!("{n} ({addr})"),
+        None => addr.to_string(),
+    }
+}
+
+fn analyse(
+    q: &StatusQuery,
+    nodes: Vec<NodeStatus>,
+    sentinels: Vec<SentinelStatus>,
+    gateway: Option<GatewayStatus>,
+) -> StatusReport {
+    let mut problems = Vec::new();
+
+    // Which master do the Sentinels believe in?
+    let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &sentinels {
+        if let Some(m) = &s.master {
+            *votes.entry(m.as_str()).or_default() += 1;
+        }
+    }
+    let majority = sentinels.len() / 2 + 1;
+    let agreed_master = votes
+        .iter()
+        .find(|(_, &n)| n >= majority)
+        .map(|(m, _)| m.to_string());
+
+    for s in &sentinels {
+        let who = label(&s.name, &s.addr);
+        if !s.reachable {
+            problems.push(format!(
+                "Sentinel {who} does not answer: {}",
+                s.error.as_deref().unwrap_or("unreachable")
+            ));
+            continue;
+        }
+        match (&s.master, &agreed_master) {
+            (None, _) => problems.push(format!(
+                "Sentinel {who} does not monitor {:?}{}",
+                q.master_name,
+                s.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )),
+            (Some(m), Some(a)) if m != a => problems.push(format!(
+                "Sentinel {who} believes the master is {m}, but the majority says {a}"
+            )),
+            _ => {}
+        }
+        if let Some(flags) = &s.master_flags {
+            let down: Vec<&str> = flags.split(',').filter(|f| *f != "master").collect();
+            if !down.is_empty() {
+                problems.push(format!(
+                    "Sentinel {who} flags the master {}",
+                    down.join(",")
+                ));
+            }
+        }
+        if !s.quorum_ok {
+            problems.push(format!(
+                "Sentinel {who}: quorum check failed: {}",
+                s.quorum.as_deref().unwrap_or("no answer")
+            ));
+        }
+    }
+    if agreed_master.is_none() && !sentinels.is_empty() {
+        let views: Vec<String> = votes.iter().map(|(m, n)| format!("{m} ({n})")).collect();
+        problems.push(format!(
+            "the Sentinels do not agree on a master (a majority of {majority} is needed): {}",
+            if views.is_empty() {
+                "none names one".to_string()
+            } else {
+                views.join(", ")
+            }
+        ));
+    }
+
+    let claiming: Vec<&NodeStatus> = nodes
+        .iter()
+        .filter(|n| n.role.as_deref() == Some("master"))
+        .collect();
+    match claiming.len() {
+        0 => problems.push("no node says it is the master".into()),
+        1 => {}
+        _ => problems.push(format!(
+            "{} nodes claim to be master: {} — writes to the wrong one would be lost",
+            claiming.len(),
+            claiming
+                .iter()
+                .map(|n| label(&n.name, &n.addr))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )),
+    }
+    if let Some(m) = &agreed_master {
+        if let Some(n) = nodes.iter().find(|n| &n.addr == m) {
+            if n.reachable && n.role.as_deref() != Some("master") {
+                problems.push(format!(
+                    "the Sentinels say {m} is the master, but it reports role {}",
+                    n.role.as_deref().unwrap_or("unknown")
+                ));
+            }
+        }
+    }
+
+    let mut linked_replicas = 0;
+    for n in &nodes {
+        let who = label(&n.name, &n.addr);
+        if !n.reachable {
+            problems.push(format!(
+                "node {who} does not answer: {}",
+                n.error.as_deref().unwrap_or("unreachable")
+            ));
+            continue;
+        }
+        if n.role.as_deref() != Some("replica") {
+            continue;
+        }
+        let up = n.link.as_deref() == Some("up");
+        let from = n.replicates_from.clone().unwrap_or_default();
+        if !up {
+            problems.push(format!(
+                "replica {who} is not linked to its master {from} (master_link_status:{})",
+                n.link.as_deref().unwrap_or("unknown")
+            ));
+        }
+        match &agreed_master {
+            Some(m) if &from != m => problems.push(format!(
+                "replica {who} replicates from {from}, not from the master {m}"
+            )),
+            _ if up => linked_replicas += 1,
+            _ => {}
+        }
+    }
+
+    if let Some(g) = &gateway {
+        if !g.reachable {
+            problems.push(format!(
+                "the gateway {} does not answer PING: {}",
+                g.addr,
+                g.error.as_deref().unwrap_or("unreachable")
+            ));
+        }
+    }
+
+    let sentinels_agreeing = match &agreed_master {
+        Some(m) => sentinels
+            .iter()
+            .filter(|s| s.master.as_ref() == Some(m))
+            .count(),
+        None => 0,
+    };
+    StatusReport {
+        master_name: q.master_name.clone(),
+        masters: claiming.len(),
+        healthy: problems.is_empty(),
+        agreed_master,
+        nodes,
+        sentinels,
+        gateway,
+        linked_replicas,
+        sentinels_agreeing,
+        problems,
+    }
+}
+
+/// A Sentinel's view, plus the data node addresses it mentions.
+async fn sentinel_status(
+    t: &Target,
+    name: &str,
+    pw: Option<&str>,
+) -> (SentinelStatus, Vec<String>) {
+    let mut s = SentinelStatus {
+        name: t.name.clone(),
+        addr: t.addr.clone(),
+        pid: t.pid,
+        reachable: false,
+        error: None,
+        master: None,
+        master_flags: None,
+        replicas_known: None,
+        sentinels_known: None,
+        quorum: None,
+        quorum_ok: false,
+    };
+    let mut seen = Vec::new();
+    let mut c = match connect(&t.addr, pw).await {
+        Ok(c) => c,
+        Err(e) => {
+            s.error = Some(e);
+            return (s, seen);
+        }
+    };
+    s.reachable = true;
+    match c.sentinel_master(name).await {
+        Ok(m) => {
+            s.master = m.addr();
+            s.master_flags = m.get("flags").map(str::to_string);
+            seen.extend(m.addr());
+        }
+        Err(e) => {
+            s.error = Some(e.to_string());
+            return (s, seen);
+        }
+    }
+    if let Ok(replicas) = c.sentinel_replicas(name).await {
+        s.replicas_known = Some(
+            replicas
+                .iter()
+                .filter(|r| !r.has_flag("s_down") && !r.has_flag("disconnected"))
+                .count(),
+        );
+        seen.extend(replicas.iter().filter_map(|r| r.addr()));
+    }
+    if let Ok(others) = c.sentinel_sentinels(name).await {
+        s.sentinels_known = Some(
+            others
+                .iter()
+                .filter(|o| !o.has_flag("s_down") && !o.has_flag("disconnected"))
+                .count(),
+        );
+    }
+    match c.sentinel_ckquorum(name).await {
+        Ok(msg) => {
+            s.quorum = Some(msg);
+            s.quorum_ok = true;
+        }
+        Err(e) => s.quorum = Some(e.to_string()),
+    }
+    (s, seen)
+}
+
+async fn node_status(t: &Target, pw: Option<&str>) -> NodeStatus {
+    let mut n = NodeStatus {
+        name: t.name.clone(),
+        addr: t.addr.clone(),
+        pid: t.pid,
+        reachable: false,
+        error: None,
+        role: None,
+        offset: None,
+        replicates_from: None,
+        link: None,
+        lag_bytes: None,
+        lag_seconds: None,
+    };
+    let mut c = match connect(&t.addr, pw).await {
+        Ok(c) => c,
+        Err(e) => {
+            n.error = Some(e);
+            return n;
+        }
+    };
+    let role = match c.role().await {
+        Ok(r) => r,
+        Err(e) => {
+            n.error = Some(e.to_string());
+            return n;
+        }
+    };
+    n.reachable = true;
+    match role {
+        Role::Master { offset, .. } => {
+            n.role = Some("master".into());
+            n.offset = Some(offset);
+        }
+        Role::Replica {
+            master_host,
+            master_port,
+            offset,
+            ..
+        } => {
+            n.role = Some("replica".into());
+            n.offset = Some(offset);
+            n.replicates_from = Some(format!("{master_host}:{master_port}"));
+        }
+        Role::Sentinel { .. } => n.role = Some("sentinel".into()),
+    }
+    if let Ok(info) = c.info("replication").await {
+        if n.role.as_deref() == Some("replica") {
+            n.link = info.get("master_link_status").map(str::to_string);
+            n.offset = info.get_i64("slave_repl_offset").or(n.offset);
+        }
+    }
+    // The master's view of this replica's ack lag, when we can ask it.
+    if let Some(up) = n.replicates_from.clone() {
+        if let Ok(mut m) = connect(&up, pw).await {
+            if let Ok(info) = m.info("replication").await {
+                let (host, port) = t.addr.rsplit_once(':').unwrap_or((&t.addr, ""));
+                for i in 0..info.get_i64("connected_slaves").unwrap_or(0) {
+                    if let Some(r) = info.get_map(&format!("slave{i}")) {
+                        let same = r.get("ip").map(String::as_str) == Some(host)
+                            && r.get("port").map(String::as_str) == Some(port);
+                        if same {
+                            n.lag_seconds = r.get("lag").and_then(|l| l.parse().ok());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+async fn gateway_status(t: &Target, pw: Option<&str>) -> GatewayStatus {
+    let mut g = GatewayStatus {
+        addr: t.addr.clone(),
+        pid: t.pid,
+        reachable: false,
+        error: None,
+    };
+    match connect(&t.addr, pw).await {
+        Ok(mut c) => match c.call(&["PING"]).await {
+            Ok(v) if v.as_str() == Some("PONG") => g.reachable = true,
+            Ok(v) => g.error = Some(format!("PING answered {v:?}")),
+            Err(e) => g.error = Some(e.to_string()),
+        },
+        Err(e) => g.error = Some(e),
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(addr: &str, role: &str, from: Option<&str>, link: Option<&str>) -> NodeStatus {
+        NodeStatus {
+            name: None,
+            addr: addr.into(),
+            pid: None,
+            reachable: true,
+            error: None,
+            role: Some(role.into()),
+            offset: Some(10),
+            replicates_from: from.map(Into::into),
+            link: link.map(Into::into),
+            lag_bytes: None,
+            lag_seconds: None,
+        }
+    }
+
+    fn sentinel(name: &str, master: &str) -> SentinelStatus {
+        SentinelStatus {
+            name: Some(name.into()),
+            addr: "s:1".into(),
+            pid: None,
+            reachable: true,
+            error: None,
+            master: Some(master.into()),
+            master_flags: Some("master".into()),
+            replicas_known: Some(2),
+            sentinels_known: Some(2),
+            quorum: Some("OK".into()),
+            quorum_ok: true,
+        }
+    }
+
+    #[test]
+    fn healthy_topology_has_no_problems() {
+        let q = StatusQuery::default();
+        let r = analyse(
+            &q,
+            vec![
+                node("a:1", "master", None, None),
+                node("b:1", "replica", Some("a:1"), Some("up")),
+                node("c:1", "replica", Some("a:1"), Some("up")),
+            ],
+            vec![
+                sentinel("s1", "a:1"),
+                sentinel("s2", "a:1"),
+                sentinel("s3", "a:1"),
+            ],
+            None,
+        );
+        assert!(r.healthy, "{:?}", r.problems);
+        assert_eq!(
+            (r.masters, r.linked_replicas, r.sentinels_agreeing),
+            (1, 2, 3)
+        );
+        assert!(r
+            .summary()
+            .starts_with("healthy: 1 master (a:1), 2 linked replicas, 3/3"));
+    }
+
+    #[test]
+    fn disagreements_are_called_out() {
+        let q = StatusQuery::default();
+        let r = analyse(
+            &q,
+            vec![
+                node("a:1", "master", None, None),
+                node("b:1", "master", None, None),
+                node("c:1", "replica", Some("a:1"), Some("down")),
+            ],
+            vec![
+                sentinel("s1", "a:1"),
+                sentinel("s2", "a:1"),
+                sentinel("s3", "b:1"),
+            ],
+            None,
+        );
+        let all = r.problems.join("\n");
+        assert!(
+            all.contains("2 nodes claim to be master: a:1 and b:1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("Sentinel s3 (s:1) believes the master is b:1, but the majority says a:1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("replica c:1 is not linked to its master a:1"),
+            "{all}"
+        );
+        assert!(!r.healthy);
+    }
+}

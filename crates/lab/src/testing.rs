@@ -1,0 +1,37 @@
+//! Helpers for tests that start labs: finding processes left behind.
+
+use std::path::Path;
+
+/// Pids of live (non-zombie) processes whose working directory is `dir` or
+/// below it. Every lab child runs in its own dir under the state dir, and
+/// redis `chdir`s there too, so after a lab is stopped this must be empty:
+/// a test's orphan check that does not rely on the pids the lab recorded.
+pub fn processes_under(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(&dir) && !matches!(crate::process::proc_state(pid), Some('Z') | None) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// True when `pid` runs (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    !matches!(
+        crate::process::proc_state(pid),
+        Some('Z') | Some('X') | None
+    )
+}

@@ -39,12 +39,9 @@ async fn role(lab: &Lab, addr: &str) -> Role {
 #[tokio::test]
 async fn lab_comes_up_and_status_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = Lab::start(
-        LabSpec::for_tests(dir.path()),
-        &belay_lab::LineProgress::default(),
-    )
-    .await
-    .expect("lab starts");
+    let lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("lab starts");
     assert_eq!(lab.data_nodes().len(), 3);
     assert_eq!(lab.sentinel_addrs().len(), 3);
     let report = lab.status().await;
@@ -71,6 +68,225 @@ async fn lab_comes_up_and_status_agrees() {
     for pid in started {
         assert!(!pid_alive(pid), "pid {pid} survived the Lab's drop");
     }
+    assert!(!dir.path().join("lab.json").exists());
+    assert_no_orphans(dir.path());
+}
+
+/// Lines of every Sentinel log, for checking the events Sentinel reported.
+fn sentinel_logs(lab: &Lab) -> String {
+    lab.sentinels()
+        .iter()
+        .map(|s| std::fs::read_to_string(s.log_path()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The seed note's scenario: pause the master (what `docker compose pause`
+/// does), a replica is promoted, the old master is resumed and comes back
+/// as a replica of the new one.
+#[tokio::test]
+async fn paused_master_fails_over_and_rejoins_as_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("lab starts");
+    let old = lab.current_master().await.unwrap();
+    let old_name = lab.process_by_addr(&old).unwrap().name().to_string();
+
+    lab.pause(&old_name).unwrap();
+    let new = lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .expect("Sentinel promotes a replica");
+    assert_ne!(new, old);
+    assert!(role(&lab, &new).await.is_master());
+    let logs = sentinel_logs(&lab);
+    let (nh, np) = new.rsplit_once(':').unwrap();
+    let (oh, op) = old.rsplit_once(':').unwrap();
+    let switch = format!("+switch-master {} {oh} {op} {nh} {np}", lab.master_name());
+    assert!(
+        logs.contains(&switch),
+        "no `{switch}` in the Sentinel logs:\n{logs}"
+    );
+
+    lab.resume(&old_name).unwrap();
+    lab.wait_until_replica_of(&old_name, &new, Duration::from_secs(40))
+        .await
+        .expect("the old master comes back as a replica of the new one");
+    assert!(sentinel_logs(&lab).contains("+convert-to-slave"));
+    lab.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let report = lab.status().await;
+    assert!(report.healthy, "{:?}", report.problems);
+    assert_eq!(report.agreed_master.as_deref(), Some(new.as_str()));
+    drop(lab);
+    assert_no_orphans(dir.path());
+}
+
+/// kill -9 the master: Sentinel fails over; the old master, restarted with
+/// its (unchanged) config, claims master again until Sentinel converts it.
+#[tokio::test]
+async fn killed_master_fails_over_and_restarted_master_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("lab starts");
+    let old = lab.current_master().await.unwrap();
+    let old_name = lab.process_by_addr(&old).unwrap().name().to_string();
+    let old_pid = lab.process(&old_name).unwrap().pid().unwrap();
+
+    lab.kill(&old_name).unwrap();
+    assert!(!pid_alive(old_pid));
+    let new = lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .expect("Sentinel promotes a replica");
+
+    lab.restart(&old_name).unwrap();
+    let new_pid = lab.process(&old_name).unwrap().pid().unwrap();
+    assert_ne!(new_pid, old_pid);
+    lab.wait_until_replica_of(&old_name, &new, Duration::from_secs(40))
+        .await
+        .expect("the restarted master rejoins as a replica");
+    lab.wait_ready(Duration::from_secs(30)).await.unwrap();
+    drop(lab);
+    assert_no_orphans(dir.path());
+}
+
+/// `down` from "another shell": attach through lab.json, stop in order, and
+/// leave none of the recorded pids alive.
+#[tokio::test]
+async fn down_stops_every_recorded_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LabSpec::for_tests(dir.path());
+    spec.detach = true;
+    let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
+    assert!(lab.is_detached());
+    let started = pids(&lab);
+    drop(lab); // detached: keeps running
+    for &pid in &started {
+        assert!(pid_alive(pid), "detached lab's pid {pid} died on drop");
+    }
+    // One node paused: `down` must still stop it.
+    let mut attached = Lab::attach(dir.path()).unwrap();
+    attached.pause("redis-2").unwrap();
+    let report = belay_lab::down(dir.path(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(report.stopped.len() + report.killed.len(), started.len());
+    for pid in started {
+        assert!(!pid_alive(pid), "pid {pid} survived `down`");
+    }
+    assert!(!dir.path().join("lab.json").exists());
+    assert!(matches!(
+        belay_lab::down(dir.path(), Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .downcast_ref::<LabError>(),
+        Some(LabError::NoLab { .. })
+    ));
+    assert_no_orphans(dir.path());
+}
+
+#[tokio::test]
+async fn second_start_on_a_running_lab_is_refused_and_stale_state_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("lab starts");
+    let err = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<LabError>(),
+            Some(LabError::AlreadyRunning { .. })
+        ),
+        "{err:#}"
+    );
+    assert!(err.to_string().contains("belay down --dir"), "{err}");
+
+    // Simulate a crash: keep lab.json, kill everything behind its back.
+    let state = std::fs::read(dir.path().join("lab.json")).unwrap();
+    drop(lab);
+    std::fs::write(dir.path().join("lab.json"), state).unwrap();
+    let lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("a stale lab.json does not block a new lab");
+    drop(lab);
+    assert_no_orphans(dir.path());
+}
+
+#[tokio::test]
+async fn busy_port_is_reported_and_nothing_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LabSpec::for_tests(dir.path());
+    let busy = spec.sentinel_port() + 1;
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", busy)).unwrap();
+    let err = Lab::start(spec, &NoProgress).await.unwrap_err();
+    match err.downcast_ref::<LabError>() {
+        Some(LabError::PortInUse { port, what, .. }) => {
+            assert_eq!(*port, busy);
+            assert_eq!(what, "sentinel-2");
+        }
+        _ => panic!("unexpected error: {err:#}"),
+    }
+    assert!(err.to_string().contains("--sentinel-port"), "{err}");
+    assert!(!dir.path().join("lab.json").exists());
+    assert!(
+        !dir.path().join("redis-1").exists(),
+        "nothing may be written or started"
+    );
+    assert_no_orphans(dir.path());
+}
+
+#[tokio::test]
+async fn missing_binary_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LabSpec::for_tests(dir.path());
+    spec.redis_sentinel = "/nonexistent/redis-sentinel".into();
+    let err = Lab::start(spec, &NoProgress).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(
+        err.downcast_ref::<LabError>(),
+        Some(LabError::BinaryNotFound { .. })
+    ));
+    assert!(
+        msg.contains("apt-get install redis-server redis-sentinel"),
+        "{msg}"
+    );
+    assert!(msg.contains("--redis-sentinel PATH"), "{msg}");
+    assert_no_orphans(dir.path());
+}
+
+#[tokio::test]
+async fn child_dying_at_start_is_named_with_its_log_and_the_rest_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LabSpec::for_tests(dir.path());
+    spec.extra_redis_config = vec!["no-such-directive yes".into()];
+    let err = Lab::start(spec, &NoProgress).await.unwrap_err();
+    let msg = err.to_string();
+    match err.downcast_ref::<LabError>() {
+        Some(LabError::ChildExited { name, .. }) => assert!(name.starts_with("redis-"), "{msg}"),
+        _ => panic!("unexpected error: {err:#}"),
+    }
+    assert!(msg.contains("during start-up"), "{msg}");
+    assert!(
+        msg.contains("no-such-directive"),
+        "the log tail is shown: {msg}"
+    );
+    assert!(!dir.path().join("lab.json").exists());
+    assert_no_orphans(dir.path());
+}
+
+/// The future of `Lab::start` dropped mid-way (what Ctrl-C does in the
+/// CLI): every child started so far is killed.
+#[tokio::test]
+async fn dropping_a_starting_lab_kills_what_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LabSpec::for_tests(dir.path());
+    let start = Lab::start(spec, &NoProgress);
+    let timed_out = tokio::time::timeout(Duration::from_millis(300), start).await;
+    assert!(timed_out.is_err(), "the lab cannot be ready in 300 ms");
     assert!(!dir.path().join("lab.json").exists());
     assert_no_orphans(dir.path());
 }

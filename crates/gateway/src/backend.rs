@@ -28,7 +28,9 @@ pub enum BackendError {
     #[error("connection to {addr} is closed; the command was not sent")]
     NotSent { addr: String },
     /// The request may have reached the node, which then went away.
-    #[error("connection to {addr} was lost after the command was sent; it may or may not have run")]
+    #[error(
+        "connection to {addr} was lost after the command was sent; it may or may not have run"
+    )]
     Lost { addr: String },
 }
 
@@ -93,7 +95,8 @@ struct ConnState {
 impl BackendConn {
     /// Connects, authenticates, runs the init commands, then starts the tasks.
     pub async fn open(spec: &ConnectSpec) -> Result<BackendConn, ClientError> {
-        let mut conn = Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
+        let mut conn =
+            Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
         if spec.require_master {
             let role = conn.role().await?;
             if !role.is_master() {
@@ -119,7 +122,12 @@ impl BackendConn {
             closed: CancellationToken::new(),
         });
         tokio::spawn(write_loop(write, rx, inflight_tx, shared.clone()));
-        tokio::spawn(read_loop(read, inflight_rx, shared.clone(), spec.request_timeout));
+        tokio::spawn(read_loop(
+            read,
+            inflight_rx,
+            shared.clone(),
+            spec.request_timeout,
+        ));
         Ok(BackendConn { tx, shared })
     }
 
@@ -145,7 +153,11 @@ impl BackendConn {
         if blocking {
             self.shared.blocking.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(BackendRequest { raw, reply, blocking }) {
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(BackendRequest {
+            raw,
+            reply,
+            blocking,
+        }) {
             self.shared.outstanding.fetch_sub(1, Ordering::Relaxed);
             if blocking {
                 self.shared.blocking.fetch_sub(1, Ordering::Relaxed);
@@ -210,7 +222,9 @@ async fn write_loop(
         };
         let Some(first) = first else { break };
         if !state.alive.load(Ordering::Acquire) {
-            let _ = first.reply.send(Err(BackendError::NotSent { addr: state.addr.clone() }));
+            let _ = first.reply.send(Err(BackendError::NotSent {
+                addr: state.addr.clone(),
+            }));
             break;
         }
         buf.extend_from_slice(&first.raw);
@@ -260,7 +274,9 @@ async fn write_loop(
         if req.blocking {
             state.blocking.fetch_sub(1, Ordering::Relaxed);
         }
-        let _ = req.reply.send(Err(BackendError::NotSent { addr: state.addr.clone() }));
+        let _ = req.reply.send(Err(BackendError::NotSent {
+            addr: state.addr.clone(),
+        }));
     }
 }
 
@@ -334,7 +350,9 @@ async fn read_loop(
         if slot.blocking {
             state.blocking.fetch_sub(1, Ordering::Relaxed);
         }
-        let _ = slot.reply.send(Err(BackendError::Lost { addr: state.addr.clone() }));
+        let _ = slot.reply.send(Err(BackendError::Lost {
+            addr: state.addr.clone(),
+        }));
     }
 }
 
@@ -348,7 +366,8 @@ pub struct Tunnel {
 
 impl Tunnel {
     pub async fn open(spec: &ConnectSpec) -> Result<Tunnel, ClientError> {
-        let mut conn = Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
+        let mut conn =
+            Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
         for cmd in &spec.init {
             conn.call_ok(cmd).await?;
         }
@@ -376,6 +395,10 @@ impl Tunnel {
                 }
             }
         });
-        Ok(Tunnel { write, frames, addr })
+        Ok(Tunnel {
+            write,
+            frames,
+            addr,
+        })
     }
 }

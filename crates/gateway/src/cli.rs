@@ -23,7 +23,12 @@ pub struct GatewayArgs {
     pub config: Option<PathBuf>,
 
     /// Sentinel to ask where the master is (repeat for each; more are learned from them).
-    #[arg(long = "sentinel", env = "BELAY_SENTINELS", value_delimiter = ',', value_name = "HOST:PORT")]
+    #[arg(
+        long = "sentinel",
+        env = "BELAY_SENTINELS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
     pub sentinels: Vec<String>,
 
     /// Name the Sentinels monitor the master under [default: mymaster].
@@ -110,8 +115,24 @@ impl GatewayArgs {
         macro_rules! take_opt {
             ($($field:ident),*) => { $( if self.$field.is_some() { cfg.$field = self.$field; } )* };
         }
-        take!(master_name, listen, read_from, failover_hold_ms, request_timeout_ms, poll_interval_ms, connections_per_node, max_clients, idle_timeout_secs);
-        take_opt!(username, password, sentinel_username, sentinel_password, client_password);
+        take!(
+            master_name,
+            listen,
+            read_from,
+            failover_hold_ms,
+            request_timeout_ms,
+            poll_interval_ms,
+            connections_per_node,
+            max_clients,
+            idle_timeout_secs
+        );
+        take_opt!(
+            username,
+            password,
+            sentinel_username,
+            sentinel_password,
+            client_password
+        );
         if self.no_client_auth {
             cfg.no_client_auth = true;
         }

@@ -66,7 +66,11 @@ pub struct CommandTable {
 
 impl CommandTable {
     /// Builds the table from a `COMMAND` reply.
-    pub fn from_command_reply(reply: &Value, version: String, overrides: HashMap<String, CommandOverride>) -> CommandTable {
+    pub fn from_command_reply(
+        reply: &Value,
+        version: String,
+        overrides: HashMap<String, CommandOverride>,
+    ) -> CommandTable {
         let mut commands = HashMap::new();
         for entry in reply.as_array().unwrap_or_default() {
             if let Some((name, info)) = parse_entry(entry) {
@@ -106,7 +110,11 @@ impl CommandTable {
             }
             _ => (None, info),
         };
-        for key in full_name.iter().map(|s| s.as_str()).chain(std::iter::once(name)) {
+        for key in full_name
+            .iter()
+            .map(|s| s.as_str())
+            .chain(std::iter::once(name))
+        {
             if let Some(o) = self.overrides.get(key) {
                 return match o {
                     CommandOverride::Read => Class::Read,
@@ -115,7 +123,11 @@ impl CommandTable {
                 };
             }
         }
-        for key in full_name.iter().map(|s| s.as_str()).chain(std::iter::once(name)) {
+        for key in full_name
+            .iter()
+            .map(|s| s.as_str())
+            .chain(std::iter::once(name))
+        {
             if let Some(reason) = default_denied(key) {
                 return Class::Denied(reason);
             }
@@ -136,7 +148,10 @@ impl CommandTable {
 /// XREAD and XREADGROUP carry the `blocking` flag but block only with BLOCK.
 fn is_really_blocking(name: &str, args: &[bytes::Bytes]) -> bool {
     match name {
-        "xread" | "xreadgroup" => args.iter().skip(1).any(|a| a.eq_ignore_ascii_case(b"block")),
+        "xread" | "xreadgroup" => args
+            .iter()
+            .skip(1)
+            .any(|a| a.eq_ignore_ascii_case(b"block")),
         _ => true,
     }
 }
@@ -194,7 +209,9 @@ mod tests {
     }
 
     fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -209,7 +226,14 @@ mod tests {
                 &[],
                 vec![entry("object|encoding", &["readonly"], vec![])],
             ),
-            entry("config", &[], vec![entry("config|get", &["admin"], vec![]), entry("config|set", &["admin"], vec![])]),
+            entry(
+                "config",
+                &[],
+                vec![
+                    entry("config|get", &["admin"], vec![]),
+                    entry("config|set", &["admin"], vec![]),
+                ],
+            ),
             entry("publish", &["pubsub", "fast"], vec![]),
         ]);
         let mut overrides = HashMap::new();
@@ -219,10 +243,16 @@ mod tests {
         assert_eq!(t.classify(&args("set k v")), Class::Write);
         assert_eq!(t.classify(&args("BLPOP k 0")), Class::Blocking);
         assert_eq!(t.classify(&args("XREAD STREAMS s 0")), Class::Read);
-        assert_eq!(t.classify(&args("XREAD BLOCK 0 STREAMS s 0")), Class::Blocking);
+        assert_eq!(
+            t.classify(&args("XREAD BLOCK 0 STREAMS s 0")),
+            Class::Blocking
+        );
         assert_eq!(t.classify(&args("OBJECT ENCODING k")), Class::Read);
         assert_eq!(t.classify(&args("CONFIG GET x")), Class::Write);
-        assert!(matches!(t.classify(&args("CONFIG SET x y")), Class::Denied(_)));
+        assert!(matches!(
+            t.classify(&args("CONFIG SET x y")),
+            Class::Denied(_)
+        ));
         assert!(matches!(t.classify(&args("MONITOR")), Class::Denied(_)));
         assert_eq!(t.classify(&args("PUBLISH c m")), Class::Write);
         assert_eq!(t.classify(&args("NOSUCHCMD")), Class::Write);

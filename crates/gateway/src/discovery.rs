@@ -85,7 +85,13 @@ pub struct Discovery {
 const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Discovery {
-    pub fn new(cfg: Arc<GatewayConfig>) -> (Discovery, watch::Receiver<Arc<Topology>>, mpsc::UnboundedSender<Event>) {
+    pub fn new(
+        cfg: Arc<GatewayConfig>,
+    ) -> (
+        Discovery,
+        watch::Receiver<Arc<Topology>>,
+        mpsc::UnboundedSender<Event>,
+    ) {
         let commands = Arc::new(CommandTable::default());
         let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands.clone())));
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -139,7 +145,11 @@ impl Discovery {
         tracing::debug!(?ev, "discovery event");
         match ev {
             Event::SwitchMaster { new_addr } => {
-                if self.master_pool.as_ref().is_some_and(|p| p.addr != new_addr) {
+                if self
+                    .master_pool
+                    .as_ref()
+                    .is_some_and(|p| p.addr != new_addr)
+                {
                     tracing::info!(new_master = %new_addr, "+switch-master: no more writes to the old master");
                     self.drop_master();
                     self.publish(0, Vec::new());
@@ -177,7 +187,10 @@ impl Discovery {
         for v in &views {
             for s in &v.sentinels {
                 if let Some(addr) = s.addr() {
-                    if !self.sentinels.contains(&addr) && !s.has_flag("s_down") && !s.has_flag("o_down") {
+                    if !self.sentinels.contains(&addr)
+                        && !s.has_flag("s_down")
+                        && !s.has_flag("o_down")
+                    {
                         tracing::info!(sentinel = %addr, "learned a new Sentinel");
                         self.sentinels.push(addr);
                     }
@@ -188,7 +201,10 @@ impl Discovery {
             if answered == 0 {
                 tracing::warn!(sentinels = ?self.sentinels, "no Sentinel answered");
             } else {
-                tracing::warn!(answered, "the Sentinels that answered do not agree on a master");
+                tracing::warn!(
+                    answered,
+                    "the Sentinels that answered do not agree on a master"
+                );
             }
             self.drop_master();
             self.publish(0, Vec::new());
@@ -197,7 +213,10 @@ impl Discovery {
         // Replicas: from the Sentinels that agree, minus the ones they flag down.
         let mut replicas: Vec<String> = Vec::new();
         let mut flagged_down: HashSet<String> = HashSet::new();
-        for v in views.iter().filter(|v| v.master.as_deref() == Some(candidate.as_str())) {
+        for v in views
+            .iter()
+            .filter(|v| v.master.as_deref() == Some(candidate.as_str()))
+        {
             for r in &v.replicas {
                 let Some(addr) = r.addr() else { continue };
                 if r.has_flag("s_down") || r.has_flag("o_down") || r.has_flag("disconnected") {
@@ -213,11 +232,16 @@ impl Discovery {
 
         match self.confirm_master(&candidate).await {
             Some(offset) => {
-                if self.master_pool.as_ref().is_none_or(|p| p.addr != candidate || p.is_closed()) {
+                if self
+                    .master_pool
+                    .as_ref()
+                    .is_none_or(|p| p.addr != candidate || p.is_closed())
+                {
                     self.drop_master();
                     tracing::info!(master = %candidate, "master confirmed");
                     let spec = self.spec(&candidate, true);
-                    self.master_pool = Some(Arc::new(NodePool::new(spec, self.cfg.connections_per_node)));
+                    self.master_pool =
+                        Some(Arc::new(NodePool::new(spec, self.cfg.connections_per_node)));
                     // The master may now be a node we used to read from.
                     if let Some(p) = self.replica_pools.remove(&candidate) {
                         p.close();
@@ -244,7 +268,9 @@ impl Discovery {
         };
         let started = Instant::now();
         let offset = match self.node_info(&master).await {
-            Ok(info) if info.get("role") == Some("master") => info.get_i64("master_repl_offset").unwrap_or(0),
+            Ok(info) if info.get("role") == Some("master") => {
+                info.get_i64("master_repl_offset").unwrap_or(0)
+            }
             Ok(_) => {
                 // The node no longer says master: stop writing to it now.
                 tracing::warn!(%master, "the master reports another role; holding writes");
@@ -281,7 +307,9 @@ impl Discovery {
     }
 
     async fn refresh_commands(&mut self, master: &str) {
-        let Ok(mut conn) = self.node_conn(master).await else { return };
+        let Ok(mut conn) = self.node_conn(master).await else {
+            return;
+        };
         let version = match conn.info("server").await {
             Ok(info) => info.get("redis_version").unwrap_or("").to_string(),
             Err(_) => return,
@@ -293,12 +321,18 @@ impl Discovery {
         }
         match conn.call_ok(&["COMMAND"]).await {
             Ok(reply) => {
-                let table = CommandTable::from_command_reply(&reply, version.clone(), self.cfg.commands.clone());
+                let table = CommandTable::from_command_reply(
+                    &reply,
+                    version.clone(),
+                    self.cfg.commands.clone(),
+                );
                 tracing::info!(commands = table.len(), %version, "command table loaded from the master");
                 self.commands = Arc::new(table);
                 self.node_conns.insert(master.to_string(), conn);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read COMMAND from the master; routing unknown commands to the master"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read COMMAND from the master; routing unknown commands to the master")
+            }
         }
     }
 
@@ -321,7 +355,11 @@ impl Discovery {
             let (eligible, offset) = match result {
                 Ok((conn, info)) => {
                     self.node_conns.insert(addr.clone(), conn);
-                    let linked_to = format!("{}:{}", info.get("master_host").unwrap_or(""), info.get("master_port").unwrap_or(""));
+                    let linked_to = format!(
+                        "{}:{}",
+                        info.get("master_host").unwrap_or(""),
+                        info.get("master_port").unwrap_or("")
+                    );
                     let ok = info.get("role") == Some("slave")
                         && same_node(&linked_to, master)
                         && info.get("master_link_status") == Some("up")
@@ -333,9 +371,18 @@ impl Discovery {
             let pool = self
                 .replica_pools
                 .entry(addr.clone())
-                .or_insert_with(|| Arc::new(NodePool::new(spec_for(&self.cfg, &addr, false), self.cfg.connections_per_node)))
+                .or_insert_with(|| {
+                    Arc::new(NodePool::new(
+                        spec_for(&self.cfg, &addr, false),
+                        self.cfg.connections_per_node,
+                    ))
+                })
                 .clone();
-            out.push(ReplicaNode { pool, offset, eligible });
+            out.push(ReplicaNode {
+                pool,
+                offset,
+                eligible,
+            });
         }
         // Pools of nodes that left the replica set are closed.
         let current: HashSet<&String> = addrs.iter().collect();
@@ -353,7 +400,12 @@ impl Discovery {
         self.publish_with(master_offset, Instant::now(), replicas)
     }
 
-    fn publish_with(&mut self, master_offset: i64, sampled_at: Instant, replicas: Vec<ReplicaNode>) {
+    fn publish_with(
+        &mut self,
+        master_offset: i64,
+        sampled_at: Instant,
+        replicas: Vec<ReplicaNode>,
+    ) {
         self.generation += 1;
         let topo = Topology {
             generation: self.generation,
@@ -395,7 +447,14 @@ impl Discovery {
     async fn node_conn(&mut self, addr: &str) -> Result<Connection, ClientError> {
         match self.node_conns.remove(addr) {
             Some(c) => Ok(c),
-            None => Connection::connect(addr, self.cfg.node_auth().as_ref(), self.cfg.control_timeout()).await,
+            None => {
+                Connection::connect(
+                    addr,
+                    self.cfg.node_auth().as_ref(),
+                    self.cfg.control_timeout(),
+                )
+                .await
+            }
         }
     }
 
@@ -453,7 +512,12 @@ fn same_node(a: &str, b: &str) -> bool {
     a == b
 }
 
-async fn info_with(addr: &str, conn: Option<Connection>, auth: Option<&Auth>, timeout: Duration) -> Result<(Connection, Info), ClientError> {
+async fn info_with(
+    addr: &str,
+    conn: Option<Connection>,
+    auth: Option<&Auth>,
+    timeout: Duration,
+) -> Result<(Connection, Info), ClientError> {
     let mut conn = match conn {
         Some(c) => c,
         None => Connection::connect(addr, auth, timeout).await?,
@@ -462,12 +526,21 @@ async fn info_with(addr: &str, conn: Option<Connection>, auth: Option<&Auth>, ti
     Ok((conn, info))
 }
 
-async fn ask_sentinel(addr: &str, conn: Option<Connection>, auth: Option<&Auth>, timeout: Duration, name: &str) -> Result<(Connection, SentinelView), ClientError> {
+async fn ask_sentinel(
+    addr: &str,
+    conn: Option<Connection>,
+    auth: Option<&Auth>,
+    timeout: Duration,
+    name: &str,
+) -> Result<(Connection, SentinelView), ClientError> {
     let mut conn = match conn {
         Some(c) => c,
         None => Connection::connect(addr, auth, timeout).await?,
     };
-    let master = conn.sentinel_master_addr(name).await?.map(|(h, p)| format!("{h}:{p}"));
+    let master = conn
+        .sentinel_master_addr(name)
+        .await?
+        .map(|(h, p)| format!("{h}:{p}"));
     let replicas = conn.sentinel_replicas(name).await.unwrap_or_default();
     let sentinels = conn.sentinel_sentinels(name).await.unwrap_or_default();
     Ok((
@@ -482,7 +555,12 @@ async fn ask_sentinel(addr: &str, conn: Option<Connection>, auth: Option<&Auth>,
 
 /// Listens to one Sentinel's event channels forever, reconnecting with
 /// backoff, and turns messages about our master into [`Event`]s.
-async fn subscribe_events(addr: String, auth: Option<Auth>, master_name: String, events: mpsc::UnboundedSender<Event>) {
+async fn subscribe_events(
+    addr: String,
+    auth: Option<Auth>,
+    master_name: String,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if events.is_closed() {
@@ -490,7 +568,9 @@ async fn subscribe_events(addr: String, auth: Option<Auth>, master_name: String,
         }
         match listen_once(&addr, auth.as_ref(), &master_name, &events).await {
             Ok(()) => return,
-            Err(e) => tracing::debug!(sentinel = %addr, error = %e, "Sentinel event subscription dropped; retrying"),
+            Err(e) => {
+                tracing::debug!(sentinel = %addr, error = %e, "Sentinel event subscription dropped; retrying")
+            }
         }
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::time::sleep(backoff + jitter).await;
@@ -498,14 +578,21 @@ async fn subscribe_events(addr: String, auth: Option<Auth>, master_name: String,
     }
 }
 
-async fn listen_once(addr: &str, auth: Option<&Auth>, master_name: &str, events: &mpsc::UnboundedSender<Event>) -> Result<(), ClientError> {
+async fn listen_once(
+    addr: &str,
+    auth: Option<&Auth>,
+    master_name: &str,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<(), ClientError> {
     let mut conn = Connection::connect(addr, auth, Duration::from_secs(2)).await?;
     let mut cmd = vec!["SUBSCRIBE"];
     cmd.extend_from_slice(SENTINEL_CHANNELS);
     conn.send(&cmd).await?;
     loop {
         let msg = conn.read_value_unbounded().await?;
-        let Some(parts) = msg.as_array() else { continue };
+        let Some(parts) = msg.as_array() else {
+            continue;
+        };
         if parts.first().and_then(Value::as_str) != Some("message") {
             continue;
         }

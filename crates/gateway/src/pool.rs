@@ -47,8 +47,12 @@ impl NodePool {
         NodePool {
             addr: spec.addr.clone(),
             spec,
-            shared: (0..shared_connections).map(|_| ArcSwapOption::empty()).collect(),
-            connecting: (0..shared_connections).map(|_| tokio::sync::Mutex::new(())).collect(),
+            shared: (0..shared_connections)
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
+            connecting: (0..shared_connections)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             connect_gate: Semaphore::new(MAX_CONCURRENT_CONNECTS),
             closed: AtomicBool::new(false),
             backoff: Mutex::new(None),
@@ -96,7 +100,9 @@ impl NodePool {
         let conn = Arc::new(self.connect(self.spec.clone()).await?);
         if self.is_closed() {
             conn.close();
-            return Err(PoolError::Closed { addr: self.addr.clone() });
+            return Err(PoolError::Closed {
+                addr: self.addr.clone(),
+            });
         }
         self.shared[i].store(Some(conn.clone()));
         Ok(conn)
@@ -105,7 +111,12 @@ impl NodePool {
     /// A new connection for one session, set up with `init` (SELECT, HELLO,
     /// CLIENT SETNAME, AUTH as another user). `blocking` connections have no
     /// silence watchdog: BLPOP may legitimately wait forever.
-    pub async fn dedicated(&self, init: Vec<Vec<Bytes>>, auth: Option<belay_client::Auth>, blocking: bool) -> Result<BackendConn, PoolError> {
+    pub async fn dedicated(
+        &self,
+        init: Vec<Vec<Bytes>>,
+        auth: Option<belay_client::Auth>,
+        blocking: bool,
+    ) -> Result<BackendConn, PoolError> {
         self.check_open()?;
         let mut spec = self.spec.clone();
         spec.init = init;
@@ -128,7 +139,9 @@ impl NodePool {
 
     fn check_open(&self) -> Result<(), PoolError> {
         if self.is_closed() {
-            return Err(PoolError::Closed { addr: self.addr.clone() });
+            return Err(PoolError::Closed {
+                addr: self.addr.clone(),
+            });
         }
         if let Some((at, wait)) = *self.backoff.lock().unwrap() {
             let elapsed = at.elapsed();
@@ -143,7 +156,13 @@ impl NodePool {
     }
 
     async fn connect(&self, spec: ConnectSpec) -> Result<BackendConn, PoolError> {
-        let _permit = self.connect_gate.acquire().await.map_err(|_| PoolError::Closed { addr: self.addr.clone() })?;
+        let _permit = self
+            .connect_gate
+            .acquire()
+            .await
+            .map_err(|_| PoolError::Closed {
+                addr: self.addr.clone(),
+            })?;
         match BackendConn::open(&spec).await {
             Ok(conn) => {
                 *self.backoff.lock().unwrap() = None;
@@ -156,7 +175,9 @@ impl NodePool {
                     None => Duration::from_millis(50),
                 };
                 // Jitter spreads the reconnects of many gateways and pools.
-                let jitter = Duration::from_millis(rand::random::<u64>() % (next.as_millis() as u64 / 2 + 1));
+                let jitter = Duration::from_millis(
+                    rand::random::<u64>() % (next.as_millis() as u64 / 2 + 1),
+                );
                 *backoff = Some((Instant::now(), next + jitter));
                 Err(PoolError::Connect(e))
             }

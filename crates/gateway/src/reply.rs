@@ -16,7 +16,10 @@ pub fn simple(s: &str) -> Bytes {
 
 /// An error reply; `msg` starts with its code (`ERR`, `NOAUTH`, `TRYAGAIN`, …).
 pub fn error(msg: &str) -> Bytes {
-    let clean: String = msg.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    let clean: String = msg
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
     let mut b = BytesMut::with_capacity(clean.len() + 3);
     b.put_u8(b'-');
     b.put_slice(clean.as_bytes());

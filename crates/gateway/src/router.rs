@@ -16,17 +16,29 @@ pub struct Fence {
 impl Fence {
     /// True when `replica` provably holds every write acknowledged before the fence.
     pub fn satisfied_by(&self, topo: &Topology, replica: &ReplicaNode) -> bool {
-        topo.sampled_at > self.acked_at && topo.master_offset > 0 && replica.offset >= topo.master_offset
+        topo.sampled_at > self.acked_at
+            && topo.master_offset > 0
+            && replica.offset >= topo.master_offset
     }
 }
 
 /// The replica a read should go to, or `None` for "use the master".
-pub fn pick_replica<'a>(topo: &'a Topology, fence: Option<Fence>, prefer: Option<&str>) -> Option<&'a ReplicaNode> {
+pub fn pick_replica<'a>(
+    topo: &'a Topology,
+    fence: Option<Fence>,
+    prefer: Option<&str>,
+) -> Option<&'a ReplicaNode> {
     let usable = |r: &&ReplicaNode| fence.is_none_or(|f| f.satisfied_by(topo, r));
     if let Some(addr) = prefer {
-        if let Some(r) = topo.eligible_replicas().filter(usable).find(|r| r.pool.addr == addr) {
+        if let Some(r) = topo
+            .eligible_replicas()
+            .filter(usable)
+            .find(|r| r.pool.addr == addr)
+        {
             return Some(r);
         }
     }
-    topo.eligible_replicas().filter(usable).min_by_key(|r| r.pool.outstanding())
+    topo.eligible_replicas()
+        .filter(usable)
+        .min_by_key(|r| r.pool.outstanding())
 }

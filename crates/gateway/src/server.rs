@@ -40,9 +40,12 @@ impl Gateway {
     /// Binds the listen address and starts discovery.
     pub async fn bind(cfg: GatewayConfig) -> anyhow::Result<Gateway> {
         cfg.validate()?;
-        let listener = TcpListener::bind(&cfg.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (is another process using it? choose another with --listen)", cfg.listen))?;
+        let listener = TcpListener::bind(&cfg.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another process using it? choose another with --listen)",
+                cfg.listen
+            )
+        })?;
         let cfg = Arc::new(cfg);
         let (discovery, topology, events) = Discovery::new(cfg.clone());
         let discovery = tokio::spawn(discovery.run());
@@ -62,7 +65,9 @@ impl Gateway {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The topology as discovery currently sees it.
@@ -91,7 +96,9 @@ impl Gateway {
             };
             if self.clients.load(Ordering::Relaxed) >= max_clients {
                 tokio::spawn(async move {
-                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    let _ = stream
+                        .write_all(b"-ERR max number of clients reached\r\n")
+                        .await;
                 });
                 continue;
             }

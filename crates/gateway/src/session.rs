@@ -125,10 +125,17 @@ impl State {
             init.push(vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")]);
         }
         if self.db != 0 {
-            init.push(vec![Bytes::from_static(b"SELECT"), Bytes::from(self.db.to_string())]);
+            init.push(vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(self.db.to_string()),
+            ]);
         }
         if let Some(name) = &self.name {
-            init.push(vec![Bytes::from_static(b"CLIENT"), Bytes::from_static(b"SETNAME"), name.clone()]);
+            init.push(vec![
+                Bytes::from_static(b"CLIENT"),
+                Bytes::from_static(b"SETNAME"),
+                name.clone(),
+            ]);
         }
         init
     }
@@ -281,7 +288,10 @@ impl Session {
     }
 
     fn push(&mut self, p: Pending) {
-        if matches!(p, Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)) {
+        if matches!(
+            p,
+            Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)
+        ) {
             self.held += 1;
         }
         if matches!(p, Pending::Quit | Pending::Subscribe(_)) {
@@ -316,7 +326,9 @@ impl Session {
                     return Ok(true);
                 }
                 Some(Pending::Queued(_)) => {
-                    let Some(Pending::Queued(req)) = self.pending.pop_front() else { unreachable!() };
+                    let Some(Pending::Queued(req)) = self.pending.pop_front() else {
+                        unreachable!()
+                    };
                     self.held -= 1;
                     let p = self.handle(req).await;
                     if std::mem::take(&mut self.quit_requested) {
@@ -326,7 +338,9 @@ impl Session {
                     self.replace_head(p);
                 }
                 Some(Pending::Deferred(_)) => {
-                    let Some(Pending::Deferred(job)) = self.pending.pop_front() else { unreachable!() };
+                    let Some(Pending::Deferred(job)) = self.pending.pop_front() else {
+                        unreachable!()
+                    };
                     self.held -= 1;
                     // Let the client see everything before this while we wait.
                     if !self.out.is_empty() {
@@ -337,7 +351,9 @@ impl Session {
                     self.replace_head(p);
                 }
                 Some(Pending::Subscribe(_)) => {
-                    let Some(Pending::Subscribe(req)) = self.pending.pop_front() else { unreachable!() };
+                    let Some(Pending::Subscribe(req)) = self.pending.pop_front() else {
+                        unreachable!()
+                    };
                     self.held -= 1;
                     self.write.write_all(&self.out).await?;
                     self.out.clear();
@@ -349,7 +365,10 @@ impl Session {
     }
 
     fn replace_head(&mut self, p: Pending) {
-        if matches!(p, Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)) {
+        if matches!(
+            p,
+            Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)
+        ) {
             self.held += 1;
         }
         if matches!(p, Pending::Quit | Pending::Subscribe(_)) {
@@ -388,9 +407,14 @@ impl Session {
             }
             Err(e) => {
                 if let Some(m) = &master {
-                    let _ = self.shared.events.send(Event::Suspect { addr: m.addr.clone() });
+                    let _ = self.shared.events.send(Event::Suspect {
+                        addr: m.addr.clone(),
+                    });
                 }
-                if matches!(job.kind, Kind::Read | Kind::CursorRead) && job.attempts < 2 && !job.in_tx {
+                if matches!(job.kind, Kind::Read | Kind::CursorRead)
+                    && job.attempts < 2
+                    && !job.in_tx
+                {
                     // A read has no effect: try it elsewhere.
                     Pending::Deferred(Job {
                         attempts: job.attempts + 1,
@@ -414,7 +438,9 @@ impl Session {
         if bytes.starts_with(b"-READONLY") && master.is_some() && !job.in_tx && job.attempts < 3 {
             // The node we took for master was demoted; the write did not run.
             if let Some(m) = &master {
-                let _ = self.shared.events.send(Event::Suspect { addr: m.addr.clone() });
+                let _ = self.shared.events.send(Event::Suspect {
+                    addr: m.addr.clone(),
+                });
                 m.close();
             }
             return Pending::Deferred(Job {
@@ -444,7 +470,12 @@ impl Session {
         if !self.st.authenticated && !matches!(name, "auth" | "hello" | "quit" | "reset") {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
-        if self.st.in_multi && !matches!(name, "exec" | "discard" | "multi" | "watch" | "quit" | "reset") {
+        if self.st.in_multi
+            && !matches!(
+                name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
             if self.st.tx_broken {
                 return Pending::Ready(reply::error(
                     "ERR belay: transaction aborted: the connection to the master was lost",
@@ -485,7 +516,10 @@ impl Session {
             }
             "exec" | "discard" => {
                 if !self.st.in_multi {
-                    return Pending::Ready(reply::error(&format!("ERR {} without MULTI", name.to_ascii_uppercase())));
+                    return Pending::Ready(reply::error(&format!(
+                        "ERR {} without MULTI",
+                        name.to_ascii_uppercase()
+                    )));
                 }
                 let broken = self.st.tx_broken;
                 self.st.in_multi = false;
@@ -586,7 +620,11 @@ impl Session {
                         self.st.scan_replica = Some(pool.addr.clone());
                     }
                     let rx = conn.send(job.req.raw.clone());
-                    return Ok(Pending::Waiting { rx, job, master: None });
+                    return Ok(Pending::Waiting {
+                        rx,
+                        job,
+                        master: None,
+                    });
                 }
             }
             if self.shared.cfg.read_from == ReadFrom::Replica {
@@ -606,7 +644,9 @@ impl Session {
         let conn = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
             match self.master_conn(&pool, job.in_tx).await {
                 Some(c) => c,
-                None if job.in_tx && (self.st.in_multi || self.st.watching || self.st.tx_broken) => {
+                None if job.in_tx
+                    && (self.st.in_multi || self.st.watching || self.st.tx_broken) =>
+                {
                     return Ok(Pending::Ready(reply::error(
                         "ERR belay: transaction aborted: the connection to the master was lost",
                     )));
@@ -681,7 +721,10 @@ impl Session {
                 return None;
             }
         }
-        match pool.dedicated(self.st.init_commands(), self.st.user.clone(), false).await {
+        match pool
+            .dedicated(self.st.init_commands(), self.st.user.clone(), false)
+            .await
+        {
             Ok(conn) => {
                 self.st.master_conn = Some(Pinned {
                     pool: pool.clone(),
@@ -699,14 +742,21 @@ impl Session {
     /// A connection to `pool` for reads: shared in the default state, pinned otherwise.
     async fn replica_conn(&mut self, pool: &Arc<NodePool>) -> Option<BackendConn> {
         if self.st.is_default() {
-            return pool.shared(self.id as usize).await.ok().map(|c| (*c).clone());
+            return pool
+                .shared(self.id as usize)
+                .await
+                .ok()
+                .map(|c| (*c).clone());
         }
         if let Some(p) = &self.st.replica_conn {
             if Arc::ptr_eq(&p.pool, pool) && p.conn.is_alive() {
                 return Some(p.conn.clone());
             }
         }
-        match pool.dedicated(self.st.init_commands(), self.st.user.clone(), false).await {
+        match pool
+            .dedicated(self.st.init_commands(), self.st.user.clone(), false)
+            .await
+        {
             Ok(conn) => {
                 self.st.replica_conn = Some(Pinned {
                     pool: pool.clone(),
@@ -721,7 +771,10 @@ impl Session {
     /// Replays a state change on pinned connections (their replies are not the client's).
     fn replay_on_pinned(&self, args: &[&[u8]]) {
         let raw = belay_resp::encode_command(args).freeze();
-        for p in [&self.st.master_conn, &self.st.replica_conn].into_iter().flatten() {
+        for p in [&self.st.master_conn, &self.st.replica_conn]
+            .into_iter()
+            .flatten()
+        {
             p.conn.send_ignoring_reply(raw.clone());
         }
     }
@@ -730,7 +783,11 @@ impl Session {
         let (user, pass) = match req.args.len() {
             2 => (None, &req.args[1]),
             3 => (Some(&req.args[1]), &req.args[2]),
-            _ => return Pending::Ready(reply::error("ERR wrong number of arguments for 'auth' command")),
+            _ => {
+                return Pending::Ready(reply::error(
+                    "ERR wrong number of arguments for 'auth' command",
+                ))
+            }
         };
         match self.check_credentials(user, pass).await {
             Ok(()) => Pending::Ready(reply::ok()),
@@ -764,9 +821,14 @@ impl Session {
         };
         let topo = self.topology();
         let Some(master) = topo.master.clone() else {
-            return Err(reply::error("TRYAGAIN belay: no confirmed master to check the credentials against"));
+            return Err(reply::error(
+                "TRYAGAIN belay: no confirmed master to check the credentials against",
+            ));
         };
-        match master.dedicated(self.st.init_commands(), Some(auth.clone()), false).await {
+        match master
+            .dedicated(self.st.init_commands(), Some(auth.clone()), false)
+            .await
+        {
             Ok(conn) => {
                 self.st.user = Some(auth);
                 self.st.authenticated = true;
@@ -777,7 +839,9 @@ impl Session {
             Err(crate::pool::PoolError::Connect(e)) if e.is_auth() => Err(reply::error(
                 "WRONGPASS invalid username-password pair or user is disabled.",
             )),
-            Err(e) => Err(reply::error(&format!("ERR belay: cannot check credentials: {e}"))),
+            Err(e) => Err(reply::error(&format!(
+                "ERR belay: cannot check credentials: {e}"
+            ))),
         }
     }
 
@@ -785,12 +849,19 @@ impl Session {
         let mut resp3 = self.st.resp3;
         let mut i = 1;
         if let Some(v) = req.args.get(1) {
-            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 Some(2) => resp3 = false,
                 Some(3) => resp3 = true,
-                Some(_) => return Pending::Ready(reply::error("NOPROTO unsupported protocol version")),
+                Some(_) => {
+                    return Pending::Ready(reply::error("NOPROTO unsupported protocol version"))
+                }
                 None => {
-                    return Pending::Ready(reply::error("ERR Protocol version is not an integer or out of range"))
+                    return Pending::Ready(reply::error(
+                        "ERR Protocol version is not an integer or out of range",
+                    ))
                 }
             }
             i = 2;
@@ -833,9 +904,14 @@ impl Session {
 
     fn select(&mut self, req: &Request) -> Pending {
         if req.args.len() != 2 {
-            return Pending::Ready(reply::error("ERR wrong number of arguments for 'select' command"));
+            return Pending::Ready(reply::error(
+                "ERR wrong number of arguments for 'select' command",
+            ));
         }
-        let Some(db) = std::str::from_utf8(&req.args[1]).ok().and_then(|s| s.parse::<i64>().ok()) else {
+        let Some(db) = std::str::from_utf8(&req.args[1])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
             return Pending::Ready(reply::error("ERR value is not an integer or out of range"));
         };
         if !(0..self.shared.databases).contains(&db) {
@@ -850,14 +926,20 @@ impl Session {
 
     fn client_setname(&mut self, req: &Request) -> Pending {
         let Some(name) = req.args.get(2).filter(|_| req.args.len() == 3) else {
-            return Pending::Ready(reply::error("ERR wrong number of arguments for 'client|setname' command"));
+            return Pending::Ready(reply::error(
+                "ERR wrong number of arguments for 'client|setname' command",
+            ));
         };
         if name.iter().any(|&b| b <= b' ' || b > b'~') {
             return Pending::Ready(reply::error(
                 "ERR Client names cannot contain spaces, newlines or special characters.",
             ));
         }
-        self.st.name = if name.is_empty() { None } else { Some(name.clone()) };
+        self.st.name = if name.is_empty() {
+            None
+        } else {
+            Some(name.clone())
+        };
         self.replay_on_pinned(&[b"CLIENT", b"SETNAME", name]);
         Pending::Ready(reply::ok())
     }
@@ -876,7 +958,9 @@ impl Session {
                 if let Some(master) = topo.master.clone() {
                     match Tunnel::open(&master.tunnel_spec(self.st.init_commands())).await {
                         Ok(t) => break Some(t),
-                        Err(e) => tracing::debug!(session = self.id, error = %e, "cannot open a subscription connection"),
+                        Err(e) => {
+                            tracing::debug!(session = self.id, error = %e, "cannot open a subscription connection")
+                        }
                     }
                 }
                 if since.elapsed() > self.shared.cfg.failover_hold() {
@@ -887,7 +971,9 @@ impl Session {
             };
             let Some(mut tunnel) = tunnel else {
                 self.write
-                    .write_all(&reply::error("TRYAGAIN belay: no confirmed master to subscribe on"))
+                    .write_all(&reply::error(
+                        "TRYAGAIN belay: no confirmed master to subscribe on",
+                    ))
                     .await?;
                 return Ok(());
             };
@@ -951,7 +1037,10 @@ impl Session {
                     }
                 }
             }
-            tracing::info!(session = self.id, "subscription connection lost; re-subscribing");
+            tracing::info!(
+                session = self.id,
+                "subscription connection lost; re-subscribing"
+            );
         }
     }
 }
@@ -989,7 +1078,11 @@ impl Subscriptions {
     }
 
     fn groups(&self) -> [(&'static str, &std::collections::BTreeSet<Bytes>); 3] {
-        [("SUBSCRIBE", &self.channels), ("PSUBSCRIBE", &self.patterns), ("SSUBSCRIBE", &self.shard)]
+        [
+            ("SUBSCRIBE", &self.channels),
+            ("PSUBSCRIBE", &self.patterns),
+            ("SSUBSCRIBE", &self.shard),
+        ]
     }
 }
 

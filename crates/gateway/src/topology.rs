@@ -52,6 +52,8 @@ impl Topology {
 
     /// Replicas that may serve reads.
     pub fn eligible_replicas(&self) -> impl Iterator<Item = &ReplicaNode> {
-        self.replicas.iter().filter(|r| r.eligible && !r.pool.is_closed())
+        self.replicas
+            .iter()
+            .filter(|r| r.eligible && !r.pool.is_closed())
     }
 }

@@ -1,0 +1,398 @@
+//! The gateway against a real lab: routing, session semantics, bad input,
+//! and following a Sentinel failover.
+
+mod support;
+
+use std::time::Duration;
+
+use belay_client::{Auth, Connection, Value};
+use support::{bulk, raw_exchange, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_keeps_session_semantics() {
+    let env = start(|_| {}).await;
+    let master = env.master().await;
+    let replicas = env.replicas().await;
+    assert_eq!(replicas.len(), 2);
+
+    // Writes land on the master, reads on replicas.
+    let mut c = env.client().await;
+    let sets_before = env.calls(&master, "set").await;
+    let master_gets_before = env.calls(&master, "get").await;
+    for i in 0..50 {
+        assert_eq!(
+            c.call(&["SET", &format!("k{i}"), "v"]).await.unwrap(),
+            Value::Simple("OK".into())
+        );
+    }
+    // Let replication and the offset sampler pass the read-your-writes fence.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..50 {
+        assert_eq!(c.call(&["GET", &format!("k{i}")]).await.unwrap(), bulk("v"));
+    }
+    assert_eq!(env.calls(&master, "set").await - sets_before, 50);
+    assert_eq!(
+        env.calls(&master, "get").await,
+        master_gets_before,
+        "no GET should reach the master"
+    );
+    let mut replica_gets = 0;
+    for r in &replicas {
+        replica_gets += env.calls(r, "get").await;
+        // Replicas execute the replicated SETs; one sent to them by a client
+        // would have been rejected as READONLY.
+        assert_eq!(
+            env.rejected_writes(r).await,
+            0,
+            "a replica was sent a write"
+        );
+    }
+    assert_eq!(replica_gets, 50);
+
+    // Read-your-writes inside one pipeline: the GET after the SET sees it.
+    for i in 0..100 {
+        let key = format!("ryw{i}");
+        c.send(&["SET", &key, &i.to_string()]).await.unwrap();
+        c.send(&["GET", &key]).await.unwrap();
+        assert_eq!(c.read_value().await.unwrap(), Value::Simple("OK".into()));
+        assert_eq!(c.read_value().await.unwrap(), bulk(&i.to_string()));
+    }
+
+    // A pipelined mix of 1,000 reads and writes: replies in order, right values.
+    for i in 0..500 {
+        c.send(&["SET", &format!("p{i}"), &format!("val{i}")])
+            .await
+            .unwrap();
+        c.send(&["GET", &format!("p{}", i / 2)]).await.unwrap();
+    }
+    for i in 0..500 {
+        assert_eq!(
+            c.read_value().await.unwrap(),
+            Value::Simple("OK".into()),
+            "reply {i}"
+        );
+        assert_eq!(
+            c.read_value().await.unwrap(),
+            bulk(&format!("val{}", i / 2)),
+            "reply {i}"
+        );
+    }
+
+    // Scripts: EVAL to the master, EVAL_RO to a replica, EVALSHA_RO with a
+    // script the replica lacks is retried on the master.
+    let evals_before = env.calls(&master, "eval").await;
+    assert_eq!(
+        c.call(&["EVAL", "return redis.call('SET', KEYS[1], 'e')", "1", "ek"])
+            .await
+            .unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(env.calls(&master, "eval").await, evals_before + 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        c.call(&["EVAL_RO", "return redis.call('GET', KEYS[1])", "1", "ek"])
+            .await
+            .unwrap(),
+        bulk("e")
+    );
+    let mut replica_eval_ro = 0;
+    for r in &replicas {
+        replica_eval_ro += env.calls(r, "eval_ro").await;
+    }
+    assert_eq!(replica_eval_ro, 1);
+    let sha = env
+        .node(&master)
+        .await
+        .call_ok(&["SCRIPT", "LOAD", "return redis.call('GET', KEYS[1])"])
+        .await
+        .unwrap()
+        .to_text()
+        .unwrap();
+    assert_eq!(
+        c.call(&["EVALSHA_RO", &sha, "1", "ek"]).await.unwrap(),
+        bulk("e")
+    );
+
+    // Commands the gateway cannot honour get a clear error, not a hang.
+    for cmd in [
+        vec!["MONITOR"],
+        vec!["SHUTDOWN"],
+        vec!["REPLICAOF", "NO", "ONE"],
+        vec!["DEBUG", "SLEEP", "0"],
+        vec!["CONFIG", "SET", "maxmemory", "1"],
+    ] {
+        let reply = c.call(&cmd).await.unwrap();
+        let Value::Error(msg) = reply else {
+            panic!("{cmd:?} was not refused: {reply:?}")
+        };
+        assert!(
+            msg.contains(&format!("'{}", cmd[0])),
+            "error names the command: {msg}"
+        );
+        assert!(msg.contains("not supported through the gateway"), "{msg}");
+    }
+    assert!(c
+        .call(&["CONFIG", "GET", "maxmemory"])
+        .await
+        .unwrap()
+        .as_array()
+        .is_some());
+
+    // SELECT isolates databases.
+    let mut c1 = env.client().await;
+    assert_eq!(
+        c1.call(&["SELECT", "1"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    c1.call_ok(&["SET", "iso", "db1"]).await.unwrap();
+    assert_eq!(c.call(&["GET", "iso"]).await.unwrap(), Value::Nil);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(c1.call(&["GET", "iso"]).await.unwrap(), bulk("db1"));
+    assert!(c1.call(&["SELECT", "99"]).await.unwrap().is_error());
+
+    // RESP3 through HELLO 3.
+    let mut c3 = env.client().await;
+    let hello = c3.call(&["HELLO", "3"]).await.unwrap();
+    assert!(
+        matches!(hello, Value::Map(_)),
+        "HELLO 3 answers a map: {hello:?}"
+    );
+    c3.call_ok(&["HSET", "h", "f", "1"]).await.unwrap();
+    let h = c3.call(&["HGETALL", "h"]).await.unwrap();
+    assert_eq!(
+        h,
+        Value::Map(vec![(bulk("f"), bulk("1"))]),
+        "RESP3 map reply"
+    );
+    assert_eq!(
+        c3.call(&["CLIENT", "SETNAME", "three"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(
+        c3.call(&["CLIENT", "GETNAME"]).await.unwrap(),
+        bulk("three")
+    );
+
+    // Transactions with WATCH: a conflicting write aborts EXEC.
+    let mut a = env.client().await;
+    let mut b = env.client().await;
+    a.call_ok(&["SET", "w", "0"]).await.unwrap();
+    assert_eq!(
+        a.call(&["WATCH", "w"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    b.call_ok(&["SET", "w", "other"]).await.unwrap();
+    assert_eq!(
+        a.call(&["MULTI"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(
+        a.call(&["SET", "w", "mine"]).await.unwrap(),
+        Value::Simple("QUEUED".into())
+    );
+    assert_eq!(
+        a.call(&["EXEC"]).await.unwrap(),
+        Value::Nil,
+        "EXEC after a WATCH conflict is aborted"
+    );
+    // And without a conflict it runs.
+    a.call_ok(&["WATCH", "w"]).await.unwrap();
+    a.call_ok(&["MULTI"]).await.unwrap();
+    a.call_ok(&["INCR", "ctr"]).await.unwrap();
+    a.call_ok(&["GET", "w"]).await.unwrap();
+    let exec = a.call(&["EXEC"]).await.unwrap();
+    assert_eq!(exec.as_array().map(|v| v.len()), Some(2), "{exec:?}");
+    assert_eq!(exec.as_array().unwrap()[1], bulk("other"));
+
+    // A blocking pop is woken by a push through the gateway.
+    let mut blocker = env.client().await;
+    blocker.set_timeout(Duration::from_secs(10));
+    blocker.send(&["BLPOP", "queue", "5"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Other clients are not stuck behind the blocked one.
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
+    c.call_ok(&["RPUSH", "queue", "job"]).await.unwrap();
+    assert_eq!(
+        blocker.read_value().await.unwrap(),
+        Value::Array(vec![bulk("queue"), bulk("job")])
+    );
+
+    // Pub/sub across two gateway clients.
+    let mut sub = env.client().await;
+    sub.set_timeout(Duration::from_secs(5));
+    sub.send(&["SUBSCRIBE", "news"]).await.unwrap();
+    let confirm = sub.read_value().await.unwrap();
+    assert_eq!(confirm.as_array().unwrap()[0], bulk("subscribe"));
+    assert_eq!(
+        c.call(&["PUBLISH", "news", "hello"]).await.unwrap(),
+        Value::Integer(1)
+    );
+    let msg = sub.read_value().await.unwrap();
+    assert_eq!(
+        msg,
+        Value::Array(vec![bulk("message"), bulk("news"), bulk("hello")])
+    );
+
+    // AUTH: required, refused when wrong.
+    let mut anon = Connection::connect(&env.gateway, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let noauth = anon.call(&["GET", "k1"]).await.unwrap();
+    assert!(
+        matches!(&noauth, Value::Error(m) if m.starts_with("NOAUTH")),
+        "{noauth:?}"
+    );
+    let wrong = anon.call(&["AUTH", "nope"]).await.unwrap();
+    assert!(
+        matches!(&wrong, Value::Error(m) if m.starts_with("WRONGPASS")),
+        "{wrong:?}"
+    );
+    assert!(Connection::connect(
+        &env.gateway,
+        Some(&Auth::password("nope")),
+        Duration::from_secs(5)
+    )
+    .await
+    .is_err());
+    assert_eq!(
+        anon.call(&["AUTH", env.lab.password()]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(anon.call(&["GET", "k1"]).await.unwrap(), bulk("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_closes_only_that_client() {
+    let env = start(|cfg| {
+        cfg.max_bulk_len = 1024;
+    })
+    .await;
+    let mut good = env.client().await;
+    good.call_ok(&["SET", "survivor", "yes"]).await.unwrap();
+    let auth = format!(
+        "*2\r\n$4\r\nAUTH\r\n${}\r\n{}\r\n",
+        env.lab.password().len(),
+        env.lab.password()
+    );
+    let cases: Vec<(String, Vec<u8>, &str)> = vec![
+        (
+            "malformed".into(),
+            format!("{auth}*1\r\n:5\r\n").into_bytes(),
+            "Protocol error",
+        ),
+        (
+            "bulk over the limit".into(),
+            format!("{auth}*2\r\n$3\r\nGET\r\n$999999\r\n").into_bytes(),
+            "invalid bulk length",
+        ),
+        (
+            "bad length".into(),
+            format!("{auth}*x\r\n").into_bytes(),
+            "Protocol error",
+        ),
+        (
+            "unauthenticated big request".into(),
+            b"*1000\r\n".to_vec(),
+            "multibulk length",
+        ),
+        (
+            "unauthenticated big bulk".into(),
+            b"*1\r\n$100000\r\n".to_vec(),
+            "bulk length",
+        ),
+        (
+            "unbalanced quotes".into(),
+            format!("{auth}GET \"abc\r\n").into_bytes(),
+            "unbalanced quotes",
+        ),
+    ];
+    for (what, bytes, expect) in cases {
+        let (got, closed) = raw_exchange(&env.gateway, &bytes, 1).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains(expect), "{what}: got {text:?}");
+        assert!(
+            text.lines().last().unwrap_or("").starts_with("-ERR"),
+            "{what}: ends with an error: {text:?}"
+        );
+        assert!(closed, "{what}: the client is closed");
+        // Everyone else carries on.
+        assert_eq!(
+            good.call(&["GET", "survivor"]).await.unwrap(),
+            bulk("yes"),
+            "after {what}"
+        );
+    }
+    // An inline command works like redis-cli over telnet.
+    let (got, _) = raw_exchange(
+        &env.gateway,
+        format!("AUTH {}\r\nPING\r\n", env.lab.password()).as_bytes(),
+        12,
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&got), "+OK\r\n+PONG\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_sentinel_failover() {
+    let env = start(|_| {}).await;
+    let old = env.master().await;
+    let mut c = env.client().await;
+    c.call_ok(&["SET", "before", "1"]).await.unwrap();
+
+    let mut sentinel = Connection::connect(
+        &env.lab.sentinel_addrs()[0],
+        Some(&env.auth()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    sentinel
+        .call_ok(&["SENTINEL", "FAILOVER", env.lab.master_name()])
+        .await
+        .unwrap();
+    let new = env
+        .lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_ne!(new, old);
+
+    // Writes through the gateway now land on the new master, never the old one.
+    c.set_timeout(Duration::from_secs(20));
+    let new_sets_before = env.calls(&new, "set").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    while written < 20 {
+        match c
+            .call(&["SET", &format!("after{written}"), "x"])
+            .await
+            .unwrap()
+        {
+            Value::Simple(s) if s == "OK" => written += 1,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "writes never recovered: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(
+        env.calls(&new, "set").await - new_sets_before >= 20,
+        "writes went to the new master"
+    );
+    // The old master becomes a replica and never took a write from us after
+    // the switch (a replica would have rejected it: no READONLY errors).
+    env.lab
+        .wait_until_replica_of(&old, &new, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(env.rejected_writes(&old).await, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.call(&["GET", "after19"]).await.unwrap(), bulk("x"));
+    assert_eq!(c.call(&["GET", "before"]).await.unwrap(), bulk("1"));
+}

@@ -1,0 +1,160 @@
+//! A real lab (redis-server + redis-sentinel processes) with an in-process
+//! gateway in front of it. Dropping the `Env` kills every process.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use belay_client::{Auth, Connection, Value};
+use belay_gateway::{Gateway, GatewayConfig};
+use belay_lab::{Lab, LabSpec, NoProgress};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Env {
+    pub lab: Lab,
+    pub gateway: String,
+    task: tokio::task::JoinHandle<()>,
+    // Last: the state dir goes after the processes are killed.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = LabSpec::for_tests(dir.path());
+    let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
+    let mut cfg = GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        sentinels: lab.sentinel_addrs(),
+        master_name: lab.master_name().to_string(),
+        password: Some(lab.password().to_string()),
+        poll_interval_ms: 500,
+        ..GatewayConfig::default()
+    };
+    tweak(&mut cfg);
+    let gw = Gateway::bind(cfg).await.expect("gateway binds");
+    let gateway = gw.local_addr().to_string();
+    let mut topo = gw.topology();
+    let task = tokio::spawn(async move {
+        let _ = gw.run(std::future::pending()).await;
+    });
+    // Ready: a master and both replicas eligible.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        {
+            let t = topo.borrow_and_update();
+            if t.master.is_some() && t.eligible_replicas().count() == 2 && !t.commands.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway never saw the whole topology"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), topo.changed()).await;
+    }
+    Env {
+        lab,
+        gateway,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    /// An authenticated client of the gateway.
+    pub async fn client(&self) -> Connection {
+        Connection::connect(&self.gateway, Some(&self.auth()), Duration::from_secs(10))
+            .await
+            .expect("connect to the gateway")
+    }
+
+    pub fn auth(&self) -> Auth {
+        Auth::password(self.lab.password())
+    }
+
+    /// A direct connection to a data node.
+    pub async fn node(&self, addr: &str) -> Connection {
+        Connection::connect(addr, Some(&self.auth()), Duration::from_secs(5))
+            .await
+            .expect("connect to a node")
+    }
+
+    pub async fn master(&self) -> String {
+        self.lab.current_master().await.expect("a master")
+    }
+
+    pub async fn replicas(&self) -> Vec<String> {
+        let master = self.master().await;
+        self.lab
+            .data_nodes()
+            .iter()
+            .map(|p| p.addr())
+            .filter(|a| *a != master)
+            .collect()
+    }
+
+    /// `cmdstat_<name>` calls on a node.
+    pub async fn calls(&self, addr: &str, command: &str) -> i64 {
+        let info = self
+            .node(addr)
+            .await
+            .info("commandstats")
+            .await
+            .expect("INFO");
+        info.get_map(&format!("cmdstat_{command}"))
+            .and_then(|m| m.get("calls").and_then(|c| c.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+impl Env {
+    /// Commands a node refused with READONLY: writes sent to a replica.
+    pub async fn rejected_writes(&self, addr: &str) -> i64 {
+        let info = self
+            .node(addr)
+            .await
+            .info("errorstats")
+            .await
+            .expect("INFO");
+        info.get_map("errorstat_READONLY")
+            .and_then(|m| m.get("count").and_then(|c| c.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+/// Sends raw bytes and reads until `expect` bytes arrive or the peer closes.
+pub async fn raw_exchange(addr: &str, send: &[u8], read_at_least: usize) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(send).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break true,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.len() >= read_at_least && read_at_least > 0 {
+                    // See whether the server also closes.
+                    match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                        Ok(Ok(0)) => break true,
+                        _ => break false,
+                    }
+                }
+            }
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+    };
+    (got, closed)
+}
+
+pub fn bulk(s: &str) -> Value {
+    Value::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+}

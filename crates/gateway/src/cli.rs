@@ -77,6 +77,15 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 
+    /// A replica further behind the master than this gets no reads [default: 1000].
+    #[arg(long, env = "BELAY_MAX_REPLICA_LAG_MS", value_name = "MS")]
+    pub max_replica_lag_ms: Option<u64>,
+
+    /// Read-your-writes per session: after a write, that session reads only
+    /// from replicas that have it [default: true].
+    #[arg(long, env = "BELAY_READ_YOUR_WRITES", value_name = "BOOL")]
+    pub read_your_writes: Option<bool>,
+
     /// How often to poll the Sentinels besides listening to their events [default: 1000].
     #[arg(long, env = "BELAY_POLL_INTERVAL_MS", value_name = "MS")]
     pub poll_interval_ms: Option<u64>,

@@ -64,6 +64,11 @@ pub struct GatewayConfig {
     /// A backend that owes replies and sends nothing for this long is
     /// considered dead (a paused master keeps its socket open and silent).
     pub request_timeout_ms: u64,
+    /// A replica further behind the master than this gets no reads.
+    pub max_replica_lag_ms: u64,
+    /// Read-your-writes: after a session's write, its reads go only to
+    /// replicas that have caught up with that write (else the master).
+    pub read_your_writes: bool,
     /// How often Sentinels are polled when no event arrives.
     pub poll_interval_ms: u64,
     /// Timeout for each control-plane call (Sentinel queries, ROLE).
@@ -103,6 +108,8 @@ impl Default for GatewayConfig {
             read_from: ReadFrom::ReplicaPreferred,
             failover_hold_ms: 15_000,
             request_timeout_ms: 2_000,
+            max_replica_lag_ms: 1_000,
+            read_your_writes: true,
             poll_interval_ms: 1_000,
             control_timeout_ms: 1_000,
             connections_per_node: 2,
@@ -135,6 +142,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("failover_hold_ms", &self.failover_hold_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("max_replica_lag_ms", &self.max_replica_lag_ms)
+            .field("read_your_writes", &self.read_your_writes)
             .field("connections_per_node", &self.connections_per_node)
             .field("max_clients", &self.max_clients)
             .field("commands", &self.commands)
@@ -189,6 +198,10 @@ impl GatewayConfig {
 
     pub fn control_timeout(&self) -> Duration {
         Duration::from_millis(self.control_timeout_ms)
+    }
+
+    pub fn max_replica_lag(&self) -> Duration {
+        Duration::from_millis(self.max_replica_lag_ms)
     }
 
     pub fn poll_interval(&self) -> Duration {

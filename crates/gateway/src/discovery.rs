@@ -7,7 +7,7 @@
 //! `ROLE` as master; a replica serves reads only when no Sentinel flag says it
 //! is down and it reports its link to that master up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,8 +74,10 @@ pub struct Discovery {
     commands: Arc<CommandTable>,
     server_version: String,
     generation: u64,
-    /// Replicas from the last full round, with the Sentinel flags that allowed them.
+    /// Replicas from the last full round, minus those a Sentinel flags down.
     known_replicas: Vec<String>,
+    /// Recent (time, master replication offset) samples, oldest first.
+    master_offsets: VecDeque<(Instant, i64)>,
     tx: watch::Sender<Arc<Topology>>,
     events_tx: mpsc::UnboundedSender<Event>,
     events: mpsc::UnboundedReceiver<Event>,
@@ -83,6 +85,9 @@ pub struct Discovery {
 
 /// How often replication offsets are sampled between full rounds.
 const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How much master offset history is kept for replica lag estimates.
+const LAG_HISTORY: Duration = Duration::from_secs(30);
 
 impl Discovery {
     pub fn new(
@@ -107,6 +112,7 @@ impl Discovery {
             server_version: String::new(),
             generation: 0,
             known_replicas: Vec::new(),
+            master_offsets: VecDeque::new(),
             tx,
             events_tx: events_tx.clone(),
             events,
@@ -152,7 +158,9 @@ impl Discovery {
                 {
                     tracing::info!(new_master = %new_addr, "+switch-master: no more writes to the old master");
                     self.drop_master();
-                    self.publish(0, Vec::new());
+                    // Replicas keep serving reads while the new master is confirmed.
+                    let replicas = self.tx.borrow().replicas.clone();
+                    self.publish(0, replicas);
                 }
             }
             Event::MasterSuspect | Event::Changed => {}
@@ -197,25 +205,13 @@ impl Discovery {
                 }
             }
         }
-        let Some(candidate) = candidate else {
-            if answered == 0 {
-                tracing::warn!(sentinels = ?self.sentinels, "no Sentinel answered");
-            } else {
-                tracing::warn!(
-                    answered,
-                    "the Sentinels that answered do not agree on a master"
-                );
-            }
-            self.drop_master();
-            self.publish(0, Vec::new());
-            return;
-        };
-        // Replicas: from the Sentinels that agree, minus the ones they flag down.
+        // Replicas: from the Sentinels that agree (all of them when none
+        // agree), minus the ones any of them flags down.
         let mut replicas: Vec<String> = Vec::new();
         let mut flagged_down: HashSet<String> = HashSet::new();
         for v in views
             .iter()
-            .filter(|v| v.master.as_deref() == Some(candidate.as_str()))
+            .filter(|v| candidate.is_none() || v.master == candidate)
         {
             for r in &v.replicas {
                 let Some(addr) = r.addr() else { continue };
@@ -227,8 +223,23 @@ impl Discovery {
                 }
             }
         }
-        replicas.retain(|a| !flagged_down.contains(a) && *a != candidate);
+        replicas.retain(|a| !flagged_down.contains(a) && candidate.as_ref() != Some(a));
         self.known_replicas = replicas;
+
+        let Some(candidate) = candidate else {
+            if answered == 0 {
+                tracing::warn!(sentinels = ?self.sentinels, "no Sentinel answered");
+            } else {
+                tracing::warn!(
+                    answered,
+                    "the Sentinels that answer do not agree on a master"
+                );
+            }
+            self.drop_master();
+            let replicas = self.check_replicas(None).await;
+            self.publish(0, replicas);
+            return;
+        };
 
         match self.confirm_master(&candidate).await {
             Some(offset) => {
@@ -238,6 +249,7 @@ impl Discovery {
                     .is_none_or(|p| p.addr != candidate || p.is_closed())
                 {
                     self.drop_master();
+                    self.master_offsets.clear();
                     tracing::info!(master = %candidate, "master confirmed");
                     let spec = self.spec(&candidate, true);
                     self.master_pool =
@@ -248,7 +260,8 @@ impl Discovery {
                     }
                 }
                 self.refresh_commands(&candidate).await;
-                let replicas = self.check_replicas(&candidate).await;
+                self.record_master_offset(started, offset);
+                let replicas = self.check_replicas(Some(&candidate)).await;
                 self.publish_with(offset, started, replicas);
             }
             None => {
@@ -256,7 +269,8 @@ impl Discovery {
                     tracing::warn!(candidate = %candidate, "the Sentinels' master does not confirm it is master; holding writes");
                 }
                 self.drop_master();
-                self.publish(0, Vec::new());
+                let replicas = self.check_replicas(None).await;
+                self.publish(0, replicas);
             }
         }
     }
@@ -275,13 +289,15 @@ impl Discovery {
                 // The node no longer says master: stop writing to it now.
                 tracing::warn!(%master, "the master reports another role; holding writes");
                 self.drop_master();
-                self.publish(0, Vec::new());
+                let replicas = self.check_replicas(None).await;
+                self.publish(0, replicas);
                 let _ = self.events_tx.send(Event::Suspect { addr: master });
                 return;
             }
             Err(_) => return,
         };
-        let replicas = self.check_replicas(&master).await;
+        self.record_master_offset(started, offset);
+        let replicas = self.check_replicas(Some(&master)).await;
         self.publish_with(offset, started, replicas);
     }
 
@@ -336,8 +352,49 @@ impl Discovery {
         }
     }
 
-    /// Checks each known replica's own view, concurrently.
-    async fn check_replicas(&mut self, master: &str) -> Vec<ReplicaNode> {
+    /// Remembers that the master had `offset` at `at`, for lag estimates.
+    fn record_master_offset(&mut self, at: Instant, offset: i64) {
+        if self
+            .master_offsets
+            .back()
+            .is_some_and(|&(_, o)| o == offset)
+        {
+            // No new writes: the newest sample with this offset stays, so a
+            // replica that has it counts as current.
+            self.master_offsets.pop_back();
+        }
+        self.master_offsets.push_back((at, offset));
+        while self.master_offsets.len() > 1
+            && self
+                .master_offsets
+                .front()
+                .is_some_and(|(t, _)| t.elapsed() > LAG_HISTORY)
+        {
+            self.master_offsets.pop_front();
+        }
+    }
+
+    /// How far behind a replica at `offset` is, in time: the age of the
+    /// newest master sample the replica has reached. `None` when it has not
+    /// reached any sample we still remember.
+    fn lag_of(&self, offset: i64) -> Option<Duration> {
+        let latest = self.master_offsets.back()?;
+        if offset >= latest.1 {
+            return Some(Duration::ZERO);
+        }
+        self.master_offsets
+            .iter()
+            .rev()
+            .find(|(_, o)| *o <= offset)
+            .map(|(t, _)| t.elapsed())
+    }
+
+    /// Checks each known replica's own view, concurrently. With a confirmed
+    /// master a replica must be linked to it and within the lag bound; with
+    /// none (a failover in progress) every replica that answers and that no
+    /// Sentinel flags down keeps serving reads: there is nothing newer to
+    /// read anywhere.
+    async fn check_replicas(&mut self, master: Option<&str>) -> Vec<ReplicaNode> {
         let addrs = self.known_replicas.clone();
         let auth = self.cfg.node_auth();
         let timeout = self.cfg.control_timeout();
@@ -352,21 +409,33 @@ impl Discovery {
         let results = join_all(jobs).await;
         let mut out = Vec::new();
         for (addr, result) in results {
-            let (eligible, offset) = match result {
+            let (eligible, offset, lag) = match result {
                 Ok((conn, info)) => {
                     self.node_conns.insert(addr.clone(), conn);
-                    let linked_to = format!(
-                        "{}:{}",
-                        info.get("master_host").unwrap_or(""),
-                        info.get("master_port").unwrap_or("")
-                    );
-                    let ok = info.get("role") == Some("slave")
-                        && same_node(&linked_to, master)
-                        && info.get("master_link_status") == Some("up")
+                    let offset = info.get_i64("slave_repl_offset").unwrap_or(0);
+                    let is_replica = info.get("role") == Some("slave")
                         && info.get("master_sync_in_progress") != Some("1");
-                    (ok, info.get_i64("slave_repl_offset").unwrap_or(0))
+                    match master {
+                        Some(master) => {
+                            let linked_to = format!(
+                                "{}:{}",
+                                info.get("master_host").unwrap_or(""),
+                                info.get("master_port").unwrap_or("")
+                            );
+                            let lag = self.lag_of(offset);
+                            let ok = is_replica
+                                && same_node(&linked_to, master)
+                                && info.get("master_link_status") == Some("up")
+                                && lag.is_some_and(|l| l <= self.cfg.max_replica_lag());
+                            if !ok && is_replica {
+                                tracing::debug!(%addr, ?lag, link = info.get("master_link_status"), "replica not eligible for reads");
+                            }
+                            (ok, offset, lag)
+                        }
+                        None => (is_replica, offset, None),
+                    }
                 }
-                Err(_) => (false, 0),
+                Err(_) => (false, 0, None),
             };
             let pool = self
                 .replica_pools
@@ -381,6 +450,7 @@ impl Discovery {
             out.push(ReplicaNode {
                 pool,
                 offset,
+                lag,
                 eligible,
             });
         }

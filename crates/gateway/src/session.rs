@@ -606,14 +606,15 @@ impl Session {
             && !job.force_master
             && !job.pin
             && self.shared.cfg.read_from != ReadFrom::Master
-            && self.st.unacked_writes == 0;
+            && (self.st.unacked_writes == 0 || !self.shared.cfg.read_your_writes);
         if wants_replica {
             let prefer = if job.kind == Kind::CursorRead {
                 self.st.scan_replica.clone()
             } else {
                 None
             };
-            if let Some(replica) = pick_replica(&topo, self.st.fence, prefer.as_deref()) {
+            let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
+            if let Some(replica) = pick_replica(&topo, fence, prefer.as_deref()) {
                 let pool = replica.pool.clone();
                 if let Some(conn) = self.replica_conn(&pool).await {
                     if job.kind == Kind::CursorRead {

@@ -10,10 +10,14 @@ use crate::commands::CommandTable;
 use crate::pool::NodePool;
 
 /// A replica as last seen by discovery.
+#[derive(Clone)]
 pub struct ReplicaNode {
     pub pool: Arc<NodePool>,
     /// Replication offset the replica reported (`slave_repl_offset`).
     pub offset: i64,
+    /// How stale the replica is: the age of the newest master offset it has
+    /// reached. `None` when unknown (no confirmed master, or too far behind).
+    pub lag: Option<std::time::Duration>,
     /// May serve reads: linked to the current master, not down, not loading.
     pub eligible: bool,
 }

@@ -1,1 +1,105 @@
-fn main() {}
+//! `belay`: Redis made highly available. This binary is a thin shell over
+//! the crates: `up`/`status`/`down` drive `belay-lab`, `gateway` runs
+//! `belay-gateway`. Each subcommand lives in its own module.
+
+mod down;
+mod status;
+mod ui;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Redis made highly available: a Sentinel-aware gateway that splits reads
+/// and writes and rides through failovers, a one-command lab, and drills.
+#[derive(Debug, Parser)]
+#[command(name = "belay", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a Redis HA lab on this machine: 1 master, N replicas, M Sentinels
+    /// and the gateway, from the system's redis-server and redis-sentinel.
+    ///
+    /// Each process gets its own config, data and log under the state dir
+    /// (--dir). `up` waits until the topology is really ready (every replica
+    /// linked, every Sentinel knowing the master, the replicas and the other
+    /// Sentinels, CKQUORUM OK, the gateway answering), then prints a table
+    /// and how to connect.
+    ///
+    /// Ports: data nodes from --port (master 6379, replicas 6380, 6381, ...),
+    /// Sentinels from --sentinel-port (26379, 26380, ...), the gateway on
+    /// --gateway-port (6390). Every process requires the lab's password
+    /// (generated on the first `up`, kept in <DIR>/password, mode 0600).
+    ///
+    /// Runs in the foreground until Ctrl-C, which stops everything; with
+    /// --detach it returns once the lab is ready and `belay down` stops it.
+    Up(up::UpArgs),
+    /// Show what every node and Sentinel of a lab (or of any Sentinel-managed
+    /// deployment) says, and call out disagreements.
+    ///
+    /// For each data node: its role as the node reports it (ROLE),
+    /// replication offset, lag and link; for each Sentinel: the master it
+    /// believes in, its flags and its quorum check; then the problems in
+    /// plain words: two masters, a Sentinel that disagrees, a replica not
+    /// linked. Exits 0 when healthy, 1 otherwise.
+    ///
+    /// Reads the lab from the state dir, or — with --sentinel — asks any
+    /// Sentinel-managed deployment (e.g. the Docker one) directly; the data
+    /// nodes are then found through the Sentinels.
+    Status(status::StatusArgs),
+    /// Stop every process of a lab started with `belay up` (data and logs stay).
+    ///
+    /// Order: gateway, then Sentinels, then data nodes — each with SIGTERM, then SIGKILL for whatever is
+    /// still running after the grace period. Only the pids the lab recorded are
+    /// touched, and only while they still are the processes it started. Data,
+    /// configs and logs stay in the state dir.
+    Down(down::DownArgs),
+    /// Run the gateway (the RESP proxy) in the foreground.
+    Gateway(belay_gateway::cli::GatewayArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Down(args) => down::run(args).await,
+        Command::Gateway(args) => {
+            init_tracing();
+            belay_gateway::cli::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            ui::print_error(&e);
+            if matches!(
+                e.downcast_ref::<belay_lab::LabError>(),
+                Some(belay_lab::LabError::Interrupted)
+            ) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -35,3 +35,16 @@ pub fn pid_alive(pid: u32) -> bool {
         Some('Z') | Some('X') | None
     )
 }
+
+/// SIGKILLs every process whose working dir is under `dir` (see
+/// [`processes_under`]) — a last-resort guard for tests that run the CLI,
+/// whose children are not `Lab`-owned. Safe because `dir` is the test's
+/// own temp dir: nothing else runs there.
+pub fn kill_processes_under(dir: &Path) {
+    for pid in processes_under(dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

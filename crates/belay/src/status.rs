@@ -1,0 +1,179 @@
+//! `belay status`: ask every node and Sentinel, print what each says and
+//! every disagreement in plain words (`--json` for machines).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use belay_lab::status::{self, StatusQuery, StatusReport, Target};
+use belay_lab::Lab;
+use clap::Args;
+
+use crate::ui::{self, show_path};
+
+/// Flags of `belay status` (the help text is on the subcommand in main.rs).
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// State dir of the lab (ignored with --sentinel).
+    #[arg(long, env = "BELAY_DIR", default_value = ".belay")]
+    pub dir: PathBuf,
+
+    /// Ask this Sentinel instead of a lab's state dir (repeat for each).
+    #[arg(long = "sentinel", value_name = "HOST:PORT")]
+    pub sentinels: Vec<String>,
+
+    /// Master name to ask the Sentinels about (with --sentinel).
+    #[arg(long, default_value = "mymaster", value_name = "NAME")]
+    pub master_name: String,
+
+    /// Password of the nodes and Sentinels (with --sentinel).
+    #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: StatusArgs) -> Result<ExitCode> {
+    let (report, title) = if !args.sentinels.is_empty() {
+        let q = StatusQuery {
+            master_name: args.master_name.clone(),
+            password: args.password.clone(),
+            sentinels: args
+                .sentinels
+                .iter()
+                .map(|a| Target {
+                    addr: a.clone(),
+                    ..Target::default()
+                })
+                .collect(),
+            data_nodes: Vec::new(),
+            gateway: None,
+        };
+        (
+            status::gather(&q).await,
+            format!("Sentinels {}", args.sentinels.join(", ")),
+        )
+    } else {
+        let dir = show_path(&args.dir);
+        let Some(state) = belay_lab::recorded_state(&args.dir)? else {
+            return Err(belay_lab::LabError::NoLab { dir: args.dir }.into());
+        };
+        if state.running().is_empty() {
+            eprintln!(
+                "the lab in {dir} is not running: none of its processes is alive (left over from a crash or a reboot).\n  \
+                 Start a new one:  belay up --dir {dir}\n  \
+                 Clean up:         belay down --dir {dir}"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        let lab = Lab::attach(&args.dir)?;
+        (lab.status().await, format!("lab in {dir}"))
+    };
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report, &title));
+    }
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn render(r: &StatusReport, title: &str) -> String {
+    let mut out = format!("{title} — master name {:?}\n\nDATA NODES\n", r.master_name);
+    let mut rows = vec![["NAME", "ADDRESS", "PID", "ROLE", "OFFSET", "LAG", "LINK"]
+        .map(String::from)
+        .to_vec()];
+    for n in &r.nodes {
+        let lag = match (n.lag_bytes, n.lag_seconds) {
+            (None, None) => "-".to_string(),
+            (b, s) => format!("{} B / {} s", opt(&b), opt(&s)),
+        };
+        let link = match (&n.link, &n.replicates_from) {
+            (Some(l), Some(from)) => format!("{l} <- {from}"),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            opt(&n.name),
+            n.addr.clone(),
+            opt(&n.pid),
+            if n.reachable {
+                opt(&n.role)
+            } else {
+                "UNREACHABLE".into()
+            },
+            opt(&n.offset),
+            lag,
+            link,
+        ]);
+    }
+    out.push_str(&ui::table(&rows));
+
+    out.push_str("\nSENTINELS\n");
+    let mut rows = vec![[
+        "NAME",
+        "ADDRESS",
+        "PID",
+        "MASTER",
+        "FLAGS",
+        "REPLICAS",
+        "SENTINELS",
+        "QUORUM",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for s in &r.sentinels {
+        rows.push(vec![
+            opt(&s.name),
+            s.addr.clone(),
+            opt(&s.pid),
+            if s.reachable {
+                opt(&s.master)
+            } else {
+                "UNREACHABLE".into()
+            },
+            opt(&s.master_flags),
+            opt(&s.replicas_known),
+            opt(&s.sentinels_known),
+            if s.quorum_ok {
+                "OK".into()
+            } else {
+                "FAIL".into()
+            },
+        ]);
+    }
+    out.push_str(&ui::table(&rows));
+
+    if let Some(g) = &r.gateway {
+        out.push_str("\nGATEWAY\n");
+        out.push_str(&ui::table(&[vec![
+            g.addr.clone(),
+            format!("pid {}", opt(&g.pid)),
+            if g.reachable {
+                "answers PING".into()
+            } else {
+                format!("NOT answering: {}", opt(&g.error))
+            },
+        ]]));
+    }
+
+    if !r.problems.is_empty() {
+        out.push_str("\nPROBLEMS\n");
+        for p in &r.problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+    }
+    out.push_str(&format!("\n{}\n", r.summary()));
+    out
+}

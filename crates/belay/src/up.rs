@@ -1,0 +1,331 @@
+//! `belay up`: start a lab, wait until it is ready, print how to use it,
+//! then supervise it in the foreground (Ctrl-C stops everything in order)
+//! or leave it running (`--detach`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use belay_lab::{GatewaySpec, Lab, LabError, LabSpec, ProcessKind};
+use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::ui::{self, shell_quote, show_path, CliProgress};
+
+/// How long an orderly stop waits for SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Flags of `belay up` (the help text is on the subcommand in main.rs).
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// State dir: lab.json, password, one sub-dir per process (config, data, log).
+    #[arg(long, env = "BELAY_DIR", default_value = ".belay")]
+    pub dir: PathBuf,
+
+    /// Number of replicas next to the master.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub replicas: usize,
+
+    /// Number of Sentinels; the quorum is their majority.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub sentinels: usize,
+
+    /// Name the Sentinels monitor the master under.
+    #[arg(long, default_value = "mymaster", value_name = "NAME")]
+    pub master_name: String,
+
+    /// Port of the first data node (the initial master); replicas take the next ones.
+    #[arg(long, default_value_t = 6379, value_name = "PORT")]
+    pub port: u16,
+
+    /// Port of the first Sentinel; the others take the next ones [default: --port + 20000].
+    #[arg(long, value_name = "PORT")]
+    pub sentinel_port: Option<u16>,
+
+    /// Port of the gateway [default: --port + 11, i.e. 6390].
+    #[arg(long, value_name = "PORT")]
+    pub gateway_port: Option<u16>,
+
+    /// Do not start the gateway (only Redis and Sentinel).
+    #[arg(long)]
+    pub no_gateway: bool,
+
+    /// Address every process binds to and announces. Loopback by default;
+    /// protected mode stays on whatever you choose.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: String,
+
+    /// Password for every node, Sentinel and the gateway [default: the one
+    /// saved in <DIR>/password, else a new random one].
+    #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// Sentinel down-after-milliseconds: how long a silent master is
+    /// tolerated before it is considered down.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub down_after_ms: u64,
+
+    /// Sentinel failover-timeout (also the wait before retrying a failed failover).
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    pub failover_timeout_ms: u64,
+
+    /// A master stops taking writes when fewer replicas than this are
+    /// connected and in sync (0 turns the guard off).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub min_replicas_to_write: u32,
+
+    /// Seconds since a replica's last ack after which it no longer counts
+    /// for --min-replicas-to-write.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub min_replicas_max_lag: u32,
+
+    /// Turn off persistence (AOF and RDB snapshots are on by default).
+    #[arg(long)]
+    pub no_persistence: bool,
+
+    /// The redis-server to run (a bare name is looked up on PATH).
+    #[arg(long, default_value = "redis-server", value_name = "PATH")]
+    pub redis_server: PathBuf,
+
+    /// The redis-sentinel to run (a bare name is looked up on PATH).
+    #[arg(long, default_value = "redis-sentinel", value_name = "PATH")]
+    pub redis_sentinel: PathBuf,
+
+    /// Return once the lab is ready and leave it running; stop it with `belay down`.
+    #[arg(long)]
+    pub detach: bool,
+
+    /// Give up (and stop everything) if the lab is not ready after this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub ready_timeout: u64,
+
+    /// Print the final table as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Extra line for every redis.conf (testing knob).
+    #[arg(long = "x-redis-config", hide = true, value_name = "LINE")]
+    pub extra_redis_config: Vec<String>,
+
+    /// Extra line for every sentinel.conf (testing knob).
+    #[arg(long = "x-sentinel-config", hide = true, value_name = "LINE")]
+    pub extra_sentinel_config: Vec<String>,
+}
+
+impl UpArgs {
+    fn spec(&self) -> Result<LabSpec> {
+        let mut spec = LabSpec {
+            dir: self.dir.clone(),
+            replicas: self.replicas,
+            sentinels: self.sentinels,
+            master_name: self.master_name.clone(),
+            base_port: self.port,
+            sentinel_base_port: self.sentinel_port,
+            bind: self.bind.clone(),
+            password: self.password.clone(),
+            down_after_ms: self.down_after_ms,
+            failover_timeout_ms: self.failover_timeout_ms,
+            min_replicas_to_write: self.min_replicas_to_write,
+            min_replicas_max_lag: self.min_replicas_max_lag,
+            persistence: !self.no_persistence,
+            redis_server: self.redis_server.clone(),
+            redis_sentinel: self.redis_sentinel.clone(),
+            gateway: None,
+            detach: self.detach,
+            ready_timeout_ms: self.ready_timeout * 1000,
+            extra_redis_config: self.extra_redis_config.clone(),
+            extra_sentinel_config: self.extra_sentinel_config.clone(),
+        };
+        if !self.no_gateway {
+            let exe =
+                std::env::current_exe().context("finding the belay binary to run the gateway")?;
+            spec.gateway = Some(GatewaySpec {
+                exe,
+                port: self
+                    .gateway_port
+                    .unwrap_or_else(|| spec.default_gateway_port()),
+            });
+        }
+        Ok(spec)
+    }
+}
+
+pub async fn run(args: UpArgs) -> Result<ExitCode> {
+    // Handlers first: a Ctrl-C at any point from here on stops what started.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+
+    let spec = args.spec()?;
+    let progress = CliProgress::new();
+    let started = tokio::select! {
+        r = Lab::start(spec, &progress) => r,
+        _ = sigint.recv() => Err(LabError::Interrupted.into()),
+        _ = sigterm.recv() => Err(LabError::Interrupted.into()),
+    };
+    progress.finish();
+    // On error the starting Lab was dropped inside `start` (or with the
+    // future, when interrupted): every child is already killed.
+    let mut lab = started?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(&lab))?);
+    } else {
+        print!("{}", ready_text(&lab));
+    }
+
+    if args.detach {
+        lab.detach()?;
+        if !args.json {
+            println!(
+                "  stop:      belay down --dir {}",
+                shell_quote(&show_path(lab.dir()))
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        println!(
+            "  stop:      Ctrl-C here (or `belay down --dir {}` from another shell)",
+            shell_quote(&show_path(lab.dir()))
+        );
+    }
+    supervise(&mut lab, &mut sigint, &mut sigterm).await;
+    eprintln!("stopping the lab ...");
+    let report = lab.stop(STOP_GRACE).await?;
+    eprintln!(
+        "stopped {} process{}{}; data and logs are kept in {}",
+        report.stopped.len() + report.killed.len(),
+        if report.stopped.len() + report.killed.len() == 1 {
+            ""
+        } else {
+            "es"
+        },
+        if report.killed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} needed SIGKILL)", report.killed.len())
+        },
+        show_path(&args.dir),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Foreground supervision: report processes that exit (drills kill them on
+/// purpose, so they are not restarted) until Ctrl-C/SIGTERM, or until every
+/// process is gone (`belay down` from another shell).
+async fn supervise(
+    lab: &mut Lab,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => return,
+            _ = sigterm.recv() => return,
+            _ = tick.tick() => {
+                for (name, how) in lab.newly_exited() {
+                    eprintln!("{name} exited ({how}); see its log: belay status shows the lab's state");
+                }
+                if !lab.any_running() {
+                    eprintln!("every process of the lab has exited");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn role_at_start(lab: &Lab, kind: ProcessKind, addr: &str) -> &'static str {
+    match kind {
+        ProcessKind::DataNode if addr == lab.spec().initial_master_addr() => "master",
+        ProcessKind::DataNode => "replica",
+        ProcessKind::Sentinel => "sentinel",
+        ProcessKind::Gateway => "gateway",
+    }
+}
+
+/// The table and connect lines printed once the lab is ready.
+fn ready_text(lab: &Lab) -> String {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "ROLE".into(),
+        "ADDRESS".into(),
+        "PID".into(),
+        "LOG".into(),
+    ]];
+    for p in lab.processes() {
+        rows.push(vec![
+            p.name().to_string(),
+            role_at_start(lab, p.kind(), &p.addr()).into(),
+            p.addr(),
+            p.pid().map(|x| x.to_string()).unwrap_or_default(),
+            show_path(p.log_path()),
+        ]);
+    }
+    let pw = shell_quote(lab.password());
+    let host = if lab.spec().bind == "127.0.0.1" {
+        String::new()
+    } else {
+        format!("-h {} ", lab.spec().bind)
+    };
+    let mut out = format!(
+        "\nbelay lab is ready: master name {:?}, quorum {}/{}, state in {}\n\n",
+        lab.master_name(),
+        lab.spec().quorum(),
+        lab.spec().sentinels,
+        show_path(lab.dir()),
+    );
+    out.push_str(&ui::table(&rows));
+    out.push('\n');
+    out.push_str(&format!(
+        "  password:  {}   (also in {})\n",
+        lab.password(),
+        show_path(&lab.dir().join("password"))
+    ));
+    if let Some(gw) = lab.gateway() {
+        out.push_str(&format!(
+            "  connect:   redis-cli {host}-p {} -a {pw}    # the gateway: writes to the master, reads to replicas\n",
+            gw.port()
+        ));
+        out.push_str(&format!(
+            "             redis-cli {host}-p {} -a {pw}    # the master directly\n",
+            lab.spec().base_port
+        ));
+    } else {
+        out.push_str(&format!(
+            "  connect:   redis-cli {host}-p {} -a {pw}    # the master\n",
+            lab.spec().base_port
+        ));
+    }
+    out.push_str(&format!(
+        "             redis-cli {host}-p {} -a {pw} SENTINEL get-master-addr-by-name {}\n",
+        lab.spec().sentinel_port(),
+        lab.master_name()
+    ));
+    out.push_str(&format!(
+        "  status:    belay status --dir {}\n",
+        shell_quote(&show_path(lab.dir()))
+    ));
+    out
+}
+
+fn summary_json(lab: &Lab) -> serde_json::Value {
+    serde_json::json!({
+        "dir": lab.dir(),
+        "master_name": lab.master_name(),
+        "password_file": lab.dir().join("password"),
+        "gateway": lab.gateway_addr(),
+        "sentinels": lab.sentinel_addrs(),
+        "processes": lab.processes().iter().map(|p| serde_json::json!({
+            "name": p.name(),
+            "kind": p.kind(),
+            "role": role_at_start(lab, p.kind(), &p.addr()),
+            "addr": p.addr(),
+            "pid": p.pid(),
+            "log": p.log_path(),
+            "config": p.config_path(),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,397 @@
+//! `belay up` / `status` / `down` as a user runs them: the real binary,
+//! real redis-server and redis-sentinel processes, free ports, a temp state
+//! dir. Every test guards its processes: the `Cli` child is killed on drop
+//! and anything still running under the temp dir is SIGKILLed (see
+//! `Sandbox`), so a failing test leaves no orphan.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use belay_lab::testing::{kill_processes_under, pid_alive, processes_under};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const PASSWORD: &str = "cli-test-pw";
+
+/// A temp state dir and a block of free ports; on drop, kills whatever
+/// still runs in it.
+struct Sandbox {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+            port: belay_lab::reserve_block(8),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("lab")
+    }
+
+    /// `belay <sub>` with this sandbox's dir, ports and fast timers.
+    fn belay(&self, sub: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_belay"));
+        cmd.arg(sub).arg("--dir").arg(self.state_dir());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BELAY_") {
+                cmd.env_remove(k);
+            }
+        }
+        if sub == "up" {
+            let p = self.port;
+            cmd.args(["--port", &p.to_string()])
+                .args(["--sentinel-port", &(p + 3).to_string()])
+                .args(["--gateway-port", &(p + 6).to_string()])
+                .args(["--password", PASSWORD])
+                .args(["--down-after-ms", "1000", "--failover-timeout-ms", "4000"])
+                .args(["--ready-timeout", "45"]);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn recorded_pids(&self) -> Vec<u32> {
+        let text = std::fs::read_to_string(self.state_dir().join("lab.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["pid"].as_u64().map(|x| x as u32))
+            .collect()
+    }
+
+    fn assert_no_orphans(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !processes_under(self.dir.path()).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {:?}",
+                processes_under(self.dir.path())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        kill_processes_under(self.dir.path());
+    }
+}
+
+/// A running `belay` whose stderr lines are collected by a thread; killed
+/// on drop.
+struct Cli {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Cli {
+    fn spawn(mut cmd: Command) -> Cli {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Cli {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line containing `needle`.
+    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?} within {timeout:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits for exit; returns the exit code and all output.
+    fn wait(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "belay did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader threads end at EOF.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen.join("\n"))
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(mut cmd: Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn up_detach_status_down() {
+    let sb = Sandbox::new();
+    let mut up = sb.belay("up");
+    up.arg("--detach");
+    let (code, out, err) = run(up);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let gw = sb.port + 6;
+    assert!(out.contains("belay lab is ready"), "{out}");
+    assert!(
+        out.contains(&format!("redis-cli -p {gw} -a {PASSWORD}")),
+        "{out}"
+    );
+    assert!(out.contains("belay down --dir"), "{out}");
+    let pids = sb.recorded_pids();
+    assert_eq!(pids.len(), 7, "3 data nodes, 3 Sentinels, the gateway");
+    assert!(pids.iter().all(|&p| pid_alive(p)));
+
+    let (code, out, err) = run(sb.belay("status"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!(
+            "healthy: 1 master (127.0.0.1:{}), 2 linked replicas, 3/3 Sentinels agreeing",
+            sb.port
+        )),
+        "{out}"
+    );
+    assert!(out.contains("answers PING"), "{out}");
+
+    let mut json = sb.belay("status");
+    json.arg("--json");
+    let (code, out, _) = run(json);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["masters"], 1);
+    assert_eq!(v["linked_replicas"], 2);
+    assert_eq!(v["sentinels_agreeing"], 3);
+    assert_eq!(v["healthy"], true);
+
+    // Without the state dir, from the Sentinels alone.
+    let mut by_sentinel = Command::new(env!("CARGO_BIN_EXE_belay"));
+    by_sentinel
+        .args(["status", "--password", PASSWORD])
+        .args(["--sentinel", &format!("127.0.0.1:{}", sb.port + 3)])
+        .args(["--sentinel", &format!("127.0.0.1:{}", sb.port + 4)]);
+    let (code, out, err) = run(by_sentinel);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("2 linked replicas"), "{out}");
+
+    let mut again = sb.belay("up");
+    again.arg("--detach");
+    let (code, _, err) = run(again);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("a lab is already running"), "{err}");
+    assert!(
+        pids.iter().all(|&p| pid_alive(p)),
+        "a refused `up` must not touch the lab"
+    );
+
+    let (code, out, err) = run(sb.belay("down"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("is down"), "{out}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} survived `belay down`");
+    }
+    assert!(!sb.state_dir().join("lab.json").exists());
+    sb.assert_no_orphans();
+
+    let (code, _, err) = run(sb.belay("status"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no lab in"), "{err}");
+}
+
+#[test]
+fn foreground_up_stops_everything_on_ctrl_c() {
+    let sb = Sandbox::new();
+    let mut up = sb.belay("up");
+    up.arg("--no-gateway");
+    let mut cli = Cli::spawn(up);
+    cli.wait_for_line("stop:      Ctrl-C", Duration::from_secs(60));
+    let pids = sb.recorded_pids();
+    assert_eq!(pids.len(), 6);
+    cli.signal(Signal::SIGINT);
+    let (code, out) = cli.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("stopped 6 processes"), "{out}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} survived Ctrl-C");
+    }
+    assert!(!sb.state_dir().join("lab.json").exists());
+    sb.assert_no_orphans();
+}
+
+#[test]
+fn ctrl_c_during_start_up_leaves_no_orphan() {
+    let sb = Sandbox::new();
+    // Sentinels that never answer keep `up` waiting.
+    let sleeper = script(sb.dir.path(), "silent-sentinel", "exec sleep 600");
+    let mut up = sb.belay("up");
+    up.arg("--no-gateway").arg("--redis-sentinel").arg(&sleeper);
+    let mut cli = Cli::spawn(up);
+    cli.wait_for_line("waiting for: sentinel-1", Duration::from_secs(60));
+    assert!(!processes_under(sb.dir.path()).is_empty());
+    cli.signal(Signal::SIGINT);
+    let (code, out) = cli.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{out}");
+    assert!(out.contains("interrupted during start-up"), "{out}");
+    sb.assert_no_orphans();
+    assert!(!sb.state_dir().join("lab.json").exists());
+}
+
+#[test]
+fn missing_redis_binary_says_what_to_install() {
+    let sb = Sandbox::new();
+    let mut up = sb.belay("up");
+    up.args(["--redis-server", "/nonexistent/redis-server"]);
+    let (code, _, err) = run(up);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/redis-server"), "{err}");
+    assert!(
+        err.contains("apt-get install redis-server redis-sentinel"),
+        "{err}"
+    );
+    assert!(err.contains("--redis-server PATH"), "{err}");
+
+    let mut up = sb.belay("up");
+    up.args(["--redis-sentinel", "no-such-redis-sentinel-binary"]);
+    let (code, _, err) = run(up);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no executable `no-such-redis-sentinel-binary` on PATH"),
+        "{err}"
+    );
+    assert!(err.contains("--redis-sentinel PATH"), "{err}");
+    sb.assert_no_orphans();
+}
+
+#[test]
+fn busy_port_is_named_with_the_flag_to_move() {
+    let sb = Sandbox::new();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", sb.port + 1)).unwrap();
+    let (code, _, err) = run(sb.belay("up"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "port {} on 127.0.0.1 (for redis-2) is already in use",
+            sb.port + 1
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--port"), "{err}");
+    assert!(err.contains("Nothing was started"), "{err}");
+    assert!(!sb.state_dir().join("lab.json").exists());
+    sb.assert_no_orphans();
+}
+
+#[test]
+fn child_exiting_at_start_is_named_with_its_log() {
+    let sb = Sandbox::new();
+    // A bad config directive: redis-server refuses to start.
+    let mut up = sb.belay("up");
+    up.args(["--no-gateway", "--x-redis-config", "no-such-directive 1"]);
+    let (code, _, err) = run(up);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("exited during start-up (exit code 1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no-such-directive"),
+        "the log tail is shown: {err}"
+    );
+    assert!(err.contains("everything else was stopped"), "{err}");
+    sb.assert_no_orphans();
+
+    // A "redis-server" that prints something and exits.
+    let broken = script(
+        sb.dir.path(),
+        "broken-redis",
+        "echo 'boom: cannot start'; exit 3",
+    );
+    let mut up = sb.belay("up");
+    up.arg("--no-gateway").arg("--redis-server").arg(&broken);
+    let (code, _, err) = run(up);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("exited during start-up (exit code 3)"),
+        "{err}"
+    );
+    assert!(err.contains("boom: cannot start"), "{err}");
+    assert!(!sb.state_dir().join("lab.json").exists());
+    sb.assert_no_orphans();
+}
+
+#[test]
+fn down_without_a_lab_is_harmless() {
+    let sb = Sandbox::new();
+    let (code, out, _) = run(sb.belay("down"));
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to stop"), "{out}");
+}

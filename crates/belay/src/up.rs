@@ -226,7 +226,11 @@ async fn supervise(
             _ = sigterm.recv() => return,
             _ = tick.tick() => {
                 for (name, how) in lab.newly_exited() {
-                    eprintln!("{name} exited ({how}); see its log: belay status shows the lab's state");
+                    let log = lab
+                        .process(&name)
+                        .map(|p| show_path(p.log_path()))
+                        .unwrap_or_default();
+                    eprintln!("{name} exited ({how}); its log: {log}");
                 }
                 if !lab.any_running() {
                     eprintln!("every process of the lab has exited");

@@ -109,6 +109,18 @@ async fn paused_master_fails_over_and_rejoins_as_replica() {
         "no `{switch}` in the Sentinel logs:\n{logs}"
     );
 
+    // While it is paused, status calls it out.
+    let report = lab.status().await;
+    assert!(!report.healthy);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&old_name) && p.contains("does not answer")),
+        "{:?}",
+        report.problems
+    );
+
     lab.resume(&old_name).unwrap();
     lab.wait_until_replica_of(&old_name, &new, Duration::from_secs(40))
         .await
@@ -288,5 +300,31 @@ async fn dropping_a_starting_lab_kills_what_it_started() {
     let timed_out = tokio::time::timeout(Duration::from_millis(300), start).await;
     assert!(timed_out.is_err(), "the lab cannot be ready in 300 ms");
     assert!(!dir.path().join("lab.json").exists());
+    assert_no_orphans(dir.path());
+}
+
+#[tokio::test]
+async fn readiness_timeout_names_what_is_missing_and_stops_everything() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let silent = dir.path().join("silent-sentinel");
+    std::fs::write(&silent, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&silent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = LabSpec::for_tests(&dir.path().join("lab"));
+    spec.redis_sentinel = silent;
+    spec.ready_timeout_ms = 1500;
+    let err = Lab::start(spec, &NoProgress).await.unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<LabError>(),
+            Some(LabError::NotReady { .. })
+        ),
+        "{err:#}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("sentinel-1: not accepting connections yet"),
+        "{msg}"
+    );
     assert_no_orphans(dir.path());
 }

@@ -63,6 +63,12 @@ impl Lab {
     /// every port is free. If a child exits, readiness times out, or the
     /// returned future is dropped (Ctrl-C), every process started so far is
     /// killed.
+    ///
+    /// Unless `spec.detach`, children are also tied to the *thread* that
+    /// starts them (`PR_SET_PDEATHSIG`): if it exits, they get SIGKILL. Start
+    /// a lab from a thread that outlives it — a test's own thread or a tokio
+    /// worker — and not from `spawn_blocking` or a lab shared across tests
+    /// through a static started by whichever test came first.
     pub async fn start(mut spec: LabSpec, progress: &dyn Progress) -> Result<Lab> {
         spec.validate()?;
         spec.redis_server = process::resolve_binary(&spec.redis_server, "--redis-server")?;

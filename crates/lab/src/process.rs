@@ -214,9 +214,7 @@ impl Process {
 
     /// SIGKILL and reap, without waiting on anything but our own child.
     pub(crate) fn kill_now(&mut self) {
-        if let Ok(true) = self.signal(Signal::SIGCONT) {
-            // A paused process must not stay stopped if SIGKILL is delayed.
-        }
+        // SIGKILL also ends a stopped (paused) process.
         let _ = self.signal(Signal::SIGKILL);
         if let Some(child) = &mut self.child {
             let _ = child.wait();

@@ -22,11 +22,14 @@ impl Fence {
     }
 }
 
-/// The replica a read should go to, or `None` for "use the master".
+/// The replica a read should go to, or `None` for "use the master": the one
+/// with the fewest requests in flight; ties go round-robin from `turn`, so an
+/// idle gateway still spreads reads.
 pub fn pick_replica<'a>(
     topo: &'a Topology,
     fence: Option<Fence>,
     prefer: Option<&str>,
+    turn: usize,
 ) -> Option<&'a ReplicaNode> {
     let usable = |r: &&ReplicaNode| fence.is_none_or(|f| f.satisfied_by(topo, r));
     if let Some(addr) = prefer {
@@ -38,7 +41,11 @@ pub fn pick_replica<'a>(
             return Some(r);
         }
     }
-    topo.eligible_replicas()
+    let start = turn % topo.replicas.len().max(1);
+    topo.replicas[start..]
+        .iter()
+        .chain(&topo.replicas[..start])
+        .filter(|r| r.eligible && !r.pool.is_closed())
         .filter(usable)
         .min_by_key(|r| r.pool.outstanding())
 }

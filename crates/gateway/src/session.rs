@@ -156,6 +156,8 @@ pub struct Session {
     stop_reading: bool,
     /// Set by QUIT: close after its `+OK`.
     quit_requested: bool,
+    /// Rotates replica choice among equally busy replicas.
+    read_turn: usize,
 }
 
 /// How the session loop was woken.
@@ -185,6 +187,7 @@ impl Session {
             },
             stop_reading: false,
             quit_requested: false,
+            read_turn: id as usize,
         }
     }
 
@@ -614,7 +617,8 @@ impl Session {
                 None
             };
             let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
-            if let Some(replica) = pick_replica(&topo, fence, prefer.as_deref()) {
+            self.read_turn = self.read_turn.wrapping_add(1);
+            if let Some(replica) = pick_replica(&topo, fence, prefer.as_deref(), self.read_turn) {
                 let pool = replica.pool.clone();
                 if let Some(conn) = self.replica_conn(&pool).await {
                     if job.kind == Kind::CursorRead {

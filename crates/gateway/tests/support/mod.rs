@@ -2,6 +2,8 @@
 //! gateway in front of it. Dropping the `Env` kills every process.
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::time::Duration;
 
 use belay_client::{Auth, Connection, Value};
@@ -14,6 +16,9 @@ use tokio::net::TcpStream;
 pub struct Env {
     pub lab: Lab,
     pub gateway: String,
+    /// The in-process gateway's view of the topology.
+    pub topology: tokio::sync::watch::Receiver<std::sync::Arc<belay_gateway::topology::Topology>>,
+    extra: Vec<tokio::task::JoinHandle<()>>,
     task: tokio::task::JoinHandle<()>,
     // Last: the state dir goes after the processes are killed.
     _dir: tempfile::TempDir,
@@ -22,6 +27,9 @@ pub struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.task.abort();
+        for t in &self.extra {
+            t.abort();
+        }
     }
 }
 
@@ -41,6 +49,7 @@ pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
     let gw = Gateway::bind(cfg).await.expect("gateway binds");
     let gateway = gw.local_addr().to_string();
     let mut topo = gw.topology();
+    let topology = topo.clone();
     let task = tokio::spawn(async move {
         let _ = gw.run(std::future::pending()).await;
     });
@@ -62,12 +71,80 @@ pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
     Env {
         lab,
         gateway,
+        topology,
+        extra: Vec::new(),
         task,
         _dir: dir,
     }
 }
 
 impl Env {
+    /// Starts a second gateway on the same lab, with other settings; returns its address.
+    pub async fn extra_gateway(&mut self, tweak: impl FnOnce(&mut GatewayConfig)) -> String {
+        let mut cfg = GatewayConfig {
+            listen: "127.0.0.1:0".into(),
+            sentinels: self.lab.sentinel_addrs(),
+            master_name: self.lab.master_name().to_string(),
+            password: Some(self.lab.password().to_string()),
+            poll_interval_ms: 500,
+            ..GatewayConfig::default()
+        };
+        tweak(&mut cfg);
+        let gw = Gateway::bind(cfg).await.expect("gateway binds");
+        let addr = gw.local_addr().to_string();
+        let mut topo = gw.topology();
+        self.extra.push(tokio::spawn(async move {
+            let _ = gw.run(std::future::pending()).await;
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let t = topo.borrow_and_update();
+                if t.master.is_some()
+                    && t.eligible_replicas().count() == 2
+                    && !t.commands.is_empty()
+                {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "extra gateway never saw the topology"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), topo.changed()).await;
+        }
+        addr
+    }
+
+    /// Name of the lab process at `addr`.
+    pub fn name_of(&self, addr: &str) -> String {
+        self.lab
+            .process_by_addr(addr)
+            .expect("a lab process")
+            .name()
+            .to_string()
+    }
+
+    /// Whether the gateway currently lets `addr` serve reads.
+    pub fn eligible(&self, addr: &str) -> bool {
+        self.topology
+            .borrow()
+            .eligible_replicas()
+            .any(|r| r.pool.addr == addr)
+    }
+
+    /// Waits until the gateway's view of `addr` is `eligible`.
+    pub async fn wait_eligible(&self, addr: &str, eligible: bool, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.eligible(addr) != eligible {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{addr} never became eligible={eligible}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// An authenticated client of the gateway.
     pub async fn client(&self) -> Connection {
         Connection::connect(&self.gateway, Some(&self.auth()), Duration::from_secs(10))

@@ -1,0 +1,383 @@
+//! The gateway through failures: a paused master (the seed note's `docker
+//! compose pause`), a killed master, a lagging replica, read-your-writes,
+//! pub/sub across a failover, and a thousand clients through one.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use belay_client::{Connection, Value};
+use support::workload::{Record, Workload};
+use support::{bulk, start, Env};
+
+/// Errors a write may legitimately get during a failover: the hold ran out,
+/// or it was in flight on the master that failed (it may or may not have run).
+fn allowed_write_error(e: &str) -> bool {
+    e.starts_with("TRYAGAIN belay") || e.contains("may or may not have run")
+}
+
+/// Every acknowledged write is on the final master with its value.
+async fn assert_no_acked_write_lost(env: &Env, rec: &Record) {
+    let master = env.master().await;
+    let mut node = env.node(&master).await;
+    let mut lost = Vec::new();
+    for chunk in rec.acked.chunks(500) {
+        let mut args = vec!["MGET"];
+        args.extend(chunk.iter().map(|(k, _)| k.as_str()));
+        let values = node.call_ok(&args).await.unwrap();
+        for ((k, v), got) in chunk.iter().zip(values.as_array().unwrap()) {
+            if got != &bulk(v) {
+                lost.push(k.clone());
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+async fn master_outage(kill: bool) {
+    let mut env = start(|cfg| {
+        cfg.failover_hold_ms = 20_000;
+        cfg.request_timeout_ms = 1_000;
+    })
+    .await;
+    let old = env.master().await;
+    let old_name = env.name_of(&old);
+    let work = Workload::start(&env.gateway, &env.auth(), 3, 3);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let fault_at = Instant::now();
+    if kill {
+        env.lab.kill(&old_name).unwrap();
+    } else {
+        env.lab.pause(&old_name).unwrap();
+    }
+    let new = env
+        .lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let switched_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    if kill {
+        env.lab.restart(&old_name).unwrap();
+    } else {
+        env.lab.resume(&old_name).unwrap();
+    }
+    env.lab
+        .wait_until_replica_of(&old_name, &new, Duration::from_secs(40))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let rec = work.stop().await;
+
+    // Writes: acknowledged ones all survive; failures are only the allowed kinds.
+    assert!(
+        rec.acked.len() > 50,
+        "the workload ran: {} acked writes",
+        rec.acked.len()
+    );
+    let write_errors = Record::errors(&rec.writes);
+    for e in &write_errors {
+        assert!(allowed_write_error(e), "unexpected write error: {e}");
+    }
+    assert_no_acked_write_lost(&env, &rec).await;
+    assert!(
+        Record::successes_between(&rec.writes, switched_at, Instant::now()) > 0,
+        "writes resumed on the new master"
+    );
+    // Reads never stopped: none failed, and some succeeded while the master was out.
+    let read_errors = Record::errors(&rec.reads);
+    assert!(
+        read_errors.is_empty(),
+        "reads failed: {:?}",
+        &read_errors[..read_errors.len().min(5)]
+    );
+    assert!(
+        Record::successes_between(&rec.reads, fault_at, switched_at) > 0,
+        "reads kept flowing during the outage"
+    );
+    // The old master, now a replica, was never sent a write (it would refuse it).
+    assert_eq!(env.rejected_writes(&old).await, 0);
+    let write_blackout = rec
+        .writes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .map(|o| o.end)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{}: {} writes acked, {} write errors, {} reads, 0 read errors, longest gap between acked writes {:?}",
+        if kill { "kill -9" } else { "pause" },
+        rec.acked.len(),
+        write_errors.len(),
+        rec.reads.len(),
+        write_blackout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_master_fails_over_without_losing_acknowledged_writes() {
+    master_outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_master_fails_over_without_losing_acknowledged_writes() {
+    master_outage(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_gets_no_reads_until_it_catches_up() {
+    let mut env = start(|cfg| cfg.max_replica_lag_ms = 500).await;
+    let replicas = env.replicas().await;
+    let slow = replicas[0].clone();
+    let slow_name = env.name_of(&slow);
+    let mut c = env.client().await;
+    c.set_timeout(Duration::from_secs(10));
+    c.call_ok(&["SET", "lag", "1"]).await.unwrap();
+
+    env.lab.pause(&slow_name).unwrap();
+    // Writes go on; the paused replica falls behind and the gateway stops reading from it.
+    for i in 0..20 {
+        c.call_ok(&["SET", &format!("lag{i}"), "x"]).await.unwrap();
+    }
+    env.wait_eligible(&slow, false, Duration::from_secs(10))
+        .await;
+    // Reads meanwhile all succeed, from the other replica.
+    for _ in 0..200 {
+        assert_eq!(c.call(&["GET", "lag"]).await.unwrap(), bulk("1"));
+    }
+    env.lab.resume(&slow_name).unwrap();
+    env.wait_eligible(&slow, true, Duration::from_secs(20))
+        .await;
+    let before = env.calls(&slow, "get").await;
+    for _ in 0..200 {
+        assert_eq!(c.call(&["GET", "lag"]).await.unwrap(), bulk("1"));
+    }
+    assert!(
+        env.calls(&slow, "get").await > before,
+        "the caught-up replica serves reads again"
+    );
+}
+
+/// Keeps the replicas busy (a read-only script spinning for ~20 ms at a
+/// time) so they apply the replication stream late: lag, on purpose.
+fn make_replicas_lag(env: &Env, replicas: &[String]) -> Vec<tokio::task::JoinHandle<()>> {
+    replicas
+        .iter()
+        .map(|r| {
+            let (addr, auth) = (r.clone(), env.auth());
+            tokio::spawn(async move {
+                let mut c = Connection::connect(&addr, Some(&auth), Duration::from_secs(5)).await.unwrap();
+                loop {
+                    let _ = c
+                        .call(&["EVAL_RO", "local t = redis.call('TIME'); local s = t[1]*1000000+t[2]; repeat t = redis.call('TIME') until t[1]*1000000+t[2] - s > 20000; return 1", "0"])
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Write-then-read pairs until `iterations` are done, or (with
+/// `stop_at_first`) the first one that does not see its own write.
+async fn read_your_writes_violations(
+    gateway: &str,
+    env: &Env,
+    iterations: usize,
+    stop_at_first: bool,
+) -> (usize, usize) {
+    let mut c = Connection::connect(gateway, Some(&env.auth()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut violations = 0;
+    for i in 0..iterations {
+        if stop_at_first && violations > 0 {
+            return (violations, i);
+        }
+        c.call_ok(&["SET", "ryw", &i.to_string()]).await.unwrap();
+        if c.call(&["GET", "ryw"]).await.unwrap() != bulk(&i.to_string()) {
+            violations += 1;
+        }
+    }
+    (violations, iterations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_holds_under_replica_lag() {
+    let mut env = start(|cfg| cfg.max_replica_lag_ms = 5_000).await;
+    let unfenced = env
+        .extra_gateway(|cfg| {
+            cfg.read_your_writes = false;
+            cfg.max_replica_lag_ms = 5_000;
+        })
+        .await;
+    let replicas = env.replicas().await;
+    let laggers = make_replicas_lag(&env, &replicas);
+    let (with_fence, _) =
+        read_your_writes_violations(&env.gateway.clone(), &env, 3000, false).await;
+    let (without_fence, tries) = read_your_writes_violations(&unfenced, &env, 20_000, true).await;
+    for l in laggers {
+        l.abort();
+    }
+    eprintln!("read-your-writes: fence on, 0 of 3000 pairs stale is required: {with_fence}; fence off: first stale read after {tries} pairs");
+    assert_eq!(with_fence, 0, "read-your-writes violated with the fence on");
+    assert!(
+        without_fence > 0,
+        "the test must be able to fail: with the fence off, lagging replicas served stale reads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_survives_a_failover() {
+    let env = start(|_| {}).await;
+    let old = env.master().await;
+    let mut sub = env.client().await;
+    sub.set_timeout(Duration::from_secs(30));
+    sub.send(&["SUBSCRIBE", "events"]).await.unwrap();
+    assert_eq!(
+        sub.read_value().await.unwrap().as_array().unwrap()[0],
+        bulk("subscribe")
+    );
+
+    let mut sentinel = Connection::connect(
+        &env.lab.sentinel_addrs()[0],
+        Some(&env.auth()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    sentinel
+        .call_ok(&["SENTINEL", "FAILOVER", env.lab.master_name()])
+        .await
+        .unwrap();
+    let new = env
+        .lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let old_name = env.name_of(&old);
+    env.lab
+        .wait_until_replica_of(&old_name, &new, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Publish on the new master until the re-established subscription hears it.
+    let mut publisher = env.client().await;
+    publisher.set_timeout(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = publisher
+            .call(&["PUBLISH", "events", "after-failover"])
+            .await
+            .unwrap();
+        if n == Value::Integer(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not re-established: PUBLISH reached {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let msg = sub.read_value().await.unwrap();
+    assert_eq!(
+        msg,
+        Value::Array(vec![
+            bulk("message"),
+            bulk("events"),
+            bulk("after-failover")
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_through_a_failover_keep_backend_connections_bounded() {
+    let env = start(|_| {}).await;
+    let old = env.master().await;
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let mut c = env.client().await;
+        c.set_timeout(Duration::from_secs(30));
+        c.call_ok(&["SET", &format!("c{i}"), "0"]).await.unwrap();
+        clients.push(c);
+    }
+    let mut sentinel = Connection::connect(
+        &env.lab.sentinel_addrs()[0],
+        Some(&env.auth()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    sentinel
+        .call_ok(&["SENTINEL", "FAILOVER", env.lab.master_name()])
+        .await
+        .unwrap();
+    // Every client writes through the failover at once.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in 0..5 {
+                    if c.call(&["INCR", &format!("n{i}")])
+                        .await
+                        .map(|v| !v.is_error())
+                        .unwrap_or(false)
+                    {
+                        ok += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                (c, ok)
+            })
+        })
+        .collect();
+    let new = env
+        .lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut peak: HashMap<String, i64> = HashMap::new();
+    let mut results = Vec::new();
+    for t in tasks {
+        for node in env.lab.data_nodes().iter().map(|p| p.addr()) {
+            if let Ok(mut c) =
+                Connection::connect(&node, Some(&env.auth()), Duration::from_secs(2)).await
+            {
+                if let Ok(info) = c.info("clients").await {
+                    let n = info.get_i64("connected_clients").unwrap_or(0);
+                    let e = peak.entry(node).or_default();
+                    *e = (*e).max(n);
+                }
+            }
+        }
+        results.push(t.await.unwrap());
+    }
+    // After the failover every client can still write.
+    for (mut c, _) in results {
+        assert_eq!(
+            c.call(&["SET", "final", "1"]).await.unwrap(),
+            Value::Simple("OK".into())
+        );
+    }
+    eprintln!(
+        "peak connected_clients per node with 1000 gateway clients: {peak:?} (new master {new})"
+    );
+    for (node, n) in &peak {
+        assert!(
+            *n < 60,
+            "{node} had {n} connections for 1000 gateway clients"
+        );
+    }
+}

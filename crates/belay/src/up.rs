@@ -136,6 +136,7 @@ impl UpArgs {
             ready_timeout_ms: self.ready_timeout * 1000,
             extra_redis_config: self.extra_redis_config.clone(),
             extra_sentinel_config: self.extra_sentinel_config.clone(),
+            own_loopback_addrs: false,
         };
         if !self.no_gateway {
             let exe =

@@ -23,7 +23,7 @@ pub fn redis_conf(
     let pw = quote(password);
     header(&mut c, &node.name);
     line(&mut c, "port", &node.port.to_string());
-    line(&mut c, "bind", &spec.bind);
+    line(&mut c, "bind", &node.host);
     // Protected mode stays on: with `bind` and `requirepass` set it does not
     // get in the way, and it guards against a misconfigured bind.
     line(&mut c, "protected-mode", "yes");
@@ -34,7 +34,11 @@ pub fn redis_conf(
     line(&mut c, "requirepass", &pw);
     line(&mut c, "masterauth", &pw);
     // Announce the bound address, so Sentinel and replicas see a reachable one.
-    line(&mut c, "replica-announce-ip", &spec.bind);
+    line(&mut c, "replica-announce-ip", &node.host);
+    if spec.own_loopback_addrs {
+        // Replication connections leave from the node's own address too.
+        line(&mut c, "bind-source-addr", &node.host);
+    }
     // An isolated master stops taking writes instead of losing them later.
     line(
         &mut c,
@@ -79,7 +83,12 @@ pub fn sentinel_conf(
     let name = &spec.master_name;
     header(&mut c, &sentinel.name);
     line(&mut c, "port", &sentinel.port.to_string());
-    line(&mut c, "bind", &spec.bind);
+    line(&mut c, "bind", &sentinel.host);
+    if spec.own_loopback_addrs {
+        // Connect from, and tell the other Sentinels about, its own address.
+        line(&mut c, "bind-source-addr", &sentinel.host);
+        line(&mut c, "sentinel announce-ip", &sentinel.host);
+    }
     line(&mut c, "protected-mode", "yes");
     line(&mut c, "daemonize", "no");
     line(&mut c, "dir", &quote(&sentinel.dir.display().to_string()));
@@ -180,6 +189,36 @@ mod tests {
         ] {
             assert!(conf.contains(want), "missing {want:?} in\n{conf}");
         }
+    }
+
+    #[test]
+    fn own_loopback_addrs_bind_announce_and_connect_from_them() {
+        let spec = LabSpec {
+            own_loopback_addrs: true,
+            ..spec()
+        };
+        let plan = spec.plan();
+        let conf = redis_conf(&spec, &plan[1], Some(("127.0.0.2", 6379)), "pw");
+        for want in [
+            "bind 127.0.0.3\n",
+            "replica-announce-ip 127.0.0.3\n",
+            "bind-source-addr 127.0.0.3\n",
+            "replicaof 127.0.0.2 6379\n",
+        ] {
+            assert!(conf.contains(want), "missing {want:?} in\n{conf}");
+        }
+        let conf = sentinel_conf(&spec, &plan[3], ("127.0.0.2", 6379), "pw");
+        for want in [
+            "bind 127.0.0.5\n",
+            "bind-source-addr 127.0.0.5\n",
+            "sentinel announce-ip 127.0.0.5\n",
+        ] {
+            assert!(conf.contains(want), "missing {want:?} in\n{conf}");
+        }
+        // The default lab is unchanged.
+        let plain_spec = super::tests::spec();
+        let plain = redis_conf(&plain_spec, &plain_spec.plan()[1], None, "pw");
+        assert!(!plain.contains("bind-source-addr"));
     }
 
     #[test]

@@ -703,7 +703,8 @@ fn named(ps: &[&Process]) -> Vec<(String, String)> {
 }
 
 fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Result<()> {
-    let master = (spec.bind.as_str(), spec.base_port);
+    let master_host = spec.data_node_host(0);
+    let master = (master_host.as_str(), spec.base_port);
     for (i, rec) in plan.iter().enumerate() {
         std::fs::create_dir_all(&rec.dir)
             .with_context(|| format!("creating {}", rec.dir.display()))?;

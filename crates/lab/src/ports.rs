@@ -9,10 +9,13 @@ use crate::process::ProcessRecord;
 
 /// Fails with [`LabError::PortInUse`] on the first planned port something
 /// already listens on. Binds the way redis does (with `SO_REUSEADDR`), so a
-/// port in `TIME_WAIT` counts as free, as it is for redis.
+/// port in `TIME_WAIT` counts as free, as it is for redis. Each port is
+/// checked on the process's own host (`bind` unless the spec gives each
+/// process its own loopback address).
 pub fn check_free(bind: &str, plan: &[ProcessRecord]) -> Result<(), LabError> {
     for rec in plan {
-        if TcpListener::bind((bind, rec.port)).is_err() {
+        let host = if rec.host.is_empty() { bind } else { &rec.host };
+        if TcpListener::bind((host, rec.port)).is_err() {
             let flag = match rec.kind {
                 crate::ProcessKind::DataNode => "--port",
                 crate::ProcessKind::Sentinel => "--sentinel-port (or --port)",
@@ -20,7 +23,7 @@ pub fn check_free(bind: &str, plan: &[ProcessRecord]) -> Result<(), LabError> {
             };
             return Err(LabError::PortInUse {
                 port: rec.port,
-                bind: bind.to_string(),
+                bind: host.to_string(),
                 what: rec.name.clone(),
                 flag,
             });

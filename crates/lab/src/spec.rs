@@ -62,6 +62,15 @@ pub struct LabSpec {
     pub extra_redis_config: Vec<String>,
     /// Extra lines appended to every `sentinel.conf`.
     pub extra_sentinel_config: Vec<String>,
+    /// Give every data node and Sentinel its own loopback address
+    /// (127.0.0.2, 127.0.0.3, ... in plan order) instead of `bind`, used
+    /// for listening, announcing *and* as the source of its outgoing
+    /// connections (`bind-source-addr`). Packet filters can then tell the
+    /// processes apart, which is what a network-partition drill needs
+    /// (Linux routes all of 127.0.0.0/8 to `lo`). The gateway stays on
+    /// `bind`. Off by default; ignored fields of old state files read as off.
+    #[serde(default)]
+    pub own_loopback_addrs: bool,
 }
 
 /// The gateway process: `<exe> gateway --sentinel A ... --master-name N
@@ -104,6 +113,7 @@ impl Default for LabSpec {
             ready_timeout_ms: 60_000,
             extra_redis_config: Vec::new(),
             extra_sentinel_config: Vec::new(),
+            own_loopback_addrs: false,
         }
     }
 }
@@ -220,7 +230,16 @@ impl LabSpec {
     /// the initial master), Sentinels, then the gateway. Pids are empty.
     pub fn plan(&self) -> Vec<ProcessRecord> {
         let mut out = Vec::new();
-        let rec = |name: String, kind: ProcessKind, port: u16| {
+        let mut next_own_addr = 2u32;
+        let mut host_for = |kind: ProcessKind| {
+            if self.own_loopback_addrs && kind != ProcessKind::Gateway {
+                next_own_addr += 1;
+                format!("127.0.0.{}", next_own_addr - 1)
+            } else {
+                self.bind.clone()
+            }
+        };
+        let rec = |name: String, kind: ProcessKind, port: u16, host: String| {
             let dir = self.dir.join(&name);
             let (config, log) = match kind {
                 ProcessKind::DataNode => (Some(dir.join("redis.conf")), dir.join("redis.log")),
@@ -232,7 +251,7 @@ impl LabSpec {
             ProcessRecord {
                 name,
                 kind,
-                host: self.bind.clone(),
+                host,
                 port,
                 dir,
                 config,
@@ -246,6 +265,7 @@ impl LabSpec {
                 format!("redis-{}", i + 1),
                 ProcessKind::DataNode,
                 self.base_port.saturating_add(i as u16),
+                host_for(ProcessKind::DataNode),
             ));
         }
         for i in 0..self.sentinels {
@@ -253,17 +273,32 @@ impl LabSpec {
                 format!("sentinel-{}", i + 1),
                 ProcessKind::Sentinel,
                 self.sentinel_port().saturating_add(i as u16),
+                host_for(ProcessKind::Sentinel),
             ));
         }
         if let Some(gw) = &self.gateway {
-            out.push(rec("gateway".into(), ProcessKind::Gateway, gw.port));
+            out.push(rec(
+                "gateway".into(),
+                ProcessKind::Gateway,
+                gw.port,
+                host_for(ProcessKind::Gateway),
+            ));
         }
         out
     }
 
     /// `host:port` of the initial master.
     pub fn initial_master_addr(&self) -> String {
-        format!("{}:{}", self.bind, self.base_port)
+        format!("{}:{}", self.data_node_host(0), self.base_port)
+    }
+
+    /// The address data node `i` (0 = the initial master) binds to.
+    pub fn data_node_host(&self, i: usize) -> String {
+        if self.own_loopback_addrs {
+            format!("127.0.0.{}", 2 + i)
+        } else {
+            self.bind.clone()
+        }
     }
 }
 
@@ -296,6 +331,32 @@ mod tests {
             ]
         );
         assert_eq!(spec.quorum(), 2);
+    }
+
+    #[test]
+    fn own_loopback_addrs_give_each_process_its_address() {
+        let spec = LabSpec {
+            own_loopback_addrs: true,
+            gateway: Some(GatewaySpec {
+                exe: "belay".into(),
+                port: 6390,
+            }),
+            ..LabSpec::default()
+        };
+        let hosts: Vec<_> = spec.plan().iter().map(|p| p.addr()).collect();
+        assert_eq!(
+            hosts,
+            vec![
+                "127.0.0.2:6379",
+                "127.0.0.3:6380",
+                "127.0.0.4:6381",
+                "127.0.0.5:26379",
+                "127.0.0.6:26380",
+                "127.0.0.7:26381",
+                "127.0.0.1:6390",
+            ]
+        );
+        assert_eq!(spec.initial_master_addr(), "127.0.0.2:6379");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_MASTER_NAME")]
     pub master_name: Option<String>,
 
-    /// Address clients connect to [default: 127.0.0.1:6380].
+    /// Address clients connect to [default: 127.0.0.1:6390, the lab's gateway port].
     #[arg(long, env = "BELAY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
 

@@ -96,7 +96,7 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
-            listen: "127.0.0.1:6380".into(),
+            listen: "127.0.0.1:6390".into(),
             master_name: "mymaster".into(),
             sentinels: Vec::new(),
             username: None,

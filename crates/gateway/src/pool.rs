@@ -10,7 +10,8 @@ use belay_client::ClientError;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::backend::{BackendConn, ConnectSpec};
+use crate::backend::{BackendConn, ConnectSpec, ReplyResult};
+use tokio::sync::oneshot;
 
 /// Why the pool could not hand out a connection.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,25 @@ impl NodePool {
             .iter()
             .filter_map(|s| s.load().as_ref().map(|c| c.outstanding()))
             .sum()
+    }
+
+    /// Sends on shared connection number `hint % n`. The common case — the
+    /// connection is up — takes no lock and clones nothing.
+    pub async fn send_shared(
+        &self,
+        hint: usize,
+        raw: Bytes,
+    ) -> Result<oneshot::Receiver<ReplyResult>, PoolError> {
+        let i = hint % self.shared.len();
+        {
+            let guard = self.shared[i].load();
+            if let Some(conn) = guard.as_ref() {
+                if conn.is_alive() {
+                    return Ok(conn.send(raw));
+                }
+            }
+        }
+        Ok(self.shared(hint).await?.send(raw))
     }
 
     /// Shared connection number `hint % n`, connecting if needed.

@@ -158,6 +158,9 @@ pub struct Session {
     quit_requested: bool,
     /// Rotates replica choice among equally busy replicas.
     read_turn: usize,
+    /// This session's view of the topology, refreshed when it changes.
+    topo_rx: tokio::sync::watch::Receiver<Arc<Topology>>,
+    topo: Arc<Topology>,
 }
 
 /// How the session loop was woken.
@@ -172,6 +175,8 @@ impl Session {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let authenticated = shared.cfg.required_client_password().is_none();
+        let mut topo_rx = shared.topology.clone();
+        let topo = topo_rx.borrow_and_update().clone();
         Session {
             id,
             shared,
@@ -188,6 +193,8 @@ impl Session {
             stop_reading: false,
             quit_requested: false,
             read_turn: id as usize,
+            topo,
+            topo_rx,
         }
     }
 
@@ -582,8 +589,12 @@ impl Session {
         }
     }
 
-    fn topology(&self) -> Arc<Topology> {
-        self.shared.topology.borrow().clone()
+    /// The current topology; re-read only when discovery published a new one.
+    fn topology(&mut self) -> Arc<Topology> {
+        if self.topo_rx.has_changed().unwrap_or(false) {
+            self.topo = self.topo_rx.borrow_and_update().clone();
+        }
+        self.topo.clone()
     }
 
     async fn route(&mut self, req: Request, kind: Kind, pin: bool, in_tx: bool) -> Pending {
@@ -619,12 +630,10 @@ impl Session {
             let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
             self.read_turn = self.read_turn.wrapping_add(1);
             if let Some(replica) = pick_replica(&topo, fence, prefer.as_deref(), self.read_turn) {
-                let pool = replica.pool.clone();
-                if let Some(conn) = self.replica_conn(&pool).await {
+                if let Some(rx) = self.send_read(&replica.pool, job.req.raw.clone()).await {
                     if job.kind == Kind::CursorRead {
-                        self.st.scan_replica = Some(pool.addr.clone());
+                        self.st.scan_replica = Some(replica.pool.addr.clone());
                     }
-                    let rx = conn.send(job.req.raw.clone());
                     return Ok(Pending::Waiting {
                         rx,
                         job,
@@ -646,8 +655,8 @@ impl Session {
                 return Err(job);
             }
         }
-        let conn = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
-            match self.master_conn(&pool, job.in_tx).await {
+        let rx = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
+            let conn = match self.master_conn(&pool, job.in_tx).await {
                 Some(c) => c,
                 None if job.in_tx
                     && (self.st.in_multi || self.st.watching || self.st.tx_broken) =>
@@ -657,10 +666,18 @@ impl Session {
                     )));
                 }
                 None => return Err(job),
+            };
+            if job.kind == Kind::Blocking {
+                conn.send_blocking(job.req.raw.clone())
+            } else {
+                conn.send(job.req.raw.clone())
             }
         } else {
-            match pool.shared(self.id as usize).await {
-                Ok(c) => (*c).clone(),
+            match pool
+                .send_shared(self.id as usize, job.req.raw.clone())
+                .await
+            {
+                Ok(rx) => rx,
                 Err(e) => {
                     tracing::debug!(session = self.id, error = %e, "master connection unavailable");
                     return Err(job);
@@ -672,11 +689,6 @@ impl Session {
         }
         self.st.inflight_master = Some(pool.clone());
         self.st.inflight_master_count += 1;
-        let rx = if job.kind == Kind::Blocking {
-            conn.send_blocking(job.req.raw.clone())
-        } else {
-            conn.send(job.req.raw.clone())
-        };
         Ok(Pending::Waiting {
             rx,
             job,
@@ -744,15 +756,21 @@ impl Session {
         }
     }
 
-    /// A connection to `pool` for reads: shared in the default state, pinned otherwise.
-    async fn replica_conn(&mut self, pool: &Arc<NodePool>) -> Option<BackendConn> {
+    /// Sends a read to `pool`: on a shared connection in the default state,
+    /// on this session's pinned replica connection otherwise.
+    async fn send_read(
+        &mut self,
+        pool: &Arc<NodePool>,
+        raw: Bytes,
+    ) -> Option<oneshot::Receiver<ReplyResult>> {
         if self.st.is_default() {
-            return pool
-                .shared(self.id as usize)
-                .await
-                .ok()
-                .map(|c| (*c).clone());
+            return pool.send_shared(self.id as usize, raw).await.ok();
         }
+        Some(self.replica_conn(pool).await?.send(raw))
+    }
+
+    /// This session's pinned connection to `pool`, opened if needed.
+    async fn replica_conn(&mut self, pool: &Arc<NodePool>) -> Option<BackendConn> {
         if let Some(p) = &self.st.replica_conn {
             if Arc::ptr_eq(&p.pool, pool) && p.conn.is_alive() {
                 return Some(p.conn.clone());

@@ -161,11 +161,37 @@ fn render(r: &StatusReport, title: &str) -> String {
             g.addr.clone(),
             format!("pid {}", opt(&g.pid)),
             if g.reachable {
-                "answers PING".into()
+                format!(
+                    "answers PING; writes to {}",
+                    g.master.as_deref().unwrap_or("nobody (holding writes)")
+                )
             } else {
                 format!("NOT answering: {}", opt(&g.error))
             },
         ]]));
+        if !g.replicas.is_empty() {
+            let mut rows = vec![vec![
+                "  REPLICA".to_string(),
+                "OFFSET".into(),
+                "LAG".into(),
+                "READS".into(),
+            ]];
+            for rep in &g.replicas {
+                rows.push(vec![
+                    format!("  {}", rep.addr),
+                    rep.offset.to_string(),
+                    rep.lag_ms
+                        .map(|l| format!("{l} ms"))
+                        .unwrap_or_else(|| "-".into()),
+                    if rep.eligible {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                ]);
+            }
+            out.push_str(&ui::table(&rows));
+        }
     }
 
     if !r.problems.is_empty() {

@@ -567,6 +567,7 @@ impl Session {
                 None => reply::null(self.st.resp3),
             }),
             "client" if req.arg_is(1, "ID") => Pending::Ready(reply::integer(self.id as i64)),
+            "belay" => self.belay_command(&req),
             _ => {
                 let class = self.topology().commands.classify(&req.args);
                 match class {
@@ -965,6 +966,31 @@ impl Session {
         };
         self.replay_on_pinned(&[b"CLIENT", b"SETNAME", name]);
         Pending::Ready(reply::ok())
+    }
+
+    /// `BELAY TOPOLOGY`: the gateway's own view, as JSON, for `belay status`
+    /// and for people debugging routing. `BELAY HELP` lists subcommands.
+    fn belay_command(&mut self, req: &Request) -> Pending {
+        if req.arg_is(1, "TOPOLOGY") && req.args.len() == 2 {
+            let topo = self.topology();
+            return Pending::Ready(reply::bulk(crate::topology::to_json(&topo).as_bytes()));
+        }
+        if req.arg_is(1, "HELP") || req.args.len() == 1 {
+            let lines = [
+                "BELAY TOPOLOGY -- the gateway's view as JSON: confirmed master, replicas with offset, lag and read eligibility",
+                "BELAY HELP -- this text",
+            ];
+            let mut out = BytesMut::new();
+            out.extend_from_slice(format!("*{}\r\n", lines.len()).as_bytes());
+            for l in lines {
+                out.extend_from_slice(&reply::simple(l));
+            }
+            return Pending::Ready(out.freeze());
+        }
+        Pending::Ready(reply::error(&format!(
+            "ERR unknown subcommand '{}'. Try BELAY HELP.",
+            String::from_utf8_lossy(&req.args[1])
+        )))
     }
 
     /// Pub/sub: the session becomes a pipe to a subscription connection on

@@ -61,3 +61,29 @@ impl Topology {
             .filter(|r| r.eligible && !r.pool.is_closed())
     }
 }
+
+/// The topology as JSON (`BELAY TOPOLOGY`): what the gateway writes to and
+/// reads from, and why.
+pub fn to_json(topo: &Topology) -> String {
+    let replicas: Vec<serde_json::Value> = topo
+        .replicas
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "addr": r.pool.addr,
+                "offset": r.offset,
+                "lag_ms": r.lag.map(|l| l.as_millis() as u64),
+                "eligible": r.eligible && !r.pool.is_closed(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "master": topo.master.as_ref().map(|m| m.addr.clone()),
+        "master_offset": topo.master_offset,
+        "replicas": replicas,
+        "generation": topo.generation,
+        "server_version": topo.server_version,
+        "commands_known": topo.commands.len(),
+    })
+    .to_string()
+}

@@ -236,6 +236,18 @@ async fn routes_and_keeps_session_semantics() {
         Value::Array(vec![bulk("message"), bulk("news"), bulk("hello")])
     );
 
+    // The gateway's own view, for `belay status`.
+    let view = c.call(&["BELAY", "TOPOLOGY"]).await.unwrap();
+    let view: serde_json::Value = serde_json::from_str(view.as_str().unwrap()).unwrap();
+    assert_eq!(view["master"], serde_json::json!(master));
+    let eligible: Vec<_> = view["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["eligible"] == true)
+        .collect();
+    assert_eq!(eligible.len(), 2, "{view}");
+
     // AUTH: required, refused when wrong.
     let mut anon = Connection::connect(&env.gateway, None, Duration::from_secs(5))
         .await

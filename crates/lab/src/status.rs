@@ -99,13 +99,28 @@ pub struct SentinelStatus {
     pub quorum_ok: bool,
 }
 
-/// The gateway's liveness.
+/// The gateway's liveness and its own view of the topology (`BELAY TOPOLOGY`).
 #[derive(Clone, Debug, Serialize)]
 pub struct GatewayStatus {
     pub addr: String,
     pub pid: Option<u32>,
     pub reachable: bool,
     pub error: Option<String>,
+    /// The master the gateway sends writes to (`None`: holding writes).
+    pub master: Option<String>,
+    /// Each replica as the gateway sees it: offset, lag, read eligibility.
+    pub replicas: Vec<GatewayReplica>,
+}
+
+/// One replica in the gateway's view.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct GatewayReplica {
+    pub addr: String,
+    pub offset: i64,
+    /// Age of the newest master offset the replica has reached.
+    pub lag_ms: Option<u64>,
+    /// Whether the gateway currently sends it reads.
+    pub eligible: bool,
 }
 
 impl StatusReport {
@@ -331,6 +346,18 @@ fn analyse(
                 g.addr,
                 g.error.as_deref().unwrap_or("unreachable")
             ));
+        } else if g.master.is_none() {
+            problems.push(format!(
+                "the gateway {} has no confirmed master: it is holding writes",
+                g.addr
+            ));
+        } else if agreed_master.is_some() && g.master != agreed_master {
+            problems.push(format!(
+                "the gateway {} writes to {} but the Sentinels agree on {}",
+                g.addr,
+                g.master.as_deref().unwrap_or("-"),
+                agreed_master.as_deref().unwrap_or("-")
+            ));
         }
     }
 
@@ -493,19 +520,41 @@ async fn node_status(t: &Target, pw: Option<&str>) -> NodeStatus {
     n
 }
 
+/// The part of `BELAY TOPOLOGY` that status shows.
+#[derive(serde::Deserialize)]
+struct GatewayView {
+    master: Option<String>,
+    replicas: Vec<GatewayReplica>,
+}
+
 async fn gateway_status(t: &Target, pw: Option<&str>) -> GatewayStatus {
     let mut g = GatewayStatus {
         addr: t.addr.clone(),
         pid: t.pid,
         reachable: false,
         error: None,
+        master: None,
+        replicas: Vec::new(),
     };
     match connect(&t.addr, pw).await {
-        Ok(mut c) => match c.call(&["PING"]).await {
-            Ok(v) if v.as_str() == Some("PONG") => g.reachable = true,
-            Ok(v) => g.error = Some(format!("PING answered {v:?}")),
-            Err(e) => g.error = Some(e.to_string()),
-        },
+        Ok(mut c) => {
+            match c.call(&["PING"]).await {
+                Ok(v) if v.as_str() == Some("PONG") => g.reachable = true,
+                Ok(v) => g.error = Some(format!("PING answered {v:?}")),
+                Err(e) => g.error = Some(e.to_string()),
+            }
+            if g.reachable {
+                if let Ok(v) = c.call(&["BELAY", "TOPOLOGY"]).await {
+                    if let Some(view) = v
+                        .as_str()
+                        .and_then(|t| serde_json::from_str::<GatewayView>(t).ok())
+                    {
+                        g.master = view.master;
+                        g.replicas = view.replicas;
+                    }
+                }
+            }
+        }
         Err(e) => g.error = Some(e),
     }
     g

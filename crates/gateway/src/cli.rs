@@ -165,3 +165,78 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     };
     gateway.run(shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("belay.toml");
+        std::fs::write(
+            &file,
+            r#"
+sentinels = ["10.0.0.1:26379"]
+master_name = "from-file"
+max_replica_lag_ms = 250
+read_from = "master"
+
+[commands]
+"config|set" = "allow"
+"#,
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "belay",
+            "--config",
+            file.to_str().unwrap(),
+            "--master-name",
+            "from-flag",
+        ]);
+        let cfg = cli.args.resolve().unwrap();
+        assert_eq!(cfg.master_name, "from-flag");
+        assert_eq!(cfg.sentinels, vec!["10.0.0.1:26379".to_string()]);
+        assert_eq!(cfg.max_replica_lag_ms, 250);
+        assert_eq!(cfg.read_from, ReadFrom::Master);
+        assert_eq!(
+            cfg.failover_hold_ms,
+            GatewayConfig::default().failover_hold_ms
+        );
+        assert_eq!(
+            cfg.commands.get("config|set"),
+            Some(&crate::config::CommandOverride::Allow)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_sentinels_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("belay.toml");
+        std::fs::write(&file, "sentinels = [\"a:1\"]\nmaster_nmae = \"x\"\n").unwrap();
+        let err = Cli::parse_from(["belay", "--config", file.to_str().unwrap()])
+            .args
+            .resolve()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("master_nmae"), "{err:#}");
+        let err = Cli::parse_from(["belay"]).args.resolve().unwrap_err();
+        assert!(err.to_string().contains("--sentinel"), "{err}");
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        let cfg = GatewayConfig {
+            password: Some("s3cret".into()),
+            client_password: Some("other-s3cret".into()),
+            ..GatewayConfig::default()
+        };
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+}

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2016  # the $ in RESP frames is literal, not an expansion
 # Docker health check for the belay gateway: it accepts a connection on its
 # port and answers AUTH + PING with +OK / +PONG. Plain bash (/dev/tcp), so the
 # runtime image needs no redis-cli.

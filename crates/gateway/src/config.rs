@@ -82,6 +82,8 @@ pub struct GatewayConfig {
     /// Most commands a client may have in flight before the gateway stops
     /// reading from it (bounds memory for clients that do not read replies).
     pub max_pipeline: usize,
+    /// A client that does not accept its replies for this long is closed.
+    pub client_write_timeout_secs: u64,
     /// Largest bulk string in a request.
     pub max_bulk_len: usize,
     /// Largest inline request.
@@ -115,7 +117,8 @@ impl Default for GatewayConfig {
             connections_per_node: 2,
             max_clients: 10_000,
             idle_timeout_secs: 0,
-            max_pipeline: 10_000,
+            max_pipeline: 1024,
+            client_write_timeout_secs: 30,
             max_bulk_len: Limits::default().max_bulk_len,
             max_inline_len: Limits::default().max_inline_len,
             max_multibulk_len: Limits::default().max_array_len,

@@ -158,6 +158,10 @@ pub struct Session {
     quit_requested: bool,
     /// Rotates replica choice among equally busy replicas.
     read_turn: usize,
+    /// How long a client may take to accept a reply before it is dropped:
+    /// with `max_pipeline`, this bounds what a client that does not read can
+    /// make the gateway hold.
+    write_timeout: Duration,
     /// This session's view of the topology, refreshed when it changes.
     topo_rx: tokio::sync::watch::Receiver<Arc<Topology>>,
     topo: Arc<Topology>,
@@ -175,6 +179,7 @@ impl Session {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let authenticated = shared.cfg.required_client_password().is_none();
+        let write_timeout = Duration::from_secs(shared.cfg.client_write_timeout_secs.max(1));
         let mut topo_rx = shared.topology.clone();
         let topo = topo_rx.borrow_and_update().clone();
         Session {
@@ -193,6 +198,7 @@ impl Session {
             stop_reading: false,
             quit_requested: false,
             read_turn: id as usize,
+            write_timeout,
             topo,
             topo_rx,
         }
@@ -214,7 +220,7 @@ impl Session {
                 return Ok(());
             }
             if !self.out.is_empty() {
-                self.write.write_all(&self.out).await?;
+                write_client(&mut self.write, &self.out, self.write_timeout).await?;
                 self.out.clear();
             }
             if self.stop_reading && self.pending.is_empty() {
@@ -331,7 +337,7 @@ impl Session {
                     }
                 }
                 Some(Pending::Quit) => {
-                    self.write.write_all(&self.out).await?;
+                    write_client(&mut self.write, &self.out, self.write_timeout).await?;
                     self.out.clear();
                     return Ok(true);
                 }
@@ -354,7 +360,7 @@ impl Session {
                     self.held -= 1;
                     // Let the client see everything before this while we wait.
                     if !self.out.is_empty() {
-                        self.write.write_all(&self.out).await?;
+                        write_client(&mut self.write, &self.out, self.write_timeout).await?;
                         self.out.clear();
                     }
                     let p = self.dispatch_at_head(job).await;
@@ -365,7 +371,7 @@ impl Session {
                         unreachable!()
                     };
                     self.held -= 1;
-                    self.write.write_all(&self.out).await?;
+                    write_client(&mut self.write, &self.out, self.write_timeout).await?;
                     self.out.clear();
                     self.tunnel(req).await?;
                     return Ok(true);
@@ -1019,11 +1025,12 @@ impl Session {
                 let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
             };
             let Some(mut tunnel) = tunnel else {
-                self.write
-                    .write_all(&reply::error(
-                        "TRYAGAIN belay: no confirmed master to subscribe on",
-                    ))
-                    .await?;
+                write_client(
+                    &mut self.write,
+                    &reply::error("TRYAGAIN belay: no confirmed master to subscribe on"),
+                    self.write_timeout,
+                )
+                .await?;
                 return Ok(());
             };
             // (Re)subscribe; confirmations of a re-subscription are not the client's.
@@ -1055,7 +1062,7 @@ impl Session {
                             swallow -= 1;
                             continue;
                         }
-                        self.write.write_all(&frame).await?;
+                        write_client(&mut self.write, &frame, self.write_timeout).await?;
                     }
                     n = self.read.read_buf(&mut self.inbuf) => {
                         if n? == 0 {
@@ -1068,7 +1075,7 @@ impl Session {
                                         continue;
                                     }
                                     if req.is("QUIT") {
-                                        self.write.write_all(&reply::ok()).await?;
+                                        write_client(&mut self.write, &reply::ok(), self.write_timeout).await?;
                                         return Ok(());
                                     }
                                     subs.track(&req);
@@ -1078,7 +1085,7 @@ impl Session {
                                 }
                                 Ok(None) => break,
                                 Err(e) => {
-                                    self.write.write_all(&reply::error(&format!("ERR {e}"))).await?;
+                                    write_client(&mut self.write, &reply::error(&format!("ERR {e}")), self.write_timeout).await?;
                                     return Ok(());
                                 }
                             }
@@ -1139,6 +1146,21 @@ fn is_subscribe_confirmation(frame: &[u8]) -> bool {
     let head = &frame[..frame.len().min(32)];
     let lower: Vec<u8> = head.iter().map(|b| b.to_ascii_lowercase()).collect();
     lower.windows(9).any(|w| w == b"subscribe") && !lower.windows(7).any(|w| w == b"message")
+}
+
+/// Writes to the client, giving up on a client that does not read.
+async fn write_client(
+    write: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(timeout, write.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client did not read its replies for {timeout:?}; closing it"),
+        )),
+    }
 }
 
 fn denied(req: &Request, reason: &str) -> Pending {

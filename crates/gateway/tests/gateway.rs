@@ -280,6 +280,8 @@ async fn routes_and_keeps_session_semantics() {
 async fn bad_input_closes_only_that_client() {
     let env = start(|cfg| {
         cfg.max_bulk_len = 1024;
+        cfg.max_pipeline = 8;
+        cfg.client_write_timeout_secs = 1;
     })
     .await;
     let mut good = env.client().await;
@@ -337,6 +339,36 @@ async fn bad_input_closes_only_that_client() {
             "after {what}"
         );
     }
+    // A client that never reads its replies is not buffered for without
+    // bound: the gateway stops reading from it after `max_pipeline` commands
+    // and drops it when it does not accept replies; others carry on.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let big = "x".repeat(1000);
+        let mut setter = env.node(&env.master().await).await;
+        setter.call_ok(&["SET", "big", &big.repeat(512)]).await.unwrap();
+        let mut slow = tokio::net::TcpStream::connect(&env.gateway).await.unwrap();
+        slow.write_all(auth.as_bytes()).await.unwrap();
+        let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(2000);
+        // The writes may stall once the gateway stops reading; that is the point.
+        let _ = tokio::time::timeout(Duration::from_secs(3), slow.write_all(&get)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(good.call(&["GET", "survivor"]).await.unwrap(), bulk("yes"), "others carry on");
+        // Drain: the gateway must have closed the slow client rather than
+        // holding 2000 x 512 KB of replies for it.
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => total += n,
+                Err(_) => break false,
+            }
+        };
+        assert!(closed, "the slow client was closed");
+        assert!(total < 200 * 512 * 1024, "it got {total} bytes, far fewer than the 2000 replies it asked for");
+    }
+
     // An inline command works like redis-cli over telnet.
     let (got, _) = raw_exchange(
         &env.gateway,

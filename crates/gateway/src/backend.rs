@@ -7,7 +7,7 @@
 //! order. Redis answers each connection's commands in order, so a FIFO of
 //! waiting senders is all the bookkeeping needed.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ struct ConnState {
     /// Requests sent and not yet answered; used for least-outstanding routing
     /// and for the silent-node watchdog.
     outstanding: AtomicUsize,
+    /// Replies received so far; the watchdog's sign of life.
+    replies: AtomicU64,
     /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
     /// while any is, so the watchdog stands down.
     blocking: AtomicUsize,
@@ -119,6 +121,7 @@ impl BackendConn {
             alive: AtomicBool::new(true),
             outstanding: AtomicUsize::new(0),
             blocking: AtomicUsize::new(0),
+            replies: AtomicU64::new(0),
             closed: CancellationToken::new(),
         });
         tokio::spawn(write_loop(write, rx, inflight_tx, shared.clone()));
@@ -288,28 +291,20 @@ async fn read_loop(
 ) {
     let limits = Limits::for_replies();
     let mut buf = BytesMut::with_capacity(32 * 1024);
-    let tick = request_timeout.unwrap_or(Duration::from_secs(3600));
+    if let Some(timeout) = request_timeout {
+        tokio::spawn(watchdog(state.clone(), timeout));
+    }
     'conn: loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(32 * 1024);
         }
         let read_result = tokio::select! {
-            r = tokio::time::timeout(tick, read.read_buf(&mut buf)) => r,
+            r = read.read_buf(&mut buf) => r,
             _ = state.closed.cancelled() => break 'conn,
         };
         match read_result {
-            Ok(Ok(0)) | Ok(Err(_)) => break 'conn,
-            Ok(Ok(_)) => {}
-            Err(_elapsed) => {
-                if request_timeout.is_some()
-                    && state.outstanding.load(Ordering::Relaxed) > 0
-                    && state.blocking.load(Ordering::Relaxed) == 0
-                {
-                    tracing::warn!(addr = %state.addr, "node owes replies and has been silent for {:?}; treating it as down", tick);
-                    break 'conn;
-                }
-                continue;
-            }
+            Ok(0) | Err(_) => break 'conn,
+            Ok(_) => {}
         }
         loop {
             match frame_len(&buf, &limits) {
@@ -322,6 +317,7 @@ async fn read_loop(
                     }
                     match inflight.try_recv() {
                         Ok(slot) => {
+                            state.replies.fetch_add(1, Ordering::Relaxed);
                             state.outstanding.fetch_sub(1, Ordering::Relaxed);
                             if slot.blocking {
                                 state.blocking.fetch_sub(1, Ordering::Relaxed);
@@ -353,6 +349,37 @@ async fn read_loop(
         let _ = slot.reply.send(Err(BackendError::Lost {
             addr: state.addr.clone(),
         }));
+    }
+}
+
+/// Declares the node dead when it owes replies and has sent none for
+/// `timeout` (a paused master keeps its socket open and silent). Checking a
+/// counter twice a period costs far less than a timer on every read.
+async fn watchdog(state: Arc<ConnState>, timeout: Duration) {
+    let mut tick = tokio::time::interval(timeout / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_replies = state.replies.load(Ordering::Relaxed);
+    let mut stalled_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.closed.cancelled() => return,
+        }
+        let replies = state.replies.load(Ordering::Relaxed);
+        let owing = state.outstanding.load(Ordering::Relaxed) > 0
+            && state.blocking.load(Ordering::Relaxed) == 0;
+        if owing && replies == last_replies {
+            let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= timeout {
+                tracing::warn!(addr = %state.addr, "node owes replies and has been silent for {:?}; treating it as down", timeout);
+                state.alive.store(false, Ordering::Release);
+                state.closed.cancel();
+                return;
+            }
+        } else {
+            stalled_since = None;
+        }
+        last_replies = replies;
     }
 }
 

@@ -346,14 +346,21 @@ async fn bad_input_closes_only_that_client() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let big = "x".repeat(1000);
         let mut setter = env.node(&env.master().await).await;
-        setter.call_ok(&["SET", "big", &big.repeat(512)]).await.unwrap();
+        setter
+            .call_ok(&["SET", "big", &big.repeat(512)])
+            .await
+            .unwrap();
         let mut slow = tokio::net::TcpStream::connect(&env.gateway).await.unwrap();
         slow.write_all(auth.as_bytes()).await.unwrap();
         let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(2000);
         // The writes may stall once the gateway stops reading; that is the point.
         let _ = tokio::time::timeout(Duration::from_secs(3), slow.write_all(&get)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(good.call(&["GET", "survivor"]).await.unwrap(), bulk("yes"), "others carry on");
+        assert_eq!(
+            good.call(&["GET", "survivor"]).await.unwrap(),
+            bulk("yes"),
+            "others carry on"
+        );
         // Drain: the gateway must have closed the slow client rather than
         // holding 2000 x 512 KB of replies for it.
         let mut total = 0usize;
@@ -366,7 +373,10 @@ async fn bad_input_closes_only_that_client() {
             }
         };
         assert!(closed, "the slow client was closed");
-        assert!(total < 200 * 512 * 1024, "it got {total} bytes, far fewer than the 2000 replies it asked for");
+        assert!(
+            total < 200 * 512 * 1024,
+            "it got {total} bytes, far fewer than the 2000 replies it asked for"
+        );
     }
 
     // An inline command works like redis-cli over telnet.

@@ -61,6 +61,23 @@ enum Command {
     Down(down::DownArgs),
     /// Run the gateway (the RESP proxy) in the foreground.
     Gateway(belay_gateway::cli::GatewayArgs),
+    /// Break the master under load and report what the application saw.
+    ///
+    /// Runs a workload (writers: unique SETs, shared INCRs, per-writer
+    /// registers with increasing values; readers: GETs) through the gateway
+    /// or straight to the master (--target), injects the fault on whichever
+    /// node is master at --fault-at, heals it after --fault-for, waits for
+    /// the topology to settle, reads everything back from the final master
+    /// and checks: acknowledged writes lost, write/read blackout, errors by
+    /// kind, stale reads, read-your-writes violations, latency before /
+    /// during / after, and the Sentinel events beside it all.
+    ///
+    /// Uses the lab running in --dir, or starts a temporary one (each
+    /// process on its own 127.0.0.X, so `partition` can cut the master off
+    /// with iptables; needs root) and stops it afterwards. Whatever a drill
+    /// does it undoes, also on Ctrl-C. Exit status: 0 PASS, 3 FAIL, 1 the
+    /// drill could not run.
+    Drill(belay_drill::cli::DrillArgs),
 }
 
 #[tokio::main]
@@ -76,6 +93,7 @@ async fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS)
         }
+        Command::Drill(args) => belay_drill::cli::run(args).await,
     };
     match result {
         Ok(code) => code,

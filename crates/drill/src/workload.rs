@@ -1,0 +1,353 @@
+//! The workload: writer and reader sessions that hammer the target during a
+//! drill and record every operation (see `history`).
+//!
+//! Writers (one connection each) mix three writes: SETs of keys written
+//! once, INCRs of shared counters, and SETs of the writer's own registers
+//! to increasing values — each followed by a GET of that register on the
+//! same connection, which is the read-your-writes probe. Readers (one
+//! connection each) GET random registers. A seeded RNG picks the mix, so a
+//! run is repeatable as far as timing allows.
+//!
+//! Two targets: the gateway, or what a naive application does without one
+//! ([`Target::DirectMaster`]): ask a Sentinel where the master is, send
+//! every read and write there, and ask again only when the connection
+//! fails or a write is refused with READONLY.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use belay_client::{Auth, Connection, Value};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::history::{ErrorKind, Layout, Micros, Op, OpKind, Outcome};
+
+/// Where the workload sends its commands.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Target {
+    /// Everything through the gateway at this address.
+    Gateway { addr: String },
+    /// Straight to the master the Sentinels name (asked at start and after
+    /// connection errors / READONLY), reads included.
+    DirectMaster {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Gateway { .. } => "gateway",
+            Target::DirectMaster { .. } => "direct-master",
+        }
+    }
+}
+
+/// How to run the workload.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    pub target: Target,
+    pub auth: Auth,
+    pub layout: Layout,
+    pub seed: u64,
+    /// A client-side deadline for each command. Through the gateway it must
+    /// be longer than the gateway's failover hold, so that what the client
+    /// sees is the gateway's verdict, not our impatience.
+    pub op_timeout: Duration,
+    /// Pause between a session's operations (keeps a 2-core machine usable).
+    pub think: Duration,
+}
+
+/// Live counters for the progress bar.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    pub writes_ok: AtomicU64,
+    pub reads_ok: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A running workload. [`Workload::stop`] ends it and returns the history.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Op>>>,
+    stats: Arc<LiveStats>,
+}
+
+impl Workload {
+    /// Starts every session; `t0` is the drill clock's zero.
+    pub fn start(spec: &WorkloadSpec, t0: Instant) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(LiveStats::default());
+        let spec = Arc::new(spec.clone());
+        let sessions = spec.layout.writers + spec.layout.readers;
+        let tasks = (0..sessions)
+            .map(|session| {
+                let mut s = Session {
+                    id: session,
+                    spec: spec.clone(),
+                    client: Client::new(spec.clone(), session),
+                    rng: StdRng::seed_from_u64(spec.seed ^ (0x9e37_79b9 * (session as u64 + 1))),
+                    t0,
+                    ops: Vec::new(),
+                    stats: stats.clone(),
+                };
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    if session < s.spec.layout.writers {
+                        s.run_writer(&stop).await;
+                    } else {
+                        s.run_reader(&stop).await;
+                    }
+                    s.ops
+                })
+            })
+            .collect();
+        Workload { stop, tasks, stats }
+    }
+
+    pub fn stats(&self) -> Arc<LiveStats> {
+        self.stats.clone()
+    }
+
+    /// Stops every session after its current operation and returns all
+    /// operations, ordered by start time.
+    pub async fn stop(self) -> anyhow::Result<Vec<Op>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(
+                t.await
+                    .map_err(|e| anyhow::anyhow!("a workload session panicked: {e}"))?,
+            );
+        }
+        all.sort_by_key(|o| o.start_us);
+        Ok(all)
+    }
+}
+
+/// One session's state.
+struct Session {
+    id: u32,
+    spec: Arc<WorkloadSpec>,
+    client: Client,
+    rng: StdRng,
+    t0: Instant,
+    ops: Vec<Op>,
+    stats: Arc<LiveStats>,
+}
+
+impl Session {
+    fn now(&self) -> Micros {
+        self.t0.elapsed().as_micros() as Micros
+    }
+
+    async fn run_writer(&mut self, stop: &AtomicBool) {
+        let layout = self.spec.layout.clone();
+        let mut seq = 0u64;
+        let first_reg = self.id * layout.regs_per_writer;
+        let mut reg_values = vec![0u64; layout.regs_per_writer as usize];
+        while !stop.load(Ordering::Relaxed) {
+            let dice: f64 = self.rng.gen();
+            if dice < 0.5 {
+                seq += 1;
+                let key = layout.set_key(self.id, seq);
+                self.op(
+                    OpKind::Set {
+                        writer: self.id,
+                        seq,
+                    },
+                    &["SET", &key, &seq.to_string()],
+                )
+                .await;
+            } else if dice < 0.75 {
+                let counter = self.rng.gen_range(0..layout.counters.max(1));
+                self.op(
+                    OpKind::Incr { counter },
+                    &["INCR", &layout.counter_key(counter)],
+                )
+                .await;
+            } else {
+                let j = self.rng.gen_range(0..layout.regs_per_writer.max(1));
+                let reg = first_reg + j;
+                reg_values[j as usize] += 1;
+                let value = reg_values[j as usize];
+                let key = layout.reg_key(reg);
+                let ok = self
+                    .op(
+                        OpKind::Write { reg, value },
+                        &["SET", &key, &value.to_string()],
+                    )
+                    .await;
+                if ok {
+                    // Read-your-writes probe: same connection, right after the ack.
+                    self.op(OpKind::Read { reg }, &["GET", &key]).await;
+                }
+            }
+            tokio::time::sleep(self.spec.think).await;
+        }
+    }
+
+    async fn run_reader(&mut self, stop: &AtomicBool) {
+        let layout = self.spec.layout.clone();
+        while !stop.load(Ordering::Relaxed) {
+            let reg = self.rng.gen_range(0..layout.registers().max(1));
+            self.op(OpKind::Read { reg }, &["GET", &layout.reg_key(reg)])
+                .await;
+            tokio::time::sleep(self.spec.think).await;
+        }
+    }
+
+    /// Runs one command, records it, returns whether it succeeded.
+    async fn op(&mut self, kind: OpKind, args: &[&str]) -> bool {
+        let start_us = self.now();
+        let result = self.client.call(args).await;
+        let end_us = self.now();
+        let outcome = match result {
+            Ok(v) => match parse_value(&kind, &v) {
+                Ok(value) => Outcome::Ok { value },
+                Err(message) => Outcome::Err {
+                    kind: ErrorKind::Other,
+                    message,
+                },
+            },
+            Err((kind, message)) => Outcome::Err { kind, message },
+        };
+        let ok = outcome.is_ok();
+        let counter = match (ok, kind.is_write()) {
+            (true, true) => &self.stats.writes_ok,
+            (true, false) => &self.stats.reads_ok,
+            (false, _) => &self.stats.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let failed_connect = matches!(
+            &outcome,
+            Outcome::Err {
+                kind: ErrorKind::Refused | ErrorKind::NoMaster,
+                ..
+            }
+        );
+        self.ops.push(Op {
+            session: self.id,
+            kind,
+            start_us,
+            end_us,
+            outcome,
+        });
+        if failed_connect {
+            // Do not spin on a refused port: a real client backs off too.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ok
+    }
+}
+
+/// Turns a successful reply into the value the history keeps.
+fn parse_value(kind: &OpKind, v: &Value) -> Result<Option<u64>, String> {
+    match (kind, v) {
+        (OpKind::Set { .. } | OpKind::Write { .. }, Value::Simple(s)) if s == "OK" => Ok(None),
+        (OpKind::Incr { .. }, Value::Integer(n)) => Ok(Some(*n as u64)),
+        (OpKind::Read { .. }, Value::Nil) => Ok(None),
+        (OpKind::Read { .. }, other) => match other.to_text().and_then(|t| t.parse().ok()) {
+            Some(n) => Ok(Some(n)),
+            None => Err(format!("unexpected reply {other:?}")),
+        },
+        (_, other) => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// One connection to the target, reopened when it breaks.
+struct Client {
+    spec: Arc<WorkloadSpec>,
+    conn: Option<Connection>,
+    /// Which Sentinel to ask first (spreads sessions over Sentinels).
+    first_sentinel: usize,
+}
+
+impl Client {
+    fn new(spec: Arc<WorkloadSpec>, session: u32) -> Client {
+        Client {
+            spec,
+            conn: None,
+            first_sentinel: session as usize,
+        }
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.spec.op_timeout.min(Duration::from_secs(2))
+    }
+
+    async fn connect(&mut self) -> Result<Connection, (ErrorKind, String)> {
+        let addr = match &self.spec.target {
+            Target::Gateway { addr } => addr.clone(),
+            Target::DirectMaster {
+                sentinels,
+                master_name,
+            } => self.ask_sentinels(sentinels, master_name).await?,
+        };
+        let fail = |e: belay_client::ClientError| {
+            let m = e.to_string();
+            (ErrorKind::classify(&m), m)
+        };
+        let mut c = Connection::connect(&addr, Some(&self.spec.auth), self.connect_timeout())
+            .await
+            .map_err(fail)?;
+        c.set_timeout(self.spec.op_timeout);
+        Ok(c)
+    }
+
+    /// The naive application's discovery: the first Sentinel that answers.
+    async fn ask_sentinels(
+        &self,
+        sentinels: &[String],
+        name: &str,
+    ) -> Result<String, (ErrorKind, String)> {
+        let mut why = Vec::new();
+        for i in 0..sentinels.len() {
+            let s = &sentinels[(self.first_sentinel + i) % sentinels.len()];
+            let asked = async {
+                let mut c =
+                    Connection::connect(s, Some(&self.spec.auth), Duration::from_millis(500))
+                        .await?;
+                c.sentinel_master_addr(name).await
+            }
+            .await;
+            match asked {
+                Ok(Some((h, p))) => return Ok(format!("{h}:{p}")),
+                Ok(None) => why.push(format!("{s}: unknown master")),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err((
+            ErrorKind::NoMaster,
+            format!("no Sentinel named a master: {}", why.join("; ")),
+        ))
+    }
+
+    async fn call(&mut self, args: &[&str]) -> Result<Value, (ErrorKind, String)> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect().await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        match conn.call(args).await {
+            Ok(Value::Error(message)) => {
+                let kind = ErrorKind::classify(&message);
+                if kind == ErrorKind::ReadOnly {
+                    // The node was demoted: look again (the gateway never
+                    // sends READONLY; a direct client must re-resolve).
+                    self.conn = None;
+                }
+                Err((kind, message))
+            }
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.conn = None;
+                let m = e.to_string();
+                Err((ErrorKind::classify(&m), m))
+            }
+        }
+    }
+}

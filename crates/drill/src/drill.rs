@@ -251,13 +251,14 @@ pub async fn run(
         }
     };
     tick(opts.fault_at).await;
-    let injected_ms = since(t0);
     let (mut record, active) = faults::inject(lab, opts.fault, &mut rng, |m| {
         obs.step(&m);
         steps.push((since(t0), m));
     })
     .await?;
-    record.injected_ms = injected_ms;
+    // The fault takes effect at the end of `inject` (after finding the
+    // master): that instant, not the scheduled one, is the fault's time.
+    record.injected_ms = since(t0);
     if opts.fault.has_duration() {
         tick(opts.fault_at + opts.fault_for).await;
         faults::heal(lab, active, |m| {

@@ -68,22 +68,26 @@ impl Partition {
         // Built before anything is added, so a failure half-way is undone by Drop.
         let p = Partition { tag, healed: false };
         let (nh, np) = (&node.0, node.1.to_string());
+        // All rules go in with one `iptables-restore --noflush`: the
+        // partition starts at one instant instead of rule by rule.
+        let mut batch = String::from("*filter\n");
         for (oh, op) in others {
             let op = op.to_string();
             // other -> node's port, and node's replies; node -> other's port, and replies.
-            let rules: [[&str; 6]; 4] = [
-                ["-s", oh, "-d", nh, "--dport", &np],
-                ["-s", nh, "-d", oh, "--sport", &np],
-                ["-s", nh, "-d", oh, "--dport", &op],
-                ["-s", oh, "-d", nh, "--sport", &op],
-            ];
-            for r in rules {
-                let mut args = vec!["-w", "-I", "OUTPUT", "1", "-p", "tcp"];
-                args.extend_from_slice(&r);
-                args.extend_from_slice(&["-m", "comment", "--comment", &p.tag, "-j", "DROP"]);
-                iptables(&args)?;
+            for (src, dst, port_flag, port) in [
+                (oh, nh, "--dport", &np),
+                (nh, oh, "--sport", &np),
+                (nh, oh, "--dport", &op),
+                (oh, nh, "--sport", &op),
+            ] {
+                batch.push_str(&format!(
+                    "-I OUTPUT 1 -p tcp -s {src} -d {dst} {port_flag} {port} -m comment --comment {} -j DROP\n",
+                    p.tag
+                ));
             }
         }
+        batch.push_str("COMMIT\n");
+        restore(&batch)?;
         Ok(p)
     }
 
@@ -164,6 +168,34 @@ fn iptables(args: &[&str]) -> Result<()> {
         bail!(
             "iptables {} failed: {}",
             args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Applies a batch of rules atomically, keeping every other rule.
+fn restore(batch: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running iptables-restore (part of the iptables package)")?;
+    child
+        .stdin
+        .take()
+        .context("iptables-restore's stdin")?
+        .write_all(batch.as_bytes())
+        .context("writing rules to iptables-restore")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for iptables-restore")?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -90,6 +90,10 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_POLL_INTERVAL_MS", value_name = "MS")]
     pub poll_interval_ms: Option<u64>,
 
+    /// Worker threads, each with its own event loop [default: 1].
+    #[arg(long, env = "BELAY_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+
     /// Shared backend connections per node for default-state clients [default: 2].
     #[arg(long, env = "BELAY_CONNECTIONS_PER_NODE", value_name = "N")]
     pub connections_per_node: Option<usize>,
@@ -163,7 +167,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    gateway.run(shutdown).await
+    gateway.run_workers(shutdown).await
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use belay_resp::Value;
+use rustc_hash::FxHashMap;
 
 use crate::config::CommandOverride;
 
@@ -29,7 +30,7 @@ pub struct CommandInfo {
     pub write: bool,
     pub blocking: bool,
     pub pubsub: bool,
-    pub subcommands: HashMap<String, CommandInfo>,
+    pub subcommands: FxHashMap<String, CommandInfo>,
 }
 
 /// Commands a proxy cannot honour, and why.
@@ -58,7 +59,9 @@ fn default_denied(name: &str) -> Option<&'static str> {
 /// Routing knowledge for every command the master knows, plus overrides.
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
-    commands: HashMap<String, CommandInfo>,
+    /// Looked up once per command: a fast non-cryptographic hash (the keys
+    /// come from the server, not from clients).
+    commands: FxHashMap<String, CommandInfo>,
     overrides: HashMap<String, CommandOverride>,
     /// The server version the table was read from.
     pub version: String,
@@ -71,7 +74,7 @@ impl CommandTable {
         version: String,
         overrides: HashMap<String, CommandOverride>,
     ) -> CommandTable {
-        let mut commands = HashMap::new();
+        let mut commands = FxHashMap::default();
         for entry in reply.as_array().unwrap_or_default() {
             if let Some((name, info)) = parse_entry(entry) {
                 commands.insert(name, info);

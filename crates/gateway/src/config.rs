@@ -73,7 +73,11 @@ pub struct GatewayConfig {
     pub poll_interval_ms: u64,
     /// Timeout for each control-plane call (Sentinel queries, ROLE).
     pub control_timeout_ms: u64,
-    /// Shared (multiplexed) connections per node for default-state sessions.
+    /// Worker threads, each with its own event loop and listener
+    /// (`belay gateway` only; embedders run on their own runtime).
+    pub threads: usize,
+    /// Shared (multiplexed) connections per node for default-state sessions
+    /// (rounded up to a multiple of `threads`).
     pub connections_per_node: usize,
     /// Most clients connected at once.
     pub max_clients: usize,
@@ -114,6 +118,7 @@ impl Default for GatewayConfig {
             read_your_writes: true,
             poll_interval_ms: 1_000,
             control_timeout_ms: 1_000,
+            threads: 1,
             connections_per_node: 2,
             max_clients: 10_000,
             idle_timeout_secs: 0,
@@ -215,6 +220,9 @@ impl GatewayConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.sentinels.is_empty() {
             anyhow::bail!("no Sentinel configured: pass --sentinel HOST:PORT (repeatable) or set `sentinels` in the config file");
+        }
+        if self.threads == 0 {
+            anyhow::bail!("threads must be at least 1");
         }
         if self.connections_per_node == 0 {
             anyhow::bail!("connections_per_node must be at least 1");

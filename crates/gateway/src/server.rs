@@ -1,5 +1,12 @@
-//! Accepting clients: the listener, the client limit, and the state every
-//! session shares.
+//! Accepting clients: listeners, worker threads, the client limit, and the
+//! state every session shares.
+//!
+//! In production (`belay gateway`) each worker is a thread with its own
+//! single-threaded tokio runtime and its own `SO_REUSEPORT` listener: a
+//! session, the backend connections it shares and their tasks all live on one
+//! thread, so the per-command path has no cross-thread wake-ups (the
+//! twemproxy/predixy shape, one event loop per core). Discovery runs on the
+//! caller's runtime and publishes the topology to every worker.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,16 +16,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use belay_resp::Limits;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::discovery::{Discovery, Event};
 use crate::session::Session;
 use crate::topology::Topology;
 
-/// What every session reads: settings, the current topology, and where to
-/// report signs of a topology change.
+/// What every session of one worker reads: settings, the current topology,
+/// and where to report signs of a topology change.
 pub struct Shared {
     pub cfg: Arc<GatewayConfig>,
     pub topology: watch::Receiver<Arc<Topology>>,
@@ -26,41 +34,95 @@ pub struct Shared {
     pub limits: Limits,
     /// `SELECT` range; Redis's default.
     pub databases: i64,
+    /// This worker's index and the number of workers: a session uses the
+    /// shared backend connections of its own worker.
+    pub worker: usize,
+    pub workers: usize,
+    /// Clients connected across all workers, for `max_clients`.
+    pub clients: Arc<AtomicUsize>,
+    /// Session ids, unique across workers.
+    pub next_id: Arc<AtomicU64>,
 }
 
-/// A bound, running gateway. Dropping it (or the `run` future) stops discovery.
+impl Shared {
+    /// The same state for another worker.
+    fn for_worker(&self, worker: usize, workers: usize) -> Shared {
+        Shared {
+            cfg: self.cfg.clone(),
+            topology: self.topology.clone(),
+            events: self.events.clone(),
+            limits: self.limits,
+            databases: self.databases,
+            worker,
+            workers,
+            clients: self.clients.clone(),
+            next_id: self.next_id.clone(),
+        }
+    }
+
+    /// Which shared backend connection a session uses: one of its worker's.
+    pub fn slot(&self, session: u64) -> usize {
+        self.worker + self.workers * session as usize
+    }
+}
+
+/// A bound gateway. Dropping it stops discovery.
 pub struct Gateway {
     listener: TcpListener,
     shared: Arc<Shared>,
-    discovery: tokio::task::JoinHandle<()>,
-    clients: Arc<AtomicUsize>,
+    _discovery: AbortOnDrop,
+}
+
+/// Binds with `SO_REUSEPORT`, so several workers can listen on one address.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 impl Gateway {
     /// Binds the listen address and starts discovery.
-    pub async fn bind(cfg: GatewayConfig) -> anyhow::Result<Gateway> {
+    pub async fn bind(mut cfg: GatewayConfig) -> anyhow::Result<Gateway> {
         cfg.validate()?;
-        let listener = TcpListener::bind(&cfg.listen).await.with_context(|| {
+        let listen_err = || {
             format!(
                 "cannot listen on {} (is another process using it? choose another with --listen)",
                 cfg.listen
             )
-        })?;
+        };
+        let addr = tokio::net::lookup_host(&cfg.listen)
+            .await
+            .with_context(listen_err)?
+            .next()
+            .with_context(listen_err)?;
+        let listener = bind_reuseport(addr).with_context(listen_err)?;
+        // Every worker gets shared connections of its own.
+        let workers = cfg.threads.max(1);
+        cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
         let cfg = Arc::new(cfg);
         let (discovery, topology, events) = Discovery::new(cfg.clone());
-        let discovery = tokio::spawn(discovery.run());
+        let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
         let shared = Arc::new(Shared {
             limits: cfg.limits(),
             cfg,
             topology,
             events,
             databases: 16,
+            worker: 0,
+            workers: 1,
+            clients: Arc::new(AtomicUsize::new(0)),
+            next_id: Arc::new(AtomicU64::new(1)),
         });
         Ok(Gateway {
             listener,
             shared,
-            discovery,
-            clients: Arc::new(AtomicUsize::new(0)),
+            _discovery: discovery,
         })
     }
 
@@ -75,49 +137,108 @@ impl Gateway {
         self.shared.topology.clone()
     }
 
-    /// Accepts clients until `shutdown` completes.
+    /// Accepts clients on the caller's runtime until `shutdown` completes.
+    /// Tests and embedders use this; `belay gateway` uses [`Gateway::run_workers`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
-        let next_id = AtomicU64::new(1);
-        let max_clients = self.shared.cfg.max_clients;
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = &mut shutdown => break,
+        accept_loop(&self.listener, self.shared.clone(), shutdown).await;
+        Ok(())
+    }
+
+    /// Serves with `cfg.threads` worker threads, each with its own
+    /// single-threaded runtime and listener, until `shutdown` completes.
+    pub async fn run_workers(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let workers = self.shared.cfg.threads.max(1);
+        let addr = self.local_addr();
+        // Keep discovery running (on this runtime) while the workers serve.
+        let stop = CancellationToken::new();
+        let mut threads = Vec::new();
+        let Gateway {
+            listener,
+            shared: base,
+            _discovery,
+        } = self;
+        let mut first = Some(listener.into_std()?);
+        for worker in 0..workers {
+            let listener = match first.take() {
+                Some(l) => l,
+                None => bind_reuseport(addr)
+                    .with_context(|| format!("cannot open listener {worker} on {addr}"))?
+                    .into_std()?,
             };
-            let (mut stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if self.clients.load(Ordering::Relaxed) >= max_clients {
-                tokio::spawn(async move {
-                    let _ = stream
-                        .write_all(b"-ERR max number of clients reached\r\n")
-                        .await;
-                });
-                continue;
-            }
-            let id = next_id.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(session = id, %peer, "client connected");
-            let clients = self.clients.clone();
-            clients.fetch_add(1, Ordering::Relaxed);
-            let session = Session::new(id, stream, self.shared.clone());
-            tokio::spawn(async move {
-                session.run().await;
-                clients.fetch_sub(1, Ordering::Relaxed);
-            });
+            let shared = Arc::new(base.for_worker(worker, workers));
+            let stop = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("belay-worker-{worker}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("cannot start a worker runtime")?;
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        accept_loop(&listener, shared, stop.cancelled()).await;
+                        Ok::<_, anyhow::Error>(())
+                    })
+                })
+                .context("cannot start a worker thread")?;
+            threads.push(thread);
+        }
+        shutdown.await;
+        stop.cancel();
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         Ok(())
     }
 }
 
-impl Drop for Gateway {
+/// Accepts clients and spawns a session for each, until `shutdown`.
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let max_clients = shared.cfg.max_clients;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.clients.load(Ordering::Relaxed) >= max_clients {
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
+            continue;
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(session = id, %peer, worker = shared.worker, "client connected");
+        shared.clients.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(id, stream, shared.clone());
+        let clients = shared.clients.clone();
+        tokio::spawn(async move {
+            session.run().await;
+            clients.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Stops the discovery task when the gateway goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.discovery.abort();
+        self.0.abort();
     }
 }

@@ -52,8 +52,9 @@ struct Job {
     in_tx: bool,
     /// Must go to the master even though it reads (NOSCRIPT on a replica).
     force_master: bool,
-    /// When the command arrived, for the failover hold deadline.
-    since: Instant,
+    /// When the command was first deferred, for the failover hold deadline
+    /// (set lazily: reading the clock per command is measurable).
+    since: Option<Instant>,
     attempts: u8,
 }
 
@@ -158,6 +159,8 @@ pub struct Session {
     quit_requested: bool,
     /// Rotates replica choice among equally busy replicas.
     read_turn: usize,
+    /// The replica the reads of the current input batch go to.
+    batch_replica: Option<String>,
     /// How long a client may take to accept a reply before it is dropped:
     /// with `max_pipeline`, this bounds what a client that does not read can
     /// make the gateway hold.
@@ -198,6 +201,7 @@ impl Session {
             stop_reading: false,
             quit_requested: false,
             read_turn: id as usize,
+            batch_replica: None,
             write_timeout,
             topo,
             topo_rx,
@@ -254,6 +258,9 @@ impl Session {
 
     /// Parses every complete request in the input buffer and handles it.
     async fn parse_input(&mut self) {
+        // Reads of one batch go to one replica, so their replies come back
+        // together: one wake-up and one write to the client instead of several.
+        self.batch_replica = None;
         loop {
             if self.stop_reading {
                 return;
@@ -611,7 +618,7 @@ impl Session {
             pin,
             in_tx,
             force_master: false,
-            since: Instant::now(),
+            since: None,
             attempts: 0,
         };
         match self.try_dispatch(job).await {
@@ -629,17 +636,20 @@ impl Session {
             && self.shared.cfg.read_from != ReadFrom::Master
             && (self.st.unacked_writes == 0 || !self.shared.cfg.read_your_writes);
         if wants_replica {
-            let prefer = if job.kind == Kind::CursorRead {
-                self.st.scan_replica.clone()
-            } else {
-                None
-            };
             let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
             self.read_turn = self.read_turn.wrapping_add(1);
-            if let Some(replica) = pick_replica(&topo, fence, prefer.as_deref(), self.read_turn) {
+            let prefer = if job.kind == Kind::CursorRead {
+                self.st.scan_replica.as_deref()
+            } else {
+                self.batch_replica.as_deref()
+            };
+            let picked = pick_replica(&topo, fence, prefer, self.read_turn);
+            if let Some(replica) = picked {
                 if let Some(rx) = self.send_read(&replica.pool, job.req.raw.clone()).await {
                     if job.kind == Kind::CursorRead {
                         self.st.scan_replica = Some(replica.pool.addr.clone());
+                    } else if self.batch_replica.is_none() {
+                        self.batch_replica = Some(replica.pool.addr.clone());
                     }
                     return Ok(Pending::Waiting {
                         rx,
@@ -681,7 +691,7 @@ impl Session {
             }
         } else {
             match pool
-                .send_shared(self.id as usize, job.req.raw.clone())
+                .send_shared(self.shared.slot(self.id), job.req.raw.clone())
                 .await
             {
                 Ok(rx) => rx,
@@ -706,7 +716,8 @@ impl Session {
     /// Dispatches a deferred job at the head of the FIFO, waiting for a
     /// master up to the failover hold.
     async fn dispatch_at_head(&mut self, mut job: Job) -> Pending {
-        let deadline = job.since + self.shared.cfg.failover_hold();
+        let since = *job.since.get_or_insert_with(Instant::now);
+        let deadline = since + self.shared.cfg.failover_hold();
         let mut topo_rx = self.shared.topology.clone();
         loop {
             topo_rx.borrow_and_update();
@@ -771,7 +782,7 @@ impl Session {
         raw: Bytes,
     ) -> Option<oneshot::Receiver<ReplyResult>> {
         if self.st.is_default() {
-            return pool.send_shared(self.id as usize, raw).await.ok();
+            return pool.send_shared(self.shared.slot(self.id), raw).await.ok();
         }
         Some(self.replica_conn(pool).await?.send(raw))
     }

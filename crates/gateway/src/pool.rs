@@ -188,6 +188,11 @@ impl NodePool {
                 *self.backoff.lock().unwrap() = None;
                 Ok(conn)
             }
+            Err(e) if e.is_reply() => {
+                // The node answered (a wrong password, an ACL refusal): it is
+                // alive, so this is no reason to back off from it.
+                Err(PoolError::Connect(e))
+            }
             Err(e) => {
                 let mut backoff = self.backoff.lock().unwrap();
                 let next = match *backoff {

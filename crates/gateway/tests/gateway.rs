@@ -450,3 +450,93 @@ async fn follows_a_sentinel_failover() {
     assert_eq!(c.call(&["GET", "after19"]).await.unwrap(), bulk("x"));
     assert_eq!(c.call(&["GET", "before"]).await.unwrap(), bulk("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_for_the_gateway_and_for_clients() {
+    let mut env = start(|_| {}).await;
+    // ACL users are per node: create them on every data node.
+    for node in env
+        .lab
+        .data_nodes()
+        .iter()
+        .map(|p| p.addr())
+        .collect::<Vec<_>>()
+    {
+        let mut c = env.node(&node).await;
+        c.call_ok(&[
+            "ACL",
+            "SETUSER",
+            "gw",
+            "on",
+            ">gw-secret",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .await
+        .unwrap();
+        c.call_ok(&[
+            "ACL",
+            "SETUSER",
+            "alice",
+            "on",
+            ">alice-secret",
+            "~app:*",
+            "+@all",
+        ])
+        .await
+        .unwrap();
+    }
+    // A gateway that talks to the nodes as ACL user `gw`.
+    let gw = env
+        .extra_gateway(|cfg| {
+            cfg.username = Some("gw".into());
+            cfg.password = Some("gw-secret".into());
+            cfg.sentinel_password = Some(env_password());
+            cfg.client_password = Some("client-secret".into());
+        })
+        .await;
+    let mut c = Connection::connect(
+        &gw,
+        Some(&Auth::password("client-secret")),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    c.call_ok(&["SET", "acl:k", "v"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.call(&["GET", "acl:k"]).await.unwrap(), bulk("v"));
+
+    // A client that authenticates as another ACL user gets that user's rights
+    // on the nodes (pinned connections with its credentials).
+    let mut alice = Connection::connect(&env.gateway, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let wrong = alice.call(&["AUTH", "alice", "nope"]).await.unwrap();
+    assert!(
+        matches!(&wrong, Value::Error(m) if m.starts_with("WRONGPASS")),
+        "{wrong:?}"
+    );
+    assert_eq!(
+        alice
+            .call(&["AUTH", "alice", "alice-secret"])
+            .await
+            .unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(
+        alice.call(&["SET", "app:1", "x"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    let denied = alice.call(&["SET", "other", "x"]).await.unwrap();
+    assert!(
+        matches!(&denied, Value::Error(m) if m.starts_with("NOPERM")),
+        "{denied:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alice.call(&["GET", "app:1"]).await.unwrap(), bulk("x"));
+}
+
+fn env_password() -> String {
+    "belay-test-password".into()
+}

@@ -14,6 +14,10 @@
 //! - **stale read**: a successful GET of a register that returned a value
 //!   older than one whose write was acknowledged *before the read started*.
 //!   Its staleness is how long that newer value had been acknowledged.
+//!   A stale read *beyond the bound* missed a write acknowledged more than
+//!   `stale_bound` earlier: replicas are asynchronous, so a read from a
+//!   replica may trail a write by replication lag (the gateway bounds that
+//!   lag, 1 s by default); only reads staler than the bound fail a drill.
 //! - **read-your-writes violation**: a stale read made by the session that
 //!   wrote the register (it missed its own acknowledged write).
 //! - **blackout**: the longest span in which no operation of that kind
@@ -108,6 +112,10 @@ pub struct Phantoms {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Staleness {
     pub stale_reads: usize,
+    /// Stale reads that missed a write acknowledged more than `bound_ms`
+    /// before the read started.
+    pub beyond_bound: usize,
+    pub bound_ms: f64,
     /// The stalest read: how long the value it missed had been acknowledged.
     pub max_staleness_ms: f64,
     pub ryw_violations: usize,
@@ -155,19 +163,27 @@ pub struct Analysis {
 
 impl Analysis {
     /// The drill passes when nothing acknowledged was lost, nothing
-    /// impossible happened and no read was stale.
+    /// impossible happened, no session missed its own write and no read
+    /// was staler than the bound.
     pub fn passed(&self) -> bool {
         self.lost.total == 0
             && self.phantoms.extra_increments == 0
             && self.phantoms.impossible_reads == 0
-            && self.staleness.stale_reads == 0
+            && self.staleness.beyond_bound == 0
+            && self.staleness.ryw_violations == 0
     }
 }
 
 const BUCKET_US: Micros = 250_000;
 
 /// Analyses a history. `ops` may be in any order.
-pub fn analyse(ops: &[Op], layout: &Layout, readback: &Readback, window: Window) -> Analysis {
+pub fn analyse(
+    ops: &[Op],
+    layout: &Layout,
+    readback: &Readback,
+    window: Window,
+    stale_bound_us: Micros,
+) -> Analysis {
     let mut counts = Counts::default();
     for op in ops {
         if op.kind.is_write() {
@@ -185,7 +201,7 @@ pub fn analyse(ops: &[Op], layout: &Layout, readback: &Readback, window: Window)
         }
     }
     let (lost, mut phantoms) = lost_writes(ops, layout, readback);
-    let (staleness, impossible) = staleness(ops, layout);
+    let (staleness, impossible) = staleness(ops, layout, stale_bound_us);
     phantoms.impossible_reads = impossible;
     let end = window.end_us;
     Analysis {
@@ -281,7 +297,7 @@ fn lost_writes(ops: &[Op], layout: &Layout, rb: &Readback) -> (LostWrites, Phant
     (lost, phantoms)
 }
 
-fn staleness(ops: &[Op], layout: &Layout) -> (Staleness, usize) {
+fn staleness(ops: &[Op], layout: &Layout, bound_us: Micros) -> (Staleness, usize) {
     // Per register: acknowledged writes as (ack time, value), and the
     // highest value ever attempted.
     let mut acks: HashMap<u32, Vec<(Micros, u64)>> = HashMap::new();
@@ -298,7 +314,10 @@ fn staleness(ops: &[Op], layout: &Layout) -> (Staleness, usize) {
     for v in acks.values_mut() {
         v.sort();
     }
-    let mut st = Staleness::default();
+    let mut st = Staleness {
+        bound_ms: ms(bound_us),
+        ..Staleness::default()
+    };
     let mut impossible = 0;
     let mut ryw_sessions = std::collections::HashSet::new();
     for op in ops {
@@ -321,9 +340,11 @@ fn staleness(ops: &[Op], layout: &Layout) -> (Staleness, usize) {
             .min_by_key(|(t, _)| *t);
         if let Some((acked_at, _)) = newer {
             st.stale_reads += 1;
-            st.max_staleness_ms = st
-                .max_staleness_ms
-                .max(ms(op.start_us.saturating_sub(*acked_at)));
+            let behind = op.start_us.saturating_sub(*acked_at);
+            if behind > bound_us {
+                st.beyond_bound += 1;
+            }
+            st.max_staleness_ms = st.max_staleness_ms.max(ms(behind));
             if st.at_ms.len() < 500 {
                 st.at_ms.push(ms(op.start_us));
             }
@@ -523,7 +544,13 @@ mod tests {
 
     #[test]
     fn a_clean_history_passes() {
-        let a = analyse(&clean_history(), &layout(), &clean_readback(), window());
+        let a = analyse(
+            &clean_history(),
+            &layout(),
+            &clean_readback(),
+            window(),
+            1000,
+        );
         assert_eq!(a.lost.total, 0, "{:?}", a.lost);
         assert_eq!(a.staleness.stale_reads, 0);
         assert_eq!(a.phantoms.extra_increments, 0);
@@ -536,7 +563,7 @@ mod tests {
     fn a_missing_acknowledged_set_is_a_lost_write() {
         let mut rb = clean_readback();
         rb.sets.insert((0, 2), None);
-        let a = analyse(&clean_history(), &layout(), &rb, window());
+        let a = analyse(&clean_history(), &layout(), &rb, window(), 1000);
         assert_eq!(a.lost.sets, 1);
         assert_eq!(a.lost.examples, vec!["t:k:0:2".to_string()]);
         assert_eq!(a.lost.acked_at_ms, vec![0.3]);
@@ -555,7 +582,7 @@ mod tests {
         ));
         let mut rb = clean_readback();
         rb.sets.insert((0, 1), Some("999".into()));
-        let a = analyse(&ops, &layout(), &rb, window());
+        let a = analyse(&ops, &layout(), &rb, window(), 1000);
         assert_eq!(a.lost.sets, 1);
         assert_eq!(a.counts.writes_maybe, 1);
     }
@@ -564,7 +591,7 @@ mod tests {
     fn counters_below_acknowledged_increments_lose_writes_above_are_phantoms() {
         let mut rb = clean_readback();
         rb.counters.insert(0, 1);
-        let a = analyse(&clean_history(), &layout(), &rb, window());
+        let a = analyse(&clean_history(), &layout(), &rb, window(), 1000);
         assert_eq!(a.lost.increments, 1);
         assert!(!a.passed());
 
@@ -578,11 +605,11 @@ mod tests {
             "ERR belay: connection to x was lost after the command was sent; it may or may not have run",
         ));
         rb.counters.insert(0, 3);
-        let a = analyse(&ops, &layout(), &rb, window());
+        let a = analyse(&ops, &layout(), &rb, window(), 1000);
         assert_eq!(a.lost.increments, 0);
         assert_eq!(a.phantoms.extra_increments, 0);
         rb.counters.insert(0, 4);
-        let a = analyse(&ops, &layout(), &rb, window());
+        let a = analyse(&ops, &layout(), &rb, window(), 1000);
         assert_eq!(a.phantoms.extra_increments, 1);
         assert!(!a.passed());
     }
@@ -600,10 +627,27 @@ mod tests {
         ));
         // The writer itself reads nothing after writing: a RYW violation.
         ops.push(ok(0, OpKind::Read { reg: 0 }, 2_500_200, 2_500_300, None));
-        let a = analyse(&ops, &layout(), &clean_readback(), window());
+        let a = analyse(&ops, &layout(), &clean_readback(), window(), 1000);
         assert_eq!(a.staleness.stale_reads, 2);
         assert_eq!(a.staleness.ryw_violations, 1);
         assert_eq!(a.staleness.ryw_sessions, 1);
+        // 100 ms and 2500 ms behind: both beyond a 1 ms bound, one beyond 1 s.
+        assert_eq!(a.staleness.beyond_bound, 2);
+        let relaxed = analyse(&ops, &layout(), &clean_readback(), window(), 1_000_000);
+        assert_eq!(relaxed.staleness.beyond_bound, 1);
+        // A read-your-writes violation fails the drill whatever the bound.
+        let no_ryw: Vec<Op> = ops
+            .iter()
+            .filter(|o| !(o.session == 0 && o.start_us == 2_500_200))
+            .cloned()
+            .collect();
+        let lenient = analyse(&no_ryw, &layout(), &clean_readback(), window(), 1_000_000);
+        assert_eq!(lenient.staleness.stale_reads, 1);
+        assert_eq!(lenient.staleness.beyond_bound, 0);
+        assert!(
+            lenient.passed(),
+            "a 100 ms stale read is within a 1 s bound"
+        );
         // The writer's read missed value 1, acknowledged at 0.5 ms.
         assert!((a.staleness.max_staleness_ms - 2499.7).abs() < 0.01);
         assert!(!a.passed());
@@ -622,7 +666,7 @@ mod tests {
             2_700_100,
             Some(7),
         ));
-        let a = analyse(&ops, &layout(), &rb, window());
+        let a = analyse(&ops, &layout(), &rb, window(), 1000);
         assert_eq!(a.lost.registers, 1);
         assert_eq!(a.phantoms.impossible_reads, 1);
     }
@@ -639,7 +683,7 @@ mod tests {
                 "TRYAGAIN belay: no confirmed master for 10 ms; the command was not run",
             ));
         }
-        let a = analyse(&ops, &layout(), &clean_readback(), window());
+        let a = analyse(&ops, &layout(), &clean_readback(), window(), 1000);
         // Writes succeeded at 0.5 ms and then at 2500.1 ms.
         assert!(
             (a.write_blackout.longest_ms - 2499.6).abs() < 0.01,

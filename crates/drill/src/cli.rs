@@ -105,6 +105,13 @@ pub struct DrillArgs {
     #[arg(long)]
     pub no_read_your_writes: bool,
 
+    /// A stale read fails the drill only if it missed a write acknowledged
+    /// more than this many ms earlier (replica reads trail the master by
+    /// replication lag; the gateway bounds it at 1000 ms by default). 0: any
+    /// stale read fails.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub stale_bound_ms: u64,
+
     /// How long to wait for the topology to settle after each drill, in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub settle_timeout: u64,
@@ -124,6 +131,7 @@ impl DrillArgs {
             op_timeout: self.op_timeout_ms.map(Duration::from_millis),
             settle_timeout: Duration::from_secs(self.settle_timeout),
             cleanup: false,
+            stale_bound: Duration::from_millis(self.stale_bound_ms),
         }
     }
 

@@ -53,6 +53,10 @@ pub struct DrillOptions {
     pub settle_timeout: Duration,
     /// Delete the drill's keys afterwards (for a lab the user keeps).
     pub cleanup: bool,
+    /// A stale read fails the drill only when it missed a write acknowledged
+    /// longer ago than this (replicas trail the master by replication lag;
+    /// the gateway bounds that lag at 1 s by default).
+    pub stale_bound: Duration,
 }
 
 impl Default for DrillOptions {
@@ -69,6 +73,7 @@ impl Default for DrillOptions {
             op_timeout: None,
             settle_timeout: Duration::from_secs(60),
             cleanup: false,
+            stale_bound: Duration::from_secs(1),
         }
     }
 }
@@ -307,7 +312,13 @@ pub async fn run(
         recovered_us: healed_us.max(switched_us.unwrap_or(0)),
         end_us,
     };
-    let analysis = checker::analyse(&ops, &layout, &readback, window);
+    let analysis = checker::analyse(
+        &ops,
+        &layout,
+        &readback,
+        window,
+        opts.stale_bound.as_micros() as Micros,
+    );
     Ok(DrillReport::new(
         opts,
         &target,

@@ -99,13 +99,21 @@ fn secs(ms: f64) -> String {
 pub fn verdict_line(r: &DrillReport) -> String {
     let a = &r.analysis;
     let mut s = format!(
-        "{}: {} acknowledged writes lost, write blackout {} (down-after {}), read blackout {}, {} stale reads, {} read-your-writes violations",
+        "{}: {} acknowledged writes lost, write blackout {} (down-after {}), read blackout {}, {} stale reads{}, {} read-your-writes violations",
         if r.passed { "PASS" } else { "FAIL" },
         a.lost.total,
         secs(a.write_blackout.longest_ms),
         secs(r.down_after_ms as f64),
         secs(a.read_blackout.longest_ms),
         a.staleness.stale_reads,
+        if a.staleness.stale_reads == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({} beyond {:.0} ms, stalest {:.1} ms)",
+                a.staleness.beyond_bound, a.staleness.bound_ms, a.staleness.max_staleness_ms
+            )
+        },
         a.staleness.ryw_violations,
     );
     if a.phantoms.extra_increments > 0 {

@@ -99,7 +99,8 @@ impl NodePool {
                 }
             }
         }
-        Ok(self.shared(hint).await?.send(raw))
+        // The connecting path is boxed so the common path's future stays small.
+        Ok(Box::pin(self.shared(hint)).await?.send(raw))
     }
 
     /// Shared connection number `hint % n`, connecting if needed.

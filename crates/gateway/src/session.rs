@@ -173,7 +173,7 @@ pub struct Session {
 /// How the session loop was woken.
 enum Wake {
     Reply(Result<ReplyResult, oneshot::error::RecvError>),
-    Read(std::io::Result<usize>),
+    Readable(std::io::Result<()>),
     Idle,
 }
 
@@ -190,8 +190,9 @@ impl Session {
             shared,
             read,
             write,
-            inbuf: BytesMut::with_capacity(16 * 1024),
-            out: BytesMut::with_capacity(16 * 1024),
+            // Allocated on first use: ten thousand idle clients cost no buffers.
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
             pending: VecDeque::new(),
             held: 0,
             st: State {
@@ -237,20 +238,34 @@ impl Session {
                     Some(Pending::Waiting { rx, .. }) => Some(rx),
                     _ => None,
                 };
-                let read = &mut self.read;
-                let inbuf = &mut self.inbuf;
+                let read = &self.read;
                 tokio::select! {
                     biased;
                     r = async { match head { Some(rx) => rx.await, None => std::future::pending().await } } => Wake::Reply(r),
-                    r = read.read_buf(inbuf), if can_read => Wake::Read(r),
-                    _ = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(3600))), if idle_armed => Wake::Idle,
+                    r = read.readable(), if can_read => Wake::Readable(r),
+                    _ = async {
+                        match idle {
+                            Some(d) if idle_armed => tokio::time::sleep(d).await,
+                            _ => std::future::pending().await,
+                        }
+                    } => Wake::Idle,
                 }
             };
             match wake {
                 Wake::Reply(r) => self.resolve_head(r),
-                Wake::Read(Ok(0)) => return Ok(()),
-                Wake::Read(Ok(_)) => self.parse_input().await,
-                Wake::Read(Err(e)) => return Err(e),
+                Wake::Readable(Ok(())) => {
+                    // The buffer is grown only once there is something to read.
+                    if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+                        self.inbuf.reserve(16 * 1024);
+                    }
+                    match self.read.try_read_buf(&mut self.inbuf) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => self.parse_input().await,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Wake::Readable(Err(e)) => return Err(e),
                 Wake::Idle => return Ok(()),
             }
         }
@@ -370,7 +385,7 @@ impl Session {
                         write_client(&mut self.write, &self.out, self.write_timeout).await?;
                         self.out.clear();
                     }
-                    let p = self.dispatch_at_head(job).await;
+                    let p = Box::pin(self.dispatch_at_head(job)).await;
                     self.replace_head(p);
                 }
                 Some(Pending::Subscribe(_)) => {
@@ -380,7 +395,7 @@ impl Session {
                     self.held -= 1;
                     write_client(&mut self.write, &self.out, self.write_timeout).await?;
                     self.out.clear();
-                    self.tunnel(req).await?;
+                    Box::pin(self.tunnel(req)).await?;
                     return Ok(true);
                 }
             }
@@ -511,8 +526,8 @@ impl Session {
             return self.route(req, Kind::Write, true, true).await;
         }
         match name {
-            "auth" => self.auth(&req).await,
-            "hello" => self.hello(&req).await,
+            "auth" => Box::pin(self.auth(&req)).await,
+            "hello" => Box::pin(self.hello(&req)).await,
             "select" => self.select(&req),
             "quit" => {
                 self.quit_requested = true;
@@ -756,10 +771,8 @@ impl Session {
                 return None;
             }
         }
-        match pool
-            .dedicated(self.st.init_commands(), self.st.user.clone(), false)
-            .await
-        {
+        // Boxed: a rare path that would otherwise grow every session's future.
+        match Box::pin(pool.dedicated(self.st.init_commands(), self.st.user.clone(), false)).await {
             Ok(conn) => {
                 self.st.master_conn = Some(Pinned {
                     pool: pool.clone(),
@@ -794,10 +807,8 @@ impl Session {
                 return Some(p.conn.clone());
             }
         }
-        match pool
-            .dedicated(self.st.init_commands(), self.st.user.clone(), false)
-            .await
-        {
+        // Boxed: a rare path that would otherwise grow every session's future.
+        match Box::pin(pool.dedicated(self.st.init_commands(), self.st.user.clone(), false)).await {
             Ok(conn) => {
                 self.st.replica_conn = Some(Pinned {
                     pool: pool.clone(),
@@ -1202,4 +1213,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    #[ignore]
+    fn print_future_sizes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            let cfg = std::sync::Arc::new(crate::config::GatewayConfig::default());
+            let (_d, topology, events) = crate::discovery::Discovery::new(cfg.clone());
+            let shared = std::sync::Arc::new(crate::server::Shared {
+                limits: cfg.limits(),
+                cfg,
+                topology,
+                events,
+                databases: 16,
+                worker: 0,
+                workers: 1,
+                clients: Default::default(),
+                next_id: Default::default(),
+            });
+            let session = super::Session::new(1, s, shared);
+            println!("Session: {} bytes", std::mem::size_of_val(&session));
+            let fut = session.run();
+            println!("Session::run future: {} bytes", std::mem::size_of_val(&fut));
+        });
+    }
 }

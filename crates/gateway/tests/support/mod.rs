@@ -235,3 +235,51 @@ pub async fn raw_exchange(addr: &str, send: &[u8], read_at_least: usize) -> (Vec
 pub fn bulk(s: &str) -> Value {
     Value::Bulk(Bytes::copy_from_slice(s.as_bytes()))
 }
+
+/// Drops the TCP packets from local port `sport` to local port `dport` on
+/// loopback (iptables, tagged with a comment unique to this process) until
+/// dropped: replication stalls without the link being seen as down.
+pub struct PacketDrop {
+    spec: Vec<String>,
+}
+
+impl PacketDrop {
+    pub fn new(sport: u16, dport: u16) -> PacketDrop {
+        let spec: Vec<String> = [
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "--sport",
+            &sport.to_string(),
+            "--dport",
+            &dport.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            &format!("belay-test-{}", std::process::id()),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let status = std::process::Command::new("iptables")
+            .arg("-I")
+            .args(&spec)
+            .status()
+            .expect("iptables (apt-get install iptables; the tests run as root)");
+        assert!(status.success(), "iptables -I {spec:?} failed");
+        PacketDrop { spec }
+    }
+}
+
+impl Drop for PacketDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .arg("-D")
+            .args(&self.spec)
+            .status();
+    }
+}

@@ -247,9 +247,14 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
         Observer::step(&ui, "stopping the temporary lab");
         lab.stop(Duration::from_secs(5)).await?;
     }
+    let temp_dir_used = temp_dir.is_some();
     drop(temp_dir);
     if interrupted {
-        return Err(LabError::Interrupted.into());
+        eprintln!(
+            "belay drill: interrupted; the fault was undone (paused processes resumed, partition rules removed{})",
+            if temp_dir_used { ", the temporary lab stopped" } else { ", killed processes restarted" }
+        );
+        return Ok(ExitCode::from(130));
     }
     if let Some(e) = failure {
         return Err(e);

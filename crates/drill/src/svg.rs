@@ -70,12 +70,18 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
         r.drill.name(),
         esc(&r.target)
     );
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="{}" font-size="12.5" fill="{color}" font-weight="bold">{}</text>"#,
-        y0 + 42.0,
-        esc(&r.verdict)
-    );
+    // The verdict, on two lines when it is long.
+    let (l1, l2) = split_line(&r.verdict, 115);
+    for (i, line) in [l1, l2].iter().enumerate() {
+        if !line.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<text x="{LEFT}" y="{}" font-size="12.5" fill="{color}" font-weight="bold">{}</text>"#,
+                y0 + 42.0 + 15.0 * i as f64,
+                esc(line)
+            );
+        }
+    }
 
     // Fault band.
     let f0 = r.fault.injected_ms;
@@ -287,17 +293,22 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
     for (i, (event, t)) in shown.iter().enumerate() {
         let xx = x(*t);
         let row = (i % 3) as f64;
-        let ly = y0 + 60.0 + row * 13.0;
+        let ly = y0 + 70.0 + row * 12.0;
         let c = match event.as_str() {
             "+switch-master" => "#7c3aed",
             "+convert-to-slave" => "#0f766e",
             _ => "#6b7280",
         };
+        // Labels near the right edge run leftwards.
+        let (tx, anchor) = if xx > W - RIGHT - 140.0 {
+            (xx - 3.0, "end")
+        } else {
+            (xx + 3.0, "start")
+        };
         let _ = writeln!(
             s,
-            r#"<line x1="{xx:.1}" x2="{xx:.1}" y1="{:.1}" y2="{er_bot:.1}" stroke="{c}" stroke-dasharray="4,3" stroke-width="1.1"/><text x="{:.1}" y="{ly:.1}" fill="{c}" font-size="10.5">{} {:.2} s</text>"#,
+            r#"<line x1="{xx:.1}" x2="{xx:.1}" y1="{:.1}" y2="{er_bot:.1}" stroke="{c}" stroke-dasharray="4,3" stroke-width="1.1"/><text x="{tx:.1}" y="{ly:.1}" text-anchor="{anchor}" fill="{c}" font-size="10.5">{} {:.2} s</text>"#,
             ly + 3.0,
-            xx + 3.0,
             esc(event),
             t / 1000.0
         );
@@ -336,6 +347,18 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
             s,
             r##"<line x1="0" x2="{W}" y1="{y0:.1}" y2="{y0:.1}" stroke="#d1d5db"/>"##
         );
+    }
+}
+
+/// Splits `text` at the last ", " before `width` characters.
+fn split_line(text: &str, width: usize) -> (String, String) {
+    if text.chars().count() <= width {
+        return (text.to_string(), String::new());
+    }
+    let cut: String = text.chars().take(width).collect();
+    match cut.rfind(", ") {
+        Some(i) => (text[..i + 1].to_string(), text[i + 2..].to_string()),
+        None => (text.to_string(), String::new()),
     }
 }
 

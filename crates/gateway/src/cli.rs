@@ -86,6 +86,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_READ_YOUR_WRITES", value_name = "BOOL")]
     pub read_your_writes: Option<bool>,
 
+    /// Hold writes unless this many replicas are within --max-replica-lag-ms
+    /// of the master (a master cut off from its replicas gets no writes it
+    /// would lose); 0 turns the guard off [default: 1].
+    #[arg(long, env = "BELAY_MIN_SYNCED_REPLICAS", value_name = "N")]
+    pub min_synced_replicas: Option<usize>,
+
     /// How often to poll the Sentinels besides listening to their events [default: 1000].
     #[arg(long, env = "BELAY_POLL_INTERVAL_MS", value_name = "MS")]
     pub poll_interval_ms: Option<u64>,
@@ -137,7 +143,11 @@ impl GatewayArgs {
             poll_interval_ms,
             connections_per_node,
             max_clients,
-            idle_timeout_secs
+            idle_timeout_secs,
+            max_replica_lag_ms,
+            read_your_writes,
+            min_synced_replicas,
+            threads
         );
         take_opt!(
             username,
@@ -218,6 +228,78 @@ read_from = "master"
             cfg.commands.get("config|set"),
             Some(&crate::config::CommandOverride::Allow)
         );
+    }
+
+    #[test]
+    fn every_flag_reaches_the_config() {
+        let cli = Cli::parse_from([
+            "belay",
+            "--sentinel",
+            "a:1",
+            "--sentinel",
+            "b:2",
+            "--master-name",
+            "m",
+            "--listen",
+            "127.0.0.1:1",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--sentinel-username",
+            "su",
+            "--sentinel-password",
+            "sp",
+            "--client-password",
+            "cp",
+            "--read-from",
+            "replica",
+            "--failover-hold-ms",
+            "11",
+            "--request-timeout-ms",
+            "12",
+            "--max-replica-lag-ms",
+            "13",
+            "--read-your-writes",
+            "false",
+            "--min-synced-replicas",
+            "0",
+            "--poll-interval-ms",
+            "14",
+            "--threads",
+            "3",
+            "--connections-per-node",
+            "6",
+            "--max-clients",
+            "15",
+            "--idle-timeout-secs",
+            "16",
+        ]);
+        let c = cli.args.resolve().unwrap();
+        assert_eq!(c.sentinels, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(
+            (c.master_name.as_str(), c.listen.as_str()),
+            ("m", "127.0.0.1:1")
+        );
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.password.as_deref(), Some("p"));
+        assert_eq!(c.sentinel_username.as_deref(), Some("su"));
+        assert_eq!(c.sentinel_password.as_deref(), Some("sp"));
+        assert_eq!(c.client_password.as_deref(), Some("cp"));
+        assert_eq!(c.read_from, ReadFrom::Replica);
+        assert_eq!(
+            (
+                c.failover_hold_ms,
+                c.request_timeout_ms,
+                c.max_replica_lag_ms,
+                c.poll_interval_ms
+            ),
+            (11, 12, 13, 14)
+        );
+        assert!(!c.read_your_writes);
+        assert_eq!(c.min_synced_replicas, 0);
+        assert_eq!((c.threads, c.connections_per_node), (3, 6));
+        assert_eq!((c.max_clients, c.idle_timeout_secs), (15, 16));
     }
 
     #[test]

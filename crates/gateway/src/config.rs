@@ -66,6 +66,11 @@ pub struct GatewayConfig {
     pub request_timeout_ms: u64,
     /// A replica further behind the master than this gets no reads.
     pub max_replica_lag_ms: u64,
+    /// Hold writes unless at least this many replicas (of those the
+    /// Sentinels know) are within `max_replica_lag_ms` of the master: a
+    /// master cut off from its replicas stops getting writes it would lose.
+    /// 0 turns the guard off.
+    pub min_synced_replicas: usize,
     /// Read-your-writes: after a session's write, its reads go only to
     /// replicas that have caught up with that write (else the master).
     pub read_your_writes: bool,
@@ -116,6 +121,7 @@ impl Default for GatewayConfig {
             request_timeout_ms: 2_000,
             max_replica_lag_ms: 1_000,
             read_your_writes: true,
+            min_synced_replicas: 1,
             poll_interval_ms: 1_000,
             control_timeout_ms: 1_000,
             threads: 1,
@@ -152,6 +158,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("max_replica_lag_ms", &self.max_replica_lag_ms)
             .field("read_your_writes", &self.read_your_writes)
+            .field("min_synced_replicas", &self.min_synced_replicas)
             .field("connections_per_node", &self.connections_per_node)
             .field("max_clients", &self.max_clients)
             .field("commands", &self.commands)

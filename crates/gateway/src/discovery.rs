@@ -28,8 +28,13 @@ pub enum Event {
     /// A Sentinel announced a new master (`+switch-master`): stop writing to
     /// the old one at once.
     SwitchMaster { new_addr: String },
-    /// A Sentinel reported the master subjectively down (`+sdown master`).
-    MasterSuspect,
+    /// A Sentinel started a failover of this master (`+try-failover`), or
+    /// the Sentinels agree it is down (`+odown`): hold writes now. Writes
+    /// the old master acknowledges from here on would be lost when it is
+    /// demoted.
+    FailoverStarting { master_addr: String },
+    /// The failover was called off (`-odown`, `-failover-abort-*`).
+    FailoverCalledOff { master_addr: String },
     /// Any other Sentinel event about our master or its replicas.
     Changed,
     /// A session saw a sign the master changed (a `-READONLY` reply, a lost
@@ -49,6 +54,10 @@ const SENTINEL_CHANNELS: &[&str] = &[
     "+role-change",
     "-role-change",
     "+failover-end",
+    "+try-failover",
+    "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave",
+    "-failover-abort-slave-timeout",
     "+failover-state-reconf-slaves",
     "+slave-reconf-done",
     "+sentinel",
@@ -76,6 +85,12 @@ pub struct Discovery {
     generation: u64,
     /// Replicas from the last full round, minus those a Sentinel flags down.
     known_replicas: Vec<String>,
+    /// A failover of this master (addr) is under way until this instant.
+    failover_hold: Option<(String, Instant)>,
+    /// Replicas the Sentinels know, up or down (the write guard's scale).
+    replicas_known: usize,
+    /// Whether the write guard currently holds writes (for logging changes).
+    write_guard_tripped: bool,
     /// Recent (time, master replication offset) samples, oldest first.
     master_offsets: VecDeque<(Instant, i64)>,
     tx: watch::Sender<Arc<Topology>>,
@@ -113,6 +128,9 @@ impl Discovery {
             generation: 0,
             known_replicas: Vec::new(),
             master_offsets: VecDeque::new(),
+            failover_hold: None,
+            replicas_known: 0,
+            write_guard_tripped: false,
             tx,
             events_tx: events_tx.clone(),
             events,
@@ -151,6 +169,7 @@ impl Discovery {
         tracing::debug!(?ev, "discovery event");
         match ev {
             Event::SwitchMaster { new_addr } => {
+                self.failover_hold = None;
                 if self
                     .master_pool
                     .as_ref()
@@ -163,7 +182,34 @@ impl Discovery {
                     self.publish(0, replicas);
                 }
             }
-            Event::MasterSuspect | Event::Changed => {}
+            Event::FailoverStarting { master_addr } => {
+                if self
+                    .master_pool
+                    .as_ref()
+                    .is_some_and(|p| p.addr == master_addr)
+                {
+                    if self.failover_hold.is_none() {
+                        tracing::info!(master = %master_addr, "a failover of the master started: holding writes");
+                    }
+                    // Expires on its own in case the end of the failover is missed.
+                    let expires = Instant::now() + self.cfg.failover_hold() * 2;
+                    self.failover_hold = Some((master_addr, expires));
+                    let replicas = self.tx.borrow().replicas.clone();
+                    let offset = self.tx.borrow().master_offset;
+                    self.publish(offset, replicas);
+                }
+            }
+            Event::FailoverCalledOff { master_addr } => {
+                if self
+                    .failover_hold
+                    .as_ref()
+                    .is_some_and(|(a, _)| *a == master_addr)
+                {
+                    tracing::info!(master = %master_addr, "the failover was called off: writes resume");
+                    self.failover_hold = None;
+                }
+            }
+            Event::Changed => {}
             Event::Suspect { addr } => {
                 tracing::info!(%addr, "a session saw signs that the master changed");
             }
@@ -223,6 +269,10 @@ impl Discovery {
                 }
             }
         }
+        self.replicas_known = replicas
+            .iter()
+            .filter(|a| candidate.as_ref() != Some(*a))
+            .count();
         replicas.retain(|a| !flagged_down.contains(a) && candidate.as_ref() != Some(a));
         self.known_replicas = replicas;
 
@@ -477,9 +527,10 @@ impl Discovery {
         replicas: Vec<ReplicaNode>,
     ) {
         self.generation += 1;
+        let master = self.writable_master(&replicas);
         let topo = Topology {
             generation: self.generation,
-            master: self.master_pool.clone(),
+            master,
             replicas,
             master_offset,
             sampled_at,
@@ -487,6 +538,42 @@ impl Discovery {
             server_version: self.server_version.clone(),
         };
         self.tx.send_replace(Arc::new(topo));
+    }
+
+    /// The master writes may go to now: the confirmed master, unless a
+    /// failover of it is under way, or none of its replicas has caught up
+    /// with it within the lag bound (then it may be cut off from them, and
+    /// writes it acknowledges could be lost: like `min-replicas-to-write`,
+    /// measured by the gateway in milliseconds).
+    fn writable_master(&mut self, replicas: &[ReplicaNode]) -> Option<Arc<NodePool>> {
+        let master = self.master_pool.clone()?;
+        if let Some((addr, expires)) = &self.failover_hold {
+            if *addr == master.addr && Instant::now() < *expires {
+                return None;
+            }
+            self.failover_hold = None;
+        }
+        let wanted = self.cfg.min_synced_replicas.min(self.replicas_known);
+        if wanted > 0 {
+            let bound = self.cfg.max_replica_lag();
+            let synced = replicas
+                .iter()
+                .filter(|r| r.lag.is_some_and(|l| l <= bound))
+                .count();
+            let unsynced = synced < wanted;
+            if unsynced != self.write_guard_tripped {
+                self.write_guard_tripped = unsynced;
+                if unsynced {
+                    tracing::warn!(master = %master.addr, synced, wanted, "too few replicas have caught up with the master: holding writes");
+                } else {
+                    tracing::info!(master = %master.addr, synced, "replicas caught up: writes resume");
+                }
+            }
+            if unsynced {
+                return None;
+            }
+        }
+        Some(master)
     }
 
     async fn ask_sentinels(&mut self) -> Vec<SentinelView> {
@@ -678,7 +765,22 @@ async fn listen_once(
             "+switch-master" if words.len() >= 5 => Event::SwitchMaster {
                 new_addr: format!("{}:{}", words[3], words[4]),
             },
-            "+sdown" | "+odown" if words.first() == Some(&"master") => Event::MasterSuspect,
+            // <event> master <name> <ip> <port> ...
+            "+odown" | "+try-failover" if words.first() == Some(&"master") && words.len() >= 4 => {
+                Event::FailoverStarting {
+                    master_addr: format!("{}:{}", words[2], words[3]),
+                }
+            }
+            "-odown"
+            | "-failover-abort-not-elected"
+            | "-failover-abort-no-good-slave"
+            | "-failover-abort-slave-timeout"
+                if words.first() == Some(&"master") && words.len() >= 4 =>
+            {
+                Event::FailoverCalledOff {
+                    master_addr: format!("{}:{}", words[2], words[3]),
+                }
+            }
             _ => Event::Changed,
         };
         if events.send(ev).is_err() {

@@ -258,10 +258,12 @@ impl Session {
                     if self.inbuf.capacity() - self.inbuf.len() < 4096 {
                         self.inbuf.reserve(16 * 1024);
                     }
-                    match self.read.try_read_buf(&mut self.inbuf) {
+                    // `read_buf` (not `try_read_buf`): after a short read tokio
+                    // knows the socket is drained, which saves an EAGAIN
+                    // syscall per request.
+                    match self.read.read_buf(&mut self.inbuf).await {
                         Ok(0) => return Ok(()),
                         Ok(_) => self.parse_input().await,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
                 }

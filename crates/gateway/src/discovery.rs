@@ -101,6 +101,9 @@ pub struct Discovery {
 /// How often replication offsets are sampled between full rounds.
 const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Longest wait for one replica's INFO in a round.
+const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
+
 /// How much master offset history is kept for replica lag estimates.
 const LAG_HISTORY: Duration = Duration::from_secs(30);
 
@@ -447,7 +450,9 @@ impl Discovery {
     async fn check_replicas(&mut self, master: Option<&str>) -> Vec<ReplicaNode> {
         let addrs = self.known_replicas.clone();
         let auth = self.cfg.node_auth();
-        let timeout = self.cfg.control_timeout();
+        // A paused or cut-off replica must not hold up the whole round (and
+        // with it the news of a new master): healthy ones answer in ms.
+        let timeout = self.cfg.control_timeout().min(REPLICA_CHECK_BUDGET);
         let jobs = addrs.iter().map(|addr| {
             let conn = self.node_conns.remove(addr);
             let auth = auth.clone();
@@ -679,6 +684,7 @@ async fn info_with(
         Some(c) => c,
         None => Connection::connect(addr, auth, timeout).await?,
     };
+    conn.set_timeout(timeout);
     let info = conn.info("replication").await?;
     Ok((conn, info))
 }

@@ -211,6 +211,23 @@ fn role_name(role: &Role) -> &'static str {
 
 const MAX_BATCH: usize = 256 * 1024;
 
+/// Adds a request to the batch being written. The reader must find the
+/// reply slot before the reply can arrive, so the slot goes first.
+fn stage(
+    buf: &mut BytesMut,
+    inflight: &mpsc::UnboundedSender<InFlight>,
+    req: BackendRequest,
+) -> bool {
+    let ok = inflight
+        .send(InFlight {
+            reply: req.reply,
+            blocking: req.blocking,
+        })
+        .is_ok();
+    buf.extend_from_slice(&req.raw);
+    ok
+}
+
 async fn write_loop(
     mut write: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<BackendRequest>,
@@ -230,28 +247,13 @@ async fn write_loop(
             }));
             break;
         }
-        buf.extend_from_slice(&first.raw);
-        // The reader must find the reply slot before the reply can arrive.
-        if inflight
-            .send(InFlight {
-                reply: first.reply,
-                blocking: first.blocking,
-            })
-            .is_err()
-        {
+        if !stage(&mut buf, &inflight, first) {
             break;
         }
         while buf.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(req) => {
-                    buf.extend_from_slice(&req.raw);
-                    if inflight
-                        .send(InFlight {
-                            reply: req.reply,
-                            blocking: req.blocking,
-                        })
-                        .is_err()
-                    {
+                    if !stage(&mut buf, &inflight, req) {
                         break;
                     }
                 }

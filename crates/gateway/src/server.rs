@@ -45,6 +45,26 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a single-worker gateway (workers get theirs from
+    /// [`Shared::for_worker`]).
+    pub fn new(
+        cfg: Arc<GatewayConfig>,
+        topology: watch::Receiver<Arc<Topology>>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Shared {
+        Shared {
+            limits: cfg.limits(),
+            cfg,
+            topology,
+            events,
+            databases: 16,
+            worker: 0,
+            workers: 1,
+            clients: Arc::new(AtomicUsize::new(0)),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
     /// The same state for another worker.
     fn for_worker(&self, worker: usize, workers: usize) -> Shared {
         Shared {
@@ -108,17 +128,7 @@ impl Gateway {
         let cfg = Arc::new(cfg);
         let (discovery, topology, events) = Discovery::new(cfg.clone());
         let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
-        let shared = Arc::new(Shared {
-            limits: cfg.limits(),
-            cfg,
-            topology,
-            events,
-            databases: 16,
-            worker: 0,
-            workers: 1,
-            clients: Arc::new(AtomicUsize::new(0)),
-            next_id: Arc::new(AtomicU64::new(1)),
-        });
+        let shared = Arc::new(Shared::new(cfg, topology, events));
         Ok(Gateway {
             listener,
             shared,

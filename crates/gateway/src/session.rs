@@ -1219,35 +1219,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod size_tests {
+    /// Every connected client costs its session's future, so it must stay
+    /// small: rare, deep paths (subscriptions, connects, the failover wait)
+    /// are boxed. 10,000 idle clients measured ~74 MiB in all with this.
     #[test]
-    #[ignore]
-    fn print_future_sizes() {
+    fn a_session_future_stays_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (s, _) = listener.accept().await.unwrap();
+            let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
             let cfg = std::sync::Arc::new(crate::config::GatewayConfig::default());
-            let (_d, topology, events) = crate::discovery::Discovery::new(cfg.clone());
-            let shared = std::sync::Arc::new(crate::server::Shared {
-                limits: cfg.limits(),
-                cfg,
-                topology,
-                events,
-                databases: 16,
-                worker: 0,
-                workers: 1,
-                clients: Default::default(),
-                next_id: Default::default(),
-            });
-            let session = super::Session::new(1, s, shared);
-            println!("Session: {} bytes", std::mem::size_of_val(&session));
-            let fut = session.run();
-            println!("Session::run future: {} bytes", std::mem::size_of_val(&fut));
+            let (_discovery, topology, events) = crate::discovery::Discovery::new(cfg.clone());
+            let shared = std::sync::Arc::new(crate::server::Shared::new(cfg, topology, events));
+            let session = super::Session::new(1, stream, shared);
+            let size = std::mem::size_of_val(&session.run());
+            assert!(size <= 2048, "the session future grew to {size} bytes");
         });
     }
 }

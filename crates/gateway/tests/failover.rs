@@ -246,22 +246,7 @@ async fn subscriber_survives_a_failover() {
         bulk("subscribe")
     );
 
-    let mut sentinel = Connection::connect(
-        &env.lab.sentinel_addrs()[0],
-        Some(&env.auth()),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    sentinel
-        .call_ok(&["SENTINEL", "FAILOVER", env.lab.master_name()])
-        .await
-        .unwrap();
-    let new = env
-        .lab
-        .wait_for_failover(&old, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let new = env.sentinel_failover().await;
     let old_name = env.name_of(&old);
     env.lab
         .wait_until_replica_of(&old_name, &new, Duration::from_secs(30))

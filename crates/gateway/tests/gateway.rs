@@ -396,22 +396,7 @@ async fn follows_a_sentinel_failover() {
     let mut c = env.client().await;
     c.call_ok(&["SET", "before", "1"]).await.unwrap();
 
-    let mut sentinel = Connection::connect(
-        &env.lab.sentinel_addrs()[0],
-        Some(&env.auth()),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    sentinel
-        .call_ok(&["SENTINEL", "FAILOVER", env.lab.master_name()])
-        .await
-        .unwrap();
-    let new = env
-        .lab
-        .wait_for_failover(&old, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let new = env.sentinel_failover().await;
     assert_ne!(new, old);
 
     // Writes through the gateway now land on the new master, never the old one.

@@ -116,6 +116,27 @@ impl Env {
         addr
     }
 
+    /// `SENTINEL FAILOVER` through the first Sentinel; returns the new master
+    /// once the Sentinels agree on it and it answers ROLE master.
+    pub async fn sentinel_failover(&self) -> String {
+        let old = self.master().await;
+        let mut sentinel = Connection::connect(
+            &self.lab.sentinel_addrs()[0],
+            Some(&self.auth()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect to a Sentinel");
+        sentinel
+            .call_ok(&["SENTINEL", "FAILOVER", self.lab.master_name()])
+            .await
+            .expect("SENTINEL FAILOVER");
+        self.lab
+            .wait_for_failover(&old, Duration::from_secs(30))
+            .await
+            .expect("a failover")
+    }
+
     /// Name of the lab process at `addr`.
     pub fn name_of(&self, addr: &str) -> String {
         self.lab

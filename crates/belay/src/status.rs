@@ -161,10 +161,11 @@ fn render(r: &StatusReport, title: &str) -> String {
             g.addr.clone(),
             format!("pid {}", opt(&g.pid)),
             if g.reachable {
-                format!(
-                    "answers PING; writes to {}",
-                    g.master.as_deref().unwrap_or("nobody (holding writes)")
-                )
+                match (&g.master, g.writes_held) {
+                    (Some(m), false) => format!("answers PING; writes to {m}"),
+                    (Some(m), true) => format!("answers PING; HOLDING writes for {m}"),
+                    (None, _) => "answers PING; no confirmed master (holding writes)".into(),
+                }
             } else {
                 format!("NOT answering: {}", opt(&g.error))
             },

@@ -89,6 +89,9 @@ pub struct Discovery {
     failover_hold: Option<(String, Instant)>,
     /// Replicas the Sentinels know, up or down (the write guard's scale).
     replicas_known: usize,
+    /// The master whose replicas have been seen in sync (the guard applies
+    /// to it from then on).
+    guard_armed_for: Option<String>,
     /// Whether the write guard currently holds writes (for logging changes).
     write_guard_tripped: bool,
     /// Recent (time, master replication offset) samples, oldest first.
@@ -134,6 +137,7 @@ impl Discovery {
             failover_hold: None,
             replicas_known: 0,
             write_guard_tripped: false,
+            guard_armed_for: None,
             tx,
             events_tx: events_tx.clone(),
             events,
@@ -536,6 +540,7 @@ impl Discovery {
         let topo = Topology {
             generation: self.generation,
             master,
+            read_master: self.master_pool.clone(),
             replicas,
             master_offset,
             sampled_at,
@@ -565,7 +570,14 @@ impl Discovery {
                 .iter()
                 .filter(|r| r.lag.is_some_and(|l| l <= bound))
                 .count();
-            let unsynced = synced < wanted;
+            if synced >= wanted {
+                // Armed once this master has had its replicas in sync: a
+                // brand-new master whose replicas are still being
+                // reconfigured by Sentinel is not held up.
+                self.guard_armed_for = Some(master.addr.clone());
+            }
+            let armed = self.guard_armed_for.as_deref() == Some(master.addr.as_str());
+            let unsynced = armed && synced < wanted;
             if unsynced != self.write_guard_tripped {
                 self.write_guard_tripped = unsynced;
                 if unsynced {

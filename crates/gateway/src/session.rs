@@ -679,8 +679,15 @@ impl Session {
                 return Err(job);
             }
         }
-        // The master.
-        let Some(pool) = topo.master.clone() else {
+        // The master: where writes may go now; reads may also use it while
+        // writes are held.
+        let reads = matches!(job.kind, Kind::Read | Kind::CursorRead) && !job.in_tx;
+        let master = if reads {
+            &topo.read_master
+        } else {
+            &topo.master
+        };
+        let Some(pool) = master.clone() else {
             return Err(job);
         };
         if let Some(prev) = &self.st.inflight_master {

@@ -26,9 +26,13 @@ pub struct ReplicaNode {
 pub struct Topology {
     /// Bumped on every publish.
     pub generation: u64,
-    /// The confirmed master: named by a majority of answering Sentinels and
-    /// answering `ROLE` as master. `None` during a failover.
+    /// Where writes go: the confirmed master (named by a majority of
+    /// answering Sentinels and answering `ROLE` as master), unless writes are
+    /// held (a failover under way, or the write guard). `None`: writes wait.
     pub master: Option<Arc<NodePool>>,
+    /// The confirmed master even while writes are held: reads that must see
+    /// the latest data (read-your-writes, no eligible replica) may use it.
+    pub read_master: Option<Arc<NodePool>>,
     pub replicas: Vec<ReplicaNode>,
     /// The master's replication offset, sampled at `sampled_at`, before the
     /// replicas' offsets of this snapshot were sampled.
@@ -46,6 +50,7 @@ impl Topology {
         Topology {
             generation: 0,
             master: None,
+            read_master: None,
             replicas: Vec::new(),
             master_offset: 0,
             sampled_at: Instant::now(),
@@ -78,7 +83,8 @@ pub fn to_json(topo: &Topology) -> String {
         })
         .collect();
     serde_json::json!({
-        "master": topo.master.as_ref().map(|m| m.addr.clone()),
+        "master": topo.read_master.as_ref().map(|m| m.addr.clone()),
+        "writes_held": topo.master.is_none(),
         "master_offset": topo.master_offset,
         "replicas": replicas,
         "generation": topo.generation,

@@ -204,25 +204,7 @@ async fn read_your_writes_holds_under_replica_lag() {
     // Stall replication to both replicas (their link stays "up"; the master's
     // stream to them is dropped), so they lag behind every new write while
     // still answering reads, within the 5 s lag bound.
-    let master = env.master().await;
-    let master_port: u16 = master.rsplit(':').next().unwrap().parse().unwrap();
-    let mut stalls = Vec::new();
-    for r in env.replicas().await {
-        let mut c = env.node(&r).await;
-        let list = c
-            .call_ok(&["CLIENT", "LIST", "TYPE", "master"])
-            .await
-            .unwrap()
-            .to_text()
-            .unwrap();
-        let link_port: u16 = list
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("laddr="))
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .expect("the replica's link to its master");
-        stalls.push(support::PacketDrop::new(master_port, link_port));
-    }
+    let stalls = env.stall_replication().await;
     let (with_fence, _) = read_your_writes_violations(&env.gateway.clone(), &env, 500, false).await;
     let (without_fence, _) = read_your_writes_violations(&unfenced, &env, 200, false).await;
     drop(stalls);
@@ -361,5 +343,49 @@ async fn a_thousand_clients_through_a_failover_keep_backend_connections_bounded(
             *n < 60,
             "{node} had {n} connections for 1000 gateway clients"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_guard_holds_writes_for_a_master_cut_off_from_its_replicas() {
+    let env = start(|cfg| {
+        cfg.max_replica_lag_ms = 500;
+        cfg.failover_hold_ms = 1_000;
+    })
+    .await;
+    let mut c = env.client().await;
+    c.set_timeout(Duration::from_secs(20));
+    c.call_ok(&["SET", "guard", "0"]).await.unwrap();
+    let stalls = env.stall_replication().await;
+    // The master still answers and the Sentinels see nothing wrong, but no
+    // replica gets its writes: within about the lag bound the gateway stops
+    // sending it writes it could lose.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let held = loop {
+        match c.call(&["SET", "guard", "1"]).await.unwrap() {
+            Value::Error(e) => break e,
+            _ => {
+                assert!(Instant::now() < deadline, "writes were never held");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(held.starts_with("TRYAGAIN"), "{held}");
+    let view = c.call(&["BELAY", "TOPOLOGY"]).await.unwrap();
+    let view: serde_json::Value = serde_json::from_str(view.as_str().unwrap()).unwrap();
+    assert_eq!(view["writes_held"], serde_json::json!(true), "{view}");
+    // Reads still work meanwhile.
+    assert!(!c.call(&["GET", "guard"]).await.unwrap().is_error());
+    drop(stalls);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if c.call(&["SET", "guard", "2"]).await.unwrap() == Value::Simple("OK".into()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never resumed once the replicas caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -106,8 +106,11 @@ pub struct GatewayStatus {
     pub pid: Option<u32>,
     pub reachable: bool,
     pub error: Option<String>,
-    /// The master the gateway sends writes to (`None`: holding writes).
+    /// The master the gateway has confirmed.
     pub master: Option<String>,
+    /// The gateway holds writes (no confirmed master, a failover under way,
+    /// or no replica in sync with the master).
+    pub writes_held: bool,
     /// Each replica as the gateway sees it: offset, lag, read eligibility.
     pub replicas: Vec<GatewayReplica>,
 }
@@ -351,6 +354,12 @@ fn analyse(
                 "the gateway {} has no confirmed master: it is holding writes",
                 g.addr
             ));
+        } else if g.writes_held {
+            problems.push(format!(
+                "the gateway {} is holding writes for {} (a failover under way, or no replica in sync with it)",
+                g.addr,
+                g.master.as_deref().unwrap_or("-")
+            ));
         } else if agreed_master.is_some() && g.master != agreed_master {
             problems.push(format!(
                 "the gateway {} writes to {} but the Sentinels agree on {}",
@@ -524,6 +533,8 @@ async fn node_status(t: &Target, pw: Option<&str>) -> NodeStatus {
 #[derive(serde::Deserialize)]
 struct GatewayView {
     master: Option<String>,
+    #[serde(default)]
+    writes_held: bool,
     replicas: Vec<GatewayReplica>,
 }
 
@@ -534,6 +545,7 @@ async fn gateway_status(t: &Target, pw: Option<&str>) -> GatewayStatus {
         reachable: false,
         error: None,
         master: None,
+        writes_held: false,
         replicas: Vec::new(),
     };
     match connect(&t.addr, pw).await {
@@ -550,6 +562,7 @@ async fn gateway_status(t: &Target, pw: Option<&str>) -> GatewayStatus {
                         .and_then(|t| serde_json::from_str::<GatewayView>(t).ok())
                     {
                         g.master = view.master;
+                        g.writes_held = view.writes_held;
                         g.replicas = view.replicas;
                     }
                 }

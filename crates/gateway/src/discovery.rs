@@ -27,7 +27,7 @@ use crate::topology::{ReplicaNode, Topology};
 pub enum Event {
     /// A Sentinel announced a new master (`+switch-master`): stop writing to
     /// the old one at once.
-    SwitchMaster { new_addr: String },
+    SwitchMaster { old_addr: String, new_addr: String },
     /// A Sentinel started a failover of this master (`+try-failover`), or
     /// the Sentinels agree it is down (`+odown`): hold writes now. Writes
     /// the old master acknowledges from here on would be lost when it is
@@ -87,6 +87,9 @@ pub struct Discovery {
     known_replicas: Vec<String>,
     /// A failover of this master (addr) is under way until this instant.
     failover_hold: Option<(String, Instant)>,
+    /// Masters replaced by a `+switch-master`, and when: never trusted
+    /// again for `DEMOTED_MEMORY`.
+    demoted: HashMap<String, Instant>,
     /// Replicas the Sentinels know, up or down (the write guard's scale).
     replicas_known: usize,
     /// The master whose replicas have been seen in sync (the guard applies
@@ -103,6 +106,10 @@ pub struct Discovery {
 
 /// How often replication offsets are sampled between full rounds.
 const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a master replaced by `+switch-master` stays untrusted: well past
+/// the time every Sentinel needs to learn of the switch.
+const DEMOTED_MEMORY: Duration = Duration::from_secs(60);
 
 /// Longest wait for one replica's INFO in a round.
 const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
@@ -135,6 +142,7 @@ impl Discovery {
             known_replicas: Vec::new(),
             master_offsets: VecDeque::new(),
             failover_hold: None,
+            demoted: HashMap::new(),
             replicas_known: 0,
             write_guard_tripped: false,
             guard_armed_for: None,
@@ -175,8 +183,14 @@ impl Discovery {
     fn handle_event(&mut self, ev: Event) {
         tracing::debug!(?ev, "discovery event");
         match ev {
-            Event::SwitchMaster { new_addr } => {
+            Event::SwitchMaster { old_addr, new_addr } => {
                 self.failover_hold = None;
+                // The old master is demoted for good (a new epoch won): even
+                // if Sentinels that have not heard yet still name it, and it
+                // still answers ROLE master, it gets no more writes.
+                self.demoted.retain(|_, at| at.elapsed() < DEMOTED_MEMORY);
+                self.demoted.remove(&new_addr);
+                self.demoted.insert(old_addr, Instant::now());
                 if self
                     .master_pool
                     .as_ref()
@@ -283,6 +297,16 @@ impl Discovery {
         replicas.retain(|a| !flagged_down.contains(a) && candidate.as_ref() != Some(a));
         self.known_replicas = replicas;
 
+        let candidate = candidate.filter(|c| {
+            let demoted = self
+                .demoted
+                .get(c)
+                .is_some_and(|at| at.elapsed() < DEMOTED_MEMORY);
+            if demoted {
+                tracing::info!(candidate = %c, "Sentinels still name a master that a +switch-master replaced; waiting for them");
+            }
+            !demoted
+        });
         let Some(candidate) = candidate else {
             if answered == 0 {
                 tracing::warn!(sentinels = ?self.sentinels, "no Sentinel answered");
@@ -781,6 +805,7 @@ async fn listen_once(
         let ev = match channel.as_str() {
             // +switch-master <name> <old ip> <old port> <new ip> <new port>
             "+switch-master" if words.len() >= 5 => Event::SwitchMaster {
+                old_addr: format!("{}:{}", words[1], words[2]),
                 new_addr: format!("{}:{}", words[3], words[4]),
             },
             // <event> master <name> <ip> <port> ...

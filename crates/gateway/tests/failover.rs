@@ -18,17 +18,22 @@ fn allowed_write_error(e: &str) -> bool {
 }
 
 /// Every acknowledged write is on the final master with its value.
-async fn assert_no_acked_write_lost(env: &Env, rec: &Record) {
+async fn assert_no_acked_write_lost(env: &Env, rec: &Record, fault_at: Instant) {
     let master = env.master().await;
     let mut node = env.node(&master).await;
     let mut lost = Vec::new();
     for chunk in rec.acked.chunks(500) {
         let mut args = vec!["MGET"];
-        args.extend(chunk.iter().map(|(k, _)| k.as_str()));
+        args.extend(chunk.iter().map(|(k, _, _)| k.as_str()));
         let values = node.call_ok(&args).await.unwrap();
-        for ((k, v), got) in chunk.iter().zip(values.as_array().unwrap()) {
+        for ((k, v, at), got) in chunk.iter().zip(values.as_array().unwrap()) {
             if got != &bulk(v) {
-                lost.push(k.clone());
+                let rel = if *at >= fault_at {
+                    format!("+{:?}", *at - fault_at)
+                } else {
+                    format!("-{:?}", fault_at - *at)
+                };
+                lost.push(format!("{k} acked at fault{rel}"));
             }
         }
     }
@@ -86,7 +91,7 @@ async fn master_outage(kill: bool) {
     for e in &write_errors {
         assert!(allowed_write_error(e), "unexpected write error: {e}");
     }
-    assert_no_acked_write_lost(&env, &rec).await;
+    assert_no_acked_write_lost(&env, &rec, fault_at).await;
     assert!(
         Record::successes_between(&rec.writes, switched_at, Instant::now()) > 0,
         "writes resumed on the new master"

@@ -21,7 +21,7 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct Record {
     /// Keys whose SET was acknowledged with +OK, with their value.
-    pub acked: Vec<(String, String)>,
+    pub acked: Vec<(String, String, Instant)>,
     pub writes: Vec<Outcome>,
     pub reads: Vec<Outcome>,
 }
@@ -87,7 +87,7 @@ async fn writer(id: usize, gw: &str, auth: &Auth, stop: &AtomicBool) -> Record {
         let start = Instant::now();
         let result = match c.call(&["SET", &key, &seq.to_string()]).await {
             Ok(Value::Simple(s)) if s == "OK" => {
-                rec.acked.push((key, seq.to_string()));
+                rec.acked.push((key, seq.to_string(), Instant::now()));
                 Ok(())
             }
             Ok(other) => Err(format!("{other:?}")),

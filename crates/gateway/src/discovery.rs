@@ -64,6 +64,41 @@ const SENTINEL_CHANNELS: &[&str] = &[
     "+reboot",
 ];
 
+/// Why the discovery loop woke.
+enum Step {
+    /// An urgent event (or `None`: the gateway is gone).
+    Event(Option<Event>),
+    RoundDone,
+}
+
+impl Event {
+    /// Events that must be acted on at once, interrupting a round: a few
+    /// per failover. (Sessions' suspicions can come by the thousand; they
+    /// only ask for the next round.)
+    fn is_urgent(&self) -> bool {
+        matches!(
+            self,
+            Event::SwitchMaster { .. }
+                | Event::FailoverStarting { .. }
+                | Event::FailoverCalledOff { .. }
+        )
+    }
+}
+
+/// Waits for an urgent event, queueing the others.
+async fn next_urgent(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    queued: &mut Vec<Event>,
+) -> Option<Event> {
+    loop {
+        let ev = events.recv().await?;
+        if ev.is_urgent() {
+            return Some(ev);
+        }
+        queued.push(ev);
+    }
+}
+
 /// What one Sentinel said in one round.
 struct SentinelView {
     master: Option<String>,
@@ -87,6 +122,8 @@ pub struct Discovery {
     known_replicas: Vec<String>,
     /// A failover of this master (addr) is under way until this instant.
     failover_hold: Option<(String, Instant)>,
+    /// The master did not answer the last offset sample: writes are held.
+    master_unresponsive: bool,
     /// Masters replaced by a `+switch-master`, and when: never trusted
     /// again for `DEMOTED_MEMORY`.
     demoted: HashMap<String, Instant>,
@@ -101,7 +138,8 @@ pub struct Discovery {
     master_offsets: VecDeque<(Instant, i64)>,
     tx: watch::Sender<Arc<Topology>>,
     events_tx: mpsc::UnboundedSender<Event>,
-    events: mpsc::UnboundedReceiver<Event>,
+    /// Taken by `run`.
+    events: Option<mpsc::UnboundedReceiver<Event>>,
 }
 
 /// How often replication offsets are sampled between full rounds.
@@ -143,40 +181,79 @@ impl Discovery {
             master_offsets: VecDeque::new(),
             failover_hold: None,
             demoted: HashMap::new(),
+            master_unresponsive: false,
             replicas_known: 0,
             write_guard_tripped: false,
             guard_armed_for: None,
             tx,
             events_tx: events_tx.clone(),
-            events,
+            events: Some(events),
         };
         (d, rx, events_tx)
     }
 
     /// Runs until the gateway stops (the task is aborted).
     pub async fn run(mut self) {
+        let Some(mut events) = self.events.take() else {
+            return;
+        };
         let mut next_full = Instant::now();
+        let mut queued: Vec<Event> = Vec::new();
         loop {
             self.ensure_subscriptions();
-            if Instant::now() >= next_full {
-                self.full_round().await;
-                next_full = Instant::now() + self.cfg.poll_interval();
-            } else {
-                self.offsets_round().await;
+            let full = Instant::now() >= next_full;
+            // An urgent event (a switch, a failover starting) interrupts a
+            // round in progress: a round can spend a whole control timeout
+            // on a paused node, and the news must not wait for it. Other
+            // events only ask for a full round once this one is done.
+            let step = tokio::select! {
+                biased;
+                ev = next_urgent(&mut events, &mut queued) => Step::Event(ev),
+                _ = self.round(full) => Step::RoundDone,
+            };
+            let mut changed = !queued.is_empty();
+            for ev in queued.drain(..) {
+                self.handle_event(ev);
             }
-            let wait = OFFSET_INTERVAL.min(next_full.saturating_duration_since(Instant::now()));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                ev = self.events.recv() => {
-                    let Some(ev) = ev else { return };
+            match step {
+                Step::Event(None) => return,
+                Step::Event(Some(ev)) => {
                     self.handle_event(ev);
-                    // Coalesce a burst of events into one round.
-                    while let Ok(ev) = self.events.try_recv() {
-                        self.handle_event(ev);
+                    changed = true;
+                }
+                Step::RoundDone => {
+                    if full {
+                        next_full = Instant::now() + self.cfg.poll_interval();
                     }
-                    next_full = Instant::now();
+                    if !changed {
+                        let wait = OFFSET_INTERVAL
+                            .min(next_full.saturating_duration_since(Instant::now()));
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            ev = events.recv() => {
+                                let Some(ev) = ev else { return };
+                                self.handle_event(ev);
+                                changed = true;
+                            }
+                        }
+                    }
                 }
             }
+            if changed {
+                // Coalesce a burst of events into one round.
+                while let Ok(ev) = events.try_recv() {
+                    self.handle_event(ev);
+                }
+                next_full = Instant::now();
+            }
+        }
+    }
+
+    async fn round(&mut self, full: bool) {
+        if full {
+            self.full_round().await
+        } else {
+            self.offsets_round().await
         }
     }
 
@@ -339,7 +416,15 @@ impl Discovery {
                     if let Some(p) = self.replica_pools.remove(&candidate) {
                         p.close();
                     }
+                    self.master_unresponsive = false;
+                    // Tell the sessions now: held writes should not wait for
+                    // the replica checks (a paused old master costs their
+                    // whole timeout).
+                    self.record_master_offset(started, offset);
+                    let replicas = self.tx.borrow().replicas.clone();
+                    self.publish_with(offset, started, replicas);
                 }
+                self.master_unresponsive = false;
                 self.refresh_commands(&candidate).await;
                 self.record_master_offset(started, offset);
                 let replicas = self.check_replicas(Some(&candidate)).await;
@@ -361,6 +446,10 @@ impl Discovery {
         let Some(master) = self.master_pool.as_ref().map(|p| p.addr.clone()) else {
             return;
         };
+        if self.master_unresponsive {
+            // Full rounds (every poll interval, and on events) check it again.
+            return;
+        }
         let started = Instant::now();
         let offset = match self.node_info(&master).await {
             Ok(info) if info.get("role") == Some("master") => {
@@ -375,8 +464,25 @@ impl Discovery {
                 let _ = self.events_tx.send(Event::Suspect { addr: master });
                 return;
             }
-            Err(_) => return,
+            Err(e) => {
+                // Silent for the control timeout: paused, cut off or dying.
+                // Hold new writes rather than queue them behind it; in-flight
+                // ones are left to the connection watchdog, and the next
+                // full round confirms the master again or replaces it.
+                if !self.master_unresponsive {
+                    tracing::warn!(%master, error = %e, "the master does not answer; holding writes");
+                    self.master_unresponsive = true;
+                    let replicas = self.tx.borrow().replicas.clone();
+                    let offset = self.tx.borrow().master_offset;
+                    self.publish(offset, replicas);
+                }
+                return;
+            }
         };
+        if self.master_unresponsive {
+            tracing::info!(%master, "the master answers again");
+            self.master_unresponsive = false;
+        }
         self.record_master_offset(started, offset);
         let replicas = self.check_replicas(Some(&master)).await;
         self.publish_with(offset, started, replicas);
@@ -384,8 +490,21 @@ impl Discovery {
 
     /// `ROLE` must say master; returns the master's replication offset.
     async fn confirm_master(&mut self, addr: &str) -> Option<i64> {
+        let cached = self.node_conns.contains_key(addr);
         let mut conn = self.node_conn(addr).await.ok()?;
-        let role = conn.role().await;
+        let mut role = conn.role().await;
+        if cached && role.as_ref().is_err_and(was_dropped) {
+            // Sentinel kills client connections of a node it promotes
+            // (CLIENT KILL TYPE normal): ask again on a fresh connection.
+            conn = Connection::connect(
+                addr,
+                self.cfg.node_auth().as_ref(),
+                self.cfg.control_timeout(),
+            )
+            .await
+            .ok()?;
+            role = conn.role().await;
+        }
         match role {
             Ok(Role::Master { offset, .. }) => {
                 self.node_conns.insert(addr.to_string(), conn);
@@ -581,6 +700,9 @@ impl Discovery {
     /// measured by the gateway in milliseconds).
     fn writable_master(&mut self, replicas: &[ReplicaNode]) -> Option<Arc<NodePool>> {
         let master = self.master_pool.clone()?;
+        if self.master_unresponsive {
+            return None;
+        }
         if let Some((addr, expires)) = &self.failover_hold {
             if *addr == master.addr && Instant::now() < *expires {
                 return None;
@@ -716,13 +838,23 @@ async fn info_with(
     auth: Option<&Auth>,
     timeout: Duration,
 ) -> Result<(Connection, Info), ClientError> {
-    let mut conn = match conn {
-        Some(c) => c,
-        None => Connection::connect(addr, auth, timeout).await?,
-    };
-    conn.set_timeout(timeout);
+    if let Some(mut conn) = conn {
+        conn.set_timeout(timeout);
+        match conn.info("replication").await {
+            Ok(info) => return Ok((conn, info)),
+            // Killed by a reconfiguration (CLIENT KILL): try a fresh one.
+            Err(e) if was_dropped(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut conn = Connection::connect(addr, auth, timeout).await?;
     let info = conn.info("replication").await?;
     Ok((conn, info))
+}
+
+/// The connection was closed or reset under us (not a timeout, not a refusal).
+fn was_dropped(e: &ClientError) -> bool {
+    matches!(e, ClientError::Closed { .. } | ClientError::Io { .. })
 }
 
 async fn ask_sentinel(

@@ -149,6 +149,9 @@ const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
 /// the time every Sentinel needs to learn of the switch.
 const DEMOTED_MEMORY: Duration = Duration::from_secs(60);
 
+/// Full rounds asked for by events are at least this far apart.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
+
 /// Longest wait for one replica's INFO in a round.
 const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
 
@@ -198,6 +201,7 @@ impl Discovery {
             return;
         };
         let mut next_full = Instant::now();
+        let mut last_full = Instant::now() - MIN_ROUND_GAP;
         let mut queued: Vec<Event> = Vec::new();
         loop {
             self.ensure_subscriptions();
@@ -219,11 +223,14 @@ impl Discovery {
                 Step::Event(None) => return,
                 Step::Event(Some(ev)) => {
                     self.handle_event(ev);
+                    // Urgent: the next round starts now, whatever the gap.
+                    last_full = Instant::now() - MIN_ROUND_GAP;
                     changed = true;
                 }
                 Step::RoundDone => {
                     if full {
-                        next_full = Instant::now() + self.cfg.poll_interval();
+                        last_full = Instant::now();
+                        next_full = last_full + self.cfg.poll_interval();
                     }
                     if !changed {
                         let wait = OFFSET_INTERVAL
@@ -240,11 +247,13 @@ impl Discovery {
                 }
             }
             if changed {
-                // Coalesce a burst of events into one round.
+                // Coalesce a burst of events into one round, and rounds into
+                // at most one per MIN_ROUND_GAP: sessions' suspicions can
+                // come by the thousand.
                 while let Ok(ev) = events.try_recv() {
                     self.handle_event(ev);
                 }
-                next_full = Instant::now();
+                next_full = next_full.min(last_full + MIN_ROUND_GAP);
             }
         }
     }

@@ -56,6 +56,9 @@ struct Job {
     /// (set lazily: reading the clock per command is measurable).
     since: Option<Instant>,
     attempts: u8,
+    /// The last refusal (READONLY, NOREPLICAS, …) it got, passed on if the
+    /// hold runs out.
+    refusal: Option<Bytes>,
 }
 
 /// One reply slot in the session's FIFO.
@@ -441,7 +444,7 @@ impl Session {
             Err(e) if !e.was_sent() && !job.in_tx => {
                 // Never reached the node: safe to send again once there is somewhere to send it.
                 Pending::Deferred(Job {
-                    attempts: job.attempts + 1,
+                    attempts: job.attempts.saturating_add(1),
                     ..job
                 })
             }
@@ -457,7 +460,7 @@ impl Session {
                 {
                     // A read has no effect: try it elsewhere.
                     Pending::Deferred(Job {
-                        attempts: job.attempts + 1,
+                        attempts: job.attempts.saturating_add(1),
                         ..job
                     })
                 } else {
@@ -474,19 +477,40 @@ impl Session {
         self.replace_head(next);
     }
 
-    fn on_reply(&mut self, bytes: Bytes, job: Job, master: Option<Arc<NodePool>>) -> Pending {
-        if bytes.starts_with(b"-READONLY") && master.is_some() && !job.in_tx && job.attempts < 3 {
-            // The node we took for master was demoted; the write did not run.
-            if let Some(m) = &master {
-                let _ = self.shared.events.send(Event::Suspect {
-                    addr: m.addr.clone(),
+    fn on_reply(&mut self, bytes: Bytes, mut job: Job, master: Option<Arc<NodePool>>) -> Pending {
+        // Refusals that mean "not run, and another node or a moment later
+        // may take it": a demoted master (READONLY), a master that lost its
+        // replicas (NOREPLICAS, e.g. during a failover), a node loading its
+        // data or a replica cut off from its master. Held and retried within
+        // the failover hold, then the refusal is passed on.
+        let refused = [
+            &b"-READONLY"[..],
+            b"-NOREPLICAS",
+            b"-LOADING",
+            b"-MASTERDOWN",
+        ]
+        .iter()
+        .any(|p| bytes.starts_with(p));
+        if refused && !job.in_tx {
+            let since = *job.since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.shared.cfg.failover_hold() {
+                if let Some(m) = master.as_ref().filter(|_| job.refusal.is_none()) {
+                    let _ = self.shared.events.send(Event::Suspect {
+                        addr: m.addr.clone(),
+                    });
+                    if bytes.starts_with(b"-READONLY") {
+                        m.close();
+                    }
+                }
+                // A read a replica refused goes to the master instead.
+                let force_master = job.force_master || master.is_none();
+                return Pending::Deferred(Job {
+                    attempts: job.attempts.saturating_add(1),
+                    refusal: Some(bytes),
+                    force_master,
+                    ..job
                 });
-                m.close();
             }
-            return Pending::Deferred(Job {
-                attempts: job.attempts + 1,
-                ..job
-            });
         }
         if bytes.starts_with(b"-NOSCRIPT") && master.is_none() && !job.force_master {
             // The script is loaded on the master but not on this replica.
@@ -637,6 +661,7 @@ impl Session {
             force_master: false,
             since: None,
             attempts: 0,
+            refusal: None,
         };
         match self.try_dispatch(job).await {
             Ok(p) => p,
@@ -743,6 +768,11 @@ impl Session {
         let since = *job.since.get_or_insert_with(Instant::now);
         let deadline = since + self.shared.cfg.failover_hold();
         let mut topo_rx = self.shared.topology.clone();
+        if job.refusal.is_some() {
+            // Sending it straight back to the node that refused it is
+            // pointless: give the node and the topology a moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         loop {
             topo_rx.borrow_and_update();
             job = match self.try_dispatch(job).await {
@@ -751,6 +781,9 @@ impl Session {
             };
             let now = Instant::now();
             if now >= deadline {
+                if let Some(refusal) = job.refusal {
+                    return Pending::Ready(refusal);
+                }
                 let what = if matches!(job.kind, Kind::Read | Kind::CursorRead) {
                     "no replica or master"
                 } else {

@@ -394,3 +394,57 @@ async fn write_guard_holds_writes_for_a_master_cut_off_from_its_replicas() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_are_held_and_retried_not_failed() {
+    let env = start(|cfg| {
+        cfg.min_synced_replicas = 0;
+        cfg.failover_hold_ms = 10_000;
+    })
+    .await;
+    let master = env.master().await;
+    let mut c = env.client().await;
+    c.set_timeout(Duration::from_secs(20));
+    c.call_ok(&["SET", "held", "0"]).await.unwrap();
+    // The master refuses writes (NOREPLICAS), as a master losing its
+    // replicas in a failover does; the refusal means the write did not run.
+    let mut m = env.node(&master).await;
+    m.call_ok(&["CONFIG", "SET", "min-replicas-to-write", "3"])
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let started = Instant::now();
+        let reply = c.call(&["SET", "held", "1"]).await.unwrap();
+        (reply, started.elapsed(), c)
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    m.call_ok(&["CONFIG", "SET", "min-replicas-to-write", "1"])
+        .await
+        .unwrap();
+    let (reply, took, mut c) = writer.await.unwrap();
+    assert_eq!(reply, Value::Simple("OK".into()), "held, then done");
+    assert!(
+        took >= Duration::from_millis(600),
+        "it waited for the master: {took:?}"
+    );
+    assert_eq!(c.call(&["GET", "held"]).await.unwrap(), bulk("1"));
+
+    // When the refusal outlasts the hold, the client gets the node's own error.
+    let env2 = start(|cfg| {
+        cfg.min_synced_replicas = 0;
+        cfg.failover_hold_ms = 500;
+    })
+    .await;
+    let master = env2.master().await;
+    env2.node(&master)
+        .await
+        .call_ok(&["CONFIG", "SET", "min-replicas-to-write", "3"])
+        .await
+        .unwrap();
+    let mut c = env2.client().await;
+    let reply = c.call(&["SET", "held", "1"]).await.unwrap();
+    assert!(
+        matches!(&reply, Value::Error(e) if e.starts_with("NOREPLICAS")),
+        "{reply:?}"
+    );
+}

@@ -525,3 +525,83 @@ async fn acl_users_for_the_gateway_and_for_clients() {
 fn env_password() -> String {
     "belay-test-password".into()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_policies_and_scan_cursors() {
+    let mut env = start(|_| {}).await;
+    let master = env.master().await;
+    let replicas = env.replicas().await;
+    let mut c = env.client().await;
+    for i in 0..300 {
+        c.call_ok(&["SET", &format!("scan:{i}"), "x"])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A SCAN walk stays on the replica that issued its cursor and sees every key.
+    let mut scans_before = Vec::new();
+    for r in &replicas {
+        scans_before.push(env.calls(r, "scan").await);
+    }
+    let mut cursor = "0".to_string();
+    let mut seen = std::collections::HashSet::new();
+    let mut steps = 0;
+    loop {
+        let reply = c
+            .call(&["SCAN", &cursor, "MATCH", "scan:*", "COUNT", "20"])
+            .await
+            .unwrap();
+        let parts = reply.as_array().unwrap();
+        cursor = parts[0].to_text().unwrap();
+        for k in parts[1].as_array().unwrap() {
+            seen.insert(k.to_text().unwrap());
+        }
+        steps += 1;
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        300,
+        "a SCAN walk through the gateway sees every key"
+    );
+    let mut deltas = Vec::new();
+    for (r, before) in replicas.iter().zip(&scans_before) {
+        deltas.push(env.calls(r, "scan").await - before);
+    }
+    deltas.sort();
+    assert_eq!(deltas, vec![0, steps], "the whole walk ran on one replica");
+
+    // read_from = master: no read reaches a replica.
+    let gw = env
+        .extra_gateway(|cfg| cfg.read_from = belay_gateway::config::ReadFrom::Master)
+        .await;
+    let mut m = Connection::connect(&gw, Some(&env.auth()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let before = env.calls(&master, "get").await;
+    let replica_gets: i64 = {
+        let mut n = 0;
+        for r in &replicas {
+            n += env.calls(r, "get").await;
+        }
+        n
+    };
+    for i in 0..50 {
+        assert_eq!(
+            m.call(&["GET", &format!("scan:{i}")]).await.unwrap(),
+            bulk("x")
+        );
+    }
+    assert_eq!(env.calls(&master, "get").await - before, 50);
+    let mut after = 0;
+    for r in &replicas {
+        after += env.calls(r, "get").await;
+    }
+    assert_eq!(
+        after, replica_gets,
+        "read_from=master sent reads to a replica"
+    );
+}

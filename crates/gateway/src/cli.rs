@@ -86,11 +86,16 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_READ_YOUR_WRITES", value_name = "BOOL")]
     pub read_your_writes: Option<bool>,
 
-    /// Hold writes unless this many replicas are within --max-replica-lag-ms
+    /// Hold writes unless this many replicas are within --write-guard-lag-ms
     /// of the master (a master cut off from its replicas gets no writes it
     /// would lose); 0 turns the guard off [default: 1].
     #[arg(long, env = "BELAY_MIN_SYNCED_REPLICAS", value_name = "N")]
     pub min_synced_replicas: Option<usize>,
+
+    /// How far behind every replica may fall before the write guard holds
+    /// writes [default: 300].
+    #[arg(long, env = "BELAY_WRITE_GUARD_LAG_MS", value_name = "MS")]
+    pub write_guard_lag_ms: Option<u64>,
 
     /// How often to poll the Sentinels besides listening to their events [default: 1000].
     #[arg(long, env = "BELAY_POLL_INTERVAL_MS", value_name = "MS")]
@@ -147,6 +152,7 @@ impl GatewayArgs {
             max_replica_lag_ms,
             read_your_writes,
             min_synced_replicas,
+            write_guard_lag_ms,
             threads
         );
         take_opt!(
@@ -264,6 +270,8 @@ read_from = "master"
             "false",
             "--min-synced-replicas",
             "0",
+            "--write-guard-lag-ms",
+            "17",
             "--poll-interval-ms",
             "14",
             "--threads",
@@ -297,7 +305,7 @@ read_from = "master"
             (11, 12, 13, 14)
         );
         assert!(!c.read_your_writes);
-        assert_eq!(c.min_synced_replicas, 0);
+        assert_eq!((c.min_synced_replicas, c.write_guard_lag_ms), (0, 17));
         assert_eq!((c.threads, c.connections_per_node), (3, 6));
         assert_eq!((c.max_clients, c.idle_timeout_secs), (15, 16));
     }

@@ -67,10 +67,14 @@ pub struct GatewayConfig {
     /// A replica further behind the master than this gets no reads.
     pub max_replica_lag_ms: u64,
     /// Hold writes unless at least this many replicas (of those the
-    /// Sentinels know) are within `max_replica_lag_ms` of the master: a
+    /// Sentinels know) are within `write_guard_lag_ms` of the master: a
     /// master cut off from its replicas stops getting writes it would lose.
     /// 0 turns the guard off.
     pub min_synced_replicas: usize,
+    /// The write guard's lag bound: how far behind (in time) every replica
+    /// may fall before writes are held. Healthy replicas on a LAN are a few
+    /// ms behind; offsets are sampled every 100 ms.
+    pub write_guard_lag_ms: u64,
     /// Read-your-writes: after a session's write, its reads go only to
     /// replicas that have caught up with that write (else the master).
     pub read_your_writes: bool,
@@ -122,6 +126,7 @@ impl Default for GatewayConfig {
             max_replica_lag_ms: 1_000,
             read_your_writes: true,
             min_synced_replicas: 1,
+            write_guard_lag_ms: 300,
             poll_interval_ms: 1_000,
             control_timeout_ms: 1_000,
             threads: 1,
@@ -159,6 +164,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("max_replica_lag_ms", &self.max_replica_lag_ms)
             .field("read_your_writes", &self.read_your_writes)
             .field("min_synced_replicas", &self.min_synced_replicas)
+            .field("write_guard_lag_ms", &self.write_guard_lag_ms)
             .field("connections_per_node", &self.connections_per_node)
             .field("max_clients", &self.max_clients)
             .field("commands", &self.commands)
@@ -217,6 +223,10 @@ impl GatewayConfig {
 
     pub fn max_replica_lag(&self) -> Duration {
         Duration::from_millis(self.max_replica_lag_ms)
+    }
+
+    pub fn write_guard_lag(&self) -> Duration {
+        Duration::from_millis(self.write_guard_lag_ms)
     }
 
     pub fn poll_interval(&self) -> Duration {

@@ -720,7 +720,7 @@ impl Discovery {
         }
         let wanted = self.cfg.min_synced_replicas.min(self.replicas_known);
         if wanted > 0 {
-            let bound = self.cfg.max_replica_lag();
+            let bound = self.cfg.write_guard_lag();
             let synced = replicas
                 .iter()
                 .filter(|r| r.lag.is_some_and(|l| l <= bound))

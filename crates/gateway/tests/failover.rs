@@ -199,11 +199,16 @@ async fn read_your_writes_violations(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_holds_under_replica_lag() {
-    let mut env = start(|cfg| cfg.max_replica_lag_ms = 5_000).await;
+    let mut env = start(|cfg| {
+        cfg.max_replica_lag_ms = 5_000;
+        cfg.write_guard_lag_ms = 5_000;
+    })
+    .await;
     let unfenced = env
         .extra_gateway(|cfg| {
             cfg.read_your_writes = false;
             cfg.max_replica_lag_ms = 5_000;
+            cfg.write_guard_lag_ms = 5_000;
         })
         .await;
     // Stall replication to both replicas (their link stays "up"; the master's
@@ -354,7 +359,7 @@ async fn a_thousand_clients_through_a_failover_keep_backend_connections_bounded(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_guard_holds_writes_for_a_master_cut_off_from_its_replicas() {
     let env = start(|cfg| {
-        cfg.max_replica_lag_ms = 500;
+        cfg.write_guard_lag_ms = 500;
         cfg.failover_hold_ms = 1_000;
     })
     .await;

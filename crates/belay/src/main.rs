@@ -93,7 +93,14 @@ async fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS)
         }
-        Command::Drill(args) => belay_drill::cli::run(args).await,
+        Command::Drill(args) => {
+            // The drill's own gateway logs only when asked (RUST_LOG), so the
+            // report stays readable.
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing();
+            }
+            belay_drill::cli::run(args).await
+        }
     };
     match result {
         Ok(code) => code,

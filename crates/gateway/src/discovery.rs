@@ -122,6 +122,8 @@ pub struct Discovery {
     known_replicas: Vec<String>,
     /// A failover of this master (addr) is under way until this instant.
     failover_hold: Option<(String, Instant)>,
+    /// When the current master was confirmed.
+    master_since: Instant,
     /// The master did not answer the last offset sample: writes are held.
     master_unresponsive: bool,
     /// Masters replaced by a `+switch-master`, and when: never trusted
@@ -148,6 +150,9 @@ const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a master replaced by `+switch-master` stays untrusted: well past
 /// the time every Sentinel needs to learn of the switch.
 const DEMOTED_MEMORY: Duration = Duration::from_secs(60);
+
+/// The write guard arms only after a master has been confirmed this long.
+const GUARD_ARM_DELAY: Duration = Duration::from_secs(2);
 
 /// Full rounds asked for by events are at least this far apart.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
@@ -185,6 +190,7 @@ impl Discovery {
             failover_hold: None,
             demoted: HashMap::new(),
             master_unresponsive: false,
+            master_since: Instant::now(),
             replicas_known: 0,
             write_guard_tripped: false,
             guard_armed_for: None,
@@ -417,6 +423,7 @@ impl Discovery {
                 {
                     self.drop_master();
                     self.master_offsets.clear();
+                    self.master_since = Instant::now();
                     tracing::info!(master = %candidate, "master confirmed");
                     let spec = self.spec(&candidate, true);
                     self.master_pool =
@@ -633,11 +640,15 @@ impl Discovery {
                                 info.get("master_host").unwrap_or(""),
                                 info.get("master_port").unwrap_or("")
                             );
-                            let lag = self.lag_of(offset);
-                            let ok = is_replica
+                            let linked = is_replica
                                 && same_node(&linked_to, master)
-                                && info.get("master_link_status") == Some("up")
-                                && lag.is_some_and(|l| l <= self.cfg.max_replica_lag());
+                                && info.get("master_link_status") == Some("up");
+                            // Lag means something only for a replica of this
+                            // master: one still following another (Sentinel
+                            // has yet to reconfigure it) has none, so it
+                            // neither serves reads nor counts for the write guard.
+                            let lag = if linked { self.lag_of(offset) } else { None };
+                            let ok = linked && lag.is_some_and(|l| l <= self.cfg.max_replica_lag());
                             if !ok && is_replica {
                                 tracing::debug!(%addr, ?lag, link = info.get("master_link_status"), "replica not eligible for reads");
                             }
@@ -725,10 +736,10 @@ impl Discovery {
                 .iter()
                 .filter(|r| r.lag.is_some_and(|l| l <= bound))
                 .count();
-            if synced >= wanted {
-                // Armed once this master has had its replicas in sync: a
-                // brand-new master whose replicas are still being
-                // reconfigured by Sentinel is not held up.
+            if synced >= wanted && self.master_since.elapsed() >= GUARD_ARM_DELAY {
+                // Armed once this master has settled with its replicas in
+                // sync: a brand-new master whose replicas Sentinel is still
+                // reconfiguring (links dropping and re-syncing) is not held up.
                 self.guard_armed_for = Some(master.addr.clone());
             }
             let armed = self.guard_armed_for.as_deref() == Some(master.addr.as_str());
@@ -738,7 +749,7 @@ impl Discovery {
                 if unsynced {
                     tracing::warn!(master = %master.addr, synced, wanted, "too few replicas have caught up with the master: holding writes");
                 } else {
-                    tracing::info!(master = %master.addr, synced, "replicas caught up: writes resume");
+                    tracing::info!(master = %master.addr, synced, "the write guard releases: writes resume");
                 }
             }
             if unsynced {

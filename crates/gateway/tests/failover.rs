@@ -366,6 +366,8 @@ async fn write_guard_holds_writes_for_a_master_cut_off_from_its_replicas() {
     let mut c = env.client().await;
     c.set_timeout(Duration::from_secs(20));
     c.call_ok(&["SET", "guard", "0"]).await.unwrap();
+    // The guard arms once the master has been confirmed for 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let stalls = env.stall_replication().await;
     // The master still answers and the Sentinels see nothing wrong, but no
     // replica gets its writes: within about the lag bound the gateway stops

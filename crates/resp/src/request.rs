@@ -203,7 +203,7 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     let mut i = 0;
     let n = line.len();
     loop {
-        while i < n && line[i].is_ascii_whitespace() {
+        while i < n && is_space(line[i]) {
             i += 1;
         }
         if i >= n {
@@ -241,7 +241,7 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                     continue;
                 }
                 if c == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_space(line[i + 1]) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -260,7 +260,7 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                     continue;
                 }
                 if c == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < n && !is_space(line[i + 1]) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -273,7 +273,9 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                     break;
                 }
                 match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    // The same set the outer loop skips: a separator the
+                    // outer loop did not skip would never be consumed.
+                    c if is_space(c) => break,
                     b'"' => in_double = true,
                     b'\'' => in_single = true,
                     c => cur.push(c),
@@ -283,6 +285,12 @@ fn split_inline_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
         }
         args.push(cur);
     }
+}
+
+/// What C's `isspace` accepts, as Redis splits on it. NUL is an ordinary
+/// byte here: requests have explicit lengths.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C)
 }
 
 fn is_hex(b: u8) -> bool {
@@ -343,6 +351,12 @@ mod tests {
             Err(ProtocolError::UnbalancedQuotes)
         ));
         assert!(parse(b"\r\n").unwrap().unwrap().args.is_empty());
+        // A NUL is an ordinary byte (it once made the splitter loop forever).
+        let req = parse(b"get a\0b\r\n").unwrap().unwrap();
+        assert_eq!(req.args.len(), 2);
+        assert_eq!(&req.args[1][..], b"a\0b");
+        let req = parse(b"\0\r\n").unwrap().unwrap();
+        assert_eq!(req.args.len(), 1);
     }
 
     #[test]

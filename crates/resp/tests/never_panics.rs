@@ -18,6 +18,9 @@ fn resp_like() -> impl Strategy<Value = Vec<u8>> {
         Just(b"\"".to_vec()),
         Just(b"'".to_vec()),
         Just(b"\\x4".to_vec()),
+        Just(b"\0".to_vec()),
+        Just(b" ".to_vec()),
+        Just(b"\x0b".to_vec()),
         (0u32..40).prop_map(|n| n.to_string().into_bytes()),
         proptest::collection::vec(any::<u8>(), 0..6),
     ];
@@ -42,7 +45,13 @@ proptest! {
         let _ = frame_len(&input, &limits);
         let _ = parse_value(&input, &limits);
         let mut buf = BytesMut::from(&input[..]);
-        while let Ok(Some(_)) = parse_request(&mut buf, &limits) {}
+        // Every request takes at least one byte: a parser that returns one
+        // without consuming input would loop forever (it once did, on NUL).
+        let mut parsed = 0;
+        while let Ok(Some(_)) = parse_request(&mut buf, &limits) {
+            parsed += 1;
+            prop_assert!(parsed <= input.len(), "parse_request returned a request without consuming input");
+        }
     }
 
     /// Feeding a valid pipeline one split at a time gives the same requests as

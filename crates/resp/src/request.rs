@@ -115,7 +115,9 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
         }));
     }
     let count = count as usize;
-    let mut spans = Vec::with_capacity(count);
+    // First pass: validate and find the end, allocating nothing (a partial
+    // request is re-scanned on every read, and its announced count is the
+    // client's to choose). The arguments are sliced once it is complete.
     let mut pos = line_end + 2;
     for _ in 0..count {
         let Some(&kind) = buf.get(pos) else {
@@ -152,12 +154,25 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
                 got: buf[stop] as char,
             });
         }
-        spans.push((start, stop));
         pos = stop + 2;
     }
     let raw = buf.split_to(pos).freeze();
-    let args = spans.into_iter().map(|(a, b)| raw.slice(a..b)).collect();
+    let args = slice_args(&raw, line_end + 2, count);
     Ok(Some(Request { raw, args }))
+}
+
+/// Second pass over a complete, validated multibulk: the arguments as
+/// zero-copy slices of it.
+fn slice_args(raw: &Bytes, mut pos: usize, count: usize) -> Vec<Bytes> {
+    let mut args = Vec::with_capacity(count);
+    for _ in 0..count {
+        let end = find_crlf(raw, pos + 1).expect("validated");
+        let len = parse_int(&raw[pos + 1..end]).expect("validated") as usize;
+        let start = end + 2;
+        args.push(raw.slice(start..start + len));
+        pos = start + len + 2;
+    }
+    args
 }
 
 fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {

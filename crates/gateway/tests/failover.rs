@@ -74,10 +74,7 @@ async fn master_outage(kill: bool) {
     } else {
         env.lab.resume(&old_name).unwrap();
     }
-    env.lab
-        .wait_until_replica_of(&old_name, &new, Duration::from_secs(40))
-        .await
-        .unwrap();
+    env.wait_rejoined(&old_name, &new).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let rec = work.stop().await;
 
@@ -240,10 +237,7 @@ async fn subscriber_survives_a_failover() {
 
     let new = env.sentinel_failover().await;
     let old_name = env.name_of(&old);
-    env.lab
-        .wait_until_replica_of(&old_name, &new, Duration::from_secs(30))
-        .await
-        .unwrap();
+    env.wait_rejoined(&old_name, &new).await;
 
     // Publish on the new master until the re-established subscription hears it.
     let mut publisher = env.client().await;

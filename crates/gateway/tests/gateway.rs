@@ -426,10 +426,7 @@ async fn follows_a_sentinel_failover() {
     );
     // The old master becomes a replica and never took a write from us after
     // the switch (a replica would have rejected it: no READONLY errors).
-    env.lab
-        .wait_until_replica_of(&old, &new, Duration::from_secs(30))
-        .await
-        .unwrap();
+    env.wait_rejoined(&old, &new).await;
     assert_eq!(env.rejected_writes(&old).await, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(c.call(&["GET", "after19"]).await.unwrap(), bulk("x"));

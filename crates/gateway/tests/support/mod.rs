@@ -162,6 +162,33 @@ impl Env {
         stalls
     }
 
+    /// Waits until `old` (name or address) is a replica of the settled
+    /// master: `new` normally, or whichever replica won if Sentinel's first
+    /// promotion timed out with the tests' short timers (never `old`).
+    pub async fn wait_rejoined(&self, old: &str, new: &str) {
+        let old_addr = self.lab.process(old).expect("a lab process").addr();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let master = self.master().await;
+            assert_ne!(master, old_addr, "the old master came back as master");
+            if self
+                .lab
+                .wait_until_replica_of(old, &master, Duration::from_secs(5))
+                .await
+                .is_ok()
+            {
+                if master != new {
+                    eprintln!("note: the Sentinels settled on {master}, not {new}");
+                }
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{old} never rejoined as a replica"
+            );
+        }
+    }
+
     /// Name of the lab process at `addr`.
     pub fn name_of(&self, addr: &str) -> String {
         self.lab

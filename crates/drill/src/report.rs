@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use belay_lab::text::table;
 use belay_lab::Lab;
 use serde::Serialize;
 
@@ -138,29 +139,6 @@ fn lat(l: &Latency) -> String {
         return "-".into();
     }
     format!("{:.1} / {:.1} / {:.0} ms", l.p50_ms, l.p99_ms, l.max_ms)
-}
-
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::from("  ");
-        for (c, cell) in r.iter().enumerate() {
-            let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// The report as text: what was done, what the clients saw, what the

@@ -34,6 +34,7 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod testing;
+pub mod text;
 
 pub use error::LabError;
 pub use lab::{down, recorded_state, Lab, StopReport};

@@ -137,6 +137,7 @@ impl UpArgs {
             extra_redis_config: self.extra_redis_config.clone(),
             extra_sentinel_config: self.extra_sentinel_config.clone(),
             own_loopback_addrs: false,
+            reassign_busy_ports: false,
         };
         if !self.no_gateway {
             let exe =

@@ -104,8 +104,21 @@ impl Lab {
             state::remove(&spec.dir)?;
         }
 
-        let plan = spec.plan();
-        ports::check_free(&spec.bind, &plan)?;
+        let mut plan = spec.plan();
+        let mut reassigned = 0;
+        while let Err(e) = ports::check_free(&spec.bind, &plan) {
+            // Test ports are reserved a moment before use and can be taken
+            // meanwhile; a user's ports are never moved.
+            if !(spec.reassign_busy_ports
+                && reassigned < 5
+                && matches!(e, LabError::PortInUse { .. }))
+            {
+                return Err(e.into());
+            }
+            reassigned += 1;
+            spec.assign_free_ports();
+            plan = spec.plan();
+        }
         let password = state::password(&spec.dir, spec.password.as_deref())?;
         spec.password = Some(password.clone());
         write_configs(&spec, &plan, &password)?;

@@ -71,6 +71,11 @@ pub struct LabSpec {
     /// `bind`. Off by default; ignored fields of old state files read as off.
     #[serde(default)]
     pub own_loopback_addrs: bool,
+    /// The ports came from [`crate::ports::reserve_block`] (tests): if one is
+    /// taken between reserving and starting, take a new block instead of
+    /// failing. Never set for ports a user chose.
+    #[serde(skip)]
+    pub reassign_busy_ports: bool,
 }
 
 /// The gateway process: `<exe> gateway --sentinel A ... --master-name N
@@ -114,6 +119,7 @@ impl Default for LabSpec {
             extra_redis_config: Vec::new(),
             extra_sentinel_config: Vec::new(),
             own_loopback_addrs: false,
+            reassign_busy_ports: false,
         }
     }
 }
@@ -129,6 +135,7 @@ impl LabSpec {
             down_after_ms: 1000,
             failover_timeout_ms: 4000,
             ready_timeout_ms: 45_000,
+            reassign_busy_ports: true,
             ..LabSpec::default()
         };
         spec.assign_free_ports();

@@ -243,7 +243,9 @@ async fn second_start_on_a_running_lab_is_refused_and_stale_state_is_cleaned() {
 #[tokio::test]
 async fn busy_port_is_reported_and_nothing_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = LabSpec::for_tests(dir.path());
+    let mut spec = LabSpec::for_tests(dir.path());
+    // This test wants the busy-port error, not a new block.
+    spec.reassign_busy_ports = false;
     let busy = spec.sentinel_port() + 1;
     let _holder = std::net::TcpListener::bind(("127.0.0.1", busy)).unwrap();
     let err = Lab::start(spec, &NoProgress).await.unwrap_err();

@@ -729,26 +729,9 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
             ProcessKind::Gateway => continue,
         };
         let path: &PathBuf = rec.config.as_ref().expect("config path");
-        write_private(path, &text)?;
+        state::write_private(path, &text)?;
     }
     Ok(())
-}
-
-/// Config files hold the password: readable by the owner only, writable
-/// (Sentinel and `CONFIG REWRITE` rewrite them).
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Waits until `p` has exited (reaped when it is our child; a zombie of

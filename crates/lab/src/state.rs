@@ -135,6 +135,12 @@ pub fn generate_password() -> String {
 }
 
 fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    write_private(path, &format!("{secret}\n"))
+}
+
+/// Writes a file only its owner may read: the password file, and config
+/// files (they hold the password; Sentinel and `CONFIG REWRITE` rewrite them).
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -144,8 +150,8 @@ fn write_secret(path: &Path, secret: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     // `mode` applies only on creation: tighten an existing file too.
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    writeln!(f, "{secret}")?;
-    Ok(())
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use belay_resp::Value;
+use belay_resp::{Request, Value};
 use rustc_hash::FxHashMap;
 
 use crate::config::CommandOverride;
@@ -96,15 +96,15 @@ impl CommandTable {
     }
 
     /// Classifies a request by its arguments (`args[0]` is the name).
-    pub fn classify(&self, args: &[bytes::Bytes]) -> Class {
-        let Some(name) = args.first() else {
+    pub fn classify(&self, req: &Request) -> Class {
+        let Some(name) = req.name() else {
             return Class::Write;
         };
         let mut lower_buf = [0u8; 64];
         let name = lower(name, &mut lower_buf);
         let info = self.commands.get(name);
         // A container command (CONFIG, CLIENT, OBJECT, …) is routed by its subcommand.
-        let (full_name, info) = match (info, args.get(1)) {
+        let (full_name, info) = match (info, req.arg(1)) {
             (Some(i), Some(sub)) if !i.subcommands.is_empty() => {
                 let mut sub_buf = [0u8; 64];
                 let full = format!("{}|{}", name, lower(sub, &mut sub_buf));
@@ -138,7 +138,7 @@ impl CommandTable {
         let Some(info) = info else {
             return Class::Write;
         };
-        if info.blocking && is_really_blocking(name, args) {
+        if info.blocking && is_really_blocking(name, req) {
             return Class::Blocking;
         }
         if info.readonly && !info.write && !info.pubsub {
@@ -149,12 +149,9 @@ impl CommandTable {
 }
 
 /// XREAD and XREADGROUP carry the `blocking` flag but block only with BLOCK.
-fn is_really_blocking(name: &str, args: &[bytes::Bytes]) -> bool {
+fn is_really_blocking(name: &str, req: &Request) -> bool {
     match name {
-        "xread" | "xreadgroup" => args
-            .iter()
-            .skip(1)
-            .any(|a| a.eq_ignore_ascii_case(b"block")),
+        "xread" | "xreadgroup" => req.args().skip(1).any(|a| a.eq_ignore_ascii_case(b"block")),
         _ => true,
     }
 }
@@ -211,10 +208,8 @@ mod tests {
         Value::Array(v)
     }
 
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
+    fn args(s: &str) -> Request {
+        Request::from_args(s.split(' '))
     }
 
     #[test]

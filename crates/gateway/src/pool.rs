@@ -83,24 +83,28 @@ impl NodePool {
             .sum()
     }
 
-    /// Sends on shared connection number `hint % n`. The common case — the
-    /// connection is up — takes no lock and clones nothing.
-    pub async fn send_shared(
+    /// Sends `count` commands (encoded back to back in `raw`) on shared
+    /// connection number `hint % n` if it is up; gives `raw` back if it is
+    /// not (then [`NodePool::shared`] connects). Takes no lock, clones nothing.
+    pub fn try_send_shared(
         &self,
         hint: usize,
         raw: Bytes,
-    ) -> Result<oneshot::Receiver<ReplyResult>, PoolError> {
-        let i = hint % self.shared.len();
-        {
-            let guard = self.shared[i].load();
-            if let Some(conn) = guard.as_ref() {
-                if conn.is_alive() {
-                    return Ok(conn.send(raw));
-                }
-            }
+        count: u32,
+    ) -> Result<oneshot::Receiver<ReplyResult>, Bytes> {
+        let guard = self.shared[hint % self.shared.len()].load();
+        match guard.as_ref() {
+            Some(conn) if conn.is_alive() => Ok(conn.send_batch(raw, count, false)),
+            _ => Err(raw),
         }
-        // The connecting path is boxed so the common path's future stays small.
-        Ok(Box::pin(self.shared(hint)).await?.send(raw))
+    }
+
+    /// True when shared connection number `hint % n` is up.
+    pub fn shared_is_up(&self, hint: usize) -> bool {
+        self.shared[hint % self.shared.len()]
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.is_alive())
     }
 
     /// Shared connection number `hint % n`, connecting if needed.

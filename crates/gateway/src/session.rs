@@ -7,20 +7,25 @@
 //! be dispatched yet — no confirmed master during a failover, or a retry — is
 //! *deferred*: it and every later command of this session are dispatched only
 //! when they reach the head, which keeps the session's commands in order.
+//!
+//! Consecutive commands of one read that go to the same backend connection
+//! are sent as one batch with one FIFO entry: the replies come back as one
+//! buffer that is passed on whole unless one of them is an error to look at.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use belay_client::Auth;
-use belay_resp::{parse_request, Limits, Request};
+use belay_resp::{frame_len, parse_request, Limits, Request};
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::backend::{BackendConn, ReplyResult, Tunnel};
+use crate::backend::{BackendConn, BackendError, ReplyResult, Tunnel};
 use crate::commands::Class;
 use crate::config::ReadFrom;
 use crate::discovery::Event;
@@ -43,7 +48,8 @@ enum Kind {
 /// A routed command, kept until its reply is final so that it can be retried
 /// where that is safe.
 struct Job {
-    req: Request,
+    /// The command as the client sent it.
+    raw: Bytes,
     kind: Kind,
     /// Runs on the session's pinned master connection (transactions, blocking
     /// commands, non-default session state).
@@ -61,15 +67,18 @@ struct Job {
     refusal: Option<Bytes>,
 }
 
+/// The commands of one batch, in order (usually one, or a pipeline's worth).
+type Jobs = SmallVec<[Job; 1]>;
+
 /// One reply slot in the session's FIFO.
 enum Pending {
     /// The reply is known.
     Ready(Bytes),
-    /// Sent; the reply arrives on `rx`.
+    /// Sent as one batch; the replies of all its commands arrive on `rx`.
     Waiting {
         rx: oneshot::Receiver<ReplyResult>,
-        job: Job,
-        /// The pool the command went to, if it went to the master.
+        jobs: Jobs,
+        /// The pool the commands went to, if they went to the master.
         master: Option<Arc<NodePool>>,
     },
     /// Routed but not sent: waits for a master, or for its turn.
@@ -81,6 +90,35 @@ enum Pending {
     Subscribe(Request),
     /// `QUIT`: close once everything before it is written.
     Quit,
+    /// Not an entry: routing's answer when the command joined the open
+    /// batch, whose entry is added when the batch is sent. Never stored.
+    Staged,
+}
+
+/// Where a batch is sent.
+enum Target {
+    /// A connection shared with other default-state sessions.
+    Shared(Arc<NodePool>),
+    /// One of this session's own connections.
+    Own(BackendConn),
+}
+
+/// A [`Target`] as routing names it: only a batch that opens keeps one.
+enum TargetRef<'a> {
+    Shared(&'a Arc<NodePool>),
+    Own(BackendConn),
+}
+
+/// Commands routed to the same connection, one after another, not yet sent:
+/// they go out as one request when something else comes along or the
+/// current input is used up.
+struct OpenBatch {
+    target: Target,
+    /// The master pool, when the target is on the master.
+    master: Option<Arc<NodePool>>,
+    jobs: Jobs,
+    /// One of the commands may keep the node silent (BLPOP, WAIT, …).
+    blocking: bool,
 }
 
 /// A connection of this session alone.
@@ -153,6 +191,11 @@ pub struct Session {
     inbuf: BytesMut,
     out: BytesMut,
     pending: VecDeque<Pending>,
+    /// Commands in `pending` beyond one per entry (batches hold several),
+    /// so the pipeline limit counts commands.
+    batched_extra: usize,
+    /// Routed commands waiting to be sent together.
+    batch: Option<OpenBatch>,
     /// Entries in `pending` that are Deferred, Queued or Subscribe.
     held: usize,
     st: State,
@@ -197,6 +240,8 @@ impl Session {
             inbuf: BytesMut::new(),
             out: BytesMut::new(),
             pending: VecDeque::new(),
+            batched_extra: 0,
+            batch: None,
             held: 0,
             st: State {
                 authenticated,
@@ -234,7 +279,8 @@ impl Session {
             if self.stop_reading && self.pending.is_empty() {
                 return Ok(());
             }
-            let can_read = !self.stop_reading && self.pending.len() < self.shared.cfg.max_pipeline;
+            let can_read = !self.stop_reading
+                && self.pending.len() + self.batched_extra < self.shared.cfg.max_pipeline;
             let idle_armed = idle.is_some() && self.pending.is_empty();
             let wake = {
                 let head = match self.pending.front_mut() {
@@ -281,14 +327,11 @@ impl Session {
         // Reads of one batch go to one replica, so their replies come back
         // together: one wake-up and one write to the client instead of several.
         self.batch_replica = None;
-        loop {
-            if self.stop_reading {
-                return;
-            }
+        while !self.stop_reading {
             let limits = self.limits();
             match parse_request(&mut self.inbuf, &limits) {
                 Ok(Some(req)) => {
-                    if req.args.is_empty() {
+                    if req.is_empty() {
                         continue;
                     }
                     if self.held > 0 {
@@ -301,7 +344,7 @@ impl Session {
                         }
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     let msg = if self.st.authenticated {
                         e.to_string()
@@ -311,10 +354,11 @@ impl Session {
                     tracing::info!(session = self.id, error = %msg, "closing client after a protocol error");
                     self.push(Pending::Ready(reply::error(&format!("ERR {msg}"))));
                     self.push(Pending::Quit);
-                    return;
+                    break;
                 }
             }
         }
+        self.send_batch();
     }
 
     fn limits(&self) -> Limits {
@@ -330,7 +374,18 @@ impl Session {
         }
     }
 
+    /// Adds an entry at the end of the FIFO, after sending the open batch
+    /// (which comes before it). `Staged` adds nothing: the command is in the batch.
     fn push(&mut self, p: Pending) {
+        if matches!(p, Pending::Staged) {
+            return;
+        }
+        self.send_batch();
+        self.enqueue(p);
+    }
+
+    fn enqueue(&mut self, p: Pending) {
+        debug_assert!(!matches!(p, Pending::Staged));
         if matches!(
             p,
             Pending::Deferred(_) | Pending::Queued(_) | Pending::Subscribe(_)
@@ -374,6 +429,7 @@ impl Session {
                     };
                     self.held -= 1;
                     let p = self.handle(req).await;
+                    let p = self.unless_staged(p).await;
                     if std::mem::take(&mut self.quit_requested) {
                         self.stop_reading = true;
                         self.pending.push_front(Pending::Quit);
@@ -391,6 +447,7 @@ impl Session {
                         self.out.clear();
                     }
                     let p = Box::pin(self.dispatch_at_head(job)).await;
+                    let p = self.unless_staged(p).await;
                     self.replace_head(p);
                 }
                 Some(Pending::Subscribe(_)) => {
@@ -403,8 +460,106 @@ impl Session {
                     Box::pin(self.tunnel(req)).await?;
                     return Ok(true);
                 }
+                Some(Pending::Staged) => unreachable!("never stored"),
             }
         }
+    }
+
+    /// At the head, a staged command is sent at once (as a batch of one)
+    /// and its entry takes the head's place.
+    async fn unless_staged(&mut self, p: Pending) -> Pending {
+        if !matches!(p, Pending::Staged) {
+            return p;
+        }
+        debug_assert!(self.batch.as_ref().is_some_and(|b| b.jobs.len() == 1));
+        self.connect_batch_target().await;
+        self.batch_entry()
+            .expect("a staged command is in the open batch")
+    }
+
+    /// Sends the open batch, if any, and adds its entry to the FIFO. A
+    /// shared connection that is down fails the batch as not sent, and its
+    /// commands are retried at the head, where connecting is awaited.
+    fn send_batch(&mut self) {
+        if let Some(p) = self.batch_entry() {
+            self.enqueue(p);
+        }
+    }
+
+    /// Connects the shared connection the open batch goes to, if it is down.
+    async fn connect_batch_target(&mut self) {
+        let slot = self.shared.slot(self.id);
+        let pool = match self.batch.as_ref().map(|b| &b.target) {
+            Some(Target::Shared(pool)) if !pool.shared_is_up(slot) => pool.clone(),
+            _ => return,
+        };
+        // Rare, and boxed so that the common path's future stays small. A
+        // failure shows when the batch is sent: it is then retried.
+        if let Err(e) = Box::pin(pool.shared(slot)).await {
+            tracing::debug!(session = self.id, error = %e, "connection unavailable");
+        }
+    }
+
+    /// Sends the open batch, if any, and returns its FIFO entry.
+    fn batch_entry(&mut self) -> Option<Pending> {
+        let batch = self.batch.take()?;
+        let count = batch.jobs.len();
+        let raw = if count == 1 {
+            batch.jobs[0].raw.clone()
+        } else {
+            let mut raw = BytesMut::with_capacity(batch.jobs.iter().map(|j| j.raw.len()).sum());
+            for job in &batch.jobs {
+                raw.extend_from_slice(&job.raw);
+            }
+            raw.freeze()
+        };
+        let rx = match batch.target {
+            Target::Shared(pool) => pool
+                .try_send_shared(self.shared.slot(self.id), raw, count as u32)
+                .unwrap_or_else(|_| {
+                    // Resolved like any request that never left: retried.
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(Err(BackendError::NotSent {
+                        addr: pool.addr.clone(),
+                    }));
+                    rx
+                }),
+            Target::Own(conn) => conn.send_batch(raw, count as u32, batch.blocking),
+        };
+        self.batched_extra += count - 1;
+        Some(Pending::Waiting {
+            rx,
+            jobs: batch.jobs,
+            master: batch.master,
+        })
+    }
+
+    /// Adds a routed command to the open batch; a batch for another
+    /// connection is sent first.
+    fn stage(&mut self, target: TargetRef<'_>, master: Option<&Arc<NodePool>>, job: Job) {
+        let joins = self.batch.as_ref().is_some_and(|b| {
+            b.master.is_some() == master.is_some()
+                && match (&b.target, &target) {
+                    (Target::Shared(a), TargetRef::Shared(b)) => Arc::ptr_eq(a, b),
+                    (Target::Own(a), TargetRef::Own(b)) => a.same_as(b),
+                    _ => false,
+                }
+        });
+        if !joins {
+            self.send_batch();
+            self.batch = Some(OpenBatch {
+                target: match target {
+                    TargetRef::Shared(pool) => Target::Shared(pool.clone()),
+                    TargetRef::Own(conn) => Target::Own(conn),
+                },
+                master: master.cloned(),
+                jobs: SmallVec::new(),
+                blocking: false,
+            });
+        }
+        let batch = self.batch.as_mut().expect("opened above");
+        batch.blocking |= job.kind == Kind::Blocking;
+        batch.jobs.push(job);
     }
 
     fn replace_head(&mut self, p: Pending) {
@@ -420,61 +575,101 @@ impl Session {
         self.pending.push_front(p);
     }
 
-    /// The head's reply (or failure) arrived: decide what the client sees.
+    /// The head's replies (or failure) arrived: decide what the client sees.
     fn resolve_head(&mut self, r: Result<ReplyResult, oneshot::error::RecvError>) {
-        let Some(Pending::Waiting { job, master, .. }) = self.pending.pop_front() else {
+        let Some(Pending::Waiting { jobs, master, .. }) = self.pending.pop_front() else {
             return;
         };
+        self.batched_extra -= jobs.len() - 1;
         if master.is_some() {
-            self.st.inflight_master_count = self.st.inflight_master_count.saturating_sub(1);
+            self.st.inflight_master_count =
+                self.st.inflight_master_count.saturating_sub(jobs.len());
             if self.st.inflight_master_count == 0 {
                 self.st.inflight_master = None;
             }
         }
-        if job.kind == Kind::Write || job.kind == Kind::Blocking {
-            self.st.unacked_writes = self.st.unacked_writes.saturating_sub(1);
-        }
+        let writes = jobs
+            .iter()
+            .filter(|j| matches!(j.kind, Kind::Write | Kind::Blocking))
+            .count();
+        self.st.unacked_writes = self.st.unacked_writes.saturating_sub(writes);
         let result = r.unwrap_or_else(|_| {
-            Err(crate::backend::BackendError::Lost {
+            Err(BackendError::Lost {
                 addr: master.as_ref().map(|p| p.addr.clone()).unwrap_or_default(),
             })
         });
-        let next = match result {
-            Ok(bytes) => self.on_reply(bytes, job, master),
-            Err(e) if !e.was_sent() && !job.in_tx => {
-                // Never reached the node: safe to send again once there is somewhere to send it.
-                Pending::Deferred(Job {
-                    attempts: job.attempts.saturating_add(1),
-                    ..job
-                })
-            }
-            Err(e) => {
-                if let Some(m) = &master {
-                    let _ = self.shared.events.send(Event::Suspect {
-                        addr: m.addr.clone(),
+        let mut next: SmallVec<[Pending; 4]> = SmallVec::new();
+        match result {
+            Ok(replies) if !replies.has_error => {
+                // The common case: every reply goes to the client as it is.
+                if master.is_some() && writes > 0 {
+                    self.st.fence = Some(Fence {
+                        acked_at: Instant::now(),
                     });
                 }
-                if matches!(job.kind, Kind::Read | Kind::CursorRead)
-                    && job.attempts < 2
-                    && !job.in_tx
-                {
-                    // A read has no effect: try it elsewhere.
-                    Pending::Deferred(Job {
-                        attempts: job.attempts.saturating_add(1),
-                        ..job
-                    })
-                } else {
-                    if job.in_tx || job.pin {
-                        self.st.master_conn = None;
-                        if self.st.in_multi || self.st.watching {
-                            self.st.tx_broken = true;
-                        }
-                    }
-                    Pending::Ready(reply::error(&format!("ERR belay: {e}")))
+                next.push(Pending::Ready(replies.frames));
+            }
+            Ok(replies) => {
+                let mut frames = replies.frames;
+                let limits = Limits::for_replies();
+                for job in jobs {
+                    // The reader checked the framing; the fallback only
+                    // keeps a malformed tail from being lost.
+                    let n = match frame_len(&frames, &limits) {
+                        Ok(Some(n)) => n,
+                        _ => frames.len(),
+                    };
+                    let frame = frames.split_to(n);
+                    next.push(self.on_reply(frame, job, master.clone()));
                 }
             }
-        };
-        self.replace_head(next);
+            Err(e) => {
+                let mut suspected = false;
+                for job in jobs {
+                    next.push(self.on_failure(&e, job, master.as_ref(), &mut suspected));
+                }
+            }
+        }
+        for p in next.into_iter().rev() {
+            self.replace_head(p);
+        }
+    }
+
+    /// A command got no reply: retry it where that is safe, else tell the client.
+    fn on_failure(
+        &mut self,
+        e: &BackendError,
+        job: Job,
+        master: Option<&Arc<NodePool>>,
+        suspected: &mut bool,
+    ) -> Pending {
+        if !e.was_sent() && !job.in_tx {
+            // Never reached the node: safe to send again once there is somewhere to send it.
+            return Pending::Deferred(Job {
+                attempts: job.attempts.saturating_add(1),
+                ..job
+            });
+        }
+        if let Some(m) = master.filter(|_| !*suspected) {
+            *suspected = true;
+            let _ = self.shared.events.send(Event::Suspect {
+                addr: m.addr.clone(),
+            });
+        }
+        if matches!(job.kind, Kind::Read | Kind::CursorRead) && job.attempts < 2 && !job.in_tx {
+            // A read has no effect: try it elsewhere.
+            return Pending::Deferred(Job {
+                attempts: job.attempts.saturating_add(1),
+                ..job
+            });
+        }
+        if job.in_tx || job.pin {
+            self.st.master_conn = None;
+            if self.st.in_multi || self.st.watching {
+                self.st.tx_broken = true;
+            }
+        }
+        Pending::Ready(reply::error(&format!("ERR belay: {e}")))
     }
 
     fn on_reply(&mut self, bytes: Bytes, mut job: Job, master: Option<Arc<NodePool>>) -> Pending {
@@ -530,7 +725,7 @@ impl Session {
     /// Handles one request in session order.
     async fn handle(&mut self, req: Request) -> Pending {
         let mut name_buf = [0u8; 24];
-        let name = lower_name(&req.args[0], &mut name_buf);
+        let name = lower_name(req.name().unwrap_or_default(), &mut name_buf);
         if !self.st.authenticated && !matches!(name, "auth" | "hello" | "quit" | "reset") {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
@@ -546,10 +741,15 @@ impl Session {
                 ));
             }
             // Redis queues it; a denied command must not be queued either.
-            if let Class::Denied(reason) = self.topology().commands.classify(&req.args) {
+            if let Class::Denied(reason) = self.current_topology().commands.classify(&req) {
                 return denied(&req, reason);
             }
             return self.route(req, Kind::Write, true, true).await;
+        }
+        if matches!(name, "auth" | "hello" | "select" | "reset" | "client") {
+            // These may send to this session's own connections directly
+            // (replaying state, opening one): commands before them go first.
+            self.send_batch();
         }
         match name {
             "auth" => Box::pin(self.auth(&req)).await,
@@ -567,7 +767,7 @@ impl Session {
                 };
                 Pending::Ready(reply::simple("RESET"))
             }
-            "ping" if req.args.len() <= 2 => match req.args.get(1) {
+            "ping" if req.argc() <= 2 => match req.arg(1) {
                 Some(msg) => Pending::Ready(reply::bulk(msg)),
                 None => Pending::Ready(reply::simple("PONG")),
             },
@@ -623,7 +823,7 @@ impl Session {
             "client" if req.arg_is(1, "ID") => Pending::Ready(reply::integer(self.id as i64)),
             "belay" => self.belay_command(&req),
             _ => {
-                let class = self.topology().commands.classify(&req.args);
+                let class = self.current_topology().commands.classify(&req);
                 match class {
                     Class::Denied(reason) => denied(&req, reason),
                     Class::Read => {
@@ -646,15 +846,20 @@ impl Session {
 
     /// The current topology; re-read only when discovery published a new one.
     fn topology(&mut self) -> Arc<Topology> {
+        self.current_topology().clone()
+    }
+
+    /// Like [`Session::topology`], borrowed: no reference count touched.
+    fn current_topology(&mut self) -> &Arc<Topology> {
         if self.topo_rx.has_changed().unwrap_or(false) {
             self.topo = self.topo_rx.borrow_and_update().clone();
         }
-        self.topo.clone()
+        &self.topo
     }
 
     async fn route(&mut self, req: Request, kind: Kind, pin: bool, in_tx: bool) -> Pending {
         let job = Job {
-            req,
+            raw: req.raw,
             kind,
             pin,
             in_tx,
@@ -687,17 +892,19 @@ impl Session {
             };
             let picked = pick_replica(&topo, fence, prefer, self.read_turn);
             if let Some(replica) = picked {
-                if let Some(rx) = self.send_read(&replica.pool, job.req.raw.clone()).await {
+                let target = if self.st.is_default() {
+                    Some(TargetRef::Shared(&replica.pool))
+                } else {
+                    self.replica_conn(&replica.pool).await.map(TargetRef::Own)
+                };
+                if let Some(target) = target {
                     if job.kind == Kind::CursorRead {
                         self.st.scan_replica = Some(replica.pool.addr.clone());
                     } else if self.batch_replica.is_none() {
                         self.batch_replica = Some(replica.pool.addr.clone());
                     }
-                    return Ok(Pending::Waiting {
-                        rx,
-                        job,
-                        master: None,
-                    });
+                    self.stage(target, None, job);
+                    return Ok(Pending::Staged);
                 }
             }
             if self.shared.cfg.read_from == ReadFrom::Replica {
@@ -712,18 +919,18 @@ impl Session {
         } else {
             &topo.master
         };
-        let Some(pool) = master.clone() else {
+        let Some(pool) = master.as_ref() else {
             return Err(job);
         };
         if let Some(prev) = &self.st.inflight_master {
-            if !Arc::ptr_eq(prev, &pool) {
+            if !Arc::ptr_eq(prev, pool) {
                 // Commands still in flight on the old master: wait for them.
                 return Err(job);
             }
         }
-        let rx = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
-            let conn = match self.master_conn(&pool, job.in_tx).await {
-                Some(c) => c,
+        let target = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
+            match self.master_conn(pool, job.in_tx).await {
+                Some(c) => TargetRef::Own(c),
                 None if job.in_tx
                     && (self.st.in_multi || self.st.watching || self.st.tx_broken) =>
                 {
@@ -732,34 +939,22 @@ impl Session {
                     )));
                 }
                 None => return Err(job),
-            };
-            if job.kind == Kind::Blocking {
-                conn.send_blocking(job.req.raw.clone())
-            } else {
-                conn.send(job.req.raw.clone())
             }
         } else {
-            match pool
-                .send_shared(self.shared.slot(self.id), job.req.raw.clone())
-                .await
-            {
-                Ok(rx) => rx,
-                Err(e) => {
-                    tracing::debug!(session = self.id, error = %e, "master connection unavailable");
-                    return Err(job);
-                }
+            if pool.is_closed() {
+                return Err(job);
             }
+            TargetRef::Shared(pool)
         };
         if matches!(job.kind, Kind::Write | Kind::Blocking) {
             self.st.unacked_writes += 1;
         }
-        self.st.inflight_master = Some(pool.clone());
+        if self.st.inflight_master.is_none() {
+            self.st.inflight_master = Some(pool.clone());
+        }
         self.st.inflight_master_count += 1;
-        Ok(Pending::Waiting {
-            rx,
-            job,
-            master: Some(pool),
-        })
+        self.stage(target, Some(pool), job);
+        Ok(Pending::Staged)
     }
 
     /// Dispatches a deferred job at the head of the FIFO, waiting for a
@@ -829,19 +1024,6 @@ impl Session {
         }
     }
 
-    /// Sends a read to `pool`: on a shared connection in the default state,
-    /// on this session's pinned replica connection otherwise.
-    async fn send_read(
-        &mut self,
-        pool: &Arc<NodePool>,
-        raw: Bytes,
-    ) -> Option<oneshot::Receiver<ReplyResult>> {
-        if self.st.is_default() {
-            return pool.send_shared(self.shared.slot(self.id), raw).await.ok();
-        }
-        Some(self.replica_conn(pool).await?.send(raw))
-    }
-
     /// This session's pinned connection to `pool`, opened if needed.
     async fn replica_conn(&mut self, pool: &Arc<NodePool>) -> Option<BackendConn> {
         if let Some(p) = &self.st.replica_conn {
@@ -874,16 +1056,16 @@ impl Session {
     }
 
     async fn auth(&mut self, req: &Request) -> Pending {
-        let (user, pass) = match req.args.len() {
-            2 => (None, &req.args[1]),
-            3 => (Some(&req.args[1]), &req.args[2]),
+        let (user, pass) = match req.argc() {
+            2 => (None, req.arg_bytes(1).unwrap_or_default()),
+            3 => (req.arg_bytes(1), req.arg_bytes(2).unwrap_or_default()),
             _ => {
                 return Pending::Ready(reply::error(
                     "ERR wrong number of arguments for 'auth' command",
                 ))
             }
         };
-        match self.check_credentials(user, pass).await {
+        match self.check_credentials(user.as_ref(), &pass).await {
             Ok(()) => Pending::Ready(reply::ok()),
             Err(e) => Pending::Ready(e),
         }
@@ -942,7 +1124,7 @@ impl Session {
     async fn hello(&mut self, req: &Request) -> Pending {
         let mut resp3 = self.st.resp3;
         let mut i = 1;
-        if let Some(v) = req.args.get(1) {
+        if let Some(v) = req.arg(1) {
             match std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
@@ -961,20 +1143,23 @@ impl Session {
             i = 2;
         }
         let mut name = None;
-        while i < req.args.len() {
-            if req.arg_is(i, "AUTH") && i + 2 < req.args.len() {
-                let (u, p) = (req.args[i + 1].clone(), req.args[i + 2].clone());
-                if let Err(e) = self.check_credentials(Some(&u), &p).await {
+        while i < req.argc() {
+            if req.arg_is(i, "AUTH") && i + 2 < req.argc() {
+                let (u, p) = (
+                    req.arg_bytes(i + 1),
+                    req.arg_bytes(i + 2).unwrap_or_default(),
+                );
+                if let Err(e) = self.check_credentials(u.as_ref(), &p).await {
                     return Pending::Ready(e);
                 }
                 i += 3;
-            } else if req.arg_is(i, "SETNAME") && i + 1 < req.args.len() {
-                name = Some(req.args[i + 1].clone());
+            } else if req.arg_is(i, "SETNAME") && i + 1 < req.argc() {
+                name = req.arg_bytes(i + 1);
                 i += 2;
             } else {
                 return Pending::Ready(reply::error(&format!(
                     "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(&req.args[i])
+                    String::from_utf8_lossy(req.arg(i).unwrap_or_default())
                 )));
             }
         }
@@ -997,12 +1182,12 @@ impl Session {
     }
 
     fn select(&mut self, req: &Request) -> Pending {
-        if req.args.len() != 2 {
+        if req.argc() != 2 {
             return Pending::Ready(reply::error(
                 "ERR wrong number of arguments for 'select' command",
             ));
         }
-        let Some(db) = std::str::from_utf8(&req.args[1])
+        let Some(db) = std::str::from_utf8(req.arg(1).unwrap_or_default())
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
         else {
@@ -1013,13 +1198,13 @@ impl Session {
         }
         if db != self.st.db {
             self.st.db = db;
-            self.replay_on_pinned(&[b"SELECT", &req.args[1]]);
+            self.replay_on_pinned(&[b"SELECT", req.arg(1).unwrap_or_default()]);
         }
         Pending::Ready(reply::ok())
     }
 
     fn client_setname(&mut self, req: &Request) -> Pending {
-        let Some(name) = req.args.get(2).filter(|_| req.args.len() == 3) else {
+        let Some(name) = req.arg_bytes(2).filter(|_| req.argc() == 3) else {
             return Pending::Ready(reply::error(
                 "ERR wrong number of arguments for 'client|setname' command",
             ));
@@ -1034,18 +1219,18 @@ impl Session {
         } else {
             Some(name.clone())
         };
-        self.replay_on_pinned(&[b"CLIENT", b"SETNAME", name]);
+        self.replay_on_pinned(&[b"CLIENT", b"SETNAME", &name]);
         Pending::Ready(reply::ok())
     }
 
     /// `BELAY TOPOLOGY`: the gateway's own view, as JSON, for `belay status`
     /// and for people debugging routing. `BELAY HELP` lists subcommands.
     fn belay_command(&mut self, req: &Request) -> Pending {
-        if req.arg_is(1, "TOPOLOGY") && req.args.len() == 2 {
+        if req.arg_is(1, "TOPOLOGY") && req.argc() == 2 {
             let topo = self.topology();
             return Pending::Ready(reply::bulk(crate::topology::to_json(&topo).as_bytes()));
         }
-        if req.arg_is(1, "HELP") || req.args.len() == 1 {
+        if req.arg_is(1, "HELP") || req.argc() == 1 {
             let lines = [
                 "BELAY TOPOLOGY -- the gateway's view as JSON: confirmed master, replicas with offset, lag and read eligibility",
                 "BELAY HELP -- this text",
@@ -1059,7 +1244,7 @@ impl Session {
         }
         Pending::Ready(reply::error(&format!(
             "ERR unknown subcommand '{}'. Try BELAY HELP.",
-            String::from_utf8_lossy(&req.args[1])
+            String::from_utf8_lossy(req.arg(1).unwrap_or_default())
         )))
     }
 
@@ -1135,7 +1320,7 @@ impl Session {
                         loop {
                             match parse_request(&mut self.inbuf, &self.shared.limits) {
                                 Ok(Some(req)) => {
-                                    if req.args.is_empty() {
+                                    if req.is_empty() {
                                         continue;
                                     }
                                     if req.is("QUIT") {
@@ -1175,15 +1360,15 @@ struct Subscriptions {
 
 impl Subscriptions {
     fn track(&mut self, req: &Request) {
-        let args = req.args[1..].iter().cloned();
-        let name = String::from_utf8_lossy(&req.args[0]).to_ascii_lowercase();
+        let args = (1..req.argc()).filter_map(|i| req.arg_bytes(i));
+        let name = String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_lowercase();
         match name.as_str() {
             "subscribe" => self.channels.extend(args),
             "psubscribe" => self.patterns.extend(args),
             "ssubscribe" => self.shard.extend(args),
-            "unsubscribe" if req.args.len() == 1 => self.channels.clear(),
-            "punsubscribe" if req.args.len() == 1 => self.patterns.clear(),
-            "sunsubscribe" if req.args.len() == 1 => self.shard.clear(),
+            "unsubscribe" if req.argc() == 1 => self.channels.clear(),
+            "punsubscribe" if req.argc() == 1 => self.patterns.clear(),
+            "sunsubscribe" if req.argc() == 1 => self.shard.clear(),
             "unsubscribe" => args.for_each(|a| {
                 self.channels.remove(&a);
             }),
@@ -1228,10 +1413,9 @@ async fn write_client(
 }
 
 fn denied(req: &Request, reason: &str) -> Pending {
-    let name = String::from_utf8_lossy(&req.args[0]).to_ascii_uppercase();
+    let name = String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase();
     let sub = req
-        .args
-        .get(1)
+        .arg(1)
         .filter(|_| matches!(name.as_str(), "CONFIG" | "CLIENT"))
         .map(|s| format!(" {}", String::from_utf8_lossy(s).to_ascii_uppercase()))
         .unwrap_or_default();

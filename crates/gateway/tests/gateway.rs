@@ -112,6 +112,29 @@ async fn routes_and_keeps_session_semantics() {
         c.call(&["EVALSHA_RO", &sha, "1", "ek"]).await.unwrap(),
         bulk("e")
     );
+    // The same inside one pipeline written at once: the reads travel to a
+    // replica as one batch, and the one refused there (NOSCRIPT) is retried
+    // on the master while the replies keep their order; an error reply of
+    // the master's stays where it belongs.
+    let mut pipeline = format!(
+        "*2\r\n$4\r\nAUTH\r\n${}\r\n{}\r\n",
+        env.lab.password().len(),
+        env.lab.password()
+    )
+    .into_bytes();
+    for args in [
+        vec!["GET", "ek"],
+        vec!["EVALSHA_RO", &sha, "1", "ek"],
+        vec!["GET", "ek"],
+        vec!["INCR", "ek"],
+        vec!["GET", "no-such-key"],
+        vec!["GET", "ek"],
+    ] {
+        pipeline.extend_from_slice(&belay_resp::encode_command(&args));
+    }
+    let expected = "+OK\r\n$1\r\ne\r\n$1\r\ne\r\n$1\r\ne\r\n-ERR value is not an integer or out of range\r\n$-1\r\n$1\r\ne\r\n";
+    let (got, _) = raw_exchange(&env.gateway, &pipeline, expected.len()).await;
+    assert_eq!(String::from_utf8_lossy(&got), expected);
 
     // Commands the gateway cannot honour get a clear error, not a hang.
     for cmd in [

@@ -23,4 +23,6 @@ pub enum ProtocolError {
     UnknownType(char),
     #[error("Protocol error: invalid {what} value")]
     InvalidValue { what: &'static str },
+    #[error("Protocol error: request larger than {limit} bytes")]
+    RequestTooLarge { limit: u64 },
 }

@@ -1,6 +1,12 @@
 //! Frame boundaries: how many bytes make the next complete RESP value.
 
+use smallvec::SmallVec;
+
 use crate::{find_crlf, parse_int, Limits, ProtocolError};
+
+/// Elements still expected at each open aggregate level. Kept inline: replies
+/// are scanned once each on the hot path, and nesting is rarely deeper than 8.
+type Stack = SmallVec<[usize; 8]>;
 
 /// Returns the length in bytes of the first complete RESP2/RESP3 value in
 /// `buf`, `Ok(None)` when more bytes are needed, or the reason `buf` can never
@@ -12,7 +18,7 @@ use crate::{find_crlf, parse_int, Limits, ProtocolError};
 pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
     // Elements still expected at each open aggregate level; the bottom entry is
     // the one top-level value we are looking for.
-    let mut pending: Vec<usize> = Vec::new();
+    let mut pending: Stack = SmallVec::new();
     pending.push(1);
     let mut pos = 0usize;
     loop {
@@ -116,14 +122,14 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolE
 
 /// Marks one element of the innermost aggregate as read; true when the
 /// top-level value is complete.
-fn complete_one(pending: &mut Vec<usize>) -> bool {
+fn complete_one(pending: &mut Stack) -> bool {
     if let Some(top) = pending.last_mut() {
         *top -= 1;
     }
     pop_finished(pending)
 }
 
-fn pop_finished(pending: &mut Vec<usize>) -> bool {
+fn pop_finished(pending: &mut Stack) -> bool {
     while pending.last() == Some(&0) {
         pending.pop();
     }

@@ -16,7 +16,7 @@ mod value;
 
 pub use error::ProtocolError;
 pub use frame::frame_len;
-pub use request::{encode_command, parse_request, Request};
+pub use request::{encode_command, parse_request, Request, MAX_REQUEST_LEN};
 pub use value::{parse_value, Value};
 
 /// Size limits applied while parsing, so that a client cannot make the

@@ -100,8 +100,11 @@ pub struct BackendConn {
 struct ConnState {
     addr: String,
     alive: AtomicBool,
-    /// Requests sent and not yet answered; used for least-outstanding routing
-    /// and for the silent-node watchdog.
+    /// Commands written to the node and not yet answered; used for
+    /// least-outstanding routing and for the silent-node watchdog. Counted
+    /// when written, not when queued: every session routing in one turn of
+    /// the event loop then sees the same figures and picks the same node,
+    /// so their commands share one write (and one wake-up of the node).
     outstanding: AtomicUsize,
     /// Reads that returned bytes; the watchdog's sign of life.
     replies: AtomicU64,
@@ -173,9 +176,6 @@ impl BackendConn {
             let _ = reply.send(Err(self.not_sent()));
             return rx;
         }
-        self.shared
-            .outstanding
-            .fetch_add(count as usize, Ordering::Relaxed);
         if blocking {
             self.shared.blocking.fetch_add(1, Ordering::Relaxed);
         }
@@ -185,9 +185,6 @@ impl BackendConn {
             reply,
             blocking,
         }) {
-            self.shared
-                .outstanding
-                .fetch_sub(count as usize, Ordering::Relaxed);
             if blocking {
                 self.shared.blocking.fetch_sub(1, Ordering::Relaxed);
             }
@@ -247,8 +244,10 @@ const MAX_BATCH: usize = 256 * 1024;
 fn stage(
     buf: &mut BytesMut,
     inflight: &mpsc::UnboundedSender<InFlight>,
+    state: &ConnState,
     req: BackendRequest,
 ) -> bool {
+    let count = req.count as usize;
     let ok = inflight
         .send(InFlight {
             reply: req.reply,
@@ -256,8 +255,20 @@ fn stage(
             blocking: req.blocking,
         })
         .is_ok();
+    if ok {
+        state.outstanding.fetch_add(count, Ordering::Relaxed);
+    }
     buf.extend_from_slice(&req.raw);
     ok
+}
+
+/// Writes to nodes so far, by every connection of this process.
+static WRITES: AtomicUsize = AtomicUsize::new(0);
+
+/// Changes after each write to a node, and only then: routing breaks ties
+/// with it, so that all the sessions routing between two writes agree.
+pub fn write_epoch() -> usize {
+    WRITES.load(Ordering::Relaxed)
 }
 
 async fn write_loop(
@@ -279,7 +290,7 @@ async fn write_loop(
             }));
             break;
         }
-        if !stage(&mut buf, &inflight, first) {
+        if !stage(&mut buf, &inflight, &state, first) {
             break;
         }
         // Write after the event loop's next look at the sockets, not now:
@@ -291,7 +302,7 @@ async fn write_loop(
         while buf.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(req) => {
-                    if !stage(&mut buf, &inflight, req) {
+                    if !stage(&mut buf, &inflight, &state, req) {
                         break;
                     }
                 }
@@ -303,6 +314,7 @@ async fn write_loop(
             _ = state.closed.cancelled() => false,
         };
         buf.clear();
+        WRITES.fetch_add(1, Ordering::Relaxed);
         if !written {
             break;
         }
@@ -313,9 +325,6 @@ async fn write_loop(
     // Whatever is still queued never left the gateway.
     rx.close();
     while let Ok(req) = rx.try_recv() {
-        state
-            .outstanding
-            .fetch_sub(req.count as usize, Ordering::Relaxed);
         if req.blocking {
             state.blocking.fetch_sub(1, Ordering::Relaxed);
         }

@@ -23,8 +23,9 @@ impl Fence {
 }
 
 /// The replica a read should go to, or `None` for "use the master": the one
-/// with the fewest requests in flight; ties go round-robin from `turn`, so an
-/// idle gateway still spreads reads.
+/// with the fewest commands in flight; ties are broken from `turn` (the write
+/// epoch), so an idle gateway still spreads reads while sessions routing in
+/// the same turn of the event loop agree.
 pub fn pick_replica<'a>(
     topo: &'a Topology,
     fence: Option<Fence>,

@@ -203,8 +203,6 @@ pub struct Session {
     stop_reading: bool,
     /// Set by QUIT: close after its `+OK`.
     quit_requested: bool,
-    /// Rotates replica choice among equally busy replicas.
-    read_turn: usize,
     /// The replica the reads of the current input batch go to.
     batch_replica: Option<String>,
     /// How long a client may take to accept a reply before it is dropped:
@@ -249,7 +247,6 @@ impl Session {
             },
             stop_reading: false,
             quit_requested: false,
-            read_turn: id as usize,
             batch_replica: None,
             write_timeout,
             topo,
@@ -884,13 +881,12 @@ impl Session {
             && (self.st.unacked_writes == 0 || !self.shared.cfg.read_your_writes);
         if wants_replica {
             let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
-            self.read_turn = self.read_turn.wrapping_add(1);
             let prefer = if job.kind == Kind::CursorRead {
                 self.st.scan_replica.as_deref()
             } else {
                 self.batch_replica.as_deref()
             };
-            let picked = pick_replica(&topo, fence, prefer, self.read_turn);
+            let picked = pick_replica(&topo, fence, prefer, crate::backend::write_epoch());
             if let Some(replica) = picked {
                 let target = if self.st.is_default() {
                     Some(TargetRef::Shared(&replica.pool))

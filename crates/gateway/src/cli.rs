@@ -48,6 +48,17 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
 
+    /// Read --password from the first line of this file instead, e.g. a
+    /// Docker or Kubernetes secret: unlike a flag or an environment
+    /// variable, it does not show in `ps` or `docker inspect`.
+    #[arg(
+        long,
+        env = "BELAY_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "password"
+    )]
+    pub password_file: Option<std::path::PathBuf>,
+
     /// ACL user for the Sentinels.
     #[arg(long, env = "BELAY_SENTINEL_USERNAME")]
     pub sentinel_username: Option<String>,
@@ -155,6 +166,9 @@ impl GatewayArgs {
             write_guard_lag_ms,
             threads
         );
+        if let Some(path) = &self.password_file {
+            cfg.password = Some(read_secret(path)?);
+        }
         take_opt!(
             username,
             password,
@@ -168,6 +182,20 @@ impl GatewayArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// A password kept in a file: its first line, without the line ending.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default();
+    if secret.is_empty() {
+        anyhow::bail!(
+            "the password file {} is empty; put the password on its first line",
+            path.display()
+        );
+    }
+    Ok(secret.to_string())
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
@@ -308,6 +336,53 @@ read_from = "master"
         assert_eq!((c.min_synced_replicas, c.write_guard_lag_ms), (0, 17));
         assert_eq!((c.threads, c.connections_per_node), (3, 6));
         assert_eq!((c.max_clients, c.idle_timeout_secs), (15, 16));
+    }
+
+    #[test]
+    fn the_password_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret pass\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = Cli::parse_from(["belay", "--sentinel", "a:1", "--password-file", path])
+            .args
+            .resolve()
+            .unwrap();
+        assert_eq!(c.password.as_deref(), Some("s3cret pass"));
+        assert_eq!(c.required_client_password(), Some("s3cret pass"));
+
+        std::fs::write(&file, "\n").unwrap();
+        let err = Cli::parse_from(["belay", "--sentinel", "a:1", "--password-file", path])
+            .args
+            .resolve()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("is empty"), "{err:#}");
+        let missing = dir.path().join("missing");
+        let err = Cli::parse_from([
+            "belay",
+            "--sentinel",
+            "a:1",
+            "--password-file",
+            missing.to_str().unwrap(),
+        ])
+        .args
+        .resolve()
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot read the password file"),
+            "{err:#}"
+        );
+        // One or the other, not both.
+        assert!(Cli::try_parse_from([
+            "belay",
+            "--sentinel",
+            "a:1",
+            "--password",
+            "p",
+            "--password-file",
+            path
+        ])
+        .is_err());
     }
 
     #[test]

@@ -107,7 +107,7 @@ struct ConnState {
     /// so their commands share one write (and one wake-up of the node).
     outstanding: AtomicUsize,
     /// Reads that returned bytes; the watchdog's sign of life.
-    replies: AtomicU64,
+    reads: AtomicU64,
     /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
     /// while any is, so the watchdog stands down.
     blocking: AtomicUsize,
@@ -142,7 +142,7 @@ impl BackendConn {
             alive: AtomicBool::new(true),
             outstanding: AtomicUsize::new(0),
             blocking: AtomicUsize::new(0),
-            replies: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             closed: CancellationToken::new(),
         });
         tokio::spawn(write_loop(write, rx, inflight_tx, shared.clone()));
@@ -369,7 +369,7 @@ async fn read_loop(
             Ok(_) => {}
         }
         // Any bytes are a sign of life for the watchdog, even part of a reply.
-        state.replies.fetch_add(1, Ordering::Relaxed);
+        state.reads.fetch_add(1, Ordering::Relaxed);
         loop {
             let scanned = current.as_ref().map_or(0, |c| c.len);
             match frame_len(&buf[scanned..], &limits) {
@@ -450,17 +450,17 @@ async fn read_loop(
 async fn watchdog(state: Arc<ConnState>, timeout: Duration) {
     let mut tick = tokio::time::interval(timeout / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_replies = state.replies.load(Ordering::Relaxed);
+    let mut last_reads = state.reads.load(Ordering::Relaxed);
     let mut stalled_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = state.closed.cancelled() => return,
         }
-        let replies = state.replies.load(Ordering::Relaxed);
+        let reads = state.reads.load(Ordering::Relaxed);
         let owing = state.outstanding.load(Ordering::Relaxed) > 0
             && state.blocking.load(Ordering::Relaxed) == 0;
-        if owing && replies == last_replies {
+        if owing && reads == last_reads {
             let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= timeout {
                 tracing::warn!(addr = %state.addr, "node owes replies and has been silent for {:?}; treating it as down", timeout);
@@ -471,7 +471,7 @@ async fn watchdog(state: Arc<ConnState>, timeout: Duration) {
         } else {
             stalled_since = None;
         }
-        last_replies = replies;
+        last_reads = reads;
     }
 }
 

@@ -743,11 +743,6 @@ impl Session {
             }
             return self.route(req, Kind::Write, true, true).await;
         }
-        if matches!(name, "auth" | "hello" | "select" | "reset" | "client") {
-            // These may send to this session's own connections directly
-            // (replaying state, opening one): commands before them go first.
-            self.send_batch();
-        }
         match name {
             "auth" => Box::pin(self.auth(&req)).await,
             "hello" => Box::pin(self.hello(&req)).await,
@@ -1040,8 +1035,11 @@ impl Session {
         }
     }
 
-    /// Replays a state change on pinned connections (their replies are not the client's).
-    fn replay_on_pinned(&self, args: &[&[u8]]) {
+    /// Replays a state change on pinned connections (their replies are not
+    /// the client's). The open batch goes first: it may hold commands for
+    /// those connections that were sent before the change.
+    fn replay_on_pinned(&mut self, args: &[&[u8]]) {
+        self.send_batch();
         let raw = belay_resp::encode_command(args).freeze();
         for p in [&self.st.master_conn, &self.st.replica_conn]
             .into_iter()

@@ -88,6 +88,10 @@ pub struct ConnectSpec {
     /// Silence while replies are owed for this long marks the node dead.
     /// `None` for connections that may block (BLPOP, WAIT, subscriptions).
     pub request_timeout: Option<Duration>,
+    /// A counter this connection's outstanding commands are also added to:
+    /// a pool's shared connections report their load in one place, which
+    /// routing reads once per command.
+    pub load: Option<Arc<AtomicUsize>>,
 }
 
 /// Handle to a live connection. Cloning shares the connection.
@@ -106,6 +110,8 @@ struct ConnState {
     /// the event loop then sees the same figures and picks the same node,
     /// so their commands share one write (and one wake-up of the node).
     outstanding: AtomicUsize,
+    /// The pool-wide counter `outstanding` is mirrored to, if any.
+    load: Option<Arc<AtomicUsize>>,
     /// Reads that returned bytes; the watchdog's sign of life.
     reads: AtomicU64,
     /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
@@ -113,6 +119,22 @@ struct ConnState {
     blocking: AtomicUsize,
     /// Cancelled when the connection is closed, from outside or by either task.
     closed: CancellationToken,
+}
+
+impl ConnState {
+    fn add_outstanding(&self, n: usize) {
+        self.outstanding.fetch_add(n, Ordering::Relaxed);
+        if let Some(load) = &self.load {
+            load.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn sub_outstanding(&self, n: usize) {
+        self.outstanding.fetch_sub(n, Ordering::Relaxed);
+        if let Some(load) = &self.load {
+            load.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
 }
 
 impl BackendConn {
@@ -141,6 +163,7 @@ impl BackendConn {
             addr: spec.addr.clone(),
             alive: AtomicBool::new(true),
             outstanding: AtomicUsize::new(0),
+            load: spec.load.clone(),
             blocking: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
             closed: CancellationToken::new(),
@@ -256,7 +279,7 @@ fn stage(
         })
         .is_ok();
     if ok {
-        state.outstanding.fetch_add(count, Ordering::Relaxed);
+        state.add_outstanding(count);
     }
     buf.extend_from_slice(&req.raw);
     ok
@@ -404,9 +427,7 @@ async fn read_loop(
                     c.replies += 1;
                     if c.replies == c.slot.count {
                         let c = current.take().expect("set above");
-                        state
-                            .outstanding
-                            .fetch_sub(c.slot.count as usize, Ordering::Relaxed);
+                        state.sub_outstanding(c.slot.count as usize);
                         if c.slot.blocking {
                             state.blocking.fetch_sub(1, Ordering::Relaxed);
                         }
@@ -432,9 +453,7 @@ async fn read_loop(
         .into_iter()
         .chain(std::iter::from_fn(|| inflight.try_recv().ok()));
     for slot in lost {
-        state
-            .outstanding
-            .fetch_sub(slot.count as usize, Ordering::Relaxed);
+        state.sub_outstanding(slot.count as usize);
         if slot.blocking {
             state.blocking.fetch_sub(1, Ordering::Relaxed);
         }

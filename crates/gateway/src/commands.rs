@@ -63,6 +63,11 @@ pub struct CommandTable {
     /// come from the server, not from clients).
     commands: FxHashMap<String, CommandInfo>,
     overrides: HashMap<String, CommandOverride>,
+    /// The final class of every command whose class does not depend on its
+    /// arguments (no subcommands, not `XREAD`'s optional `BLOCK`), overrides
+    /// and denials applied: one hash lookup per command on the hot path.
+    /// Clients choose the names looked up, but a miss only costs the full rules.
+    resolved: FxHashMap<Box<[u8]>, Class>,
     /// The server version the table was read from.
     pub version: String,
 }
@@ -80,11 +85,25 @@ impl CommandTable {
                 commands.insert(name, info);
             }
         }
-        CommandTable {
+        let mut table = CommandTable {
             commands,
             overrides,
+            resolved: FxHashMap::default(),
             version,
-        }
+        };
+        let resolved = table
+            .commands
+            .iter()
+            .filter(|(name, info)| {
+                info.subcommands.is_empty() && !matches!(name.as_str(), "xread" | "xreadgroup")
+            })
+            .map(|(name, _)| {
+                let class = table.classify_by_name(name, &Request::from_args([name.as_str()]));
+                (name.as_bytes().into(), class)
+            })
+            .collect();
+        table.resolved = resolved;
+        table
     }
 
     pub fn len(&self) -> usize {
@@ -101,13 +120,27 @@ impl CommandTable {
             return Class::Write;
         };
         let mut lower_buf = [0u8; 64];
-        let name = lower(name, &mut lower_buf);
+        self.classify_lowercase(lower(name, &mut lower_buf), req)
+    }
+
+    /// [`CommandTable::classify`] for a caller that already has the
+    /// command's name in lowercase.
+    pub fn classify_lowercase(&self, name: &[u8], req: &Request) -> Class {
+        if let Some(class) = self.resolved.get(name) {
+            return *class;
+        }
+        self.classify_by_name(std::str::from_utf8(name).unwrap_or(""), req)
+    }
+
+    /// The full rules: subcommands, overrides, denials, flags.
+    fn classify_by_name(&self, name: &str, req: &Request) -> Class {
         let info = self.commands.get(name);
         // A container command (CONFIG, CLIENT, OBJECT, …) is routed by its subcommand.
         let (full_name, info) = match (info, req.arg(1)) {
             (Some(i), Some(sub)) if !i.subcommands.is_empty() => {
                 let mut sub_buf = [0u8; 64];
-                let full = format!("{}|{}", name, lower(sub, &mut sub_buf));
+                let sub = std::str::from_utf8(lower(sub, &mut sub_buf)).unwrap_or("");
+                let full = format!("{name}|{sub}");
                 let sub_info = i.subcommands.get(&full);
                 (Some(full), sub_info.or(Some(i)))
             }
@@ -156,12 +189,12 @@ fn is_really_blocking(name: &str, req: &Request) -> bool {
     }
 }
 
-fn lower<'a>(name: &[u8], buf: &'a mut [u8; 64]) -> &'a str {
+fn lower<'a>(name: &[u8], buf: &'a mut [u8; 64]) -> &'a [u8] {
     let n = name.len().min(64);
     for (d, s) in buf.iter_mut().zip(&name[..n]) {
         *d = s.to_ascii_lowercase();
     }
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
+    &buf[..n]
 }
 
 fn parse_entry(entry: &Value) -> Option<(String, CommandInfo)> {

@@ -842,6 +842,7 @@ fn spec_for(cfg: &GatewayConfig, addr: &str, require_master: bool) -> ConnectSpe
         require_master,
         connect_timeout: cfg.control_timeout(),
         request_timeout: Some(cfg.request_timeout()),
+        load: None,
     }
 }
 

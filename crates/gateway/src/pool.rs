@@ -1,7 +1,7 @@
 //! Connections to one node: a few shared (multiplexed) ones for sessions in
 //! the default state, and dedicated ones on demand for stateful sessions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub struct NodePool {
     /// sockets at the same instant.
     connect_gate: Semaphore,
     closed: AtomicBool,
+    /// Commands in flight on the shared connections (each adds its own).
+    load: Arc<AtomicUsize>,
     /// When the last connect failed, and how long to wait before the next.
     backoff: Mutex<Option<(Instant, Duration)>>,
 }
@@ -56,6 +58,7 @@ impl NodePool {
                 .collect(),
             connect_gate: Semaphore::new(MAX_CONCURRENT_CONNECTS),
             closed: AtomicBool::new(false),
+            load: Arc::new(AtomicUsize::new(0)),
             backoff: Mutex::new(None),
         }
     }
@@ -77,10 +80,7 @@ impl NodePool {
 
     /// Requests in flight on the shared connections, for least-outstanding choice.
     pub fn outstanding(&self) -> usize {
-        self.shared
-            .iter()
-            .filter_map(|s| s.load().as_ref().map(|c| c.outstanding()))
-            .sum()
+        self.load.load(Ordering::Relaxed)
     }
 
     /// Sends `count` commands (encoded back to back in `raw`) on shared
@@ -122,7 +122,11 @@ impl NodePool {
                 return Ok(conn);
             }
         }
-        let conn = Arc::new(self.connect(self.spec.clone()).await?);
+        let spec = ConnectSpec {
+            load: Some(self.load.clone()),
+            ..self.spec.clone()
+        };
+        let conn = Arc::new(self.connect(spec).await?);
         if self.is_closed() {
             conn.close();
             return Err(PoolError::Closed {

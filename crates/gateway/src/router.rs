@@ -1,8 +1,10 @@
 //! Choosing the node for a read: the least busy eligible replica that is
 //! recent enough for the session, else the master (per `read_from`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::pool::NodePool;
 use crate::topology::{ReplicaNode, Topology};
 
 /// A session's read-your-writes fence: the moment its last write was
@@ -22,6 +24,19 @@ impl Fence {
     }
 }
 
+/// A replica to keep using if it is still usable.
+#[derive(Clone, Copy)]
+pub enum Prefer<'a> {
+    /// Spread by load.
+    Any,
+    /// The node at this address (a SCAN cursor lives there; pools may be
+    /// replaced between calls).
+    Addr(&'a str),
+    /// This pool (earlier reads of the same client input went there, within
+    /// one topology snapshot).
+    Pool(&'a Arc<NodePool>),
+}
+
 /// The replica a read should go to, or `None` for "use the master": the one
 /// with the fewest commands in flight; ties are broken from `turn` (the write
 /// epoch), so an idle gateway still spreads reads while sessions routing in
@@ -29,18 +44,19 @@ impl Fence {
 pub fn pick_replica<'a>(
     topo: &'a Topology,
     fence: Option<Fence>,
-    prefer: Option<&str>,
+    prefer: Prefer<'_>,
     turn: usize,
 ) -> Option<&'a ReplicaNode> {
     let usable = |r: &&ReplicaNode| fence.is_none_or(|f| f.satisfied_by(topo, r));
-    if let Some(addr) = prefer {
-        if let Some(r) = topo
+    let preferred = match prefer {
+        Prefer::Any => None,
+        Prefer::Addr(addr) => topo.eligible_replicas().find(|r| r.pool.addr == addr),
+        Prefer::Pool(pool) => topo
             .eligible_replicas()
-            .filter(usable)
-            .find(|r| r.pool.addr == addr)
-        {
-            return Some(r);
-        }
+            .find(|r| Arc::ptr_eq(&r.pool, pool)),
+    };
+    if let Some(r) = preferred.filter(usable) {
+        return Some(r);
     }
     let start = turn % topo.replicas.len().max(1);
     topo.replicas[start..]

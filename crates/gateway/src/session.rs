@@ -31,9 +31,9 @@ use crate::config::ReadFrom;
 use crate::discovery::Event;
 use crate::pool::NodePool;
 use crate::reply;
-use crate::router::{pick_replica, Fence};
+use crate::router::{pick_replica, Fence, Prefer};
 use crate::server::Shared;
-use crate::topology::Topology;
+use crate::topology::{ReplicaNode, Topology};
 
 /// What a command needs from the backend side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +67,23 @@ struct Job {
     refusal: Option<Bytes>,
 }
 
+impl Job {
+    fn new(raw: Bytes, kind: Kind, pin: bool, in_tx: bool) -> Job {
+        Job {
+            raw,
+            kind,
+            pin,
+            in_tx,
+            force_master: false,
+            since: None,
+            attempts: 0,
+            refusal: None,
+        }
+    }
+}
+
 /// The commands of one batch, in order (usually one, or a pipeline's worth).
-type Jobs = SmallVec<[Job; 1]>;
+type Jobs = Vec<Job>;
 
 /// One reply slot in the session's FIFO.
 enum Pending {
@@ -203,8 +218,11 @@ pub struct Session {
     stop_reading: bool,
     /// Set by QUIT: close after its `+OK`.
     quit_requested: bool,
-    /// The replica the reads of the current input batch go to.
-    batch_replica: Option<String>,
+    /// The replica the reads of the current input go to.
+    batch_replica: Option<Arc<NodePool>>,
+    /// A batch's emptied job list, kept for the next batch: a pipeline's
+    /// list then grows once, not once per read.
+    spare_jobs: Option<Jobs>,
     /// How long a client may take to accept a reply before it is dropped:
     /// with `max_pipeline`, this bounds what a client that does not read can
     /// make the gateway hold.
@@ -248,6 +266,7 @@ impl Session {
             stop_reading: false,
             quit_requested: false,
             batch_replica: None,
+            spare_jobs: None,
             write_timeout,
             topo,
             topo_rx,
@@ -334,7 +353,10 @@ impl Session {
                     if self.held > 0 {
                         self.push(Pending::Queued(req));
                     } else {
-                        let p = self.handle(req).await;
+                        let p = match self.handle_now(req) {
+                            Ok(p) => p,
+                            Err(req) => self.handle(req).await,
+                        };
                         self.push(p);
                         if std::mem::take(&mut self.quit_requested) {
                             self.push(Pending::Quit);
@@ -550,7 +572,7 @@ impl Session {
                     TargetRef::Own(conn) => Target::Own(conn),
                 },
                 master: master.cloned(),
-                jobs: SmallVec::new(),
+                jobs: self.spare_jobs.take().unwrap_or_default(),
                 blocking: false,
             });
         }
@@ -574,7 +596,10 @@ impl Session {
 
     /// The head's replies (or failure) arrived: decide what the client sees.
     fn resolve_head(&mut self, r: Result<ReplyResult, oneshot::error::RecvError>) {
-        let Some(Pending::Waiting { jobs, master, .. }) = self.pending.pop_front() else {
+        let Some(Pending::Waiting {
+            mut jobs, master, ..
+        }) = self.pending.pop_front()
+        else {
             return;
         };
         self.batched_extra -= jobs.len() - 1;
@@ -605,11 +630,12 @@ impl Session {
                     });
                 }
                 next.push(Pending::Ready(replies.frames));
+                jobs.clear();
             }
             Ok(replies) => {
                 let mut frames = replies.frames;
                 let limits = Limits::for_replies();
-                for job in jobs {
+                for job in jobs.drain(..) {
                     // The reader checked the framing; the fallback only
                     // keeps a malformed tail from being lost.
                     let n = match frame_len(&frames, &limits) {
@@ -622,13 +648,17 @@ impl Session {
             }
             Err(e) => {
                 let mut suspected = false;
-                for job in jobs {
+                for job in jobs.drain(..) {
                     next.push(self.on_failure(&e, job, master.as_ref(), &mut suspected));
                 }
             }
         }
         for p in next.into_iter().rev() {
             self.replace_head(p);
+        }
+        // Kept unless a large pipeline made it big.
+        if jobs.capacity() <= 64 {
+            self.spare_jobs = Some(jobs);
         }
     }
 
@@ -723,13 +753,13 @@ impl Session {
     async fn handle(&mut self, req: Request) -> Pending {
         let mut name_buf = [0u8; 24];
         let name = lower_name(req.name().unwrap_or_default(), &mut name_buf);
-        if !self.st.authenticated && !matches!(name, "auth" | "hello" | "quit" | "reset") {
+        if !self.st.authenticated && !matches!(name, b"auth" | b"hello" | b"quit" | b"reset") {
             return Pending::Ready(reply::error("NOAUTH Authentication required."));
         }
         if self.st.in_multi
             && !matches!(
                 name,
-                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+                b"exec" | b"discard" | b"multi" | b"watch" | b"quit" | b"reset"
             )
         {
             if self.st.tx_broken {
@@ -738,20 +768,20 @@ impl Session {
                 ));
             }
             // Redis queues it; a denied command must not be queued either.
-            if let Class::Denied(reason) = self.current_topology().commands.classify(&req) {
+            if let Class::Denied(reason) = self.classify(name, &req) {
                 return denied(&req, reason);
             }
             return self.route(req, Kind::Write, true, true).await;
         }
-        match name {
-            "auth" => Box::pin(self.auth(&req)).await,
-            "hello" => Box::pin(self.hello(&req)).await,
-            "select" => self.select(&req),
-            "quit" => {
+        match session_command(name) {
+            Some(SessionCommand::Auth) => Box::pin(self.auth(&req)).await,
+            Some(SessionCommand::Hello) => Box::pin(self.hello(&req)).await,
+            Some(SessionCommand::Select) => self.select(&req),
+            Some(SessionCommand::Quit) => {
                 self.quit_requested = true;
                 Pending::Ready(reply::ok())
             }
-            "reset" => {
+            Some(SessionCommand::Reset) => {
                 let authenticated = self.shared.cfg.required_client_password().is_none();
                 self.st = State {
                     authenticated,
@@ -759,22 +789,22 @@ impl Session {
                 };
                 Pending::Ready(reply::simple("RESET"))
             }
-            "ping" if req.argc() <= 2 => match req.arg(1) {
+            Some(SessionCommand::Ping) if req.argc() <= 2 => match req.arg(1) {
                 Some(msg) => Pending::Ready(reply::bulk(msg)),
                 None => Pending::Ready(reply::simple("PONG")),
             },
-            "multi" => {
+            Some(SessionCommand::Multi) => {
                 if self.st.in_multi {
                     return Pending::Ready(reply::error("ERR MULTI calls can not be nested"));
                 }
                 self.st.in_multi = true;
                 self.route(req, Kind::Write, true, true).await
             }
-            "exec" | "discard" => {
+            Some(SessionCommand::ExecOrDiscard) => {
                 if !self.st.in_multi {
                     return Pending::Ready(reply::error(&format!(
                         "ERR {} without MULTI",
-                        name.to_ascii_uppercase()
+                        String::from_utf8_lossy(name).to_ascii_uppercase()
                     )));
                 }
                 let broken = self.st.tx_broken;
@@ -783,7 +813,7 @@ impl Session {
                 self.st.tx_broken = false;
                 if broken {
                     self.st.master_conn = None;
-                    return Pending::Ready(if name == "exec" {
+                    return Pending::Ready(if name == b"exec" {
                         reply::error("EXECABORT Transaction discarded because the connection to the master was lost")
                     } else {
                         reply::ok()
@@ -791,14 +821,14 @@ impl Session {
                 }
                 self.route(req, Kind::Write, true, true).await
             }
-            "watch" => {
+            Some(SessionCommand::Watch) => {
                 if self.st.in_multi {
                     return Pending::Ready(reply::error("ERR WATCH inside MULTI is not allowed"));
                 }
                 self.st.watching = true;
                 self.route(req, Kind::Write, true, true).await
             }
-            "unwatch" => {
+            Some(SessionCommand::Unwatch) => {
                 self.st.watching = false;
                 if self.st.master_conn.is_some() {
                     self.route(req, Kind::Write, true, false).await
@@ -806,26 +836,23 @@ impl Session {
                     Pending::Ready(reply::ok())
                 }
             }
-            "subscribe" | "psubscribe" | "ssubscribe" => Pending::Subscribe(req),
-            "client" if req.arg_is(1, "SETNAME") => self.client_setname(&req),
-            "client" if req.arg_is(1, "GETNAME") => Pending::Ready(match &self.st.name {
-                Some(n) => reply::bulk(n),
-                None => reply::null(self.st.resp3),
-            }),
-            "client" if req.arg_is(1, "ID") => Pending::Ready(reply::integer(self.id as i64)),
-            "belay" => self.belay_command(&req),
+            Some(SessionCommand::Subscribe) => Pending::Subscribe(req),
+            Some(SessionCommand::Client) if req.arg_is(1, "SETNAME") => self.client_setname(&req),
+            Some(SessionCommand::Client) if req.arg_is(1, "GETNAME") => {
+                Pending::Ready(match &self.st.name {
+                    Some(n) => reply::bulk(n),
+                    None => reply::null(self.st.resp3),
+                })
+            }
+            Some(SessionCommand::Client) if req.arg_is(1, "ID") => {
+                Pending::Ready(reply::integer(self.id as i64))
+            }
+            Some(SessionCommand::Belay) => self.belay_command(&req),
             _ => {
-                let class = self.current_topology().commands.classify(&req);
+                let class = self.classify(name, &req);
                 match class {
                     Class::Denied(reason) => denied(&req, reason),
-                    Class::Read => {
-                        let kind = if matches!(name, "scan" | "sscan" | "hscan" | "zscan") {
-                            Kind::CursorRead
-                        } else {
-                            Kind::Read
-                        };
-                        self.route(req, kind, false, false).await
-                    }
+                    Class::Read => self.route(req, read_kind(name), false, false).await,
                     Class::Write => {
                         let pin = self.st.master_conn.is_some() || !self.st.is_default();
                         self.route(req, Kind::Write, pin, false).await
@@ -833,6 +860,17 @@ impl Session {
                     Class::Blocking => self.route(req, Kind::Blocking, true, false).await,
                 }
             }
+        }
+    }
+
+    /// The command's class; `name` is its lowercase name from [`lower_name`].
+    fn classify(&mut self, name: &[u8], req: &Request) -> Class {
+        let commands = &self.current_topology().commands;
+        if name.is_empty() {
+            // Longer than lower_name's buffer: the table lowercases it.
+            commands.classify(req)
+        } else {
+            commands.classify_lowercase(name, req)
         }
     }
 
@@ -850,93 +888,100 @@ impl Session {
     }
 
     async fn route(&mut self, req: Request, kind: Kind, pin: bool, in_tx: bool) -> Pending {
-        let job = Job {
-            raw: req.raw,
-            kind,
-            pin,
-            in_tx,
-            force_master: false,
-            since: None,
-            attempts: 0,
-            refusal: None,
-        };
+        let job = Job::new(req.raw, kind, pin, in_tx);
         match self.try_dispatch(job).await {
             Ok(p) => p,
             Err(job) => Pending::Deferred(job),
         }
     }
 
-    /// Sends the job now if it can be; gives it back if it must wait.
-    async fn try_dispatch(&mut self, job: Job) -> Result<Pending, Job> {
-        let topo = self.topology();
-        let wants_replica = matches!(job.kind, Kind::Read | Kind::CursorRead)
+    /// [`Session::handle`] for the common case, without the async
+    /// machinery: a read or write of a session that shares connections.
+    /// Gives the request back when `handle` must take it.
+    fn handle_now(&mut self, req: Request) -> Result<Pending, Request> {
+        if !self.st.authenticated
+            || self.st.in_multi
+            || !self.st.is_default()
+            || self.st.master_conn.is_some()
+        {
+            return Err(req);
+        }
+        let mut name_buf = [0u8; 24];
+        let name = lower_name(req.name().unwrap_or_default(), &mut name_buf);
+        if session_command(name).is_some() {
+            return Err(req);
+        }
+        let kind = match self.classify(name, &req) {
+            Class::Read => read_kind(name),
+            Class::Write => Kind::Write,
+            Class::Blocking | Class::Denied(_) => return Err(req),
+        };
+        let job = Job::new(req.raw, kind, false, false);
+        Ok(self
+            .try_dispatch_shared(job)
+            .unwrap_or_else(Pending::Deferred))
+    }
+
+    /// True when the job may go on a connection shared with other sessions.
+    fn shares_connections(&self, job: &Job) -> bool {
+        !job.pin && self.st.is_default() && self.st.master_conn.is_none()
+    }
+
+    /// The replica a read should go to, if it should go to one.
+    fn choose_replica<'t>(&self, topo: &'t Topology, job: &Job) -> Option<&'t ReplicaNode> {
+        if !self.wants_replica(job) {
+            return None;
+        }
+        let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
+        let prefer = if job.kind == Kind::CursorRead {
+            self.st
+                .scan_replica
+                .as_deref()
+                .map_or(Prefer::Any, Prefer::Addr)
+        } else {
+            self.batch_replica
+                .as_ref()
+                .map_or(Prefer::Any, Prefer::Pool)
+        };
+        pick_replica(topo, fence, prefer, crate::backend::write_epoch())
+    }
+
+    fn wants_replica(&self, job: &Job) -> bool {
+        matches!(job.kind, Kind::Read | Kind::CursorRead)
             && !job.force_master
             && !job.pin
             && self.shared.cfg.read_from != ReadFrom::Master
-            && (self.st.unacked_writes == 0 || !self.shared.cfg.read_your_writes);
-        if wants_replica {
-            let fence = self.st.fence.filter(|_| self.shared.cfg.read_your_writes);
-            let prefer = if job.kind == Kind::CursorRead {
-                self.st.scan_replica.as_deref()
-            } else {
-                self.batch_replica.as_deref()
-            };
-            let picked = pick_replica(&topo, fence, prefer, crate::backend::write_epoch());
-            if let Some(replica) = picked {
-                let target = if self.st.is_default() {
-                    Some(TargetRef::Shared(&replica.pool))
-                } else {
-                    self.replica_conn(&replica.pool).await.map(TargetRef::Own)
-                };
-                if let Some(target) = target {
-                    if job.kind == Kind::CursorRead {
-                        self.st.scan_replica = Some(replica.pool.addr.clone());
-                    } else if self.batch_replica.is_none() {
-                        self.batch_replica = Some(replica.pool.addr.clone());
-                    }
-                    self.stage(target, None, job);
-                    return Ok(Pending::Staged);
-                }
-            }
-            if self.shared.cfg.read_from == ReadFrom::Replica {
-                return Err(job);
-            }
+            && (self.st.unacked_writes == 0 || !self.shared.cfg.read_your_writes)
+    }
+
+    /// Remembers where a read went: SCAN cursors live on one node, and the
+    /// other reads of this input follow the first.
+    fn note_replica(&mut self, job: &Job, pool: &Arc<NodePool>) {
+        if job.kind == Kind::CursorRead {
+            self.st.scan_replica = Some(pool.addr.clone());
+        } else if self.batch_replica.is_none() {
+            self.batch_replica = Some(pool.clone());
         }
-        // The master: where writes may go now; reads may also use it while
-        // writes are held.
+    }
+
+    /// The master pool the job may go to now, if any.
+    fn choose_master<'t>(&self, topo: &'t Topology, job: &Job) -> Option<&'t Arc<NodePool>> {
+        // Reads may use the master even while writes are held.
         let reads = matches!(job.kind, Kind::Read | Kind::CursorRead) && !job.in_tx;
-        let master = if reads {
-            &topo.read_master
+        let pool = if reads {
+            topo.read_master.as_ref()
         } else {
-            &topo.master
-        };
-        let Some(pool) = master.as_ref() else {
-            return Err(job);
-        };
-        if let Some(prev) = &self.st.inflight_master {
-            if !Arc::ptr_eq(prev, pool) {
-                // Commands still in flight on the old master: wait for them.
-                return Err(job);
-            }
+            topo.master.as_ref()
+        }?;
+        match &self.st.inflight_master {
+            // Commands still in flight on the old master: wait for them.
+            Some(prev) if !Arc::ptr_eq(prev, pool) => None,
+            _ => Some(pool),
         }
-        let target = if job.pin || !self.st.is_default() || self.st.master_conn.is_some() {
-            match self.master_conn(pool, job.in_tx).await {
-                Some(c) => TargetRef::Own(c),
-                None if job.in_tx
-                    && (self.st.in_multi || self.st.watching || self.st.tx_broken) =>
-                {
-                    return Ok(Pending::Ready(reply::error(
-                        "ERR belay: transaction aborted: the connection to the master was lost",
-                    )));
-                }
-                None => return Err(job),
-            }
-        } else {
-            if pool.is_closed() {
-                return Err(job);
-            }
-            TargetRef::Shared(pool)
-        };
+    }
+
+    /// Counts a job sent to the master.
+    fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>) {
         if matches!(job.kind, Kind::Write | Kind::Blocking) {
             self.st.unacked_writes += 1;
         }
@@ -944,7 +989,68 @@ impl Session {
             self.st.inflight_master = Some(pool.clone());
         }
         self.st.inflight_master_count += 1;
-        self.stage(target, Some(pool), job);
+    }
+
+    /// [`Session::try_dispatch`] for a job on shared connections: nothing
+    /// to open, so nothing to await.
+    fn try_dispatch_shared(&mut self, job: Job) -> Result<Pending, Job> {
+        debug_assert!(self.shares_connections(&job));
+        let topo = self.topology();
+        if let Some(replica) = self.choose_replica(&topo, &job) {
+            self.note_replica(&job, &replica.pool);
+            self.stage(TargetRef::Shared(&replica.pool), None, job);
+            return Ok(Pending::Staged);
+        }
+        if self.wants_replica(&job) && self.shared.cfg.read_from == ReadFrom::Replica {
+            return Err(job);
+        }
+        let Some(pool) = self.choose_master(&topo, &job) else {
+            return Err(job);
+        };
+        if pool.is_closed() {
+            return Err(job);
+        }
+        self.note_master(&job, pool);
+        self.stage(TargetRef::Shared(pool), Some(pool), job);
+        Ok(Pending::Staged)
+    }
+
+    /// Sends the job now if it can be; gives it back if it must wait.
+    async fn try_dispatch(&mut self, job: Job) -> Result<Pending, Job> {
+        if self.shares_connections(&job) {
+            return self.try_dispatch_shared(job);
+        }
+        let topo = self.topology();
+        if let Some(replica) = self.choose_replica(&topo, &job) {
+            // Reads share connections unless the session's state says otherwise.
+            let target = if self.st.is_default() {
+                Some(TargetRef::Shared(&replica.pool))
+            } else {
+                self.replica_conn(&replica.pool).await.map(TargetRef::Own)
+            };
+            if let Some(target) = target {
+                self.note_replica(&job, &replica.pool);
+                self.stage(target, None, job);
+                return Ok(Pending::Staged);
+            }
+        }
+        if self.wants_replica(&job) && self.shared.cfg.read_from == ReadFrom::Replica {
+            return Err(job);
+        }
+        let Some(pool) = self.choose_master(&topo, &job) else {
+            return Err(job);
+        };
+        let conn = match self.master_conn(pool, job.in_tx).await {
+            Some(c) => c,
+            None if job.in_tx && (self.st.in_multi || self.st.watching || self.st.tx_broken) => {
+                return Ok(Pending::Ready(reply::error(
+                    "ERR belay: transaction aborted: the connection to the master was lost",
+                )));
+            }
+            None => return Err(job),
+        };
+        self.note_master(&job, pool);
+        self.stage(TargetRef::Own(conn), Some(pool), job);
         Ok(Pending::Staged)
     }
 
@@ -1418,14 +1524,64 @@ fn denied(req: &Request, reason: &str) -> Pending {
     )))
 }
 
-fn lower_name<'a>(name: &[u8], buf: &'a mut [u8; 24]) -> &'a str {
+/// Commands the session answers or acts on itself (some only with certain
+/// arguments; with others they route like any command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionCommand {
+    Auth,
+    Hello,
+    Select,
+    Quit,
+    Reset,
+    Ping,
+    Multi,
+    ExecOrDiscard,
+    Watch,
+    Unwatch,
+    Subscribe,
+    Client,
+    Belay,
+}
+
+/// `name` (lowercase) as a [`SessionCommand`], if it is one.
+fn session_command(name: &[u8]) -> Option<SessionCommand> {
+    Some(match name {
+        b"auth" => SessionCommand::Auth,
+        b"hello" => SessionCommand::Hello,
+        b"select" => SessionCommand::Select,
+        b"quit" => SessionCommand::Quit,
+        b"reset" => SessionCommand::Reset,
+        b"ping" => SessionCommand::Ping,
+        b"multi" => SessionCommand::Multi,
+        b"exec" | b"discard" => SessionCommand::ExecOrDiscard,
+        b"watch" => SessionCommand::Watch,
+        b"unwatch" => SessionCommand::Unwatch,
+        b"subscribe" | b"psubscribe" | b"ssubscribe" => SessionCommand::Subscribe,
+        b"client" => SessionCommand::Client,
+        b"belay" => SessionCommand::Belay,
+        _ => return None,
+    })
+}
+
+/// The kind of a read: SCAN-family cursors are only valid on one node.
+fn read_kind(name: &[u8]) -> Kind {
+    if matches!(name, b"scan" | b"sscan" | b"hscan" | b"zscan") {
+        Kind::CursorRead
+    } else {
+        Kind::Read
+    }
+}
+
+/// The command name in lowercase, in `buf`; empty when it is longer than
+/// any name the session itself handles (it is then classified in full).
+fn lower_name<'a>(name: &[u8], buf: &'a mut [u8; 24]) -> &'a [u8] {
     if name.len() > buf.len() {
-        return "";
+        return b"";
     }
     for (d, s) in buf.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
-    std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+    &buf[..name.len()]
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

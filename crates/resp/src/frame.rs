@@ -2,7 +2,7 @@
 
 use smallvec::SmallVec;
 
-use crate::{find_crlf, parse_int, Limits, ProtocolError};
+use crate::{find_crlf, parse_int, short_length, Limits, ProtocolError};
 
 /// Elements still expected at each open aggregate level. Kept inline: replies
 /// are scanned once each on the hot path, and nesting is rarely deeper than 8.
@@ -16,6 +16,19 @@ type Stack = SmallVec<[usize; 8]>;
 /// and looks only at headers: bulk payloads are skipped by length, which keeps
 /// a reply of any size O(number of elements).
 pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+    // The most common reply, one complete bulk string, without the general
+    // machinery; anything unusual about it is judged below.
+    if buf.first() == Some(&b'$') {
+        if buf.starts_with(b"$-1\r\n") {
+            return Ok(Some(5));
+        }
+        if let Some((len, start)) = short_length(buf, 1) {
+            let end = start + len as usize;
+            if len as u64 <= limits.max_bulk_len as u64 && buf.get(end..end + 2) == Some(b"\r\n") {
+                return Ok(Some(end + 2));
+            }
+        }
+    }
     // Elements still expected at each open aggregate level; the bottom entry is
     // the one top-level value we are looking for.
     let mut pending: Stack = SmallVec::new();
@@ -160,6 +173,22 @@ mod tests {
         assert_eq!(len(b"$-1\r\n"), Ok(Some(5)));
         assert_eq!(len(b"$0\r\n\r\n"), Ok(Some(6)));
         assert!(len(b"$3\r\nfooXY").is_err());
+    }
+
+    #[test]
+    fn unusual_bulk_headers_take_the_general_path() {
+        assert_eq!(len(b"$+3\r\nfoo\r\n"), Ok(Some(10)));
+        assert_eq!(len(b"$003\r\nfoo\r\n"), Ok(Some(11)));
+        assert_eq!(len(b"$3\r"), Ok(None));
+        assert!(len(b"$-2\r\n").is_err());
+        assert!(len(b"$x\r\n").is_err());
+        assert!(len(b"$\r\n").is_err());
+        assert!(len(b"$9999999999999999999\r\n").is_err());
+        let small = Limits {
+            max_bulk_len: 2,
+            ..Limits::default()
+        };
+        assert!(frame_len(b"$3\r\nfoo\r\n", &small).is_err());
     }
 
     #[test]

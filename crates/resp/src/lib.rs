@@ -75,6 +75,30 @@ pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The common length header, `<digits>\r\n` with `digits` starting at
+/// `from`: the length and where the data after the header starts. `None` for anything else (a sign,
+/// too many digits, an incomplete line, garbage), which the general path
+/// then judges.
+#[inline]
+pub(crate) fn short_length(buf: &[u8], from: usize) -> Option<(i64, usize)> {
+    let mut n: u64 = 0;
+    let mut i = from;
+    while let Some(&b) = buf.get(i) {
+        if b.is_ascii_digit() {
+            if i - from == 18 {
+                return None;
+            }
+            n = n * 10 + (b - b'0') as u64;
+            i += 1;
+        } else if b == b'\r' && i > from && buf.get(i + 1) == Some(&b'\n') {
+            return Some((n as i64, i + 2));
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
 /// Parses a signed decimal integer the way Redis writes them in headers.
 pub(crate) fn parse_int(digits: &[u8]) -> Option<i64> {
     let (neg, rest) = match digits.first()? {

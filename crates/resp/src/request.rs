@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use crate::{find_crlf, parse_int, Limits, ProtocolError};
+use crate::{find_crlf, parse_int, short_length, Limits, ProtocolError};
 
 /// One command as a client sent it.
 ///
@@ -156,9 +156,12 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
         }));
     }
     let count = count as usize;
-    // First pass: validate and find the end, allocating nothing (a partial
-    // request is re-scanned on every read, and its announced count is the
-    // client's to choose). The arguments are sliced once it is complete.
+    // One pass: validate, find the end and note where each argument lies.
+    // Nothing is consumed until the request is complete (a partial one is
+    // re-scanned on the next read); the spans allocate only past three
+    // arguments, and only for arguments actually present, whatever count
+    // the client announced.
+    let mut spans: SmallVec<[(u32, u32); 3]> = SmallVec::new();
     let mut pos = line_end + 2;
     for _ in 0..count {
         let Some(&kind) = buf.get(pos) else {
@@ -170,21 +173,26 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
                 got: kind as char,
             });
         }
-        let Some(end) = find_crlf(buf, pos + 1) else {
-            if buf.len() - pos > 32 {
-                return Err(ProtocolError::InvalidLength { what: "bulk" });
+        let (len, start) = match short_length(buf, pos + 1) {
+            Some(header) => header,
+            None => {
+                let Some(end) = find_crlf(buf, pos + 1) else {
+                    if buf.len() - pos > 32 {
+                        return Err(ProtocolError::InvalidLength { what: "bulk" });
+                    }
+                    return Ok(None);
+                };
+                let len = parse_int(&buf[pos + 1..end])
+                    .ok_or(ProtocolError::InvalidLength { what: "bulk" })?;
+                (len, end + 2)
             }
-            return Ok(None);
         };
-        let len =
-            parse_int(&buf[pos + 1..end]).ok_or(ProtocolError::InvalidLength { what: "bulk" })?;
         if len < 0 || len as u64 > limits.max_bulk_len as u64 {
             return Err(ProtocolError::BulkTooLong {
                 len,
                 limit: limits.max_bulk_len,
             });
         }
-        let start = end + 2;
         let stop = start + len as usize;
         if buf.len() < stop + 2 {
             return Ok(None);
@@ -201,14 +209,14 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
                 limit: MAX_REQUEST_LEN as u64,
             });
         }
+        spans.push((start as u32, stop as u32));
     }
     let raw = buf.split_to(pos).freeze();
-    let spans = arg_spans(&raw, line_end + 2, count);
     Ok(Some(Request { raw, spans }))
 }
 
-/// Second pass over a complete, validated multibulk whose `count` bulk
-/// strings start at `pos`: where each argument lies.
+/// Where each argument of a complete, validated multibulk lies (for
+/// requests the gateway builds itself).
 fn arg_spans(raw: &[u8], mut pos: usize, count: usize) -> SmallVec<[(u32, u32); 3]> {
     debug_assert!(raw.len() <= MAX_REQUEST_LEN);
     let mut spans = SmallVec::with_capacity(count);
@@ -390,6 +398,30 @@ mod tests {
         assert_eq!(req, Request::from_args(["GET", "k"]));
         assert_eq!(&buf[..], b"*1\r\n");
         assert!(req.is("get"));
+    }
+
+    #[test]
+    fn bulk_headers_in_any_valid_spelling() {
+        let args = |wire: &[u8]| {
+            parse(wire)
+                .unwrap()
+                .unwrap()
+                .args()
+                .map(|a| a.to_vec())
+                .collect::<Vec<_>>()
+        };
+        let want = vec![b"GET".to_vec(), b"key".to_vec()];
+        assert_eq!(args(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"), want);
+        assert_eq!(args(b"*2\r\n$+3\r\nGET\r\n$003\r\nkey\r\n"), want);
+        let many: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+        let req = Request::from_args(&many);
+        let mut buf = BytesMut::from(&req.raw[..]);
+        assert_eq!(parse_request(&mut buf, &Limits::default()), Ok(Some(req)));
+        assert!(parse(b"*1\r\n$-3\r\nGET\r\n").is_err());
+        assert!(parse(b"*1\r\n$\r\nGET\r\n").is_err());
+        assert!(parse(b"*1\r\n$3x\r\nGET\r\n").is_err());
+        assert!(parse(b"*1\r\n$9999999999999999999\r\n").is_err());
+        assert_eq!(parse(b"*1\r\n$3\r"), Ok(None));
     }
 
     #[test]

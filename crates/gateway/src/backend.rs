@@ -301,10 +301,15 @@ async fn write_loop(
     state: Arc<ConnState>,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // One future for the whole loop: a new one per wait would join and
+    // leave the token's waiter list each time.
+    let closed = state.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         let first = tokio::select! {
+            biased;
             req = rx.recv() => req,
-            _ = state.closed.cancelled() => None,
+            _ = &mut closed => None,
         };
         let Some(first) = first else { break };
         if !state.alive.load(Ordering::Acquire) {
@@ -333,8 +338,9 @@ async fn write_loop(
             }
         }
         let written = tokio::select! {
+            biased;
             r = write.write_all(&buf) => r.is_ok(),
-            _ = state.closed.cancelled() => false,
+            _ = &mut closed => false,
         };
         buf.clear();
         WRITES.fetch_add(1, Ordering::Relaxed);
@@ -379,13 +385,17 @@ async fn read_loop(
         tokio::spawn(watchdog(state.clone(), timeout));
     }
     let mut current: Option<Collecting> = None;
+    // One future for the whole loop (see `write_loop`).
+    let closed = state.closed.clone().cancelled_owned();
+    tokio::pin!(closed);
     'conn: loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(32 * 1024);
         }
         let read_result = tokio::select! {
+            biased;
+            _ = &mut closed => break 'conn,
             r = read.read_buf(&mut buf) => r,
-            _ = state.closed.cancelled() => break 'conn,
         };
         match read_result {
             Ok(0) | Err(_) => break 'conn,

@@ -303,11 +303,13 @@ impl Session {
                     Some(Pending::Waiting { rx, .. }) => Some(rx),
                     _ => None,
                 };
-                let read = &self.read;
+                // Readiness as the socket's own waker slot tracks it: unlike
+                // `readable()`, no waiter list to join on every wait.
+                let read: &TcpStream = self.read.as_ref();
                 tokio::select! {
                     biased;
                     r = async { match head { Some(rx) => rx.await, None => std::future::pending().await } } => Wake::Reply(r),
-                    r = read.readable(), if can_read => Wake::Readable(r),
+                    r = std::future::poll_fn(|cx| read.poll_read_ready(cx)), if can_read => Wake::Readable(r),
                     _ = async {
                         match idle {
                             Some(d) if idle_armed => tokio::time::sleep(d).await,
@@ -1503,6 +1505,13 @@ async fn write_client(
     bytes: &[u8],
     timeout: Duration,
 ) -> std::io::Result<()> {
+    // Nearly every write completes at once: then no timer is set up.
+    let bytes = match write.try_write(bytes) {
+        Ok(n) if n == bytes.len() => return Ok(()),
+        Ok(n) => &bytes[n..],
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => bytes,
+        Err(e) => return Err(e),
+    };
     match tokio::time::timeout(timeout, write.write_all(bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(

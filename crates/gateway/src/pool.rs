@@ -83,6 +83,12 @@ impl NodePool {
         self.load.load(Ordering::Relaxed)
     }
 
+    /// Pretends `n` commands are in flight (routing tests).
+    #[cfg(test)]
+    pub fn add_load(&self, n: usize) {
+        self.load.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Sends `count` commands (encoded back to back in `raw`) on shared
     /// connection number `hint % n` if it is up; gives `raw` back if it is
     /// not (then [`NodePool::shared`] connects). Takes no lock, clones nothing.

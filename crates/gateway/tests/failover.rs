@@ -17,11 +17,27 @@ fn allowed_write_error(e: &str) -> bool {
     e.starts_with("TRYAGAIN belay") || e.contains("may or may not have run")
 }
 
-/// Every acknowledged write is on the final master with its value.
-async fn assert_no_acked_write_lost(env: &Env, rec: &Record, fault_at: Instant) {
+/// Every acknowledged write is on the final master with its value, but for
+/// those acknowledged in Redis's asynchronous window around the fault.
+///
+/// A master writes a client's reply and the replication stream in the same
+/// pass of its event loop, client first; a SIGKILL or SIGSTOP between the
+/// two leaves a write acknowledged that no replica received. Redis cannot
+/// promise more without `WAIT`. So a write acknowledged from 100 ms before
+/// the fault was sent until 100 ms after it took effect may be lost (at most
+/// one per writer, each having one write in flight); any other lost write —
+/// earlier, or acknowledged by the new master — fails the test.
+async fn assert_no_acked_write_lost(
+    env: &Env,
+    rec: &Record,
+    writers: usize,
+    fault_at: Instant,
+    fault_done: Instant,
+) {
+    let window = fault_at - Duration::from_millis(100)..fault_done + Duration::from_millis(100);
     let master = env.master().await;
     let mut node = env.node(&master).await;
-    let mut lost = Vec::new();
+    let (mut lost, mut in_window) = (Vec::new(), Vec::new());
     for chunk in rec.acked.chunks(500) {
         let mut args = vec!["MGET"];
         args.extend(chunk.iter().map(|(k, _, _)| k.as_str()));
@@ -33,15 +49,29 @@ async fn assert_no_acked_write_lost(env: &Env, rec: &Record, fault_at: Instant) 
                 } else {
                     format!("-{:?}", fault_at - *at)
                 };
-                lost.push(format!("{k} acked at fault{rel}"));
+                let what = format!("{k} acked at fault{rel}");
+                if window.contains(at) {
+                    in_window.push(what);
+                } else {
+                    lost.push(what);
+                }
             }
         }
     }
     assert!(
         lost.is_empty(),
-        "{} acknowledged writes lost, e.g. {:?}",
+        "{} acknowledged writes lost outside the fault's window, e.g. {:?} (and {} inside it)",
         lost.len(),
-        &lost[..lost.len().min(5)]
+        &lost[..lost.len().min(5)],
+        in_window.len()
+    );
+    if !in_window.is_empty() {
+        eprintln!("lost in Redis's asynchronous window at the fault: {in_window:?}");
+    }
+    assert!(
+        in_window.len() <= writers,
+        "{} writes acknowledged at the fault were lost, more than one per writer: {in_window:?}",
+        in_window.len()
     );
 }
 
@@ -53,7 +83,8 @@ async fn master_outage(kill: bool) {
     .await;
     let old = env.master().await;
     let old_name = env.name_of(&old);
-    let work = Workload::start(&env.gateway, &env.auth(), 3, 3);
+    let writers = 3;
+    let work = Workload::start(&env.gateway, &env.auth(), writers, 3);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     let fault_at = Instant::now();
@@ -62,6 +93,7 @@ async fn master_outage(kill: bool) {
     } else {
         env.lab.pause(&old_name).unwrap();
     }
+    let fault_done = Instant::now();
     let new = env
         .lab
         .wait_for_failover(&old, Duration::from_secs(30))
@@ -88,7 +120,7 @@ async fn master_outage(kill: bool) {
     for e in &write_errors {
         assert!(allowed_write_error(e), "unexpected write error: {e}");
     }
-    assert_no_acked_write_lost(&env, &rec, fault_at).await;
+    assert_no_acked_write_lost(&env, &rec, writers, fault_at, fault_done).await;
     assert!(
         Record::successes_between(&rec.writes, switched_at, Instant::now()) > 0,
         "writes resumed on the new master"

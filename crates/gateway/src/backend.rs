@@ -225,10 +225,6 @@ impl BackendConn {
         self.shared.alive.load(Ordering::Acquire)
     }
 
-    pub fn outstanding(&self) -> usize {
-        self.shared.outstanding.load(Ordering::Relaxed)
-    }
-
     pub fn addr(&self) -> &str {
         &self.shared.addr
     }

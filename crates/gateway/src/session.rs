@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendConn, BackendError, ReplyResult, Tunnel};
-use crate::commands::Class;
+use crate::commands::{Class, CommandTable};
 use crate::config::ReadFrom;
 use crate::discovery::Event;
 use crate::pool::NodePool;
@@ -867,13 +867,7 @@ impl Session {
 
     /// The command's class; `name` is its lowercase name from [`lower_name`].
     fn classify(&mut self, name: &[u8], req: &Request) -> Class {
-        let commands = &self.current_topology().commands;
-        if name.is_empty() {
-            // Longer than lower_name's buffer: the table lowercases it.
-            commands.classify(req)
-        } else {
-            commands.classify_lowercase(name, req)
-        }
+        classify_in(&self.current_topology().commands, name, req)
     }
 
     /// The current topology; re-read only when discovery published a new one.
@@ -913,14 +907,16 @@ impl Session {
         if session_command(name).is_some() {
             return Err(req);
         }
-        let kind = match self.classify(name, &req) {
+        // One look at the topology for both classifying and routing.
+        let topo = self.topology();
+        let kind = match classify_in(&topo.commands, name, &req) {
             Class::Read => read_kind(name),
             Class::Write => Kind::Write,
             Class::Blocking | Class::Denied(_) => return Err(req),
         };
         let job = Job::new(req.raw, kind, false, false);
         Ok(self
-            .try_dispatch_shared(job)
+            .try_dispatch_shared(&topo, job)
             .unwrap_or_else(Pending::Deferred))
     }
 
@@ -995,10 +991,9 @@ impl Session {
 
     /// [`Session::try_dispatch`] for a job on shared connections: nothing
     /// to open, so nothing to await.
-    fn try_dispatch_shared(&mut self, job: Job) -> Result<Pending, Job> {
+    fn try_dispatch_shared(&mut self, topo: &Topology, job: Job) -> Result<Pending, Job> {
         debug_assert!(self.shares_connections(&job));
-        let topo = self.topology();
-        if let Some(replica) = self.choose_replica(&topo, &job) {
+        if let Some(replica) = self.choose_replica(topo, &job) {
             self.note_replica(&job, &replica.pool);
             self.stage(TargetRef::Shared(&replica.pool), None, job);
             return Ok(Pending::Staged);
@@ -1006,7 +1001,7 @@ impl Session {
         if self.wants_replica(&job) && self.shared.cfg.read_from == ReadFrom::Replica {
             return Err(job);
         }
-        let Some(pool) = self.choose_master(&topo, &job) else {
+        let Some(pool) = self.choose_master(topo, &job) else {
             return Err(job);
         };
         if pool.is_closed() {
@@ -1019,10 +1014,10 @@ impl Session {
 
     /// Sends the job now if it can be; gives it back if it must wait.
     async fn try_dispatch(&mut self, job: Job) -> Result<Pending, Job> {
-        if self.shares_connections(&job) {
-            return self.try_dispatch_shared(job);
-        }
         let topo = self.topology();
+        if self.shares_connections(&job) {
+            return self.try_dispatch_shared(&topo, job);
+        }
         if let Some(replica) = self.choose_replica(&topo, &job) {
             // Reads share connections unless the session's state says otherwise.
             let target = if self.st.is_default() {
@@ -1570,6 +1565,16 @@ fn session_command(name: &[u8]) -> Option<SessionCommand> {
         b"belay" => SessionCommand::Belay,
         _ => return None,
     })
+}
+
+/// The class of a command; `name` is its lowercase name from [`lower_name`].
+fn classify_in(commands: &CommandTable, name: &[u8], req: &Request) -> Class {
+    if name.is_empty() {
+        // Longer than lower_name's buffer: the table lowercases it.
+        commands.classify(req)
+    } else {
+        commands.classify_lowercase(name, req)
+    }
 }
 
 /// The kind of a read: SCAN-family cursors are only valid on one node.

@@ -76,9 +76,9 @@ pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 /// The common length header, `<digits>\r\n` with `digits` starting at
-/// `from`: the length and where the data after the header starts. `None` for anything else (a sign,
-/// too many digits, an incomplete line, garbage), which the general path
-/// then judges.
+/// `from`: the length and where the data after the header starts. `None`
+/// for anything else (a sign, too many digits, an incomplete line, garbage),
+/// which the general path then judges.
 #[inline]
 pub(crate) fn short_length(buf: &[u8], from: usize) -> Option<(i64, usize)> {
     let mut n: u64 = 0;

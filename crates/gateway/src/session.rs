@@ -235,8 +235,29 @@ pub struct Session {
 /// How the session loop was woken.
 enum Wake {
     Reply(Result<ReplyResult, oneshot::error::RecvError>),
-    Readable(std::io::Result<()>),
+    /// Bytes read from the client (0: it closed).
+    Read(std::io::Result<usize>),
     Idle,
+}
+
+/// Reads what the client sent, once the socket says there is something.
+///
+/// Polled beside the head's reply, never awaited alone: a readiness that
+/// turns out stale (the last read happened to drain the socket exactly)
+/// leaves the session waiting on both, not stuck in a read while replies the
+/// client waits for pile up. The buffer grows only once there is input, so
+/// idle clients cost no buffer; a short read tells tokio the socket is
+/// drained, which saves an EAGAIN syscall per request.
+fn poll_read_client(
+    read: &mut OwnedReadHalf,
+    inbuf: &mut BytesMut,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    std::task::ready!(read.as_ref().poll_read_ready(cx))?;
+    if inbuf.capacity() - inbuf.len() < 4096 {
+        inbuf.reserve(16 * 1024);
+    }
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(read), cx, inbuf)
 }
 
 impl Session {
@@ -303,13 +324,11 @@ impl Session {
                     Some(Pending::Waiting { rx, .. }) => Some(rx),
                     _ => None,
                 };
-                // Readiness as the socket's own waker slot tracks it: unlike
-                // `readable()`, no waiter list to join on every wait.
-                let read: &TcpStream = self.read.as_ref();
+                let (read, inbuf) = (&mut self.read, &mut self.inbuf);
                 tokio::select! {
                     biased;
                     r = async { match head { Some(rx) => rx.await, None => std::future::pending().await } } => Wake::Reply(r),
-                    r = std::future::poll_fn(|cx| read.poll_read_ready(cx)), if can_read => Wake::Readable(r),
+                    r = std::future::poll_fn(|cx| poll_read_client(read, inbuf, cx)), if can_read => Wake::Read(r),
                     _ = async {
                         match idle {
                             Some(d) if idle_armed => tokio::time::sleep(d).await,
@@ -320,21 +339,9 @@ impl Session {
             };
             match wake {
                 Wake::Reply(r) => self.resolve_head(r),
-                Wake::Readable(Ok(())) => {
-                    // The buffer is grown only once there is something to read.
-                    if self.inbuf.capacity() - self.inbuf.len() < 4096 {
-                        self.inbuf.reserve(16 * 1024);
-                    }
-                    // `read_buf` (not `try_read_buf`): after a short read tokio
-                    // knows the socket is drained, which saves an EAGAIN
-                    // syscall per request.
-                    match self.read.read_buf(&mut self.inbuf).await {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => self.parse_input().await,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Wake::Readable(Err(e)) => return Err(e),
+                Wake::Read(Ok(0)) => return Ok(()),
+                Wake::Read(Ok(_)) => self.parse_input().await,
+                Wake::Read(Err(e)) => return Err(e),
                 Wake::Idle => return Ok(()),
             }
         }

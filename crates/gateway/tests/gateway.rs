@@ -633,3 +633,37 @@ async fn read_policies_and_scan_cursors() {
         "read_from=master sent reads to a replica"
     );
 }
+
+/// A read that happens to take exactly what the input buffer has room for
+/// leaves the socket drained while tokio still thinks it readable. The
+/// session must then still deliver the replies the client waits for, not
+/// sit in a read for input that will not come until they arrive. Which size
+/// hits the buffer exactly depends on its growth, so a range is swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_drains_the_socket_exactly_still_gets_its_reply() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = start(|_| {}).await;
+    let password = env.lab.password();
+    let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n", password.len());
+    for total in 15_900..=16_500usize {
+        let mut c = tokio::net::TcpStream::connect(&env.gateway).await.unwrap();
+        c.write_all(auth.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"+OK\r\n");
+        // One SET of exactly `total` bytes: 30 bytes of framing around a
+        // value with a 5-digit length.
+        let len = total - 30;
+        let set = format!(
+            "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${len}\r\n{}\r\n",
+            "v".repeat(len)
+        );
+        assert_eq!(set.len(), total);
+        c.write_all(set.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no reply to a {total}-byte request"))
+            .unwrap();
+        assert_eq!(&buf[..n], b"+OK\r\n", "a {total}-byte request");
+    }
+}

@@ -167,6 +167,9 @@ struct State {
     /// never has commands in flight on two masters at once.
     inflight_master: Option<Arc<NodePool>>,
     inflight_master_count: usize,
+    /// Writes went to the master on a shared connection since the last
+    /// `WAIT`: the session's own connection must first be moved past them.
+    shared_writes: bool,
 }
 
 impl State {
@@ -857,6 +860,10 @@ impl Session {
                 Pending::Ready(reply::integer(self.id as i64))
             }
             Some(SessionCommand::Belay) => self.belay_command(&req),
+            Some(SessionCommand::Wait) => match self.classify(name, &req) {
+                Class::Denied(reason) => denied(&req, reason),
+                _ => self.wait(req).await,
+            },
             _ => {
                 let class = self.classify(name, &req);
                 match class {
@@ -1015,6 +1022,7 @@ impl Session {
             return Err(job);
         }
         self.note_master(&job, pool);
+        self.st.shared_writes |= job.kind == Kind::Write;
         self.stage(TargetRef::Shared(pool), Some(pool), job);
         Ok(Pending::Staged)
     }
@@ -1327,6 +1335,41 @@ impl Session {
         Pending::Ready(reply::ok())
     }
 
+    /// `WAIT` and `WAITAOF` count the replicas that acknowledged the writes
+    /// of the *connection* they run on. On a connection shared with other
+    /// sessions that would be the wrong writes, and the wait would hold up
+    /// every session behind it for its whole timeout. So they run on the
+    /// session's own master connection, where its writes go from then on.
+    ///
+    /// When earlier writes went on a shared connection, the own connection
+    /// must first be moved past them: once every one of them is answered,
+    /// the session sends a `PUBLISH` to a gateway channel on it, the one
+    /// command that replicates without touching data. Its replication
+    /// offset is then beyond those writes, and the `WAIT` counts them.
+    async fn wait(&mut self, req: Request) -> Pending {
+        if self.st.shared_writes {
+            if self.st.unacked_writes > 0 {
+                // Handled again at the head of the FIFO, once they are answered.
+                return Pending::Queued(req);
+            }
+            let topo = self.topology();
+            let conn = match topo.master.as_ref() {
+                Some(pool) => self.master_conn(pool, false).await,
+                None => None,
+            };
+            let Some(conn) = conn else {
+                return Pending::Ready(reply::error(&format!(
+                    "ERR belay: {} cannot run now: no connection to the master (failover in progress?)",
+                    String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase()
+                )));
+            };
+            self.send_batch();
+            conn.send_ignoring_reply(Bytes::from_static(WAIT_MARK));
+            self.st.shared_writes = false;
+        }
+        self.route(req, Kind::Blocking, true, false).await
+    }
+
     /// `BELAY TOPOLOGY`: the gateway's own view, as JSON, for `belay status`
     /// and for people debugging routing. `BELAY HELP` lists subcommands.
     fn belay_command(&mut self, req: &Request) -> Pending {
@@ -1535,6 +1578,10 @@ fn denied(req: &Request, reason: &str) -> Pending {
     )))
 }
 
+/// What [`Session::wait`] sends to move its own connection's replication
+/// offset: a message to a channel only the gateway uses.
+const WAIT_MARK: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$14\r\n__belay__:wait\r\n$0\r\n\r\n";
+
 /// Commands the session answers or acts on itself (some only with certain
 /// arguments; with others they route like any command).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1552,6 +1599,8 @@ enum SessionCommand {
     Subscribe,
     Client,
     Belay,
+    /// `WAIT`/`WAITAOF`: counted per connection by Redis.
+    Wait,
 }
 
 /// `name` (lowercase) as a [`SessionCommand`], if it is one.
@@ -1570,6 +1619,7 @@ fn session_command(name: &[u8]) -> Option<SessionCommand> {
         b"subscribe" | b"psubscribe" | b"ssubscribe" => SessionCommand::Subscribe,
         b"client" => SessionCommand::Client,
         b"belay" => SessionCommand::Belay,
+        b"wait" | b"waitaof" => SessionCommand::Wait,
         _ => return None,
     })
 }

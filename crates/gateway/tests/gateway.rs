@@ -667,3 +667,107 @@ async fn a_read_that_drains_the_socket_exactly_still_gets_its_reply() {
         assert_eq!(&buf[..n], b"+OK\r\n", "a {total}-byte request");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_counts_this_sessions_writes_and_holds_up_no_one() {
+    let env = start(|_| {}).await;
+    let ok = Value::Simple("OK".into());
+    // The gateway's marks (see below), watched on the master itself.
+    let mut marks = env.node(&env.master().await).await;
+    marks.send(&["SUBSCRIBE", "__belay__:wait"]).await.unwrap();
+    marks.read_value().await.unwrap();
+
+    // A WAIT that cannot be met (3 replicas asked, 2 exist) blocks for its
+    // whole timeout. Sessions sharing backend connections carry on meanwhile.
+    let mut waiter = env.client().await;
+    assert_eq!(waiter.call(&["SET", "w", "1"]).await.unwrap(), ok);
+    let wait = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let v = waiter.call(&["WAIT", "3", "1500"]).await.unwrap();
+        (v, started.elapsed(), waiter)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Eight sessions over two shared connections per node: some share the
+    // waiter's connection to the master.
+    for i in 0..8 {
+        let mut c = env.client().await;
+        let started = std::time::Instant::now();
+        assert_eq!(c.call(&["SET", &format!("o{i}"), "v"]).await.unwrap(), ok);
+        assert_eq!(
+            c.call(&["INCR", &format!("n{i}")]).await.unwrap(),
+            Value::Integer(1)
+        );
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "client {i} was held up {took:?} by another client's WAIT"
+        );
+    }
+    let (v, took, mut waiter) = wait.await.unwrap();
+    assert_eq!(
+        v,
+        Value::Integer(2),
+        "both replicas have the waiter's write"
+    );
+    assert!(
+        took >= Duration::from_millis(1400),
+        "WAIT returned after {took:?}"
+    );
+    // The session's writes now go on its own connection: a WAIT that can be
+    // met returns as soon as the replicas acknowledge.
+    assert_eq!(waiter.call(&["SET", "w", "2"]).await.unwrap(), ok);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        waiter.call(&["WAIT", "2", "5000"]).await.unwrap(),
+        Value::Integer(2)
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A new session whose write went on a shared connection: its WAIT
+    // counts that write, not the empty history of a fresh connection.
+    let mut c = env.client().await;
+    let stalls = env.stall_replication().await;
+    assert_eq!(c.call(&["SET", "lagging", "1"]).await.unwrap(), ok);
+    assert_eq!(
+        c.call(&["WAIT", "1", "300"]).await.unwrap(),
+        Value::Integer(0),
+        "no replica can have acknowledged a write while replication is stalled"
+    );
+    drop(stalls);
+    assert_eq!(
+        c.call(&["WAIT", "2", "10000"]).await.unwrap(),
+        Value::Integer(2),
+        "once replication flows again both replicas acknowledge it"
+    );
+    // A new session's WAIT pipelined behind its writes still in flight on
+    // a shared connection: it waits for their replies, then counts them;
+    // what follows it keeps its place.
+    let mut d = env.client().await;
+    for i in 0..20 {
+        d.send(&["SET", &format!("pw{i}"), "v"]).await.unwrap();
+    }
+    d.send(&["WAIT", "2", "5000"]).await.unwrap();
+    d.send(&["INCR", "after-wait"]).await.unwrap();
+    d.send(&["GET", "pw19"]).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(d.read_value().await.unwrap(), ok);
+    }
+    assert_eq!(d.read_value().await.unwrap(), Value::Integer(2));
+    assert_eq!(d.read_value().await.unwrap(), Value::Integer(1));
+    assert_eq!(d.read_value().await.unwrap(), bulk("v"));
+
+    // Redis 7.0 moves a connection's replication offset with every command,
+    // so a fresh connection's WAIT would count the earlier writes anyway;
+    // from 7.2 only replicated commands move it. Hence the mark: one PUBLISH
+    // per session whose writes went on a shared connection before its WAIT
+    // (the waiter, `c` and `d`), none once its writes go on its own.
+    let mut seen = 0;
+    while let Ok(m) = tokio::time::timeout(Duration::from_millis(500), marks.read_value()).await {
+        m.unwrap();
+        seen += 1;
+    }
+    assert_eq!(
+        seen, 3,
+        "one mark per session that moved off shared connections"
+    );
+}

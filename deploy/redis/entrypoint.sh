@@ -44,10 +44,11 @@ umask 077
 cd /data
 
 if [ -n "${BELAY_PASSWORD_FILE:-}" ]; then
-  [ -r "$BELAY_PASSWORD_FILE" ] || die "BELAY_PASSWORD_FILE=$BELAY_PASSWORD_FILE is not readable"
+  [ -f "$BELAY_PASSWORD_FILE" ] && [ -r "$BELAY_PASSWORD_FILE" ] ||
+    die "BELAY_PASSWORD_FILE=$BELAY_PASSWORD_FILE is not a file this user ($(id -un)) can read; with compose, run scripts/docker-gen-env (it writes deploy/secrets/belay_password, mode 0644)"
   BELAY_PASSWORD="$(head -n1 "$BELAY_PASSWORD_FILE")"
 fi
-[ -n "${BELAY_PASSWORD:-}" ] || die "BELAY_PASSWORD is not set (see deploy/.env.example)"
+[ -n "${BELAY_PASSWORD:-}" ] || die "no password: set BELAY_PASSWORD_FILE (compose mounts deploy/secrets/belay_password; run scripts/docker-gen-env) or BELAY_PASSWORD"
 # Config-file string: quote it, escape backslash and double quote.
 pw="\"$(printf '%s' "$BELAY_PASSWORD" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')\""
 

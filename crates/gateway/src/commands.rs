@@ -132,6 +132,14 @@ impl CommandTable {
         self.classify_by_name(std::str::from_utf8(name).unwrap_or(""), req)
     }
 
+    /// The class of a command whose class does not depend on its
+    /// arguments (overrides and denials applied), by its lowercase name;
+    /// `None` for the others, which [`CommandTable::classify_lowercase`]
+    /// judges in full.
+    pub fn resolved_class(&self, name: &[u8]) -> Option<Class> {
+        self.resolved.get(name).copied()
+    }
+
     /// The full rules: subcommands, overrides, denials, flags.
     fn classify_by_name(&self, name: &str, req: &Request) -> Class {
         let info = self.commands.get(name);

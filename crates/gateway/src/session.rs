@@ -233,6 +233,40 @@ pub struct Session {
     /// This session's view of the topology, refreshed when it changes.
     topo_rx: tokio::sync::watch::Receiver<Arc<Topology>>,
     topo: Arc<Topology>,
+    /// How the fast path last routed a command name.
+    last_command: Option<LastCommand>,
+}
+
+/// The last command name [`Session::handle_now`] classified, as the client
+/// spelled it, and the kind it got. Clients repeat commands (a pipeline of
+/// GETs, a loop of SETs): a repeat then costs one short comparison instead
+/// of lowercasing, the session-command check and a table lookup. Only
+/// names whose class does not depend on their arguments are kept, and only
+/// for the command table they were classified by.
+struct LastCommand {
+    name: [u8; 24],
+    len: u8,
+    kind: Kind,
+    table: Arc<CommandTable>,
+}
+
+impl LastCommand {
+    fn new(name: &[u8], kind: Kind, table: &Arc<CommandTable>) -> Option<LastCommand> {
+        let mut buf = [0u8; 24];
+        buf.get_mut(..name.len())?.copy_from_slice(name);
+        Some(LastCommand {
+            name: buf,
+            len: name.len() as u8,
+            kind,
+            table: table.clone(),
+        })
+    }
+
+    /// The kind of `name` if it is this command and `table` is still current.
+    fn kind_of(&self, name: &[u8], table: &Arc<CommandTable>) -> Option<Kind> {
+        (name == &self.name[..self.len as usize] && Arc::ptr_eq(&self.table, table))
+            .then_some(self.kind)
+    }
 }
 
 /// How the session loop was woken.
@@ -294,6 +328,7 @@ impl Session {
             write_timeout,
             topo,
             topo_rx,
+            last_command: None,
         }
     }
 
@@ -862,7 +897,7 @@ impl Session {
             Some(SessionCommand::Belay) => self.belay_command(&req),
             Some(SessionCommand::Wait) => match self.classify(name, &req) {
                 Class::Denied(reason) => denied(&req, reason),
-                _ => self.wait(req).await,
+                _ => Box::pin(self.wait(req)).await,
             },
             _ => {
                 let class = self.classify(name, &req);
@@ -916,17 +951,33 @@ impl Session {
         {
             return Err(req);
         }
-        let mut name_buf = [0u8; 24];
-        let name = lower_name(req.name().unwrap_or_default(), &mut name_buf);
-        if session_command(name).is_some() {
-            return Err(req);
-        }
         // One look at the topology for both classifying and routing.
         let topo = self.topology();
-        let kind = match classify_in(&topo.commands, name, &req) {
-            Class::Read => read_kind(name),
-            Class::Write => Kind::Write,
-            Class::Blocking | Class::Denied(_) => return Err(req),
+        let raw_name = req.name().unwrap_or_default();
+        let kind = match self
+            .last_command
+            .as_ref()
+            .and_then(|l| l.kind_of(raw_name, &topo.commands))
+        {
+            Some(kind) => kind,
+            None => {
+                let mut name_buf = [0u8; 24];
+                let name = lower_name(raw_name, &mut name_buf);
+                if session_command(name).is_some() {
+                    return Err(req);
+                }
+                let resolved = topo.commands.resolved_class(name);
+                let kind = match resolved.unwrap_or_else(|| classify_in(&topo.commands, name, &req))
+                {
+                    Class::Read => read_kind(name),
+                    Class::Write => Kind::Write,
+                    Class::Blocking | Class::Denied(_) => return Err(req),
+                };
+                if resolved.is_some() {
+                    self.last_command = LastCommand::new(raw_name, kind, &topo.commands);
+                }
+                kind
+            }
         };
         let job = Job::new(req.raw, kind, false, false);
         Ok(self
@@ -1660,6 +1711,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod last_command_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_command_is_reused_only_for_the_same_name_and_table() {
+        let table = Arc::new(CommandTable::default());
+        let newer = Arc::new(CommandTable::default());
+        let last = LastCommand::new(b"GET", Kind::Read, &table).unwrap();
+        assert_eq!(last.kind_of(b"GET", &table), Some(Kind::Read));
+        // Another spelling takes the full path (and gets the same answer).
+        assert_eq!(last.kind_of(b"get", &table), None);
+        assert_eq!(last.kind_of(b"GETEX", &table), None);
+        assert_eq!(last.kind_of(b"GE", &table), None);
+        // A new command table (the master's version changed) starts over.
+        assert_eq!(last.kind_of(b"GET", &newer), None);
+        assert!(LastCommand::new(&[b'x'; 25], Kind::Read, &table).is_none());
+        let longest = LastCommand::new(&[b'x'; 24], Kind::Write, &table).unwrap();
+        assert_eq!(longest.kind_of(&[b'x'; 24], &table), Some(Kind::Write));
+    }
 }
 
 #[cfg(test)]

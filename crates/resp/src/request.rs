@@ -132,16 +132,22 @@ pub fn parse_request(
 }
 
 fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
-    let Some(line_end) = find_crlf(buf, 1) else {
-        if buf.len() > limits.max_inline_len {
-            return Err(ProtocolError::InlineTooLong {
-                limit: limits.max_inline_len,
-            });
+    let (count, first_arg) = match short_length(buf, 1) {
+        Some(header) => header,
+        None => {
+            let Some(line_end) = find_crlf(buf, 1) else {
+                if buf.len() > limits.max_inline_len {
+                    return Err(ProtocolError::InlineTooLong {
+                        limit: limits.max_inline_len,
+                    });
+                }
+                return Ok(None);
+            };
+            let count = parse_int(&buf[1..line_end])
+                .ok_or(ProtocolError::InvalidLength { what: "multibulk" })?;
+            (count, line_end + 2)
         }
-        return Ok(None);
     };
-    let count =
-        parse_int(&buf[1..line_end]).ok_or(ProtocolError::InvalidLength { what: "multibulk" })?;
     if count > limits.max_array_len as i64 {
         return Err(ProtocolError::ArrayTooLong {
             len: count,
@@ -149,7 +155,7 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
         });
     }
     if count <= 0 {
-        let raw = buf.split_to(line_end + 2).freeze();
+        let raw = buf.split_to(first_arg).freeze();
         return Ok(Some(Request {
             raw,
             spans: SmallVec::new(),
@@ -162,7 +168,7 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request
     // arguments, and only for arguments actually present, whatever count
     // the client announced.
     let mut spans: SmallVec<[(u32, u32); 3]> = SmallVec::new();
-    let mut pos = line_end + 2;
+    let mut pos = first_arg;
     for _ in 0..count {
         let Some(&kind) = buf.get(pos) else {
             return Ok(None);

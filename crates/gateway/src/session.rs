@@ -820,7 +820,8 @@ impl Session {
             }
             return self.route(req, Kind::Write, true, true).await;
         }
-        match session_command(name) {
+        let command = session_command(name);
+        match command {
             Some(SessionCommand::Auth) => Box::pin(self.auth(&req)).await,
             Some(SessionCommand::Hello) => Box::pin(self.hello(&req)).await,
             Some(SessionCommand::Select) => self.select(&req),
@@ -900,8 +901,10 @@ impl Session {
                 _ => Box::pin(self.wait(req)).await,
             },
             _ => {
-                let class = self.classify(name, &req);
-                match class {
+                if command == Some(SessionCommand::Script) && req.arg_is(1, "LOAD") {
+                    self.load_script_on_replicas(&req);
+                }
+                match self.classify(name, &req) {
                     Class::Denied(reason) => denied(&req, reason),
                     Class::Read => self.route(req, read_kind(name), false, false).await,
                     Class::Write => {
@@ -911,6 +914,26 @@ impl Session {
                     Class::Blocking => self.route(req, Kind::Blocking, true, false).await,
                 }
             }
+        }
+    }
+
+    /// `SCRIPT LOAD` goes to the master like any command; Redis does not
+    /// replicate the script cache, so the gateway also sends it to every
+    /// replica, on this session's shared connections, and ignores their
+    /// replies. An `EVALSHA_RO` of the session, sent after it on the same
+    /// connections, then runs on a replica instead of bouncing off it with
+    /// `NOSCRIPT` (still retried on the master for a replica that missed
+    /// it: one that was down, or joined later). Not for a client logged in
+    /// as another ACL user: the gateway's own credentials might let it do
+    /// what its own may not.
+    fn load_script_on_replicas(&mut self, req: &Request) {
+        if self.st.user.is_some() || !self.st.authenticated {
+            return;
+        }
+        let slot = self.shared.slot(self.id);
+        for replica in &self.current_topology().replicas {
+            // The reply receiver is dropped at once: nobody waits for it.
+            let _ = replica.pool.try_send_shared(slot, req.raw.clone(), 1);
         }
     }
 
@@ -1652,6 +1675,8 @@ enum SessionCommand {
     Belay,
     /// `WAIT`/`WAITAOF`: counted per connection by Redis.
     Wait,
+    /// `SCRIPT LOAD` is also sent to the replicas.
+    Script,
 }
 
 /// `name` (lowercase) as a [`SessionCommand`], if it is one.
@@ -1671,6 +1696,7 @@ fn session_command(name: &[u8]) -> Option<SessionCommand> {
         b"client" => SessionCommand::Client,
         b"belay" => SessionCommand::Belay,
         b"wait" | b"waitaof" => SessionCommand::Wait,
+        b"script" => SessionCommand::Script,
         _ => return None,
     })
 }

@@ -120,6 +120,39 @@ async fn routes_and_keeps_session_semantics() {
         c.call(&["EVALSHA_RO", &sha, "1", "ek"]).await.unwrap(),
         bulk("e")
     );
+    // SCRIPT LOAD through the gateway loads the script on the replicas too
+    // (Redis does not replicate the script cache): EVALSHA_RO then runs on
+    // a replica at once.
+    let loaded = c
+        .call(&["SCRIPT", "LOAD", "return redis.call('STRLEN', KEYS[1])"])
+        .await
+        .unwrap()
+        .to_text()
+        .unwrap();
+    let master_evalsha_ro = env.calls(&master, "evalsha_ro").await;
+    // SCRIPT LOAD is no read: let the read-your-writes fence pass.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        c.call(&["EVALSHA_RO", &loaded, "1", "ek"]).await.unwrap(),
+        Value::Integer(1)
+    );
+    for r in &replicas {
+        assert_eq!(
+            env.node(r)
+                .await
+                .call(&["SCRIPT", "EXISTS", &loaded])
+                .await
+                .unwrap(),
+            Value::Array(vec![Value::Integer(1)]),
+            "{r} has the script loaded through the gateway"
+        );
+    }
+    assert_eq!(
+        env.calls(&master, "evalsha_ro").await,
+        master_evalsha_ro,
+        "EVALSHA_RO of a script loaded through the gateway ran on a replica"
+    );
+
     // The same inside one pipeline written at once: the reads travel to a
     // replica as one batch, and the one refused there (NOSCRIPT) is retried
     // on the master while the replies keep their order; an error reply of

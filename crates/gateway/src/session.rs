@@ -221,6 +221,9 @@ pub struct Session {
     stop_reading: bool,
     /// Set by QUIT: close after its `+OK`.
     quit_requested: bool,
+    /// A queued request is being handled at the head of the FIFO: every
+    /// reply before it has arrived.
+    at_head: bool,
     /// The replica the reads of the current input go to.
     batch_replica: Option<Arc<NodePool>>,
     /// A batch's emptied job list, kept for the next batch: a pipeline's
@@ -323,6 +326,7 @@ impl Session {
             },
             stop_reading: false,
             quit_requested: false,
+            at_head: false,
             batch_replica: None,
             spare_jobs: None,
             write_timeout,
@@ -494,7 +498,9 @@ impl Session {
                         unreachable!()
                     };
                     self.held -= 1;
+                    self.at_head = true;
                     let p = self.handle(req).await;
+                    self.at_head = false;
                     let p = self.unless_staged(p).await;
                     if std::mem::take(&mut self.quit_requested) {
                         self.stop_reading = true;
@@ -1422,8 +1428,9 @@ impl Session {
     /// offset is then beyond those writes, and the `WAIT` counts them.
     async fn wait(&mut self, req: Request) -> Pending {
         if self.st.shared_writes {
-            if self.st.unacked_writes > 0 {
-                // Handled again at the head of the FIFO, once they are answered.
+            if self.st.unacked_writes > 0 && !self.at_head {
+                // Handled again at the head of the FIFO, once they are
+                // answered (there, nothing before it is left unanswered).
                 return Pending::Queued(req);
             }
             let topo = self.topology();

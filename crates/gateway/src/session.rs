@@ -43,6 +43,16 @@ enum Kind {
     CursorRead,
     Write,
     Blocking,
+    /// `WAIT`/`WAITAOF`: may block, writes nothing, and may run while
+    /// writes are held (it then tells how far the replicas are behind).
+    Wait,
+}
+
+impl Kind {
+    /// May keep its connection silent for long (BLPOP, WAIT, …).
+    fn may_block(self) -> bool {
+        matches!(self, Kind::Blocking | Kind::Wait)
+    }
 }
 
 /// A routed command, kept until its reply is final so that it can be retried
@@ -630,7 +640,7 @@ impl Session {
             });
         }
         let batch = self.batch.as_mut().expect("opened above");
-        batch.blocking |= job.kind == Kind::Blocking;
+        batch.blocking |= job.kind.may_block();
         batch.jobs.push(job);
     }
 
@@ -1058,8 +1068,8 @@ impl Session {
 
     /// The master pool the job may go to now, if any.
     fn choose_master<'t>(&self, topo: &'t Topology, job: &Job) -> Option<&'t Arc<NodePool>> {
-        // Reads may use the master even while writes are held.
-        let reads = matches!(job.kind, Kind::Read | Kind::CursorRead) && !job.in_tx;
+        // Reads (and WAIT) may use the master even while writes are held.
+        let reads = matches!(job.kind, Kind::Read | Kind::CursorRead | Kind::Wait) && !job.in_tx;
         let pool = if reads {
             topo.read_master.as_ref()
         } else {
@@ -1433,8 +1443,9 @@ impl Session {
                 // answered (there, nothing before it is left unanswered).
                 return Pending::Queued(req);
             }
+            // The confirmed master, even while writes are held (see `choose_master`).
             let topo = self.topology();
-            let conn = match topo.master.as_ref() {
+            let conn = match topo.read_master.as_ref() {
                 Some(pool) => self.master_conn(pool, false).await,
                 None => None,
             };
@@ -1448,7 +1459,7 @@ impl Session {
             conn.send_ignoring_reply(Bytes::from_static(WAIT_MARK));
             self.st.shared_writes = false;
         }
-        self.route(req, Kind::Blocking, true, false).await
+        self.route(req, Kind::Wait, true, false).await
     }
 
     /// `BELAY TOPOLOGY`: the gateway's own view, as JSON, for `belay status`

@@ -394,7 +394,11 @@ async fn write_guard_holds_writes_for_a_master_cut_off_from_its_replicas() {
     c.call_ok(&["SET", "guard", "0"]).await.unwrap();
     // The guard arms once the master has been confirmed for 2 s.
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut waiter = env.client().await;
     let stalls = env.stall_replication().await;
+    // A write just after the stall, before the lag reaches the bound: the
+    // master has it, no replica does.
+    waiter.call_ok(&["SET", "unreplicated", "1"]).await.unwrap();
     // The master still answers and the Sentinels see nothing wrong, but no
     // replica gets its writes: within about the lag bound the gateway stops
     // sending it writes it could lose.
@@ -412,8 +416,13 @@ async fn write_guard_holds_writes_for_a_master_cut_off_from_its_replicas() {
     let view = c.call(&["BELAY", "TOPOLOGY"]).await.unwrap();
     let view: serde_json::Value = serde_json::from_str(view.as_str().unwrap()).unwrap();
     assert_eq!(view["writes_held"], serde_json::json!(true), "{view}");
-    // Reads still work meanwhile.
+    // Reads still work meanwhile, and so does WAIT (it writes nothing): no
+    // replica has the waiter's write.
     assert!(!c.call(&["GET", "guard"]).await.unwrap().is_error());
+    assert_eq!(
+        waiter.call(&["WAIT", "1", "300"]).await.unwrap(),
+        Value::Integer(0)
+    );
     drop(stalls);
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {

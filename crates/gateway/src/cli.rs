@@ -84,7 +84,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_FAILOVER_HOLD_MS", value_name = "MS")]
     pub failover_hold_ms: Option<u64>,
 
-    /// A node that owes replies and stays silent this long is treated as down [default: 2000].
+    /// A node that owes replies and stays silent this long is treated as down: its
+    /// connections close and the commands in flight on them fail ("may or may not have
+    /// run"). This notices a frozen master seconds before Sentinel does. A command that
+    /// legitimately runs longer (a slow script, KEYS on a large dataset) looks the same:
+    /// raise it if you run such commands. Blocking commands (BLPOP, WAIT, …) are exempt
+    /// [default: 2000].
     #[arg(long, env = "BELAY_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
 

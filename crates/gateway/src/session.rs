@@ -917,8 +917,10 @@ impl Session {
                 _ => Box::pin(self.wait(req)).await,
             },
             _ => {
-                if command == Some(SessionCommand::Script) && req.arg_is(1, "LOAD") {
-                    self.load_script_on_replicas(&req);
+                if command == Some(SessionCommand::Script)
+                    && (req.arg_is(1, "LOAD") || req.arg_is(1, "FLUSH"))
+                {
+                    self.script_cache_on_replicas(&req);
                 }
                 match self.classify(name, &req) {
                     Class::Denied(reason) => denied(&req, reason),
@@ -933,16 +935,17 @@ impl Session {
         }
     }
 
-    /// `SCRIPT LOAD` goes to the master like any command; Redis does not
-    /// replicate the script cache, so the gateway also sends it to every
-    /// replica, on this session's shared connections, and ignores their
-    /// replies. An `EVALSHA_RO` of the session, sent after it on the same
-    /// connections, then runs on a replica instead of bouncing off it with
-    /// `NOSCRIPT` (still retried on the master for a replica that missed
-    /// it: one that was down, or joined later). Not for a client logged in
-    /// as another ACL user: the gateway's own credentials might let it do
-    /// what its own may not.
-    fn load_script_on_replicas(&mut self, req: &Request) {
+    /// `SCRIPT LOAD` and `SCRIPT FLUSH` go to the master like any command;
+    /// Redis does not replicate the script cache, so the gateway also sends
+    /// them to every replica, on this session's shared connections, and
+    /// ignores their replies. An `EVALSHA_RO` of the session, sent after a
+    /// load on the same connections, then runs on a replica instead of
+    /// bouncing off it with `NOSCRIPT` (still retried on the master for a
+    /// replica that missed it: one that was down, or joined later); after a
+    /// flush, no replica runs a script the master forgot. Not for a client
+    /// logged in as another ACL user: the gateway's own credentials might
+    /// let it do what its own may not.
+    fn script_cache_on_replicas(&mut self, req: &Request) {
         if self.st.user.is_some() || !self.st.authenticated {
             return;
         }
@@ -1693,7 +1696,7 @@ enum SessionCommand {
     Belay,
     /// `WAIT`/`WAITAOF`: counted per connection by Redis.
     Wait,
-    /// `SCRIPT LOAD` is also sent to the replicas.
+    /// `SCRIPT LOAD` and `SCRIPT FLUSH` are also sent to the replicas.
     Script,
 }
 

@@ -177,6 +177,28 @@ async fn routes_and_keeps_session_semantics() {
     let (got, _) = raw_exchange(&env.gateway, &pipeline, expected.len()).await;
     assert_eq!(String::from_utf8_lossy(&got), expected);
 
+    // SCRIPT FLUSH empties the replicas' caches too: no replica keeps
+    // running a script the master forgot.
+    assert_eq!(
+        c.call(&["SCRIPT", "FLUSH"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    for r in &replicas {
+        assert_eq!(
+            env.node(r)
+                .await
+                .call(&["SCRIPT", "EXISTS", &loaded])
+                .await
+                .unwrap(),
+            Value::Array(vec![Value::Integer(0)]),
+            "{r} still has a script flushed through the gateway"
+        );
+    }
+    let Value::Error(e) = c.call(&["EVALSHA_RO", &loaded, "1", "ek"]).await.unwrap() else {
+        panic!("a flushed script still ran");
+    };
+    assert!(e.starts_with("NOSCRIPT"), "{e}");
+
     // Commands the gateway cannot honour get a clear error, not a hang.
     for cmd in [
         vec!["MONITOR"],

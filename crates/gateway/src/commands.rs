@@ -126,18 +126,20 @@ impl CommandTable {
     /// [`CommandTable::classify`] for a caller that already has the
     /// command's name in lowercase.
     pub fn classify_lowercase(&self, name: &[u8], req: &Request) -> Class {
-        if let Some(class) = self.resolved.get(name) {
-            return *class;
-        }
-        self.classify_by_name(std::str::from_utf8(name).unwrap_or(""), req)
+        self.classify_lowercase_resolved(name, req).0
     }
 
-    /// The class of a command whose class does not depend on its
-    /// arguments (overrides and denials applied), by its lowercase name;
-    /// `None` for the others, which [`CommandTable::classify_lowercase`]
-    /// judges in full.
-    pub fn resolved_class(&self, name: &[u8]) -> Option<Class> {
-        self.resolved.get(name).copied()
+    /// [`CommandTable::classify_lowercase`], and whether the class holds for
+    /// every use of the name (it does not depend on the arguments), so a
+    /// caller may remember it.
+    pub fn classify_lowercase_resolved(&self, name: &[u8], req: &Request) -> (Class, bool) {
+        match self.resolved.get(name) {
+            Some(class) => (*class, true),
+            None => (
+                self.classify_by_name(std::str::from_utf8(name).unwrap_or(""), req),
+                false,
+            ),
+        }
     }
 
     /// The full rules: subcommands, overrides, denials, flags.

@@ -946,7 +946,7 @@ impl Session {
     /// logged in as another ACL user: the gateway's own credentials might
     /// let it do what its own may not.
     fn script_cache_on_replicas(&mut self, req: &Request) {
-        if self.st.user.is_some() || !self.st.authenticated {
+        if self.st.user.is_some() {
             return;
         }
         let slot = self.shared.slot(self.id);
@@ -958,7 +958,7 @@ impl Session {
 
     /// The command's class; `name` is its lowercase name from [`lower_name`].
     fn classify(&mut self, name: &[u8], req: &Request) -> Class {
-        classify_in(&self.current_topology().commands, name, req)
+        classify_in(&self.current_topology().commands, name, req).0
     }
 
     /// The current topology; re-read only when discovery published a new one.
@@ -1008,14 +1008,13 @@ impl Session {
                 if session_command(name).is_some() {
                     return Err(req);
                 }
-                let resolved = topo.commands.resolved_class(name);
-                let kind = match resolved.unwrap_or_else(|| classify_in(&topo.commands, name, &req))
-                {
+                let (class, resolved) = classify_in(&topo.commands, name, &req);
+                let kind = match class {
                     Class::Read => read_kind(name),
                     Class::Write => Kind::Write,
                     Class::Blocking | Class::Denied(_) => return Err(req),
                 };
-                if resolved.is_some() {
+                if resolved {
                     self.last_command = LastCommand::new(raw_name, kind, &topo.commands);
                 }
                 kind
@@ -1722,13 +1721,15 @@ fn session_command(name: &[u8]) -> Option<SessionCommand> {
     })
 }
 
-/// The class of a command; `name` is its lowercase name from [`lower_name`].
-fn classify_in(commands: &CommandTable, name: &[u8], req: &Request) -> Class {
+/// The class of a command, and whether it holds for every use of its name
+/// (see [`CommandTable::classify_lowercase_resolved`]); `name` is its
+/// lowercase name from [`lower_name`].
+fn classify_in(commands: &CommandTable, name: &[u8], req: &Request) -> (Class, bool) {
     if name.is_empty() {
         // Longer than lower_name's buffer: the table lowercases it.
-        commands.classify(req)
+        (commands.classify(req), false)
     } else {
-        commands.classify_lowercase(name, req)
+        commands.classify_lowercase_resolved(name, req)
     }
 }
 

@@ -1,8 +1,9 @@
 //! One TCP connection to a Redis node, shared by many sessions or pinned to one.
 //!
 //! A connection is two tasks: the writer batches every request queued since
-//! its last write into one `write` (that is what cuts syscalls on the node
-//! when many clients share a connection), and the reader splits the reply
+//! its last write into one `write`, and holds the next write while the node
+//! still owes replies to the last one (that is what cuts syscalls and
+//! wake-ups on the node when many clients share a connection), and the reader splits the reply
 //! stream at frame boundaries and hands the replies to whoever is waiting, in
 //! order. Redis answers each connection's commands in order, so a FIFO of
 //! waiting senders is all the bookkeeping needed.
@@ -22,7 +23,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Why a request got no reply. The distinction decides whether a retry is
@@ -119,6 +120,9 @@ struct ConnState {
     blocking: AtomicUsize,
     /// Cancelled when the connection is closed, from outside or by either task.
     closed: CancellationToken,
+    /// Notified when `outstanding` falls to zero: the writer holds the
+    /// next write until then.
+    answered: Notify,
 }
 
 impl ConnState {
@@ -130,7 +134,9 @@ impl ConnState {
     }
 
     fn sub_outstanding(&self, n: usize) {
-        self.outstanding.fetch_sub(n, Ordering::Relaxed);
+        if self.outstanding.fetch_sub(n, Ordering::Relaxed) == n {
+            self.answered.notify_one();
+        }
         if let Some(load) = &self.load {
             load.fetch_sub(n, Ordering::Relaxed);
         }
@@ -167,6 +173,7 @@ impl BackendConn {
             blocking: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
             closed: CancellationToken::new(),
+            answered: Notify::new(),
         });
         tokio::spawn(write_loop(write, rx, inflight_tx, shared.clone()));
         tokio::spawn(read_loop(
@@ -297,24 +304,22 @@ async fn write_loop(
     state: Arc<ConnState>,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // The requests of the next write, not yet on the wire (so still safe to
+    // send elsewhere if the connection dies first).
+    let mut next = Collected::default();
     // One future for the whole loop: a new one per wait would join and
     // leave the token's waiter list each time.
     let closed = state.closed.cancelled();
     tokio::pin!(closed);
-    loop {
+    'conn: loop {
         let first = tokio::select! {
             biased;
             req = rx.recv() => req,
             _ = &mut closed => None,
         };
         let Some(first) = first else { break };
+        next.push(first);
         if !state.alive.load(Ordering::Acquire) {
-            let _ = first.reply.send(Err(BackendError::NotSent {
-                addr: state.addr.clone(),
-            }));
-            break;
-        }
-        if !stage(&mut buf, &inflight, &state, first) {
             break;
         }
         // Write after the event loop's next look at the sockets, not now:
@@ -323,16 +328,39 @@ async fn write_loop(
         // wake-up of the node) into a few larger ones: at one request per
         // client it cut the node's wake-ups by 40% and raised throughput.
         tokio::task::yield_now().await;
-        while buf.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(req) => {
-                    if !stage(&mut buf, &inflight, &state, req) {
-                        break;
-                    }
-                }
-                Err(_) => break,
+        next.take_queued(&mut rx);
+        // And while the node still owes replies to the last write, keep
+        // collecting: the node gets to this write only once it has answered
+        // that one anyway, and every command that comes meanwhile shares it
+        // (one wake-up of the node and of this task instead of several). Like
+        // Nagle's algorithm, at most one write per connection is unanswered.
+        // Held requests are not on the wire: if the connection dies first
+        // they fail as not sent, so a session may safely send them elsewhere.
+        // Not while a blocking command (BLPOP, WAIT) may keep the node silent.
+        while next.bytes < MAX_BATCH
+            && state.outstanding.load(Ordering::Relaxed) > 0
+            && state.blocking.load(Ordering::Relaxed) == 0
+        {
+            tokio::select! {
+                biased;
+                _ = &mut closed => break 'conn,
+                _ = state.answered.notified() => {}
+                req = rx.recv() => match req {
+                    Some(req) => next.push(req),
+                    None => break,
+                },
+            }
+            next.take_queued(&mut rx);
+        }
+        let mut requests = next.requests.drain(..);
+        while let Some(req) = requests.next() {
+            if !stage(&mut buf, &inflight, &state, req) {
+                requests.for_each(|req| fail_unsent(&state, req));
+                break 'conn;
             }
         }
+        drop(requests);
+        next.bytes = 0;
         let written = tokio::select! {
             biased;
             r = write.write_all(&buf) => r.is_ok(),
@@ -347,16 +375,49 @@ async fn write_loop(
     state.alive.store(false, Ordering::Release);
     state.closed.cancel();
     let _ = write.shutdown().await;
-    // Whatever is still queued never left the gateway.
+    // Whatever is still held or queued never left the gateway.
     rx.close();
-    while let Ok(req) = rx.try_recv() {
-        if req.blocking {
-            state.blocking.fetch_sub(1, Ordering::Relaxed);
-        }
-        let _ = req.reply.send(Err(BackendError::NotSent {
-            addr: state.addr.clone(),
-        }));
+    for req in next.requests.drain(..) {
+        fail_unsent(&state, req);
     }
+    while let Ok(req) = rx.try_recv() {
+        fail_unsent(&state, req);
+    }
+}
+
+/// The requests collected for the next write, not yet on the wire.
+#[derive(Default)]
+struct Collected {
+    requests: Vec<BackendRequest>,
+    /// Their commands' size, so that one write stays under `MAX_BATCH`.
+    bytes: usize,
+}
+
+impl Collected {
+    fn push(&mut self, req: BackendRequest) {
+        self.bytes += req.raw.len();
+        self.requests.push(req);
+    }
+
+    /// Adds what is already queued, up to the size of one write.
+    fn take_queued(&mut self, rx: &mut mpsc::UnboundedReceiver<BackendRequest>) {
+        while self.bytes < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => self.push(req),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Answers a request that never left the gateway: safe to retry.
+fn fail_unsent(state: &ConnState, req: BackendRequest) {
+    if req.blocking {
+        state.blocking.fetch_sub(1, Ordering::Relaxed);
+    }
+    let _ = req.reply.send(Err(BackendError::NotSent {
+        addr: state.addr.clone(),
+    }));
 }
 
 /// The request whose replies the reader is collecting.

@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod pool;
+pub mod pubsub;
 pub mod reply;
 pub mod router;
 pub mod server;

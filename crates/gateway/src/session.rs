@@ -30,6 +30,7 @@ use crate::commands::{Class, CommandTable};
 use crate::config::ReadFrom;
 use crate::discovery::Event;
 use crate::pool::NodePool;
+use crate::pubsub::{self, AfterMarker, InSubscription, Markers, Subscriptions};
 use crate::reply;
 use crate::router::{pick_replica, Fence, Prefer};
 use crate::server::Shared;
@@ -539,8 +540,20 @@ impl Session {
                     self.held -= 1;
                     write_client(&mut self.write, &self.out, self.write_timeout).await?;
                     self.out.clear();
-                    Box::pin(self.tunnel(req)).await?;
-                    return Ok(true);
+                    match Box::pin(self.tunnel(req)).await? {
+                        TunnelEnd::Closed => return Ok(true),
+                        TunnelEnd::Unsubscribed { then } => {
+                            // A normal session again, with what the client sent meanwhile.
+                            self.stop_reading = false;
+                            if let Some(req) = then {
+                                let p = self.handle(req).await;
+                                self.push(p);
+                            }
+                            if !self.inbuf.is_empty() {
+                                Box::pin(self.parse_input()).await;
+                            }
+                        }
+                    }
                 }
                 Some(Pending::Staged) => unreachable!("never stored"),
             }
@@ -1490,12 +1503,17 @@ impl Session {
     }
 
     /// Pub/sub: the session becomes a pipe to a subscription connection on
-    /// the master until the client leaves. If that connection is lost (the
+    /// the master until the client unsubscribes from everything (then it is
+    /// a normal session again) or leaves. Only the commands Redis allows in
+    /// subscribed mode go through the pipe; the gateway answers the others,
+    /// in their turn (see [`Markers`]). If that connection is lost (the
     /// master failed or was demoted), the session's subscriptions are made
     /// again on the new master; the client stays connected.
-    async fn tunnel(&mut self, first: Request) -> std::io::Result<()> {
+    async fn tunnel(&mut self, first: Request) -> std::io::Result<TunnelEnd> {
         let mut subs = Subscriptions::default();
         let mut pending_first = Some(first);
+        // A RESET read in subscribed mode, handled once the session is out of it.
+        let mut reset: Option<Request> = None;
         loop {
             let since = Instant::now();
             let tunnel = loop {
@@ -1521,8 +1539,9 @@ impl Session {
                     self.write_timeout,
                 )
                 .await?;
-                return Ok(());
+                return Ok(TunnelEnd::Closed);
             };
+            let mut markers = Markers::new();
             // (Re)subscribe; confirmations of a re-subscription are not the client's.
             let mut swallow = 0usize;
             if let Some(req) = pending_first.take() {
@@ -1543,44 +1562,61 @@ impl Session {
                 }
                 tracing::info!(session = self.id, master = %tunnel.addr, "subscriptions re-established");
             }
+            // Input that came with the SUBSCRIBE (or before the connection was lost).
+            let mut input_ready = !self.inbuf.is_empty();
             // Pipe until either side ends.
             loop {
+                if input_ready && !markers.ending() {
+                    input_ready = false;
+                    if !self
+                        .tunnel_client_input(&mut tunnel, &mut subs, &mut markers, &mut reset)
+                        .await?
+                    {
+                        return Ok(TunnelEnd::Closed);
+                    }
+                    continue;
+                }
                 tokio::select! {
                     frame = tunnel.frames.recv() => {
                         let Some(frame) = frame else { break };
-                        if swallow > 0 && is_subscribe_confirmation(&frame) {
+                        if markers.is_marker(&frame) {
+                            let (answer, then) = markers.pop().expect("a marker is waiting");
+                            if let Some(answer) = answer {
+                                write_client(&mut self.write, &answer, self.write_timeout).await?;
+                            }
+                            match then {
+                                AfterMarker::Continue => {}
+                                AfterMarker::Leave => return Ok(TunnelEnd::Unsubscribed { then: reset.take() }),
+                                AfterMarker::Close => return Ok(TunnelEnd::Closed),
+                            }
+                            continue;
+                        }
+                        if swallow > 0 && pubsub::is_subscribe_confirmation(&frame) {
                             swallow -= 1;
                             continue;
                         }
                         write_client(&mut self.write, &frame, self.write_timeout).await?;
                     }
-                    n = self.read.read_buf(&mut self.inbuf) => {
+                    n = self.read.read_buf(&mut self.inbuf), if !markers.ending() => {
                         if n? == 0 {
-                            return Ok(());
+                            return Ok(TunnelEnd::Closed);
                         }
-                        loop {
-                            match parse_request(&mut self.inbuf, &self.shared.limits) {
-                                Ok(Some(req)) => {
-                                    if req.is_empty() {
-                                        continue;
-                                    }
-                                    if req.is("QUIT") {
-                                        write_client(&mut self.write, &reply::ok(), self.write_timeout).await?;
-                                        return Ok(());
-                                    }
-                                    subs.track(&req);
-                                    if tunnel.write.write_all(&req.raw).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    write_client(&mut self.write, &reply::error(&format!("ERR {e}")), self.write_timeout).await?;
-                                    return Ok(());
-                                }
-                            }
-                        }
+                        input_ready = true;
                     }
+                }
+            }
+            // The connection is gone, and with it the replies still owed: the
+            // gateway's own answers after them are due now.
+            while let Some((answer, then)) = markers.pop() {
+                if let Some(answer) = answer {
+                    write_client(&mut self.write, &answer, self.write_timeout).await?;
+                }
+                match then {
+                    AfterMarker::Continue => {}
+                    AfterMarker::Leave => {
+                        return Ok(TunnelEnd::Unsubscribed { then: reset.take() })
+                    }
+                    AfterMarker::Close => return Ok(TunnelEnd::Closed),
                 }
             }
             tracing::info!(
@@ -1589,53 +1625,71 @@ impl Session {
             );
         }
     }
-}
 
-/// Channels and patterns a tunnelled session is subscribed to.
-#[derive(Default)]
-struct Subscriptions {
-    channels: std::collections::BTreeSet<Bytes>,
-    patterns: std::collections::BTreeSet<Bytes>,
-    shard: std::collections::BTreeSet<Bytes>,
-}
-
-impl Subscriptions {
-    fn track(&mut self, req: &Request) {
-        let args = (1..req.argc()).filter_map(|i| req.arg_bytes(i));
-        let name = String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_lowercase();
-        match name.as_str() {
-            "subscribe" => self.channels.extend(args),
-            "psubscribe" => self.patterns.extend(args),
-            "ssubscribe" => self.shard.extend(args),
-            "unsubscribe" if req.argc() == 1 => self.channels.clear(),
-            "punsubscribe" if req.argc() == 1 => self.patterns.clear(),
-            "sunsubscribe" if req.argc() == 1 => self.shard.clear(),
-            "unsubscribe" => args.for_each(|a| {
-                self.channels.remove(&a);
-            }),
-            "punsubscribe" => args.for_each(|a| {
-                self.patterns.remove(&a);
-            }),
-            "sunsubscribe" => args.for_each(|a| {
-                self.shard.remove(&a);
-            }),
-            _ => {}
+    /// Handles the client's complete commands in subscribed mode, up to one
+    /// that ends it. Returns false when the session must end at once.
+    async fn tunnel_client_input(
+        &mut self,
+        tunnel: &mut Tunnel,
+        subs: &mut Subscriptions,
+        markers: &mut Markers,
+        reset: &mut Option<Request>,
+    ) -> std::io::Result<bool> {
+        while !markers.ending() {
+            let req = match parse_request(&mut self.inbuf, &self.shared.limits) {
+                Ok(Some(req)) => req,
+                Ok(None) => break,
+                Err(e) => {
+                    write_client(
+                        &mut self.write,
+                        &reply::error(&format!("ERR {e}")),
+                        self.write_timeout,
+                    )
+                    .await?;
+                    return Ok(false);
+                }
+            };
+            if req.is_empty() {
+                continue;
+            }
+            let raw = match pubsub::in_subscription(&req) {
+                InSubscription::Forward => req.raw.clone(),
+                InSubscription::Track => {
+                    subs.track(&req);
+                    if subs.is_empty() {
+                        // Out of subscribed mode once Redis has confirmed it.
+                        let mut raw = BytesMut::from(&req.raw[..]);
+                        raw.extend_from_slice(&markers.add(None, AfterMarker::Leave));
+                        raw.freeze()
+                    } else {
+                        req.raw.clone()
+                    }
+                }
+                InSubscription::Quit => markers.add(Some(reply::ok()), AfterMarker::Close),
+                InSubscription::Reset => {
+                    *reset = Some(req);
+                    markers.add(None, AfterMarker::Leave)
+                }
+                InSubscription::Refuse => {
+                    markers.add(Some(pubsub::refusal(&req)), AfterMarker::Continue)
+                }
+            };
+            if tunnel.write.write_all(&raw).await.is_err() {
+                // Lost: the caller subscribes again and answers the markers.
+                break;
+            }
         }
-    }
-
-    fn groups(&self) -> [(&'static str, &std::collections::BTreeSet<Bytes>); 3] {
-        [
-            ("SUBSCRIBE", &self.channels),
-            ("PSUBSCRIBE", &self.patterns),
-            ("SSUBSCRIBE", &self.shard),
-        ]
+        Ok(true)
     }
 }
 
-fn is_subscribe_confirmation(frame: &[u8]) -> bool {
-    let head = &frame[..frame.len().min(32)];
-    let lower: Vec<u8> = head.iter().map(|b| b.to_ascii_lowercase()).collect();
-    lower.windows(9).any(|w| w == b"subscribe") && !lower.windows(7).any(|w| w == b"message")
+/// How a subscribed session's time as a pipe ended.
+enum TunnelEnd {
+    /// The client quit or went away, or there was no master to subscribe on.
+    Closed,
+    /// The client unsubscribed from everything, or sent RESET (`then`):
+    /// the session serves normally again.
+    Unsubscribed { then: Option<Request> },
 }
 
 /// Writes to the client, giving up on a client that does not read.

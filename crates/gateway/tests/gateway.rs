@@ -830,3 +830,111 @@ async fn wait_counts_this_sessions_writes_and_holds_up_no_one() {
         "one mark per session that moved off shared connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_only_subscribes_and_is_a_normal_client_again_after_unsubscribing() {
+    let env = start(|_| {}).await;
+    let master = env.master().await;
+    let mut c = env.client().await;
+    let mut sub = env.client().await;
+    sub.set_timeout(Duration::from_secs(5));
+    let error = |v: Value| match v {
+        Value::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+
+    // Pipelined behind the SUBSCRIBE and answered in order; nothing but the
+    // subscription reaches the master.
+    sub.send(&["SUBSCRIBE", "news", "sport"]).await.unwrap();
+    sub.send(&["SHUTDOWN", "NOSAVE"]).await.unwrap();
+    sub.send(&["SET", "k", "from-a-subscriber"]).await.unwrap();
+    sub.send(&["PING"]).await.unwrap();
+    for channel in ["news", "sport"] {
+        let confirm = sub.read_value().await.unwrap();
+        assert_eq!(confirm.as_array().unwrap()[1], bulk(channel));
+    }
+    for refused in ["shutdown", "set"] {
+        let e = error(sub.read_value().await.unwrap());
+        assert!(
+            e.starts_with(&format!("ERR Can't execute '{refused}'")),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        sub.read_value().await.unwrap(),
+        Value::Array(vec![bulk("pong"), bulk("")])
+    );
+    assert_eq!(
+        env.node(&master).await.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into()),
+        "the master is still up"
+    );
+    assert_eq!(c.call(&["GET", "k"]).await.unwrap(), Value::Nil);
+    assert_eq!(
+        c.call(&["PUBLISH", "news", "hello"]).await.unwrap(),
+        Value::Integer(1)
+    );
+    assert_eq!(
+        sub.read_value().await.unwrap(),
+        Value::Array(vec![bulk("message"), bulk("news"), bulk("hello")])
+    );
+
+    // Unsubscribed from everything, it is served like any client, including
+    // what it pipelined right behind the UNSUBSCRIBE.
+    sub.send(&["UNSUBSCRIBE"]).await.unwrap();
+    sub.send(&["SET", "k", "v"]).await.unwrap();
+    sub.send(&["GET", "k"]).await.unwrap();
+    sub.send(&["MONITOR"]).await.unwrap();
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let confirm = sub.read_value().await.unwrap();
+        let confirm = confirm.as_array().unwrap();
+        assert_eq!(confirm[0], bulk("unsubscribe"));
+        left.push(confirm[2].clone());
+    }
+    assert_eq!(left, vec![Value::Integer(1), Value::Integer(0)]);
+    assert_eq!(sub.read_value().await.unwrap(), Value::Simple("OK".into()));
+    assert_eq!(sub.read_value().await.unwrap(), bulk("v"));
+    let e = error(sub.read_value().await.unwrap());
+    assert!(e.contains("'MONITOR' is not supported"), "{e}");
+    assert_eq!(
+        c.call(&["PUBLISH", "news", "again"]).await.unwrap(),
+        Value::Integer(0),
+        "the subscription is gone"
+    );
+
+    // RESET leaves subscribed mode too, and (as in Redis, with a password
+    // set) logs the connection out.
+    sub.send(&["PSUBSCRIBE", "n*"]).await.unwrap();
+    assert_eq!(
+        sub.read_value().await.unwrap().as_array().unwrap()[0],
+        bulk("psubscribe")
+    );
+    sub.send(&["RESET"]).await.unwrap();
+    sub.send(&["PING"]).await.unwrap();
+    assert_eq!(
+        sub.read_value().await.unwrap(),
+        Value::Simple("RESET".into())
+    );
+    let e = error(sub.read_value().await.unwrap());
+    assert!(e.starts_with("NOAUTH"), "{e}");
+    assert_eq!(
+        c.call(&["PUBLISH", "news", "again"]).await.unwrap(),
+        Value::Integer(0)
+    );
+
+    // In RESP3 Redis would run any command on a subscribed connection; the
+    // gateway still refuses what does not belong there (a write would
+    // bypass the failover hold).
+    let mut resp3 = env.client().await;
+    resp3.set_timeout(Duration::from_secs(5));
+    assert!(matches!(
+        resp3.call(&["HELLO", "3"]).await.unwrap(),
+        Value::Map(_)
+    ));
+    resp3.send(&["SUBSCRIBE", "news"]).await.unwrap();
+    resp3.read_value().await.unwrap();
+    let e = error(resp3.call(&["SET", "k", "resp3"]).await.unwrap());
+    assert!(e.starts_with("ERR Can't execute 'set'"), "{e}");
+    assert_eq!(c.call(&["GET", "k"]).await.unwrap(), bulk("v"));
+}

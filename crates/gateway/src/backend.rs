@@ -1,11 +1,11 @@
 //! One TCP connection to a Redis node, shared by many sessions or pinned to one.
 //!
-//! A connection is two tasks: the writer batches every request queued since
+//! A connection is two tasks. The writer batches every request queued since
 //! its last write into one `write`, and holds the next write while the node
 //! still owes replies to the last one (that is what cuts syscalls and
-//! wake-ups on the node when many clients share a connection), and the reader splits the reply
-//! stream at frame boundaries and hands the replies to whoever is waiting, in
-//! order. Redis answers each connection's commands in order, so a FIFO of
+//! wake-ups on the node when many clients share a connection). The reader
+//! splits the reply stream at frame boundaries and hands the replies to
+//! whoever is waiting, in order. Redis answers each connection's commands in order, so a FIFO of
 //! waiting senders is all the bookkeeping needed.
 //!
 //! A request may carry several commands (a session's pipelined commands for
@@ -352,15 +352,13 @@ async fn write_loop(
             }
             next.take_queued(&mut rx);
         }
-        let mut requests = next.requests.drain(..);
+        let mut requests = next.take();
         while let Some(req) = requests.next() {
             if !stage(&mut buf, &inflight, &state, req) {
                 requests.for_each(|req| fail_unsent(&state, req));
                 break 'conn;
             }
         }
-        drop(requests);
-        next.bytes = 0;
         let written = tokio::select! {
             biased;
             r = write.write_all(&buf) => r.is_ok(),
@@ -377,7 +375,7 @@ async fn write_loop(
     let _ = write.shutdown().await;
     // Whatever is still held or queued never left the gateway.
     rx.close();
-    for req in next.requests.drain(..) {
+    for req in next.take() {
         fail_unsent(&state, req);
     }
     while let Ok(req) = rx.try_recv() {
@@ -397,6 +395,12 @@ impl Collected {
     fn push(&mut self, req: BackendRequest) {
         self.bytes += req.raw.len();
         self.requests.push(req);
+    }
+
+    /// Empties the collection, handing out its requests in order.
+    fn take(&mut self) -> std::vec::Drain<'_, BackendRequest> {
+        self.bytes = 0;
+        self.requests.drain(..)
     }
 
     /// Adds what is already queued, up to the size of one write.

@@ -1580,14 +1580,9 @@ impl Session {
                     frame = tunnel.frames.recv() => {
                         let Some(frame) = frame else { break };
                         if markers.is_marker(&frame) {
-                            let (answer, then) = markers.pop().expect("a marker is waiting");
-                            if let Some(answer) = answer {
-                                write_client(&mut self.write, &answer, self.write_timeout).await?;
-                            }
-                            match then {
-                                AfterMarker::Continue => {}
-                                AfterMarker::Leave => return Ok(TunnelEnd::Unsubscribed { then: reset.take() }),
-                                AfterMarker::Close => return Ok(TunnelEnd::Closed),
+                            let marker = markers.pop().expect("a marker is waiting");
+                            if let Some(end) = self.marker_turn(marker, &mut reset).await? {
+                                return Ok(end);
                             }
                             continue;
                         }
@@ -1607,16 +1602,9 @@ impl Session {
             }
             // The connection is gone, and with it the replies still owed: the
             // gateway's own answers after them are due now.
-            while let Some((answer, then)) = markers.pop() {
-                if let Some(answer) = answer {
-                    write_client(&mut self.write, &answer, self.write_timeout).await?;
-                }
-                match then {
-                    AfterMarker::Continue => {}
-                    AfterMarker::Leave => {
-                        return Ok(TunnelEnd::Unsubscribed { then: reset.take() })
-                    }
-                    AfterMarker::Close => return Ok(TunnelEnd::Closed),
+            while let Some(marker) = markers.pop() {
+                if let Some(end) = self.marker_turn(marker, &mut reset).await? {
+                    return Ok(end);
                 }
             }
             tracing::info!(
@@ -1624,6 +1612,23 @@ impl Session {
                 "subscription connection lost; re-subscribing"
             );
         }
+    }
+
+    /// A marker's turn has come: writes the gateway's own answer, if any,
+    /// and says whether (and how) the session leaves the pipe.
+    async fn marker_turn(
+        &mut self,
+        (answer, then): (Option<Bytes>, AfterMarker),
+        reset: &mut Option<Request>,
+    ) -> std::io::Result<Option<TunnelEnd>> {
+        if let Some(answer) = answer {
+            write_client(&mut self.write, &answer, self.write_timeout).await?;
+        }
+        Ok(match then {
+            AfterMarker::Continue => None,
+            AfterMarker::Leave => Some(TunnelEnd::Unsubscribed { then: reset.take() }),
+            AfterMarker::Close => Some(TunnelEnd::Closed),
+        })
     }
 
     /// Handles the client's complete commands in subscribed mode, up to one

@@ -9,7 +9,7 @@ use crate::{ClientError, Info, Role};
 
 /// Credentials for a Redis node or a Sentinel: a password, with an ACL user
 /// name when one is used.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Auth {
     pub username: Option<String>,
     pub password: String,
@@ -75,22 +75,29 @@ impl Connection {
             timeout,
         };
         if let Some(auth) = auth {
-            let reply = match &auth.username {
-                Some(user) => {
-                    conn.call(&["AUTH", user.as_str(), auth.password.as_str()])
-                        .await?
-                }
-                None => conn.call(&["AUTH", auth.password.as_str()]).await?,
-            };
-            if let Value::Error(message) = reply {
-                return Err(ClientError::Reply {
-                    addr: conn.addr.clone(),
-                    op: "AUTH".into(),
-                    message,
-                });
-            }
+            conn.auth(auth).await?;
         }
         Ok(conn)
+    }
+
+    /// `AUTH [user] password` on this connection; a refusal is
+    /// [`ClientError::Reply`] with the server's words.
+    pub async fn auth(&mut self, auth: &Auth) -> Result<(), ClientError> {
+        let reply = match &auth.username {
+            Some(user) => {
+                self.call(&["AUTH", user.as_str(), auth.password.as_str()])
+                    .await?
+            }
+            None => self.call(&["AUTH", auth.password.as_str()]).await?,
+        };
+        if let Value::Error(message) = reply {
+            return Err(ClientError::Reply {
+                addr: self.addr.clone(),
+                op: "AUTH".into(),
+                message,
+            });
+        }
+        Ok(())
     }
 
     pub fn addr(&self) -> &str {

@@ -51,6 +51,22 @@ impl ClientError {
         matches!(self, ClientError::Reply { .. })
     }
 
+    /// True when a server refused `AUTH` because it has no password to check
+    /// (`requirepass` unset): Redis 6+ says "AUTH <password> called without
+    /// any password configured for the default user", older ones "Client
+    /// sent AUTH, but no password is set". The connection is still usable,
+    /// as the default user without a password.
+    pub fn is_no_password_configured(&self) -> bool {
+        match self {
+            ClientError::Reply { op, message, .. } => {
+                op == "AUTH"
+                    && (message.contains("called without any password configured")
+                        || message.contains("no password is set"))
+            }
+            _ => false,
+        }
+    }
+
     /// True for authentication failures (wrong password, no password set).
     pub fn is_auth(&self) -> bool {
         match self {

@@ -4,7 +4,72 @@ use std::collections::HashMap;
 
 use belay_resp::Value;
 
-use crate::{ClientError, Connection};
+use crate::{Auth, ClientError, Connection};
+
+/// How to authenticate to Sentinels.
+///
+/// Sentinels often have no password of their own even where the data nodes
+/// have one (they are given the nodes' password with `sentinel auth-pass`
+/// only): that is the most common deployment. So the nodes' password is
+/// only *tried* on a Sentinel; a Sentinel password, when one is given, is
+/// required.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SentinelAuth {
+    /// No credentials: the default user, no `AUTH`.
+    #[default]
+    None,
+    /// A Sentinel password (and user) was given: always `AUTH`, and a
+    /// refusal is an error.
+    Required(Auth),
+    /// Only the data nodes' credentials are known: `AUTH` with them, and go
+    /// on without where the Sentinel says it has no password configured.
+    NodeCredentials(Auth),
+}
+
+/// How a connection to a Sentinel was authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentinelLogin {
+    /// With the given credentials, or none were given.
+    AsConfigured,
+    /// The Sentinel has no password configured, so the nodes' password was
+    /// not needed: the connection goes on without `AUTH`.
+    WithoutPassword,
+}
+
+impl SentinelAuth {
+    /// The policy for a gateway or a status check: `sentinel` credentials
+    /// when given, else the nodes' (tried), else none.
+    pub fn choose(sentinel: Option<Auth>, nodes: Option<Auth>) -> SentinelAuth {
+        match (sentinel, nodes) {
+            (Some(a), _) => SentinelAuth::Required(a),
+            (None, Some(a)) => SentinelAuth::NodeCredentials(a),
+            (None, None) => SentinelAuth::None,
+        }
+    }
+}
+
+impl Connection {
+    /// Connects to a Sentinel and authenticates as `auth` says.
+    pub async fn connect_sentinel(
+        addr: &str,
+        auth: &SentinelAuth,
+        timeout: std::time::Duration,
+    ) -> Result<(Connection, SentinelLogin), ClientError> {
+        let mut conn = Connection::connect(addr, None, timeout).await?;
+        match auth {
+            SentinelAuth::None => {}
+            SentinelAuth::Required(a) => conn.auth(a).await?,
+            SentinelAuth::NodeCredentials(a) => match conn.auth(a).await {
+                Ok(()) => {}
+                Err(e) if e.is_no_password_configured() => {
+                    return Ok((conn, SentinelLogin::WithoutPassword))
+                }
+                Err(e) => return Err(e),
+            },
+        }
+        Ok((conn, SentinelLogin::AsConfigured))
+    }
+}
 
 /// One entry of `SENTINEL replicas` / `SENTINEL sentinels` / `SENTINEL master`:
 /// the flat field list Sentinel returns, as a map.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use belay_client::sentinel::SentinelAuth;
 use belay_client::Auth;
 use belay_resp::Limits;
 use serde::Deserialize;
@@ -181,15 +182,15 @@ impl GatewayConfig {
         })
     }
 
-    /// Credentials for Sentinels.
-    pub fn sentinel_auth(&self) -> Option<Auth> {
-        self.sentinel_password
-            .as_ref()
-            .or(self.password.as_ref())
-            .map(|p| Auth {
-                username: self.sentinel_username.clone(),
-                password: p.clone(),
-            })
+    /// How to authenticate to Sentinels: with the Sentinel password when
+    /// one is given (required), else with the nodes' credentials where the
+    /// Sentinel has a password (tried; Sentinels often have none), else not.
+    pub fn sentinel_auth(&self) -> SentinelAuth {
+        let sentinel = self.sentinel_password.as_ref().map(|p| Auth {
+            username: self.sentinel_username.clone(),
+            password: p.clone(),
+        });
+        SentinelAuth::choose(sentinel, self.node_auth())
     }
 
     /// The password clients must present, if any.

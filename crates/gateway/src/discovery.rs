@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use belay_client::sentinel::Entry;
+use belay_client::sentinel::{Entry, SentinelAuth, SentinelLogin};
 use belay_client::{Auth, ClientError, Connection, Info, Role, Value};
 use futures::future::join_all;
 use tokio::sync::{mpsc, watch};
@@ -767,7 +767,7 @@ impl Discovery {
             let conn = self.sentinel_conns.remove(&addr);
             let (name, auth) = (name.clone(), auth.clone());
             async move {
-                let r = ask_sentinel(&addr, conn, auth.as_ref(), timeout, &name).await;
+                let r = ask_sentinel(&addr, conn, &auth, timeout, &name).await;
                 (addr, r)
             }
         });
@@ -881,13 +881,19 @@ fn was_dropped(e: &ClientError) -> bool {
 async fn ask_sentinel(
     addr: &str,
     conn: Option<Connection>,
-    auth: Option<&Auth>,
+    auth: &SentinelAuth,
     timeout: Duration,
     name: &str,
 ) -> Result<(Connection, SentinelView), ClientError> {
     let mut conn = match conn {
         Some(c) => c,
-        None => Connection::connect(addr, auth, timeout).await?,
+        None => {
+            let (conn, login) = Connection::connect_sentinel(addr, auth, timeout).await?;
+            if login == SentinelLogin::WithoutPassword {
+                tracing::debug!(sentinel = %addr, "the Sentinel has no password configured; going on without AUTH");
+            }
+            conn
+        }
     };
     let master = conn
         .sentinel_master_addr(name)
@@ -909,7 +915,7 @@ async fn ask_sentinel(
 /// backoff, and turns messages about our master into [`Event`]s.
 async fn subscribe_events(
     addr: String,
-    auth: Option<Auth>,
+    auth: SentinelAuth,
     master_name: String,
     events: mpsc::UnboundedSender<Event>,
 ) {
@@ -918,7 +924,7 @@ async fn subscribe_events(
         if events.is_closed() {
             return;
         }
-        match listen_once(&addr, auth.as_ref(), &master_name, &events).await {
+        match listen_once(&addr, &auth, &master_name, &events).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(sentinel = %addr, error = %e, "Sentinel event subscription dropped; retrying")
@@ -932,11 +938,11 @@ async fn subscribe_events(
 
 async fn listen_once(
     addr: &str,
-    auth: Option<&Auth>,
+    auth: &SentinelAuth,
     master_name: &str,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), ClientError> {
-    let mut conn = Connection::connect(addr, auth, Duration::from_secs(2)).await?;
+    let (mut conn, _) = Connection::connect_sentinel(addr, auth, Duration::from_secs(2)).await?;
     let mut cmd = vec!["SUBSCRIBE"];
     cmd.extend_from_slice(SENTINEL_CHANNELS);
     conn.send(&cmd).await?;

@@ -60,7 +60,7 @@ enum Command {
     /// configs and logs stay in the state dir.
     Down(down::DownArgs),
     /// Run the gateway (the RESP proxy) in the foreground.
-    Gateway(belay_gateway::cli::GatewayArgs),
+    Gateway(belay_gateway::GatewayArgs),
     /// Break the master under load and report what the application saw.
     ///
     /// Runs a workload (writers: unique SETs, shared INCRs, per-writer
@@ -89,9 +89,7 @@ async fn main() -> ExitCode {
         Command::Down(args) => down::run(args).await,
         Command::Gateway(args) => {
             init_tracing();
-            belay_gateway::cli::run(args)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            belay_gateway::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Drill(args) => {
             // The drill's own gateway logs only when asked (RUST_LOG), so the

@@ -159,3 +159,42 @@ impl Connection {
 fn entry(v: &Value) -> Option<Entry> {
     Some(Entry(v.to_pairs()?.into_iter().collect()))
 }
+
+/// The master a strict majority of the Sentinels that answered name, if
+/// they agree on one: the one rule for trusting Sentinels' answers, used by
+/// the gateway, `belay status` and the lab. The denominator is the
+/// Sentinels that *answered*: one that cannot be reached has no say, so a
+/// deployment that lost Sentinels but kept its master still has one (the
+/// master must also confirm with `ROLE` before the gateway writes to it).
+pub fn agreed_master<'a>(
+    named: impl IntoIterator<Item = &'a str>,
+    answered: usize,
+) -> Option<&'a str> {
+    let mut votes: Vec<(&str, usize)> = Vec::new();
+    for name in named {
+        match votes.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => votes.push((name, 1)),
+        }
+    }
+    votes
+        .into_iter()
+        .find(|(_, n)| n * 2 > answered)
+        .map(|(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strict_majority_of_those_that_answered() {
+        assert_eq!(agreed_master(["a", "a", "b"], 3), Some("a"));
+        assert_eq!(agreed_master(["a", "b"], 2), None);
+        // One Sentinel (the seed note's) decides alone.
+        assert_eq!(agreed_master(["a"], 1), Some("a"));
+        // Two answered, one named nothing (does not monitor it).
+        assert_eq!(agreed_master(["a"], 2), None);
+        assert_eq!(agreed_master([], 0), None);
+    }
+}

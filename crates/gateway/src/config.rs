@@ -62,9 +62,18 @@ pub struct GatewayConfig {
     pub read_from: ReadFrom,
     /// How long a write waits for a confirmed master before failing.
     pub failover_hold_ms: u64,
-    /// A backend that owes replies and sends nothing for this long is
-    /// considered dead (a paused master keeps its socket open and silent).
+    /// A node that owes replies and sends nothing for this long gets no new
+    /// commands until it answers (a paused master keeps its socket open and
+    /// silent); commands already sent keep waiting.
     pub request_timeout_ms: u64,
+    /// Commands sent to a node that has been silent this long are given up
+    /// on ("may or may not have run"). Sooner only when the node is known
+    /// gone: its connection closes, Sentinel reports it down, or a new
+    /// master replaces it.
+    pub abandon_after_ms: u64,
+    /// A client that has not authenticated within this many seconds is
+    /// closed (0: never), so unauthenticated connections cannot pile up.
+    pub auth_timeout_secs: u64,
     /// A replica further behind the master than this gets no reads.
     pub max_replica_lag_ms: u64,
     /// Hold writes unless at least this many replicas (of those the
@@ -98,6 +107,15 @@ pub struct GatewayConfig {
     pub max_pipeline: usize,
     /// A client that does not accept its replies for this long is closed.
     pub client_write_timeout_secs: u64,
+    /// Replies held for a client that does not read them, like Redis's
+    /// `client-output-buffer-limit normal`: `"<hard> <soft> <soft seconds>"`,
+    /// sizes in bytes or with kb/mb/gb; past the hard limit, or past the
+    /// soft one for that long, the client is closed. 0 turns a limit off.
+    pub client_output_buffer_limit_normal: String,
+    /// The same for subscribed clients (`client-output-buffer-limit pubsub`).
+    pub client_output_buffer_limit_pubsub: String,
+    /// Largest request, like Redis's `client-query-buffer-limit`.
+    pub client_query_buffer_limit: String,
     /// Largest bulk string in a request.
     pub max_bulk_len: usize,
     /// Largest inline request.
@@ -124,6 +142,11 @@ impl Default for GatewayConfig {
             read_from: ReadFrom::ReplicaPreferred,
             failover_hold_ms: 15_000,
             request_timeout_ms: 2_000,
+            abandon_after_ms: 30_000,
+            auth_timeout_secs: 10,
+            client_output_buffer_limit_normal: "64mb 0 0".into(),
+            client_output_buffer_limit_pubsub: "32mb 8mb 60".into(),
+            client_query_buffer_limit: "1gb".into(),
             max_replica_lag_ms: 1_000,
             read_your_writes: true,
             min_synced_replicas: 1,
@@ -161,6 +184,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("read_from", &self.read_from)
             .field("failover_hold_ms", &self.failover_hold_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("abandon_after_ms", &self.abandon_after_ms)
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("max_replica_lag_ms", &self.max_replica_lag_ms)
             .field("read_your_writes", &self.read_your_writes)
@@ -206,8 +230,31 @@ impl GatewayConfig {
             max_bulk_len: self.max_bulk_len,
             max_inline_len: self.max_inline_len,
             max_array_len: self.max_multibulk_len,
+            max_request_len: parse_size(&self.client_query_buffer_limit)
+                .unwrap_or(Limits::default().max_request_len as u64)
+                .min(belay_resp::MAX_REQUEST_LEN as u64) as usize,
             ..Limits::default()
         }
+    }
+
+    /// The output buffer limits for normal clients.
+    pub fn output_limit_normal(&self) -> OutputLimit {
+        OutputLimit::parse(&self.client_output_buffer_limit_normal).unwrap_or_default()
+    }
+
+    /// The output buffer limits for subscribed clients.
+    pub fn output_limit_pubsub(&self) -> OutputLimit {
+        OutputLimit::parse(&self.client_output_buffer_limit_pubsub).unwrap_or_default()
+    }
+
+    pub fn abandon_after(&self) -> Duration {
+        Duration::from_millis(self.abandon_after_ms)
+    }
+
+    /// How long a client may stay unauthenticated.
+    pub fn auth_timeout(&self) -> Option<Duration> {
+        (self.auth_timeout_secs > 0 && self.required_client_password().is_some())
+            .then(|| Duration::from_secs(self.auth_timeout_secs))
     }
 
     pub fn failover_hold(&self) -> Duration {
@@ -234,20 +281,179 @@ impl GatewayConfig {
         Duration::from_millis(self.poll_interval_ms)
     }
 
-    /// Checks what serde cannot: a gateway with nothing to ask is a mistake.
+    /// Checks what serde cannot: a gateway with nothing to ask, a zero
+    /// where a time or a count must be positive, a limit that cannot be
+    /// read. Each error names the setting and the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.sentinels.is_empty() {
             anyhow::bail!("no Sentinel configured: pass --sentinel HOST:PORT (repeatable) or set `sentinels` in the config file");
         }
-        if self.threads == 0 {
-            anyhow::bail!("threads must be at least 1");
+        for (value, key, flag) in [
+            (self.threads as u64, "threads", "--threads"),
+            (
+                self.connections_per_node as u64,
+                "connections_per_node",
+                "--connections-per-node",
+            ),
+            (self.max_pipeline as u64, "max_pipeline", "--max-pipeline"),
+            (self.max_clients as u64, "max_clients", "--max-clients"),
+            (
+                self.request_timeout_ms,
+                "request_timeout_ms",
+                "--request-timeout-ms",
+            ),
+            (
+                self.abandon_after_ms,
+                "abandon_after_ms",
+                "--abandon-after-ms",
+            ),
+            (
+                self.poll_interval_ms,
+                "poll_interval_ms",
+                "--poll-interval-ms",
+            ),
+            (
+                self.control_timeout_ms,
+                "control_timeout_ms",
+                "--control-timeout-ms",
+            ),
+            (
+                self.client_write_timeout_secs,
+                "client_write_timeout_secs",
+                "--client-write-timeout-secs",
+            ),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{key} ({flag}) must be at least 1");
+            }
         }
-        if self.connections_per_node == 0 {
-            anyhow::bail!("connections_per_node must be at least 1");
+        if self.abandon_after_ms < self.request_timeout_ms {
+            anyhow::bail!(
+                "abandon_after_ms ({}) must not be shorter than request_timeout_ms ({}): a node is first left alone, then given up on",
+                self.abandon_after_ms,
+                self.request_timeout_ms
+            );
         }
-        if self.max_pipeline == 0 {
-            anyhow::bail!("max_pipeline must be at least 1");
+        for (value, key) in [
+            (
+                &self.client_output_buffer_limit_normal,
+                "client_output_buffer_limit_normal",
+            ),
+            (
+                &self.client_output_buffer_limit_pubsub,
+                "client_output_buffer_limit_pubsub",
+            ),
+        ] {
+            OutputLimit::parse(value).map_err(|e| anyhow::anyhow!("{key} = {value:?}: {e}"))?;
+        }
+        let query = parse_size(&self.client_query_buffer_limit).map_err(|e| {
+            anyhow::anyhow!(
+                "client_query_buffer_limit = {:?}: {e}",
+                self.client_query_buffer_limit
+            )
+        })?;
+        if query < 1024 * 1024 {
+            anyhow::bail!("client_query_buffer_limit must be at least 1mb (Redis's own minimum)");
         }
         Ok(())
+    }
+}
+
+/// Limits on what a client may leave unread, like Redis's
+/// `client-output-buffer-limit <class> <hard> <soft> <seconds>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputLimit {
+    /// Bytes past which the client is closed at once (0: none).
+    pub hard: u64,
+    /// Bytes past which the client is closed if it stays past them for
+    /// `soft_secs` (0: none).
+    pub soft: u64,
+    pub soft_secs: u64,
+}
+
+impl OutputLimit {
+    /// `"<hard> <soft> <seconds>"`, sizes as [`parse_size`] reads them.
+    pub fn parse(s: &str) -> Result<OutputLimit, String> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [hard, soft, secs] = parts[..] else {
+            return Err("expected \"<hard> <soft> <soft seconds>\", e.g. \"64mb 0 0\"".into());
+        };
+        Ok(OutputLimit {
+            hard: parse_size(hard)?,
+            soft: parse_size(soft)?,
+            soft_secs: secs
+                .parse()
+                .map_err(|_| format!("{secs:?} is not a number of seconds"))?,
+        })
+    }
+}
+
+/// A size in bytes, with an optional `b`, `kb`, `mb` or `gb` suffix (of
+/// 1024), as Redis's config reads them.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let unit: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1024,
+        "m" | "mb" => 1024 * 1024,
+        "g" | "gb" => 1024 * 1024 * 1024,
+        _ => return Err(format!("{s:?} is not a size (use bytes, or kb, mb, gb)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (use bytes, or kb, mb, gb)"))?;
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_output_limits_read_like_redis() {
+        assert_eq!(parse_size("64mb"), Ok(64 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(
+            OutputLimit::parse("32mb 8mb 60"),
+            Ok(OutputLimit {
+                hard: 32 << 20,
+                soft: 8 << 20,
+                soft_secs: 60
+            })
+        );
+        assert!(OutputLimit::parse("32mb").is_err());
+    }
+
+    #[test]
+    fn zero_times_and_counts_are_refused_with_the_flag_named() {
+        let base = GatewayConfig {
+            sentinels: vec!["a:1".into()],
+            ..GatewayConfig::default()
+        };
+        base.validate().unwrap();
+        let zero = GatewayConfig {
+            request_timeout_ms: 0,
+            ..base.clone()
+        };
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.contains("--request-timeout-ms"), "{e}");
+        let inverted = GatewayConfig {
+            abandon_after_ms: 1000,
+            ..base.clone()
+        };
+        assert!(inverted.validate().is_err());
+        let bad = GatewayConfig {
+            client_output_buffer_limit_normal: "lots".into(),
+            ..base
+        };
+        assert!(bad.validate().is_err());
     }
 }

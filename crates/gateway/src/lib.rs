@@ -6,25 +6,35 @@
 //! client ─► server (accept) ─► session (one task per client)
 //!                                 │ parse requests, keep session state
 //!                                 ▼
-//!                              router ── command table (from COMMAND)
+//!                              dispatch ── command table (from COMMAND)
 //!                                 ▼
 //!               backend pools: master │ replica A │ replica B
 //!                                 ▲
 //! discovery (Sentinels + ROLE) ───┘ publishes an immutable Topology
 //! ```
+//!
+//! Modules are private; what embedders, the CLI and the tests use is
+//! re-exported here.
 
-pub mod backend;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod discovery;
-pub mod pool;
-pub mod pubsub;
-pub mod reply;
-pub mod router;
-pub mod server;
-pub mod session;
-pub mod topology;
+mod auth_throttle;
+mod backend;
+mod budget;
+mod cli;
+mod commands;
+mod config;
+mod context;
+mod discovery;
+mod error;
+mod reply;
+mod router;
+mod server;
+mod session;
+mod topology;
 
-pub use config::GatewayConfig;
-pub use server::Gateway;
+pub use backend::{BackendConn, ConnectSpec, NodeHealth, ReplyResult, Silence};
+pub use cli::{run, GatewayArgs};
+pub use config::{parse_size, CommandOverride, GatewayConfig, OutputLimit, ReadFrom};
+pub use context::Context;
+pub use error::{BackendError, LostWhy, NotSentWhy};
+pub use server::{wait_ready, Gateway};
+pub use topology::{OffsetSample, ReplicaNode, Topology, WriteHold};

@@ -37,6 +37,21 @@ pub fn bulk(data: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// Text the way Redis sends it: a verbatim string (`=`) in RESP3, a bulk
+/// string in RESP2.
+pub fn verbatim_or_bulk(resp3: bool, text: &[u8]) -> Bytes {
+    if !resp3 {
+        return bulk(text);
+    }
+    let mut b = BytesMut::with_capacity(text.len() + 24);
+    b.put_u8(b'=');
+    b.put_slice(itoa::Buffer::new().format(text.len() + 4).as_bytes());
+    b.put_slice(b"\r\ntxt:");
+    b.put_slice(text);
+    b.put_slice(b"\r\n");
+    b.freeze()
+}
+
 pub fn null(resp3: bool) -> Bytes {
     if resp3 {
         Bytes::from_static(b"_\r\n")

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth_throttle::AuthThrottle;
 use crate::config::GatewayConfig;
 use crate::discovery::{Discovery, Event};
 use crate::session::Session;
@@ -33,7 +34,13 @@ pub struct Shared {
     pub events: mpsc::UnboundedSender<Event>,
     pub limits: Limits,
     /// `SELECT` range; Redis's default.
-    pub databases: i64,
+    pub databases: u32,
+    /// Failed logins per client address, across workers.
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// Reads this worker routed to replicas: the turn that decides which
+    /// replica is the current one (see `router::pick_replica`). Per worker,
+    /// so the sessions routing in one turn of its event loop agree.
+    reads: AtomicUsize,
     /// This worker's index and the number of workers: a session uses the
     /// shared backend connections of its own worker.
     pub worker: usize,
@@ -58,6 +65,8 @@ impl Shared {
             topology,
             events,
             databases: 16,
+            auth_throttle: Arc::new(AuthThrottle::default()),
+            reads: AtomicUsize::new(0),
             worker: 0,
             workers: 1,
             clients: Arc::new(AtomicUsize::new(0)),
@@ -73,6 +82,8 @@ impl Shared {
             events: self.events.clone(),
             limits: self.limits,
             databases: self.databases,
+            auth_throttle: self.auth_throttle.clone(),
+            reads: AtomicUsize::new(0),
             worker,
             workers,
             clients: self.clients.clone(),
@@ -83,6 +94,16 @@ impl Shared {
     /// Which shared backend connection a session uses: one of its worker's.
     pub fn slot(&self, session: u64) -> usize {
         self.worker + self.workers * session as usize
+    }
+
+    /// The replica turn (reads routed so far by this worker).
+    pub fn reads_turn(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read routed to a replica.
+    pub fn count_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -145,6 +166,17 @@ impl Gateway {
     /// The topology as discovery currently sees it.
     pub fn topology(&self) -> watch::Receiver<Arc<Topology>> {
         self.shared.topology.clone()
+    }
+
+    /// Waits until the gateway can serve: a confirmed master taking writes,
+    /// the command table, and at least `replicas` replicas eligible for
+    /// reads. The one readiness check the tests, the drills and the lab use.
+    pub async fn wait_ready(
+        &self,
+        replicas: usize,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        wait_ready(self.topology(), replicas, timeout).await
     }
 
     /// Accepts clients on the caller's runtime until `shutdown` completes.
@@ -241,6 +273,37 @@ async fn accept_loop(
             session.run().await;
             clients.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Waits until `topology` shows a master taking writes, a command table and
+/// `replicas` eligible replicas; the error says what is missing.
+pub async fn wait_ready(
+    mut topology: watch::Receiver<Arc<Topology>>,
+    replicas: usize,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let missing = {
+            let t = topology.borrow_and_update();
+            let eligible = t.eligible_replicas().count();
+            if t.is_ready() && eligible >= replicas {
+                return Ok(());
+            }
+            match (&t.master, t.commands.is_empty()) {
+                (None, _) => format!(
+                    "writes are held ({})",
+                    t.write_hold.map_or("no master", |h| h.describe())
+                ),
+                (_, true) => "the master's command table is not loaded".to_string(),
+                _ => format!("{eligible} of {replicas} replicas are eligible for reads"),
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("the gateway is not ready after {timeout:?}: {missing}");
+        }
+        let _ = tokio::time::timeout_at(deadline, topology.changed()).await;
     }
 }
 

@@ -1,44 +1,98 @@
-//! The topology snapshot: who is master, which replicas may serve reads.
+//! The topology snapshot: who is master, which replicas may serve reads,
+//! and why writes are held when they are.
 //!
 //! It is a value: discovery builds a new one and publishes it; sessions read
 //! the current one without locks and never modify it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::backend::NodePool;
 use crate::commands::CommandTable;
-use crate::pool::NodePool;
+
+/// The master's replication position at one moment. Offsets mean something
+/// only within one replication history, named by its replication ID: after
+/// a failover the new master starts a new one, so offsets are compared only
+/// between samples of the same ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetSample {
+    pub replid: Arc<str>,
+    pub offset: i64,
+    /// When the master was asked: a sample describes writes acknowledged
+    /// before this moment.
+    pub taken_at: Instant,
+}
 
 /// A replica as last seen by discovery.
 #[derive(Clone)]
 pub struct ReplicaNode {
     pub pool: Arc<NodePool>,
-    /// Replication offset the replica reported (`slave_repl_offset`).
+    /// Replication offset the replica reported (`slave_repl_offset`),
+    /// asked after the master's sample of the same snapshot.
     pub offset: i64,
+    /// The replication ID of the history it follows (its `master_replid`).
+    pub replid: Option<Arc<str>>,
     /// How stale the replica is: the age of the newest master offset it has
     /// reached. `None` when unknown (no confirmed master, or too far behind).
-    pub lag: Option<std::time::Duration>,
-    /// May serve reads: linked to the current master, not down, not loading.
+    pub lag: Option<Duration>,
+    /// May serve reads: linked to the current master, not down, not
+    /// loading, within the lag bound.
     pub eligible: bool,
+}
+
+impl ReplicaNode {
+    /// May take a read now: eligible, and its connections have noticed no
+    /// silence or `BUSY` since.
+    pub fn usable(&self) -> bool {
+        self.eligible && self.pool.is_usable()
+    }
+}
+
+/// Why writes wait instead of going to the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteHold {
+    /// No master the Sentinels agree on and that says it is master.
+    NoMaster,
+    /// The master did not answer discovery's last look.
+    MasterSilent,
+    /// A Sentinel started a failover of it.
+    FailoverInProgress,
+    /// Too few replicas are within the write guard's lag of it.
+    WriteGuard,
+}
+
+impl WriteHold {
+    pub fn describe(self) -> &'static str {
+        match self {
+            WriteHold::NoMaster => "no confirmed master",
+            WriteHold::MasterSilent => "the master does not answer",
+            WriteHold::FailoverInProgress => "a failover is in progress",
+            WriteHold::WriteGuard => "too few replicas have caught up with the master",
+        }
+    }
 }
 
 /// One immutable picture of the deployment.
 pub struct Topology {
     /// Bumped on every publish.
     pub generation: u64,
-    /// Where writes go: the confirmed master (named by a majority of
-    /// answering Sentinels and answering `ROLE` as master), unless writes are
-    /// held (a failover under way, or the write guard). `None`: writes wait.
+    /// How many times discovery has asked the master its role (`ROLE` or
+    /// `INFO replication`): a write the master refused is sent again only
+    /// once it has been asked since.
+    pub master_checks: u64,
+    /// Where writes go; `None` while they are held (see `write_hold`).
     pub master: Option<Arc<NodePool>>,
+    /// Why writes are held, if they are.
+    pub write_hold: Option<WriteHold>,
     /// The confirmed master even while writes are held: reads that must see
     /// the latest data (read-your-writes, no eligible replica) may use it.
     pub read_master: Option<Arc<NodePool>>,
     pub replicas: Vec<ReplicaNode>,
-    /// The master's replication offset, sampled at `sampled_at`, before the
-    /// replicas' offsets of this snapshot were sampled.
-    pub master_offset: i64,
-    /// When this round of sampling started.
-    pub sampled_at: Instant,
+    /// The master's position when this snapshot's replica offsets were
+    /// asked for; `None` when unknown.
+    pub master_sample: Option<OffsetSample>,
     /// How commands route (from the master's `COMMAND`).
     pub commands: Arc<CommandTable>,
     /// The master's `redis_version`, for `HELLO` replies.
@@ -49,21 +103,32 @@ impl Topology {
     pub fn empty(commands: Arc<CommandTable>) -> Topology {
         Topology {
             generation: 0,
+            master_checks: 0,
             master: None,
+            write_hold: Some(WriteHold::NoMaster),
             read_master: None,
             replicas: Vec::new(),
-            master_offset: 0,
-            sampled_at: Instant::now(),
+            master_sample: None,
             commands,
             server_version: String::new(),
         }
     }
 
-    /// Replicas that may serve reads.
+    /// Replicas that may serve reads now.
     pub fn eligible_replicas(&self) -> impl Iterator<Item = &ReplicaNode> {
-        self.replicas
+        self.replicas.iter().filter(|r| r.usable())
+    }
+
+    /// Every data node the gateway knows: the master first.
+    pub fn data_nodes(&self) -> impl Iterator<Item = &Arc<NodePool>> {
+        self.read_master
             .iter()
-            .filter(|r| r.eligible && !r.pool.is_closed())
+            .chain(self.replicas.iter().map(|r| &r.pool))
+    }
+
+    /// Ready to serve: a confirmed master and a command table.
+    pub fn is_ready(&self) -> bool {
+        self.master.is_some() && !self.commands.is_empty()
     }
 }
 
@@ -78,14 +143,18 @@ pub fn to_json(topo: &Topology) -> String {
                 "addr": r.pool.addr,
                 "offset": r.offset,
                 "lag_ms": r.lag.map(|l| l.as_millis() as u64),
-                "eligible": r.eligible && !r.pool.is_closed(),
+                "eligible": r.usable(),
+                "silent": r.pool.health().is_silent(),
+                "busy": r.pool.health().is_busy(),
             })
         })
         .collect();
     serde_json::json!({
         "master": topo.read_master.as_ref().map(|m| m.addr.clone()),
         "writes_held": topo.master.is_none(),
-        "master_offset": topo.master_offset,
+        "writes_held_because": topo.write_hold.map(WriteHold::describe),
+        "master_offset": topo.master_sample.as_ref().map_or(0, |s| s.offset),
+        "master_replid": topo.master_sample.as_ref().map(|s| s.replid.to_string()),
         "replicas": replicas,
         "generation": topo.generation,
         "server_version": topo.server_version,

@@ -1,12 +1,11 @@
 //! One backend connection against a real redis-server: what it writes, and
 //! what it tells the sessions when the node goes silent.
-//!
-//! One test function on purpose: `write_epoch` counts the writes of every
-//! backend connection in the process, so nothing else may write meanwhile.
 
 use std::time::Duration;
 
-use belay_gateway::backend::{write_epoch, BackendConn, BackendError, ConnectSpec, ReplyResult};
+use belay_gateway::{
+    BackendConn, BackendError, ConnectSpec, Context, LostWhy, ReplyResult, Silence,
+};
 use belay_lab::{Lab, LabSpec, NoProgress};
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -34,35 +33,43 @@ async fn writes_wait_for_the_nodes_answer_and_never_leave_for_a_silent_node() {
         .await
         .expect("lab starts");
     let node = lab.data_nodes()[2].addr();
-    let conn = BackendConn::open(&ConnectSpec {
-        addr: node.clone(),
-        auth: Some(lab.auth()),
-        init: Vec::new(),
-        require_master: false,
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Some(Duration::from_millis(600)),
-        load: None,
-    })
+    let conn = BackendConn::open(
+        &ConnectSpec {
+            addr: node.clone(),
+            gateway_auth: Some(lab.auth()),
+            require_master: false,
+            connect_timeout: Duration::from_secs(5),
+            silence: Some(Silence {
+                flag_after: Duration::from_millis(300),
+                abandon_after: Duration::from_millis(1500),
+            }),
+            health: Default::default(),
+            load: None,
+        },
+        &Context::default(),
+        &[],
+    )
     .await
     .expect("connect to a replica");
+    let send = |raw: Bytes| conn.send_batch(raw, 1, false, None);
 
     // The node is frozen while it owes the first command's reply: the
     // commands that come meanwhile wait in the gateway, then go in one write.
-    let before = write_epoch();
+    let before = conn.writes();
     lab.pause(&node).unwrap();
-    let first = conn.send(command(&["ECHO", "first"]));
+    let first = send(command(&["ECHO", "first"]));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(write_epoch() - before, 1, "the first command was written");
+    assert_eq!(conn.writes() - before, 1, "the first command was written");
     let later: Vec<_> = (0..3)
         .map(|i| {
-            let rx = conn.send(command(&["ECHO", &format!("later-{i}")]));
+            let rx = send(command(&["ECHO", &format!("later-{i}")]));
             std::thread::sleep(Duration::from_millis(20));
             rx
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        write_epoch() - before,
+        conn.writes() - before,
         1,
         "nothing more is written while the node owes a reply"
     );
@@ -73,19 +80,42 @@ async fn writes_wait_for_the_nodes_answer_and_never_leave_for_a_silent_node() {
         assert_eq!(reply(rx).await.unwrap(), want.as_bytes(), "in order");
     }
     assert_eq!(
-        write_epoch() - before,
+        conn.writes() - before,
         2,
         "the three later commands shared one write"
     );
 
-    // Frozen for good: the command on the wire may or may not have run; the
-    // ones held back never left, so a session may safely send them elsewhere.
+    // Silent for longer than the request timeout, as a node running a slow
+    // command is: it takes no new commands, but what it was sent still gets
+    // its reply when it answers.
     lab.pause(&node).unwrap();
-    let on_the_wire = conn.send(command(&["ECHO", "on the wire"]));
+    let slow = send(command(&["ECHO", "slow"]));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(conn.health().is_silent(), "the silent node is flagged");
+    assert!(conn.is_alive(), "and its connection kept");
+    lab.resume(&node).unwrap();
+    assert_eq!(reply(slow).await.unwrap(), &b"$4\r\nslow\r\n"[..]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!conn.health().is_silent(), "it answers again");
+
+    // Frozen for good: past the abandon bound the command on the wire may
+    // or may not have run; the ones held back never left, so a session may
+    // safely send them elsewhere.
+    lab.pause(&node).unwrap();
+    let on_the_wire = send(command(&["ECHO", "on the wire"]));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let held = conn.send(command(&["ECHO", "held"]));
+    let held = send(command(&["ECHO", "held"]));
     let lost = reply(on_the_wire).await.unwrap_err();
-    assert!(lost.was_sent(), "{lost}");
+    assert!(
+        matches!(
+            lost,
+            BackendError::Lost {
+                why: LostWhy::Silent(_),
+                ..
+            }
+        ),
+        "{lost}"
+    );
     let not_sent = reply(held).await.unwrap_err();
     assert!(
         matches!(not_sent, BackendError::NotSent { .. }),

@@ -195,7 +195,8 @@ async fn routes_and_keeps_session_semantics() {
         vec!["SHUTDOWN"],
         vec!["REPLICAOF", "NO", "ONE"],
         vec!["DEBUG", "SLEEP", "0"],
-        vec!["CONFIG", "SET", "maxmemory", "1"],
+        vec!["CONFIG", "REWRITE"],
+        vec!["CLIENT", "KILL", "ID", "1"],
     ] {
         let reply = c.call(&cmd).await.unwrap();
         let Value::Error(msg) = reply else {
@@ -663,7 +664,7 @@ async fn read_policies_and_scan_cursors() {
 
     // read_from = master: no read reaches a replica.
     let gw = env
-        .extra_gateway(|cfg| cfg.read_from = belay_gateway::config::ReadFrom::Master)
+        .extra_gateway(|cfg| cfg.read_from = belay_gateway::ReadFrom::Master)
         .await;
     let mut m = Connection::connect(&gw, Some(&env.auth()), Duration::from_secs(5))
         .await

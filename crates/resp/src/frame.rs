@@ -232,3 +232,13 @@ mod tests {
         assert!(len(b"*-5\r\n").is_err());
     }
 }
+
+/// Finds frame boundaries in a reply stream (shim: rescans).
+#[derive(Debug, Default)]
+pub struct FrameScanner(());
+
+impl FrameScanner {
+    pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
+        frame_len(buf, limits)
+    }
+}

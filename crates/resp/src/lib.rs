@@ -15,8 +15,8 @@ mod request;
 mod value;
 
 pub use error::ProtocolError;
-pub use frame::frame_len;
-pub use request::{encode_command, parse_request, Request, MAX_REQUEST_LEN};
+pub use frame::{frame_len, FrameScanner};
+pub use request::{encode_command, parse_request, Request, RequestParser, MAX_REQUEST_LEN};
 pub use value::{parse_value, Value};
 
 /// Size limits applied while parsing, so that a client cannot make the
@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_array_len: usize,
     /// Deepest nesting of aggregates; requests are flat, replies rarely go past a few.
     pub max_depth: usize,
+    /// Largest request in bytes (Redis's `client-query-buffer-limit`).
+    pub max_request_len: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +43,7 @@ impl Default for Limits {
             max_inline_len: 64 * 1024,
             max_array_len: 1024 * 1024,
             max_depth: 64,
+            max_request_len: 1024 * 1024 * 1024,
         }
     }
 }
@@ -53,6 +56,7 @@ impl Limits {
             max_inline_len: 64 * 1024,
             max_array_len: usize::MAX / 2,
             max_depth: 512,
+            max_request_len: usize::MAX,
         }
     }
 }

@@ -491,3 +491,17 @@ mod tests {
         ));
     }
 }
+
+/// Parses requests off a client's input (shim: rescans).
+#[derive(Debug, Default)]
+pub struct RequestParser(());
+
+impl RequestParser {
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Request>, ProtocolError> {
+        parse_request(buf, limits)
+    }
+}

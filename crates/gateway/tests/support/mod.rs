@@ -17,7 +17,7 @@ pub struct Env {
     pub lab: Lab,
     pub gateway: String,
     /// The in-process gateway's view of the topology.
-    pub topology: tokio::sync::watch::Receiver<std::sync::Arc<belay_gateway::topology::Topology>>,
+    pub topology: tokio::sync::watch::Receiver<std::sync::Arc<belay_gateway::Topology>>,
     extra: Vec<tokio::task::JoinHandle<()>>,
     task: tokio::task::JoinHandle<()>,
     // Last: the state dir goes after the processes are killed.

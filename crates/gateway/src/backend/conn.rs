@@ -1,50 +1,37 @@
-//! One TCP connection to a Redis node, shared by many sessions or pinned to one.
+//! One TCP connection to a Redis node, shared by the sessions of one
+//! context or owned by one session.
 //!
 //! A connection is two tasks. The writer batches every request queued since
 //! its last write into one `write`, and holds the next write while the node
 //! still owes replies to the last one (that is what cuts syscalls and
 //! wake-ups on the node when many clients share a connection). The reader
 //! splits the reply stream at frame boundaries and hands the replies to
-//! whoever is waiting, in order. Redis answers each connection's commands in order, so a FIFO of
-//! waiting senders is all the bookkeeping needed.
+//! whoever is waiting, in order. Redis answers each connection's commands
+//! in order, so a FIFO of waiting senders is all the bookkeeping needed.
 //!
 //! A request may carry several commands (a session's pipelined commands for
 //! the same node): it has one reply slot, which receives all their replies
 //! as one contiguous buffer. That keeps the per-command cost of the hot path
 //! to copying bytes — no channel message, no wake-up, no allocation each.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use belay_client::{Auth, ClientError, Connection, Role};
-use belay_resp::{frame_len, Limits};
+use belay_resp::{FrameScanner, Limits};
 use bytes::{Buf, Bytes, BytesMut};
-use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// Why a request got no reply. The distinction decides whether a retry is
-/// safe: only a request that never left the gateway may be sent again.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum BackendError {
-    /// The request was never written to the node; retrying elsewhere is safe.
-    #[error("connection to {addr} is closed; the command was not sent")]
-    NotSent { addr: String },
-    /// The request may have reached the node, which then went away.
-    #[error(
-        "connection to {addr} was lost after the command was sent; it may or may not have run"
-    )]
-    Lost { addr: String },
-}
-
-impl BackendError {
-    pub fn was_sent(&self) -> bool {
-        matches!(self, BackendError::Lost { .. })
-    }
-}
+use super::health::NodeHealth;
+use super::watchdog::{self, Silence};
+use crate::budget::OutputBudget;
+use crate::context::Context;
+use crate::error::{BackendError, LostWhy, NotSentWhy};
 
 /// The replies to one request, in order, back to back.
 #[derive(Debug)]
@@ -58,13 +45,15 @@ pub struct Replies {
 pub type ReplyResult = Result<Replies, BackendError>;
 
 /// A request on its way to a node and the slot its replies go into.
-pub struct BackendRequest {
+struct BackendRequest {
     /// One or more complete commands.
-    pub raw: Bytes,
+    raw: Bytes,
     /// How many commands `raw` holds, so how many replies to wait for.
-    pub count: u32,
-    pub reply: oneshot::Sender<ReplyResult>,
-    pub blocking: bool,
+    count: u32,
+    reply: oneshot::Sender<ReplyResult>,
+    blocking: bool,
+    /// The client's output budget, charged with the replies when handed over.
+    budget: Option<Arc<OutputBudget>>,
 }
 
 /// The reader's record of a request on the wire.
@@ -72,23 +61,27 @@ struct InFlight {
     reply: oneshot::Sender<ReplyResult>,
     count: u32,
     blocking: bool,
+    budget: Option<Arc<OutputBudget>>,
 }
 
-/// How to open a connection: who we are and what to set up before use.
+/// How to open connections to one node: where, with which of the gateway's
+/// own credentials, and what to check first.
 #[derive(Clone, Debug)]
 pub struct ConnectSpec {
     pub addr: String,
-    pub auth: Option<Auth>,
-    /// Commands run (and checked) before the connection is handed out:
-    /// `SELECT`, `HELLO 3`, `CLIENT SETNAME` replayed for a pinned session.
-    pub init: Vec<Vec<Bytes>>,
-    /// Refuse the connection unless the node answers `ROLE` as master: a write
-    /// connection is never opened to a demoted master.
+    /// The gateway's own credentials for the node.
+    pub gateway_auth: Option<Auth>,
+    /// Refuse the connection unless the node answers `ROLE` as master
+    /// (asked as the gateway's own user, whatever context the connection is
+    /// for): a write connection is never opened to a demoted master.
     pub require_master: bool,
     pub connect_timeout: Duration,
-    /// Silence while replies are owed for this long marks the node dead.
-    /// `None` for connections that may block (BLPOP, WAIT, subscriptions).
-    pub request_timeout: Option<Duration>,
+    /// When silence while replies are owed makes the node unusable, and
+    /// when the commands in flight are given up on. `None` for connections
+    /// that may block (BLPOP, WAIT).
+    pub silence: Option<Silence>,
+    /// Shared with the node's pool: what the connections notice.
+    pub health: Arc<NodeHealth>,
     /// A counter this connection's outstanding commands are also added to:
     /// a pool's shared connections report their load in one place, which
     /// routing reads once per command.
@@ -102,27 +95,35 @@ pub struct BackendConn {
     shared: Arc<ConnState>,
 }
 
-struct ConnState {
-    addr: String,
+pub(super) struct ConnState {
+    pub(super) addr: String,
     alive: AtomicBool,
+    /// Why the connection was closed (a [`LostWhy`] code), for the
+    /// commands it leaves unanswered.
+    closed_why: AtomicU8,
+    /// How long it had been silent when given up on, in ms.
+    silent_ms: AtomicU64,
     /// Commands written to the node and not yet answered; used for
     /// least-outstanding routing and for the silent-node watchdog. Counted
     /// when written, not when queued: every session routing in one turn of
     /// the event loop then sees the same figures and picks the same node,
     /// so their commands share one write (and one wake-up of the node).
-    outstanding: AtomicUsize,
+    pub(super) outstanding: AtomicUsize,
     /// The pool-wide counter `outstanding` is mirrored to, if any.
     load: Option<Arc<AtomicUsize>>,
     /// Reads that returned bytes; the watchdog's sign of life.
-    reads: AtomicU64,
+    pub(super) reads: AtomicU64,
+    /// Writes to the node so far (each carries every request collected).
+    writes: AtomicU64,
     /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
     /// while any is, so the watchdog stands down.
-    blocking: AtomicUsize,
+    pub(super) blocking: AtomicUsize,
     /// Cancelled when the connection is closed, from outside or by either task.
-    closed: CancellationToken,
+    pub(super) closed: CancellationToken,
     /// Notified when `outstanding` falls to zero: the writer holds the
     /// next write until then.
     answered: Notify,
+    pub(super) health: Arc<NodeHealth>,
 }
 
 impl ConnState {
@@ -141,69 +142,132 @@ impl ConnState {
             load.fetch_sub(n, Ordering::Relaxed);
         }
     }
+
+    /// Closes the connection, recording why (the first reason wins).
+    pub(super) fn close(&self, why: LostWhy) {
+        let code = match why {
+            LostWhy::ConnectionClosed => 1,
+            LostWhy::BadReply => 2,
+            LostWhy::NodeReplaced => 3,
+            LostWhy::Silent(d) => {
+                self.silent_ms
+                    .store(d.as_millis() as u64, Ordering::Relaxed);
+                4
+            }
+        };
+        let _ = self
+            .closed_why
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Relaxed);
+        self.alive.store(false, Ordering::Release);
+        self.closed.cancel();
+    }
+
+    fn lost_why(&self) -> LostWhy {
+        match self.closed_why.load(Ordering::Acquire) {
+            2 => LostWhy::BadReply,
+            3 => LostWhy::NodeReplaced,
+            4 => LostWhy::Silent(Duration::from_millis(
+                self.silent_ms.load(Ordering::Relaxed),
+            )),
+            _ => LostWhy::ConnectionClosed,
+        }
+    }
+
+    fn not_sent(&self) -> BackendError {
+        BackendError::NotSent {
+            addr: self.addr.clone(),
+            why: NotSentWhy::ConnectionClosed,
+        }
+    }
+}
+
+/// Connects and sets a connection up for `ctx`: the gateway's own login
+/// and `ROLE` check first when the spec asks for one, then the context's
+/// user, protocol and database, then `extra` (e.g. `CLIENT SETNAME`).
+/// Every step must succeed, or the connection is not used.
+pub async fn set_up(
+    spec: &ConnectSpec,
+    ctx: &Context,
+    extra: &[Vec<Bytes>],
+) -> Result<Connection, ClientError> {
+    let mut conn = Connection::connect(&spec.addr, None, spec.connect_timeout).await?;
+    let as_gateway = ctx.user.is_none() || spec.require_master;
+    if as_gateway {
+        if let Some(auth) = &spec.gateway_auth {
+            conn.auth(auth).await?;
+        }
+    }
+    if spec.require_master {
+        let role = conn.role().await?;
+        if !role.is_master() {
+            return Err(ClientError::Unexpected {
+                addr: spec.addr.clone(),
+                op: "ROLE".into(),
+                detail: format!("expected a master, the node is a {}", role_name(&role)),
+            });
+        }
+    }
+    if let Some(user) = &ctx.user {
+        conn.auth(user).await?;
+    }
+    for cmd in ctx.setup_commands().iter().chain(extra) {
+        conn.call_ok(cmd).await?;
+    }
+    Ok(conn)
 }
 
 impl BackendConn {
-    /// Connects, authenticates, runs the init commands, then starts the tasks.
-    pub async fn open(spec: &ConnectSpec) -> Result<BackendConn, ClientError> {
-        let mut conn =
-            Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
-        if spec.require_master {
-            let role = conn.role().await?;
-            if !role.is_master() {
-                return Err(ClientError::Unexpected {
-                    addr: spec.addr.clone(),
-                    op: "ROLE".into(),
-                    detail: format!("expected a master, the node is a {}", role_name(&role)),
-                });
-            }
-        }
-        for cmd in &spec.init {
-            conn.call_ok(cmd).await?;
-        }
-        let stream = conn.into_stream();
+    /// Connects, sets up the context, then starts the tasks.
+    pub async fn open(
+        spec: &ConnectSpec,
+        ctx: &Context,
+        extra: &[Vec<Bytes>],
+    ) -> Result<BackendConn, ClientError> {
+        let conn = set_up(spec, ctx, extra).await?;
+        Ok(BackendConn::start(conn.into_stream(), spec))
+    }
+
+    fn start(stream: TcpStream, spec: &ConnectSpec) -> BackendConn {
         let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(ConnState {
             addr: spec.addr.clone(),
             alive: AtomicBool::new(true),
+            closed_why: AtomicU8::new(0),
+            silent_ms: AtomicU64::new(0),
             outstanding: AtomicUsize::new(0),
             load: spec.load.clone(),
             blocking: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             closed: CancellationToken::new(),
             answered: Notify::new(),
+            health: spec.health.clone(),
         });
         tokio::spawn(write_loop(write, rx, inflight_tx, shared.clone()));
-        tokio::spawn(read_loop(
-            read,
-            inflight_rx,
-            shared.clone(),
-            spec.request_timeout,
-        ));
-        Ok(BackendConn { tx, shared })
-    }
-
-    /// Queues one command; the reply (or why there is none) arrives on the
-    /// returned receiver.
-    pub fn send(&self, raw: Bytes) -> oneshot::Receiver<ReplyResult> {
-        self.send_batch(raw, 1, false)
+        if let Some(silence) = spec.silence {
+            tokio::spawn(watchdog::watch(shared.clone(), silence));
+        }
+        tokio::spawn(read_loop(read, inflight_rx, shared.clone()));
+        BackendConn { tx, shared }
     }
 
     /// Queues `count` commands encoded back to back in `raw`; their replies
-    /// arrive together on the returned receiver. `blocking`: one of them may
-    /// legitimately keep the node silent for a long time (BLPOP, WAIT).
+    /// arrive together on the returned receiver (charged to `budget`).
+    /// `blocking`: one of them may legitimately keep the node silent for a
+    /// long time (BLPOP, WAIT).
     pub fn send_batch(
         &self,
         raw: Bytes,
         count: u32,
         blocking: bool,
+        budget: Option<Arc<OutputBudget>>,
     ) -> oneshot::Receiver<ReplyResult> {
         debug_assert!(count > 0, "a request carries at least one command");
         let (reply, rx) = oneshot::channel();
         if !self.is_alive() {
-            let _ = reply.send(Err(self.not_sent()));
+            let _ = reply.send(Err(self.shared.not_sent()));
             return rx;
         }
         if blocking {
@@ -214,26 +278,24 @@ impl BackendConn {
             count,
             reply,
             blocking,
+            budget,
         }) {
             if blocking {
                 self.shared.blocking.fetch_sub(1, Ordering::Relaxed);
             }
-            let _ = req.reply.send(Err(self.not_sent()));
+            let _ = req.reply.send(Err(self.shared.not_sent()));
         }
         rx
     }
 
-    /// Sends and forgets the reply (state replay on pinned connections).
+    /// Sends one command and forgets its reply (a state replay on a
+    /// session's own connection, a fire-and-forget script load).
     pub fn send_ignoring_reply(&self, raw: Bytes) {
-        drop(self.send(raw));
+        drop(self.send_batch(raw, 1, false, None));
     }
 
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::Acquire)
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.shared.addr
     }
 
     /// True when both handles are the same connection.
@@ -241,17 +303,25 @@ impl BackendConn {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// Closes the connection now: queued requests fail as not sent, requests
-    /// in flight as lost. Used when a master is demoted.
-    pub fn close(&self) {
-        self.shared.alive.store(false, Ordering::Release);
-        self.shared.closed.cancel();
+    /// Writes to the node so far.
+    pub fn writes(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
     }
 
-    fn not_sent(&self) -> BackendError {
-        BackendError::NotSent {
-            addr: self.shared.addr.clone(),
-        }
+    /// What the connections to this node have noticed about it.
+    pub fn health(&self) -> &NodeHealth {
+        &self.shared.health
+    }
+
+    /// Commands written and not yet answered.
+    pub fn outstanding(&self) -> usize {
+        self.shared.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection now: queued requests fail as not sent, requests
+    /// in flight as lost, for `why`.
+    pub fn close(&self, why: LostWhy) {
+        self.shared.close(why);
     }
 }
 
@@ -279,6 +349,7 @@ fn stage(
             reply: req.reply,
             count: req.count,
             blocking: req.blocking,
+            budget: req.budget,
         })
         .is_ok();
     if ok {
@@ -286,15 +357,6 @@ fn stage(
     }
     buf.extend_from_slice(&req.raw);
     ok
-}
-
-/// Writes to nodes so far, by every connection of this process.
-static WRITES: AtomicUsize = AtomicUsize::new(0);
-
-/// Changes after each write to a node, and only then: routing breaks ties
-/// with it, so that all the sessions routing between two writes agree.
-pub fn write_epoch() -> usize {
-    WRITES.load(Ordering::Relaxed)
 }
 
 async fn write_loop(
@@ -325,8 +387,7 @@ async fn write_loop(
         // Write after the event loop's next look at the sockets, not now:
         // the sessions woken by it add their commands to this write. Like
         // twemproxy waiting for EPOLLOUT, it turns many small writes (each a
-        // wake-up of the node) into a few larger ones: at one request per
-        // client it cut the node's wake-ups by 40% and raised throughput.
+        // wake-up of the node) into a few larger ones.
         tokio::task::yield_now().await;
         next.take_queued(&mut rx);
         // And while the node still owes replies to the last write, keep
@@ -365,13 +426,12 @@ async fn write_loop(
             _ = &mut closed => false,
         };
         buf.clear();
-        WRITES.fetch_add(1, Ordering::Relaxed);
+        state.writes.fetch_add(1, Ordering::Relaxed);
         if !written {
             break;
         }
     }
-    state.alive.store(false, Ordering::Release);
-    state.closed.cancel();
+    state.close(LostWhy::ConnectionClosed);
     let _ = write.shutdown().await;
     // Whatever is still held or queued never left the gateway.
     rx.close();
@@ -419,9 +479,7 @@ fn fail_unsent(state: &ConnState, req: BackendRequest) {
     if req.blocking {
         state.blocking.fetch_sub(1, Ordering::Relaxed);
     }
-    let _ = req.reply.send(Err(BackendError::NotSent {
-        addr: state.addr.clone(),
-    }));
+    let _ = req.reply.send(Err(state.not_sent()));
 }
 
 /// The request whose replies the reader is collecting.
@@ -438,14 +496,15 @@ async fn read_loop(
     mut read: OwnedReadHalf,
     mut inflight: mpsc::UnboundedReceiver<InFlight>,
     state: Arc<ConnState>,
-    request_timeout: Option<Duration>,
 ) {
     let limits = Limits::for_replies();
     let mut buf = BytesMut::with_capacity(32 * 1024);
-    if let Some(timeout) = request_timeout {
-        tokio::spawn(watchdog(state.clone(), timeout));
-    }
     let mut current: Option<Collecting> = None;
+    // Where the next reply starts in `buf` is `current.len`; the scanner
+    // keeps its place in a reply that arrives over several reads, so a
+    // reply of any size is scanned once.
+    let mut scanner = FrameScanner::default();
+    let mut why = LostWhy::ConnectionClosed;
     // One future for the whole loop (see `write_loop`).
     let closed = state.closed.clone().cancelled_owned();
     tokio::pin!(closed);
@@ -465,13 +524,13 @@ async fn read_loop(
         // Any bytes are a sign of life for the watchdog, even part of a reply.
         state.reads.fetch_add(1, Ordering::Relaxed);
         loop {
-            let scanned = current.as_ref().map_or(0, |c| c.len);
-            match frame_len(&buf[scanned..], &limits) {
+            let start = current.as_ref().map_or(0, |c| c.len);
+            match scanner.scan(&buf[start..], &limits) {
                 Ok(Some(n)) => {
-                    if buf[scanned] == b'>' {
+                    if buf[start] == b'>' {
                         // RESP3 out-of-band push on a request connection
                         // (e.g. a stray invalidation): not a reply; drop it.
-                        let mut rest = buf.split_off(scanned);
+                        let mut rest = buf.split_off(start);
                         rest.advance(n);
                         buf.unsplit(rest);
                         continue;
@@ -488,12 +547,13 @@ async fn read_loop(
                             }
                             Err(_) => {
                                 tracing::error!(addr = %state.addr, "reply with no request waiting; closing the connection");
+                                why = LostWhy::BadReply;
                                 break 'conn;
                             }
                         }
                     }
                     let c = current.as_mut().expect("set above");
-                    c.has_error |= buf[scanned] == b'-';
+                    c.has_error |= buf[start] == b'-';
                     c.len += n;
                     c.replies += 1;
                     if c.replies == c.slot.count {
@@ -502,22 +562,33 @@ async fn read_loop(
                         if c.slot.blocking {
                             state.blocking.fetch_sub(1, Ordering::Relaxed);
                         }
-                        let _ = c.slot.reply.send(Ok(Replies {
-                            frames: buf.split_to(c.len).freeze(),
+                        let frames = buf.split_to(c.len).freeze();
+                        if let Some(budget) = &c.slot.budget {
+                            budget.received(frames.len());
+                        }
+                        if let Err(Ok(replies)) = c.slot.reply.send(Ok(Replies {
+                            frames,
                             has_error: c.has_error,
-                        }));
+                        })) {
+                            // The session is gone: its budget goes with it,
+                            // but keep the books straight anyway.
+                            if let Some(budget) = &c.slot.budget {
+                                budget.taken(replies.frames.len());
+                            }
+                        }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(addr = %state.addr, error = %e, "invalid reply from node; closing the connection");
+                    why = LostWhy::BadReply;
                     break 'conn;
                 }
             }
         }
     }
-    state.alive.store(false, Ordering::Release);
-    state.closed.cancel();
+    state.close(why);
+    let why = state.lost_why();
     inflight.close();
     let lost = current
         .map(|c| c.slot)
@@ -530,84 +601,7 @@ async fn read_loop(
         }
         let _ = slot.reply.send(Err(BackendError::Lost {
             addr: state.addr.clone(),
+            why,
         }));
-    }
-}
-
-/// Declares the node dead when it owes replies and has sent none for
-/// `timeout` (a paused master keeps its socket open and silent). Checking a
-/// counter twice a period costs far less than a timer on every read.
-async fn watchdog(state: Arc<ConnState>, timeout: Duration) {
-    let mut tick = tokio::time::interval(timeout / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_reads = state.reads.load(Ordering::Relaxed);
-    let mut stalled_since: Option<std::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = state.closed.cancelled() => return,
-        }
-        let reads = state.reads.load(Ordering::Relaxed);
-        let owing = state.outstanding.load(Ordering::Relaxed) > 0
-            && state.blocking.load(Ordering::Relaxed) == 0;
-        if owing && reads == last_reads {
-            let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() >= timeout {
-                tracing::warn!(addr = %state.addr, "node owes replies and has been silent for {:?}; treating it as down", timeout);
-                state.alive.store(false, Ordering::Release);
-                state.closed.cancel();
-                return;
-            }
-        } else {
-            stalled_since = None;
-        }
-        last_reads = reads;
-    }
-}
-
-/// A subscription connection: everything the node sends is passed through to
-/// the session as it comes (pub/sub messages are not replies to requests).
-pub struct Tunnel {
-    pub write: OwnedWriteHalf,
-    pub frames: mpsc::Receiver<Bytes>,
-    pub addr: String,
-}
-
-impl Tunnel {
-    pub async fn open(spec: &ConnectSpec) -> Result<Tunnel, ClientError> {
-        let mut conn =
-            Connection::connect(&spec.addr, spec.auth.as_ref(), spec.connect_timeout).await?;
-        for cmd in &spec.init {
-            conn.call_ok(cmd).await?;
-        }
-        let (mut read, write) = conn.into_stream().into_split();
-        let (tx, frames) = mpsc::channel(1024);
-        let addr = spec.addr.clone();
-        tokio::spawn(async move {
-            let limits = Limits::for_replies();
-            let mut buf = BytesMut::with_capacity(16 * 1024);
-            loop {
-                match read.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                loop {
-                    match frame_len(&buf, &limits) {
-                        Ok(Some(n)) => {
-                            if tx.send(buf.split_to(n).freeze()).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) => return,
-                    }
-                }
-            }
-        });
-        Ok(Tunnel {
-            write,
-            frames,
-            addr,
-        })
     }
 }

@@ -1,0 +1,111 @@
+//! A client's output budget, in bytes: replies the gateway holds for a
+//! client that has not read them yet, like Redis's
+//! `client-output-buffer-limit`. Replies arrive from backend connections
+//! shared with other clients, whose readers cannot wait for a slow client;
+//! so they count what they hand over, and the session is told at once when
+//! its client is over the limit (it is then closed), whether or not that
+//! client is reading.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+
+/// Bytes held for one client: replies received and not yet moved to its
+/// output buffer, plus that buffer's unsent bytes.
+#[derive(Debug)]
+pub struct OutputBudget {
+    received: AtomicUsize,
+    unsent: AtomicUsize,
+    limit: usize,
+    /// The session, woken when the budget is exceeded. A waker, not a
+    /// `Notify`: registering is one atomic swap, cheap enough to do on
+    /// every turn of a busy session's loop.
+    over: AtomicWaker,
+}
+
+impl OutputBudget {
+    /// `limit` 0: no limit.
+    pub fn new(limit: usize) -> OutputBudget {
+        OutputBudget {
+            received: AtomicUsize::new(0),
+            unsent: AtomicUsize::new(0),
+            limit: if limit == 0 { usize::MAX } else { limit },
+            over: AtomicWaker::new(),
+        }
+    }
+
+    /// A backend reader handed `n` bytes of replies to the session.
+    pub fn received(&self, n: usize) {
+        let held = self.received.fetch_add(n, Ordering::Relaxed) + n;
+        if held.saturating_add(self.unsent.load(Ordering::Relaxed)) > self.limit {
+            self.over.wake();
+        }
+    }
+
+    /// The session took `n` received bytes (into its output buffer, or
+    /// dropped them).
+    pub fn taken(&self, n: usize) {
+        self.received.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The session's output buffer now holds `n` unsent bytes.
+    pub fn set_unsent(&self, n: usize) {
+        self.unsent.store(n, Ordering::Relaxed);
+        if n > self.limit {
+            self.over.wake();
+        }
+    }
+
+    /// Bytes held for the client now.
+    pub fn held(&self) -> usize {
+        self.received
+            .load(Ordering::Relaxed)
+            .saturating_add(self.unsent.load(Ordering::Relaxed))
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.held() > self.limit
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Ready once the budget is exceeded.
+    pub fn poll_exceeded(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.over.register(cx.waker());
+        if self.is_over() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn going_over_wakes_the_session() {
+        let b = std::sync::Arc::new(OutputBudget::new(100));
+        b.received(60);
+        b.set_unsent(30);
+        assert!(!b.is_over());
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { std::future::poll_fn(|cx| b.poll_exceeded(cx)).await }
+        });
+        tokio::task::yield_now().await;
+        b.received(20);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(b.is_over());
+        b.taken(80);
+        assert!(!b.is_over());
+        assert_eq!(OutputBudget::new(0).limit(), usize::MAX);
+    }
+}

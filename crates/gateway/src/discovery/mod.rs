@@ -1,0 +1,670 @@
+//! Discovery: asks every Sentinel where the master and replicas are, checks
+//! each node's own view (`ROLE`, `INFO replication`), listens to Sentinel
+//! events, and publishes a new [`Topology`] whenever it learns something.
+//!
+//! The rules follow the Sentinel client contract: a master is trusted only
+//! when a majority of the Sentinels that answer name it *and* it answers
+//! `ROLE` as master; a replica serves reads only when no Sentinel flag says it
+//! is down and it reports its link to that master up. Only this task writes
+//! the topology.
+
+mod events;
+mod nodes;
+mod replication;
+mod sentinels;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::backend::{ConnectSpec, NodeHealth, NodePool, Silence};
+use crate::commands::CommandTable;
+use crate::config::GatewayConfig;
+use crate::topology::{OffsetSample, ReplicaNode, Topology, WriteHold};
+
+pub use events::Event;
+use nodes::{is_busy, judge_replica, Nodes};
+use replication::{OffsetHistory, WriteGuard};
+use sentinels::{reason, Answers, Sentinels};
+
+/// Why the discovery loop woke.
+enum Step {
+    /// An urgent event (or `None`: the gateway is gone).
+    Event(Option<Event>),
+    RoundDone,
+}
+
+/// Waits for an urgent event, queueing the others.
+async fn next_urgent(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    queued: &mut Vec<Event>,
+) -> Option<Event> {
+    loop {
+        let ev = events.recv().await?;
+        if ev.is_urgent() {
+            return Some(ev);
+        }
+        queued.push(ev);
+    }
+}
+
+/// The discovery task's state.
+pub struct Discovery {
+    cfg: Arc<GatewayConfig>,
+    sentinels: Sentinels,
+    subscribed: HashSet<String>,
+    nodes: Nodes,
+    master_pool: Option<Arc<NodePool>>,
+    replica_pools: HashMap<String, Arc<NodePool>>,
+    commands: Arc<CommandTable>,
+    server_version: String,
+    generation: u64,
+    /// Times the master was asked its role (see `Topology::master_checks`).
+    master_checks: u64,
+    /// Replicas from the last full round, minus those a Sentinel flags down.
+    known_replicas: Vec<String>,
+    /// Replicas the Sentinels know, up or down (the write guard's scale).
+    replicas_known: usize,
+    /// A failover of this master (addr) is under way until this instant.
+    failover_hold: Option<(String, Instant)>,
+    /// When the current master was confirmed.
+    master_since: Instant,
+    /// The master did not answer the last offset sample: writes are held.
+    master_unresponsive: bool,
+    /// Masters replaced by a `+switch-master`, and when: never trusted
+    /// again for `DEMOTED_MEMORY`.
+    demoted: HashMap<String, Instant>,
+    history: OffsetHistory,
+    /// The master's last sample, republished as it is (never re-stamped:
+    /// a fence compares its time with writes' acknowledgements).
+    sample: Option<OffsetSample>,
+    guard: WriteGuard,
+    tx: watch::Sender<Arc<Topology>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    /// Taken by `run`.
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+}
+
+/// How often replication offsets are sampled between full rounds.
+const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a master replaced by `+switch-master` stays untrusted: well past
+/// the time every Sentinel needs to learn of the switch.
+const DEMOTED_MEMORY: Duration = Duration::from_secs(60);
+
+/// Full rounds asked for by events are at least this far apart.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
+
+/// Longest wait for one replica's INFO in a round.
+const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
+
+impl Discovery {
+    pub fn new(
+        cfg: Arc<GatewayConfig>,
+    ) -> (
+        Discovery,
+        watch::Receiver<Arc<Topology>>,
+        mpsc::UnboundedSender<Event>,
+    ) {
+        let commands = Arc::new(CommandTable::default());
+        let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands.clone())));
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let d = Discovery {
+            sentinels: Sentinels::new(cfg.sentinels.clone(), cfg.sentinel_auth()),
+            subscribed: HashSet::new(),
+            nodes: Nodes::new(cfg.node_auth(), cfg.control_timeout()),
+            master_pool: None,
+            replica_pools: HashMap::new(),
+            commands,
+            server_version: String::new(),
+            generation: 0,
+            master_checks: 0,
+            known_replicas: Vec::new(),
+            replicas_known: 0,
+            failover_hold: None,
+            master_since: Instant::now(),
+            master_unresponsive: false,
+            demoted: HashMap::new(),
+            history: OffsetHistory::default(),
+            sample: None,
+            guard: WriteGuard::new(cfg.min_synced_replicas, cfg.write_guard_lag()),
+            cfg,
+            tx,
+            events_tx: events_tx.clone(),
+            events: Some(events),
+        };
+        (d, rx, events_tx)
+    }
+
+    /// Runs until the gateway stops (the task is aborted).
+    pub async fn run(mut self) {
+        let Some(mut events) = self.events.take() else {
+            return;
+        };
+        let mut next_full = Instant::now();
+        let mut last_full = Instant::now() - MIN_ROUND_GAP;
+        let mut queued: Vec<Event> = Vec::new();
+        loop {
+            self.ensure_subscriptions();
+            let full = Instant::now() >= next_full;
+            // An urgent event (a switch, a failover starting) interrupts a
+            // round in progress: a round can spend a whole control timeout
+            // on a paused node, and the news must not wait for it. Other
+            // events only ask for a full round once this one is done.
+            let step = tokio::select! {
+                biased;
+                ev = next_urgent(&mut events, &mut queued) => Step::Event(ev),
+                _ = self.round(full) => Step::RoundDone,
+            };
+            let mut changed = !queued.is_empty();
+            for ev in queued.drain(..) {
+                self.handle_event(ev);
+            }
+            match step {
+                Step::Event(None) => return,
+                Step::Event(Some(ev)) => {
+                    self.handle_event(ev);
+                    // Urgent: the next round starts now, whatever the gap.
+                    last_full = Instant::now() - MIN_ROUND_GAP;
+                    changed = true;
+                }
+                Step::RoundDone => {
+                    if full {
+                        last_full = Instant::now();
+                        next_full = last_full + self.cfg.poll_interval();
+                    }
+                    if !changed {
+                        let wait = OFFSET_INTERVAL
+                            .min(next_full.saturating_duration_since(Instant::now()));
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            ev = events.recv() => {
+                                let Some(ev) = ev else { return };
+                                self.handle_event(ev);
+                                changed = true;
+                            }
+                        }
+                    }
+                }
+            }
+            if changed {
+                // Coalesce a burst of events into one round, and rounds into
+                // at most one per MIN_ROUND_GAP: sessions' suspicions can
+                // come by the thousand.
+                while let Ok(ev) = events.try_recv() {
+                    self.handle_event(ev);
+                }
+                next_full = next_full.min(last_full + MIN_ROUND_GAP);
+            }
+        }
+    }
+
+    async fn round(&mut self, full: bool) {
+        if full {
+            self.full_round().await
+        } else {
+            self.offsets_round().await
+        }
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        tracing::debug!(?ev, "discovery event");
+        let is_master = |pool: &Option<Arc<NodePool>>, addr: &str| {
+            pool.as_ref().is_some_and(|p| p.addr == addr)
+        };
+        match ev {
+            Event::SwitchMaster { old_addr, new_addr } => {
+                self.failover_hold = None;
+                // The old master is demoted for good (a new epoch won): even
+                // if Sentinels that have not heard yet still name it, and it
+                // still answers ROLE master, it gets no more writes.
+                self.demoted.retain(|_, at| at.elapsed() < DEMOTED_MEMORY);
+                self.demoted.remove(&new_addr);
+                self.demoted.insert(old_addr, Instant::now());
+                if self
+                    .master_pool
+                    .as_ref()
+                    .is_some_and(|p| p.addr != new_addr)
+                {
+                    tracing::info!(new_master = %new_addr, "+switch-master: no more writes to the old master");
+                    self.drop_master();
+                    self.republish();
+                }
+            }
+            Event::FailoverStarting { master_addr } | Event::MasterDown { master_addr }
+                if !is_master(&self.master_pool, &master_addr) =>
+            {
+                tracing::debug!(%master_addr, "a failover event for a master we do not use");
+            }
+            Event::FailoverStarting { master_addr } => {
+                self.hold_for_failover(master_addr);
+                self.republish();
+            }
+            Event::MasterDown { master_addr } => {
+                // The Sentinels agree it is down: what was sent there is not
+                // coming back from a slow command but from a dead node.
+                tracing::info!(master = %master_addr, "+odown: the master is down; holding writes, giving up on commands in flight there");
+                self.hold_for_failover(master_addr);
+                self.drop_master();
+                self.republish();
+            }
+            Event::FailoverAborted { master_addr } => {
+                if self
+                    .failover_hold
+                    .as_ref()
+                    .is_some_and(|(a, _)| *a == master_addr)
+                {
+                    tracing::info!(master = %master_addr, "the failover was aborted: writes resume once the master is confirmed");
+                    self.failover_hold = None;
+                }
+            }
+            Event::ReplicaDown { addr } => {
+                if let Some(pool) = self.replica_pools.remove(&addr) {
+                    tracing::info!(replica = %addr, "+sdown: the replica is down; its reads go elsewhere");
+                    pool.close();
+                    self.known_replicas.retain(|a| *a != addr);
+                    self.republish();
+                }
+            }
+            Event::Changed => {}
+            Event::Suspect { addr } => {
+                tracing::debug!(%addr, "a session saw signs that the master changed; looking again");
+            }
+        }
+    }
+
+    fn hold_for_failover(&mut self, master_addr: String) {
+        if self.failover_hold.is_none() {
+            tracing::info!(master = %master_addr, "a failover of the master started: holding writes");
+        }
+        // Expires on its own in case the end of the failover is missed.
+        let expires = Instant::now() + self.cfg.failover_hold() * 2;
+        self.failover_hold = Some((master_addr, expires));
+    }
+
+    fn drop_master(&mut self) {
+        if let Some(old) = self.master_pool.take() {
+            old.close();
+        }
+    }
+
+    /// Publishes what is known now, with the last samples as they were.
+    fn republish(&mut self) {
+        let replicas = self
+            .tx
+            .borrow()
+            .replicas
+            .iter()
+            .filter(|r| !r.pool.is_closed())
+            .cloned()
+            .collect();
+        self.publish(replicas);
+    }
+
+    /// Asks every Sentinel, confirms the master with ROLE, checks replicas.
+    async fn full_round(&mut self) {
+        let answers = self
+            .sentinels
+            .ask(&self.cfg.master_name, self.cfg.control_timeout())
+            .await;
+        self.sentinels.learn(&answers);
+        self.note_replicas(&answers);
+        let failing_over = answers.failover_under_way();
+        let candidate = answers.agreed_master().filter(|c| {
+            let demoted = self
+                .demoted
+                .get(c)
+                .is_some_and(|at| at.elapsed() < DEMOTED_MEMORY);
+            if demoted {
+                tracing::info!(candidate = %c, "Sentinels still name a master that a +switch-master replaced; waiting for them");
+            }
+            !demoted
+        });
+        let Some(candidate) = candidate else {
+            self.no_master(&answers).await;
+            return;
+        };
+        // A failover seen in a round (the events may have been missed)
+        // holds writes; a hold ends when no Sentinel sees one any more.
+        if failing_over {
+            if self.failover_hold.is_none() {
+                tracing::info!(master = %candidate, "the Sentinels report a failover under way: holding writes");
+            }
+            let expires = Instant::now() + self.cfg.failover_hold() * 2;
+            self.failover_hold = Some((candidate.clone(), expires));
+        } else if self.failover_hold.take().is_some() {
+            tracing::info!(master = %candidate, "no Sentinel reports a failover any more: writes resume");
+        }
+        let role = self.nodes.role(&candidate).await;
+        self.master_checks += 1;
+        match role {
+            Ok(role) if role.is_master() => {}
+            Ok(role) => {
+                if self.master_pool.is_some() {
+                    tracing::warn!(candidate = %candidate, role = role.name(), "the Sentinels' master says it is not a master; holding writes");
+                }
+                self.drop_master();
+                self.check_replicas(None).await;
+                return;
+            }
+            Err(e) => {
+                if self.master_pool.is_some() {
+                    tracing::warn!(candidate = %candidate, "the Sentinels' master does not confirm it is master ({}); holding writes", reason(&e));
+                }
+                self.drop_master();
+                self.check_replicas(None).await;
+                return;
+            }
+        }
+        if self
+            .master_pool
+            .as_ref()
+            .is_none_or(|p| p.addr != candidate || p.is_closed())
+        {
+            self.new_master(&candidate);
+            // Tell the sessions now: held writes should not wait for
+            // the replica checks (a paused old master costs their
+            // whole timeout).
+            self.republish();
+        }
+        self.refresh_commands(&candidate).await;
+        self.sample_master(&candidate).await;
+        self.check_replicas(Some(&candidate)).await;
+    }
+
+    /// The replicas the Sentinels that agree (all, when none agree) know,
+    /// minus the ones any of them flags down.
+    fn note_replicas(&mut self, answers: &Answers) {
+        let candidate = answers.agreed_master();
+        let mut replicas: Vec<String> = Vec::new();
+        let mut flagged_down: HashSet<String> = HashSet::new();
+        for v in answers
+            .views
+            .iter()
+            .filter(|v| candidate.is_none() || v.master == candidate)
+        {
+            for r in &v.replicas {
+                let Some(addr) = r.addr() else { continue };
+                if r.has_flag("s_down") || r.has_flag("o_down") || r.has_flag("disconnected") {
+                    flagged_down.insert(addr.clone());
+                }
+                if !replicas.contains(&addr) {
+                    replicas.push(addr);
+                }
+            }
+        }
+        self.replicas_known = replicas
+            .iter()
+            .filter(|a| candidate.as_ref() != Some(*a))
+            .count();
+        replicas.retain(|a| !flagged_down.contains(a) && candidate.as_ref() != Some(a));
+        self.known_replicas = replicas;
+    }
+
+    async fn no_master(&mut self, answers: &Answers) {
+        if answers.views.is_empty() {
+            // `Sentinels::ask` logged why each did not answer.
+        } else {
+            tracing::warn!(
+                answered = answers.views.len(),
+                "the Sentinels that answer do not agree on a master"
+            );
+        }
+        self.drop_master();
+        self.check_replicas(None).await;
+    }
+
+    fn new_master(&mut self, addr: &str) {
+        self.drop_master();
+        self.history.clear();
+        self.sample = None;
+        self.master_since = Instant::now();
+        tracing::info!(master = %addr, "master confirmed");
+        let spec = self.spec(addr, true);
+        self.master_pool = Some(Arc::new(NodePool::new(spec, self.cfg.connections_per_node)));
+        // The master may now be a node we used to read from.
+        if let Some(p) = self.replica_pools.remove(addr) {
+            p.close();
+        }
+        self.master_unresponsive = false;
+    }
+
+    /// Between full rounds: fresh offsets for lag and read-your-writes.
+    async fn offsets_round(&mut self) {
+        let Some(master) = self.master_pool.as_ref().map(|p| p.addr.clone()) else {
+            return;
+        };
+        if self.master_unresponsive {
+            // Full rounds (every poll interval, and on events) check it again.
+            return;
+        }
+        self.sample_master(&master).await;
+        if self.master_pool.is_some() {
+            self.check_replicas(Some(&master)).await;
+        }
+    }
+
+    /// Takes the master's offset sample. A master that no longer says
+    /// master stops getting writes at once; one that does not answer has
+    /// new writes held (in-flight ones are left to its connections' watchdog
+    /// and to Sentinel), and the next full round looks again.
+    async fn sample_master(&mut self, master: &str) {
+        let sample = self.nodes.master_sample(master).await;
+        self.master_checks += 1;
+        match sample {
+            Ok(sample) => {
+                if self.master_unresponsive {
+                    tracing::info!(%master, "the master answers again");
+                    self.master_unresponsive = false;
+                }
+                self.history.record(&sample);
+                self.sample = Some(sample);
+            }
+            Err(belay_client::ClientError::Unexpected { detail, .. }) => {
+                tracing::warn!(%master, "{detail}; holding writes");
+                self.drop_master();
+                let _ = self.events_tx.send(Event::Suspect {
+                    addr: master.to_string(),
+                });
+                self.republish();
+            }
+            Err(e) => {
+                if !self.master_unresponsive {
+                    tracing::warn!(%master, "the master does not answer ({}); holding writes", reason(&e));
+                    self.master_unresponsive = true;
+                    self.republish();
+                }
+            }
+        }
+    }
+
+    async fn refresh_commands(&mut self, master: &str) {
+        match self
+            .nodes
+            .command_table(master, &self.commands, &self.cfg.commands)
+            .await
+        {
+            Ok(Some(table)) => {
+                tracing::info!(commands = table.len(), version = %table.version, "command table loaded from the master");
+                self.server_version = table.version.clone();
+                self.commands = Arc::new(table);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if self.commands.is_empty() {
+                    tracing::warn!("cannot read COMMAND from the master ({}); commands the gateway does not answer itself wait for it", reason(&e));
+                }
+            }
+        }
+    }
+
+    /// Checks each known replica's own view, concurrently, and publishes.
+    async fn check_replicas(&mut self, master: Option<&str>) {
+        let addrs = self.known_replicas.clone();
+        // A paused or cut-off replica must not hold up the whole round (and
+        // with it the news of a new master): healthy ones answer in ms.
+        let timeout = self.cfg.control_timeout().min(REPLICA_CHECK_BUDGET);
+        let results = self.nodes.replicas_info(&addrs, timeout).await;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (addr, result) in results {
+            let pool = self
+                .replica_pools
+                .entry(addr.clone())
+                .or_insert_with(|| {
+                    Arc::new(NodePool::new(
+                        spec_for(&self.cfg, &addr, false),
+                        self.cfg.connections_per_node,
+                    ))
+                })
+                .clone();
+            let state = match &result {
+                Ok(info) => {
+                    if pool.health().set_busy(false) {
+                        tracing::info!(replica = %addr, "the replica is no longer busy; it serves reads again");
+                    }
+                    Some(judge_replica(
+                        info,
+                        master,
+                        &self.history,
+                        now,
+                        self.cfg.max_replica_lag(),
+                    ))
+                }
+                Err(e) => {
+                    if is_busy(e) && pool.health().set_busy(true) {
+                        tracing::warn!(replica = %addr, "the replica answers BUSY (a script or function is running): no reads go there until it is done");
+                    }
+                    tracing::debug!(replica = %addr, "replica check failed: {}", reason(e));
+                    None
+                }
+            };
+            out.push(match state {
+                Some(s) => {
+                    if !s.eligible && master.is_some() {
+                        tracing::debug!(replica = %addr, lag = ?s.lag, "replica not eligible for reads");
+                    }
+                    ReplicaNode {
+                        pool,
+                        offset: s.offset,
+                        replid: s.replid,
+                        lag: s.lag,
+                        eligible: s.eligible,
+                    }
+                }
+                None => ReplicaNode {
+                    pool,
+                    offset: 0,
+                    replid: None,
+                    lag: None,
+                    eligible: false,
+                },
+            });
+        }
+        // Pools of nodes that left the replica set are closed.
+        let current: HashSet<&String> = addrs.iter().collect();
+        let nodes = &mut self.nodes;
+        self.replica_pools.retain(|addr, pool| {
+            let keep = current.contains(addr);
+            if !keep {
+                pool.close();
+                nodes.forget(addr);
+            }
+            keep
+        });
+        self.publish(out);
+    }
+
+    fn publish(&mut self, replicas: Vec<ReplicaNode>) {
+        self.generation += 1;
+        let (master, write_hold) = self.writable_master(&replicas);
+        let topo = Topology {
+            generation: self.generation,
+            master_checks: self.master_checks,
+            master,
+            write_hold,
+            read_master: self.master_pool.clone(),
+            replicas,
+            master_sample: self.sample.clone().filter(|_| self.master_pool.is_some()),
+            commands: self.commands.clone(),
+            server_version: self.server_version.clone(),
+        };
+        self.tx.send_replace(Arc::new(topo));
+    }
+
+    /// The master writes may go to now, or why they are held: no confirmed
+    /// master, a master that does not answer, a failover under way, or the
+    /// write guard.
+    fn writable_master(
+        &mut self,
+        replicas: &[ReplicaNode],
+    ) -> (Option<Arc<NodePool>>, Option<WriteHold>) {
+        let Some(master) = self.master_pool.clone() else {
+            return (None, Some(WriteHold::NoMaster));
+        };
+        if self.master_unresponsive {
+            return (None, Some(WriteHold::MasterSilent));
+        }
+        if let Some((addr, expires)) = &self.failover_hold {
+            if *addr == master.addr && Instant::now() < *expires {
+                return (None, Some(WriteHold::FailoverInProgress));
+            }
+            self.failover_hold = None;
+        }
+        if self.guard.holds(
+            &master.addr,
+            self.master_since,
+            Instant::now(),
+            self.replicas_known,
+            replicas.iter().map(|r| r.lag),
+        ) {
+            return (None, Some(WriteHold::WriteGuard));
+        }
+        (Some(master), None)
+    }
+
+    fn spec(&self, addr: &str, require_master: bool) -> ConnectSpec {
+        spec_for(&self.cfg, addr, require_master)
+    }
+
+    /// One subscriber task per known Sentinel.
+    fn ensure_subscriptions(&mut self) {
+        for addr in &self.sentinels.addrs {
+            if self.subscribed.insert(addr.clone()) {
+                tokio::spawn(events::subscribe_events(
+                    addr.clone(),
+                    self.sentinels.auth().clone(),
+                    self.cfg.master_name.clone(),
+                    self.events_tx.clone(),
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.drop_master();
+        for p in self.replica_pools.values() {
+            p.close();
+        }
+    }
+}
+
+fn spec_for(cfg: &GatewayConfig, addr: &str, require_master: bool) -> ConnectSpec {
+    ConnectSpec {
+        addr: addr.to_string(),
+        gateway_auth: cfg.node_auth(),
+        require_master,
+        connect_timeout: cfg.control_timeout(),
+        silence: Some(Silence {
+            flag_after: cfg.request_timeout(),
+            abandon_after: cfg.abandon_after(),
+        }),
+        health: Arc::new(NodeHealth::default()),
+        load: None,
+    }
+}

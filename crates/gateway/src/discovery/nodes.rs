@@ -1,0 +1,317 @@
+//! Asking the data nodes themselves, as the gateway's own user: `ROLE` to
+//! confirm a master, `INFO replication` for offsets and links, `COMMAND`
+//! for the routing table. A node's own word is trusted over what any
+//! Sentinel says.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_client::{Auth, ClientError, Connection, Info, Role, Value};
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use super::replication::OffsetHistory;
+use crate::commands::CommandTable;
+use crate::config::CommandOverride;
+use crate::topology::OffsetSample;
+
+/// Control connections to the data nodes, kept between rounds.
+pub(super) struct Nodes {
+    conns: HashMap<String, Connection>,
+    auth: Option<Auth>,
+    timeout: Duration,
+}
+
+/// What a replica's `INFO replication` says, judged against the master.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ReplicaState {
+    pub offset: i64,
+    pub replid: Option<Arc<str>>,
+    pub lag: Option<Duration>,
+    pub eligible: bool,
+}
+
+/// Judges a replica from its `INFO replication`. With a confirmed master a
+/// replica must be linked to it, not syncing, and within `max_lag`; with
+/// none (a failover in progress) every replica that answers keeps serving
+/// reads: there is nothing newer to read anywhere.
+pub(super) fn judge_replica(
+    info: &Info,
+    master: Option<&str>,
+    history: &OffsetHistory,
+    now: Instant,
+    max_lag: Duration,
+) -> ReplicaState {
+    let offset = info.get_i64("slave_repl_offset").unwrap_or(0);
+    let replid: Option<Arc<str>> = info.get("master_replid").map(Into::into);
+    let is_replica =
+        info.get("role") == Some("slave") && info.get("master_sync_in_progress") != Some("1");
+    let Some(master) = master else {
+        return ReplicaState {
+            offset,
+            replid,
+            lag: None,
+            eligible: is_replica,
+        };
+    };
+    let linked_to = format!(
+        "{}:{}",
+        info.get("master_host").unwrap_or(""),
+        info.get("master_port").unwrap_or("")
+    );
+    let linked = is_replica && linked_to == master && info.get("master_link_status") == Some("up");
+    // Lag means something only for a replica of this master: one still
+    // following another (Sentinel has yet to reconfigure it) has none, so
+    // it neither serves reads nor counts for the write guard.
+    let lag = if linked {
+        history.lag_of(replid.as_deref(), offset, now)
+    } else {
+        None
+    };
+    ReplicaState {
+        offset,
+        replid,
+        lag,
+        eligible: linked && lag.is_some_and(|l| l <= max_lag),
+    }
+}
+
+impl Nodes {
+    pub fn new(auth: Option<Auth>, timeout: Duration) -> Nodes {
+        Nodes {
+            conns: HashMap::new(),
+            auth,
+            timeout,
+        }
+    }
+
+    /// A command on `addr`'s kept connection (see [`call_on`]).
+    async fn call(
+        &mut self,
+        addr: &str,
+        timeout: Duration,
+        args: &[&str],
+    ) -> Result<Value, ClientError> {
+        let (conn, r) = call_on(
+            addr,
+            self.conns.remove(addr),
+            self.auth.as_ref(),
+            timeout,
+            args,
+        )
+        .await;
+        if let Some(conn) = conn {
+            self.conns.insert(addr.to_string(), conn);
+        }
+        r
+    }
+
+    /// `ROLE`, as the node says it.
+    pub async fn role(&mut self, addr: &str) -> Result<Role, ClientError> {
+        let v = self.call(addr, self.timeout, &["ROLE"]).await?;
+        Role::from_value(&v).ok_or_else(|| unexpected(addr, "ROLE", &v))
+    }
+
+    async fn info(&mut self, addr: &str, section: &str) -> Result<Info, ClientError> {
+        let v = self.call(addr, self.timeout, &["INFO", section]).await?;
+        to_info(addr, &v)
+    }
+
+    /// The master's position now, from its `INFO replication`; an error if
+    /// it does not answer, or answers as something other than a master.
+    pub async fn master_sample(&mut self, addr: &str) -> Result<OffsetSample, ClientError> {
+        let taken_at = Instant::now();
+        let info = self.info(addr, "replication").await?;
+        if info.get("role") != Some("master") {
+            return Err(ClientError::Unexpected {
+                addr: addr.to_string(),
+                op: "INFO replication".into(),
+                detail: format!("the node reports role {}", info.get("role").unwrap_or("?")),
+            });
+        }
+        Ok(OffsetSample {
+            replid: info.get("master_replid").unwrap_or("").into(),
+            offset: info.get_i64("master_repl_offset").unwrap_or(0),
+            taken_at,
+        })
+    }
+
+    /// `INFO replication` of every address, concurrently, each within
+    /// `timeout`: a paused replica must not hold up the round.
+    pub async fn replicas_info(
+        &mut self,
+        addrs: &[String],
+        timeout: Duration,
+    ) -> Vec<(String, Result<Info, ClientError>)> {
+        let auth = self.auth.clone();
+        let jobs = addrs.iter().map(|addr| {
+            let conn = self.conns.remove(addr);
+            let auth = auth.clone();
+            async move {
+                let (conn, r) =
+                    call_on(addr, conn, auth.as_ref(), timeout, &["INFO", "replication"]).await;
+                (addr.clone(), conn, r.and_then(|v| to_info(addr, &v)))
+            }
+        });
+        let mut out = Vec::new();
+        for (addr, conn, r) in join_all(jobs).await {
+            if let Some(conn) = conn {
+                self.conns.insert(addr.clone(), conn);
+            }
+            out.push((addr, r));
+        }
+        out
+    }
+
+    /// The master's command table, re-read when its version changed.
+    pub async fn command_table(
+        &mut self,
+        master: &str,
+        current: &CommandTable,
+        overrides: &HashMap<String, CommandOverride>,
+    ) -> Result<Option<CommandTable>, ClientError> {
+        let info = self.info(master, "server").await?;
+        let version = info.get("redis_version").unwrap_or("").to_string();
+        if !current.is_empty() && current.version == version {
+            return Ok(None);
+        }
+        let reply = self.call(master, self.timeout * 5, &["COMMAND"]).await?;
+        Ok(Some(CommandTable::from_command_reply(
+            &reply,
+            version,
+            overrides.clone(),
+        )))
+    }
+
+    /// Forgets a node's connection (it left the topology).
+    pub fn forget(&mut self, addr: &str) {
+        self.conns.remove(addr);
+    }
+}
+
+/// Runs `args` on `conn` (or a fresh connection), once more on a fresh one
+/// if the kept connection had been dropped (Sentinel kills client
+/// connections of nodes it reconfigures). An error reply is an error.
+/// Returns the connection worth keeping, if any.
+async fn call_on(
+    addr: &str,
+    conn: Option<Connection>,
+    auth: Option<&Auth>,
+    timeout: Duration,
+    args: &[&str],
+) -> (Option<Connection>, Result<Value, ClientError>) {
+    if let Some(mut conn) = conn {
+        conn.set_timeout(timeout);
+        match conn.call_ok(args).await {
+            Ok(v) => return (Some(conn), Ok(v)),
+            Err(e) if was_dropped(&e) => {}
+            // Answered with an error (BUSY, NOPERM): alive, keep it.
+            Err(e @ ClientError::Reply { .. }) => return (Some(conn), Err(e)),
+            Err(e) => return (None, Err(e)),
+        }
+    }
+    let mut conn = match Connection::connect(addr, auth, timeout).await {
+        Ok(c) => c,
+        Err(e) => return (None, Err(e)),
+    };
+    match conn.call_ok(args).await {
+        Ok(v) => (Some(conn), Ok(v)),
+        Err(e @ ClientError::Reply { .. }) => (Some(conn), Err(e)),
+        Err(e) => (None, Err(e)),
+    }
+}
+
+fn to_info(addr: &str, v: &Value) -> Result<Info, ClientError> {
+    match v.to_text() {
+        Some(text) => Ok(Info::parse(&text)),
+        None => Err(unexpected(addr, "INFO", v)),
+    }
+}
+
+fn unexpected(addr: &str, op: &str, v: &Value) -> ClientError {
+    ClientError::Unexpected {
+        addr: addr.to_string(),
+        op: op.to_string(),
+        detail: format!("{v:?}"),
+    }
+}
+
+/// The connection was closed or reset under us (not a timeout, not a refusal).
+fn was_dropped(e: &ClientError) -> bool {
+    matches!(e, ClientError::Closed { .. } | ClientError::Io { .. })
+}
+
+/// True for a node's `BUSY` refusal: a script or function is running.
+pub(super) fn is_busy(e: &ClientError) -> bool {
+    matches!(e, ClientError::Reply { message, .. } if message.starts_with("BUSY"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(text: &str) -> Info {
+        Info::parse(&text.replace(' ', "\r\n"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_serves_reads_only_linked_to_this_master_and_within_the_lag() {
+        let mut history = OffsetHistory::default();
+        history.record(&OffsetSample {
+            replid: "r1".into(),
+            offset: 100,
+            taken_at: Instant::now(),
+        });
+        let max = Duration::from_secs(1);
+        let good = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:up slave_repl_offset:100 master_replid:r1");
+        let s = judge_replica(&good, Some("127.0.0.1:6379"), &history, Instant::now(), max);
+        assert!(s.eligible);
+        assert_eq!(s.lag, Some(Duration::ZERO));
+        assert_eq!(s.replid.as_deref(), Some("r1"));
+        // Following another master (not yet reconfigured by Sentinel).
+        let s = judge_replica(&good, Some("127.0.0.1:6380"), &history, Instant::now(), max);
+        assert!(!s.eligible);
+        assert_eq!(s.lag, None);
+        // Link down, or syncing.
+        let down = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:down slave_repl_offset:100 master_replid:r1");
+        assert!(
+            !judge_replica(&down, Some("127.0.0.1:6379"), &history, Instant::now(), max).eligible
+        );
+        let syncing = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:up master_sync_in_progress:1 slave_repl_offset:100 master_replid:r1");
+        assert!(
+            !judge_replica(
+                &syncing,
+                Some("127.0.0.1:6379"),
+                &history,
+                Instant::now(),
+                max
+            )
+            .eligible
+        );
+        // Too far behind.
+        history.record(&OffsetSample {
+            replid: "r1".into(),
+            offset: 200,
+            taken_at: Instant::now(),
+        });
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        history.record(&OffsetSample {
+            replid: "r1".into(),
+            offset: 300,
+            taken_at: Instant::now(),
+        });
+        let behind = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:up slave_repl_offset:200 master_replid:r1");
+        let s = judge_replica(
+            &behind,
+            Some("127.0.0.1:6379"),
+            &history,
+            Instant::now(),
+            max,
+        );
+        assert_eq!(s.lag, Some(Duration::from_millis(1500)));
+        assert!(!s.eligible);
+        // With no master, any replica that answers serves reads.
+        assert!(judge_replica(&behind, None, &history, Instant::now(), max).eligible);
+    }
+}

@@ -1,0 +1,299 @@
+//! What a session waits on a node for: its own master connection, an ACL
+//! user's login, `WAIT`, `SCRIPT KILL`/`FUNCTION KILL`, and the commands
+//! that go to every data node.
+
+use std::sync::Arc;
+
+use belay_client::{Auth, ClientError};
+use belay_resp::Request;
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+
+use super::builtin::{self, group_admin_reply, kill_reply, Action, Env, Fanout, Login};
+use super::input::{Handled, Later};
+use super::job::{Conn, Job};
+use super::queue::Slot;
+use super::state::{OwnConn, TxBroken};
+use super::Session;
+use crate::backend::NodePool;
+use crate::commands::{Class, Routing};
+use crate::context::Context;
+use crate::reply;
+use crate::topology::Topology;
+
+/// What `WAIT` sends first to move the session's own connection's
+/// replication offset past its earlier writes on shared connections: a
+/// message to a channel only the gateway uses, the one command that
+/// replicates without touching data.
+const WAIT_MARK: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$14\r\n__belay__:wait\r\n$0\r\n\r\n";
+
+impl Session {
+    pub(super) async fn later(&mut self, later: Later) -> Slot {
+        match later {
+            Later::OwnConn { job, pool } => self.send_on_own(job, pool).await,
+            Later::Login(login) => Slot::Ready(self.login(login).await),
+            Later::Wait(req) => self.wait(req).await,
+            Later::Kill(req) => Slot::Ready(self.kill(&req).await),
+            Later::GroupAdmin(req) => Slot::Ready(self.group_admin(&req).await),
+        }
+    }
+
+    /// Sends `job` on the session's own connection to `pool`, opening it.
+    async fn send_on_own(&mut self, job: Job, pool: Arc<NodePool>) -> Slot {
+        if self.st.own.take().is_some() && self.st.tx_sent && self.st.in_transaction() {
+            // The connection that held the transaction is gone.
+            self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
+        }
+        if job.in_transaction() && self.st.tx_broken == Some(TxBroken::ConnectionLost) {
+            return Slot::Ready(reply::error(
+                "ERR belay: transaction aborted: the connection to the master was lost",
+            ));
+        }
+        if !self.open_own(&pool).await {
+            return Slot::Held(job);
+        }
+        let topo = self.topology().clone();
+        self.stage_now(job, &topo)
+    }
+
+    /// Routes and sends `job` at once, returning its slot.
+    fn stage_now(&mut self, job: Job, topo: &Arc<Topology>) -> Slot {
+        match self.route_job(job, topo) {
+            Handled::Staged => self
+                .batch
+                .send(self.slot(), &self.io.budget)
+                .expect("a command was just staged"),
+            Handled::Slot(slot) => slot,
+            // The connection just opened is gone again: wait at the head.
+            Handled::Later(Later::OwnConn { job, .. }) => Slot::Held(job),
+            Handled::Later(_) | Handled::Quit => {
+                unreachable!("a routed command needs nothing else")
+            }
+        }
+    }
+
+    /// Opens the session's own connection to `pool`, set up for its
+    /// context and name. False when it cannot be had now.
+    async fn open_own(&mut self, pool: &Arc<NodePool>) -> bool {
+        let name: Vec<Vec<Bytes>> = self
+            .st
+            .name
+            .iter()
+            .map(|n| {
+                vec![
+                    Bytes::from_static(b"CLIENT"),
+                    Bytes::from_static(b"SETNAME"),
+                    n.clone(),
+                ]
+            })
+            .collect();
+        match pool.dedicated(&self.st.ctx, &name, false).await {
+            Ok(conn) => {
+                self.st.own = Some(OwnConn {
+                    pool: pool.clone(),
+                    conn,
+                    ctx: self.st.ctx.clone(),
+                });
+                true
+            }
+            Err(e) => {
+                tracing::debug!(session = self.id, error = %e, "cannot open the session's own master connection");
+                false
+            }
+        }
+    }
+
+    /// Checks an ACL user's credentials with `AUTH` on a data node — the
+    /// master if it answers, else a replica: nothing beyond what `AUTH`
+    /// needs, so a user Redis lets in is let in — then logs the session in
+    /// as that user.
+    async fn login(&mut self, login: Login) -> Bytes {
+        if let Some(delay) = self.shared.auth_throttle.delay(self.io.peer()) {
+            tokio::time::sleep(delay).await;
+        }
+        let auth = Auth {
+            username: Some(String::from_utf8_lossy(&login.user).into_owned()),
+            password: String::from_utf8_lossy(&login.password).into_owned(),
+        };
+        let topo = self.topology().clone();
+        let timeout = self.shared.cfg.control_timeout();
+        let mut answered = false;
+        for node in topo.data_nodes() {
+            match belay_client::Connection::connect(&node.addr, Some(&auth), timeout).await {
+                Ok(_) => {
+                    answered = true;
+                    break;
+                }
+                Err(ClientError::Reply { message, .. }) => {
+                    // The node's own words (WRONGPASS …): nothing else.
+                    self.shared.auth_throttle.record(self.io.peer(), true);
+                    return reply::error(&message);
+                }
+                Err(e) => {
+                    tracing::debug!(session = self.id, node = %node.addr, error = %e, "cannot check credentials on this node")
+                }
+            }
+        }
+        if !answered {
+            // No address: the client may not be logged in yet.
+            return reply::error(
+                "TRYAGAIN belay: no data node answered to check the credentials; try again",
+            );
+        }
+        self.shared.auth_throttle.record(self.io.peer(), false);
+        let user = Some(Arc::new(auth));
+        self.st.authenticated = true;
+        if self.st.ctx.user != user {
+            self.st.ctx.user = user;
+            if self.st.own.take().is_some() && self.st.tx_sent {
+                self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
+            }
+        }
+        let Some(hello) = login.hello else {
+            return reply::ok();
+        };
+        let env = Env {
+            cfg: &self.shared.cfg,
+            databases: self.shared.databases,
+            topology: &topo,
+            id: self.id,
+            peer: self.io.peer(),
+            local: self.io.local(),
+        };
+        match builtin::apply_hello(hello, &mut self.st, &env) {
+            Action::Reply(r) => r,
+            Action::ReplyAfterReplay { reply, .. } => reply,
+            _ => unreachable!("HELLO replies"),
+        }
+    }
+
+    /// `WAIT` and `WAITAOF` count the replicas that acknowledged the writes
+    /// of the *connection* they run on. On a connection shared with other
+    /// sessions that would be the wrong writes, and the wait would hold up
+    /// every session behind it for its whole timeout. So they run on the
+    /// session's own master connection, where its writes go from then on.
+    ///
+    /// When earlier writes went on a shared connection, the own connection
+    /// must first be moved past them: once every one of them is answered
+    /// (this runs at the head of the queue then), the session sends
+    /// [`WAIT_MARK`] on it. Its replication offset is then beyond those
+    /// writes, and the `WAIT` counts them.
+    async fn wait(&mut self, req: Request) -> Slot {
+        let topo = self.topology().clone();
+        if self.st.shared_writes {
+            // The confirmed master, even while writes are held.
+            let Some(pool) = topo.read_master.clone() else {
+                return Slot::Ready(reply::error(&format!(
+                    "ERR belay: {} cannot run now: no confirmed master (failover in progress?)",
+                    String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase()
+                )));
+            };
+            if !self.st.own.as_ref().is_some_and(|o| o.serves(&pool)) {
+                self.st.own = None;
+                if !self.open_own(&pool).await {
+                    return Slot::Ready(reply::error(&format!(
+                        "ERR belay: {} cannot run now: no connection to the master",
+                        String::from_utf8_lossy(req.name().unwrap_or_default())
+                            .to_ascii_uppercase()
+                    )));
+                }
+            }
+            self.send_batch();
+            if let Some(own) = &self.st.own {
+                own.conn.send_ignoring_reply(Bytes::from_static(WAIT_MARK));
+            }
+            self.st.shared_writes = false;
+        }
+        let job = Job::new(
+            req,
+            Routing::plain(Class::Wait),
+            Conn::Pinned,
+            self.st.ctx.clone(),
+        );
+        match self.route_job(job, &topo) {
+            Handled::Later(Later::OwnConn { job, pool }) => self.send_on_own(job, pool).await,
+            handled => match handled {
+                Handled::Staged => self
+                    .batch
+                    .send(self.slot(), &self.io.budget)
+                    .expect("a command was just staged"),
+                Handled::Slot(slot) => slot,
+                _ => unreachable!("WAIT routes to the master"),
+            },
+        }
+    }
+
+    /// `SCRIPT KILL`/`FUNCTION KILL`: a read-only script may run on any
+    /// replica, so the command goes to every data node, as the client's
+    /// user, on connections of its own (the node is busy: the connections
+    /// it has are waiting for the script). Handled at once, not in turn:
+    /// the script to kill is usually another client's, or this one's still
+    /// running.
+    async fn kill(&mut self, req: &Request) -> Bytes {
+        let topo = self.topology().clone();
+        let results = on_every_node(&topo, &self.st.ctx, req, false).await;
+        kill_reply(&results)
+    }
+
+    /// `CONFIG SET`/`RESETSTAT`, `ACL SETUSER`/`DELUSER`: per node in Redis,
+    /// so they go to the master, then (if it took it) to every replica, as
+    /// the client's own user: only a user Redis lets run them can.
+    async fn group_admin(&mut self, req: &Request) -> Bytes {
+        let topo = self.topology().clone();
+        let name = format!(
+            "{} {}",
+            String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase(),
+            String::from_utf8_lossy(req.arg(1).unwrap_or_default()).to_ascii_uppercase()
+        );
+        if topo.read_master.is_none() {
+            return group_admin_reply(&name, &[]);
+        }
+        let results = on_every_node(&topo, &self.st.ctx, req, true).await;
+        group_admin_reply(&name, &results)
+    }
+}
+
+/// Sends `req` to every data node (the master first), each on a connection
+/// of its own set up for `ctx`. With `master_first`, the replicas are asked
+/// only once the master took it.
+async fn on_every_node(
+    topo: &Topology,
+    ctx: &Context,
+    req: &Request,
+    master_first: bool,
+) -> Vec<Fanout> {
+    let args: Vec<&[u8]> = req.args().collect();
+    let ask = |pool: Arc<NodePool>| {
+        let args = args.clone();
+        async move {
+            let reply = match pool.control_connection(ctx).await {
+                Ok(mut conn) => match conn.call(&args).await {
+                    Ok(value) => {
+                        let mut out = BytesMut::new();
+                        value.encode(&mut out);
+                        Ok(out.freeze())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            Fanout {
+                node: pool.addr.clone(),
+                reply,
+            }
+        }
+    };
+    let nodes: Vec<Arc<NodePool>> = topo.data_nodes().cloned().collect();
+    if !master_first || nodes.is_empty() {
+        return join_all(nodes.into_iter().map(ask)).await;
+    }
+    let mut results = vec![ask(nodes[0].clone()).await];
+    if results[0]
+        .reply
+        .as_ref()
+        .is_ok_and(|r| !r.starts_with(b"-"))
+    {
+        results.extend(join_all(nodes[1..].iter().cloned().map(ask)).await);
+    }
+    results
+}

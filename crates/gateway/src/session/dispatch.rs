@@ -1,0 +1,297 @@
+//! Where a command goes: a replica (which one: the lag bound and the
+//! read-your-writes fence decide), the master on a connection shared by its
+//! context, the master on the session's own connection — or nowhere yet.
+//! A decision, as a value; the client loop acts on it.
+
+use std::sync::Arc;
+
+use crate::backend::NodePool;
+use crate::config::ReadFrom;
+use crate::router::{pick_replica, Prefer};
+use crate::topology::Topology;
+
+use super::job::{Conn, Job, Waiting};
+use super::state::{Lane, SessionState};
+
+/// Where a job goes now.
+#[derive(Debug)]
+pub enum Route<'t> {
+    /// A shared connection of the job's context on this replica.
+    Replica(&'t Arc<NodePool>),
+    /// The master, on this lane.
+    Master { pool: &'t Arc<NodePool>, lane: Lane },
+    /// Nowhere yet: it waits at the head of the queue for the topology to
+    /// change or the session's other commands to be answered.
+    Wait(Waiting),
+}
+
+/// What besides the job and the topology decides.
+pub struct Choice<'a> {
+    pub st: &'a SessionState,
+    pub read_from: ReadFrom,
+    pub read_your_writes: bool,
+    /// The replica the reads of the current input went to.
+    pub batch_replica: Option<&'a Arc<NodePool>>,
+    /// The worker's turn counter (see [`pick_replica`]).
+    pub turn: usize,
+}
+
+impl Choice<'_> {
+    /// A read a replica should serve, if one can.
+    fn wants_replica(&self, job: &Job) -> bool {
+        job.class().is_read()
+            && !job.force_master()
+            && job.conn == Conn::Shared
+            && self.read_from != ReadFrom::Master
+            && (self.st.unacked_writes == 0 || !self.read_your_writes)
+    }
+
+    /// Where `job` goes in `topo`.
+    pub fn route<'t>(&self, job: &Job, topo: &'t Topology) -> Route<'t> {
+        let wants_replica = self.wants_replica(job);
+        if wants_replica {
+            let fence = self.st.fence.filter(|_| self.read_your_writes);
+            let prefer = match (job.class(), &self.st.scan_replica) {
+                (crate::commands::Class::CursorRead, Some(addr)) => Prefer::Addr(addr),
+                (crate::commands::Class::CursorRead, None) => Prefer::Any,
+                _ => self.batch_replica.map_or(Prefer::Any, Prefer::Pool),
+            };
+            if let Some(r) = pick_replica(topo, fence, prefer, self.turn) {
+                return Route::Replica(&r.pool);
+            }
+            if self.read_from == ReadFrom::Replica {
+                return Route::Wait(Waiting::NoReplica);
+            }
+        }
+        // Reads (and WAIT) may use the confirmed master while writes are held.
+        let reads = (job.class().is_read() || job.class() == crate::commands::Class::Wait)
+            && !job.in_transaction();
+        let master = if reads {
+            topo.read_master.as_ref()
+        } else {
+            topo.master.as_ref()
+        };
+        let Some(pool) = master.filter(|p| p.is_usable()) else {
+            return Route::Wait(Waiting::NoMaster);
+        };
+        if job
+            .retry
+            .as_ref()
+            .is_some_and(|r| r.refusal.is_some() && r.after_check >= topo.master_checks)
+        {
+            return Route::Wait(Waiting::Refused);
+        }
+        // Once a session has a connection of its own, its master commands
+        // go there: one connection, so Redis keeps their order.
+        let lane = if job.conn != Conn::Shared || self.st.own.is_some() {
+            Lane::Own
+        } else {
+            Lane::Shared(job.ctx.clone())
+        };
+        if !self.st.may_send_on(pool, &lane) {
+            return Route::Wait(Waiting::OtherConnection);
+        }
+        Route::Master { pool, lane }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ConnectSpec, NodePool};
+    use crate::commands::{Class, CommandTable, Routing};
+    use crate::context::Context;
+    use crate::topology::{ReplicaNode, WriteHold};
+    use belay_resp::Request;
+    use std::time::Duration;
+
+    fn pool(port: u16) -> Arc<NodePool> {
+        Arc::new(NodePool::new(
+            ConnectSpec {
+                addr: format!("127.0.0.1:{port}"),
+                gateway_auth: None,
+                require_master: false,
+                connect_timeout: Duration::from_secs(1),
+                silence: None,
+                health: Default::default(),
+                load: None,
+            },
+            2,
+        ))
+    }
+
+    fn topology() -> Topology {
+        let mut topo = Topology::empty(Arc::new(CommandTable::default()));
+        let master = pool(7000);
+        topo.master = Some(master.clone());
+        topo.read_master = Some(master);
+        topo.write_hold = None;
+        topo.master_checks = 5;
+        topo.replicas = vec![ReplicaNode {
+            pool: pool(7001),
+            offset: 0,
+            replid: None,
+            lag: None,
+            eligible: true,
+        }];
+        topo
+    }
+
+    fn job(class: Class, conn: Conn) -> Job {
+        Job::new(
+            Request::from_args(["X"]),
+            Routing::plain(class),
+            conn,
+            Context::default(),
+        )
+    }
+
+    fn choice(st: &SessionState) -> Choice<'_> {
+        Choice {
+            st,
+            read_from: ReadFrom::ReplicaPreferred,
+            read_your_writes: true,
+            batch_replica: None,
+            turn: 0,
+        }
+    }
+
+    fn addr(route: &Route) -> String {
+        match route {
+            Route::Replica(p) | Route::Master { pool: p, .. } => p.addr.clone(),
+            Route::Wait(w) => format!("{w:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_to_replicas_writes_to_the_master() {
+        let topo = topology();
+        let st = SessionState::new(true);
+        let c = choice(&st);
+        assert_eq!(
+            addr(&c.route(&job(Class::Read, Conn::Shared), &topo)),
+            "127.0.0.1:7001"
+        );
+        let w = c.route(&job(Class::Write, Conn::Shared), &topo);
+        assert!(
+            matches!(
+                w,
+                Route::Master {
+                    lane: Lane::Shared(_),
+                    ..
+                }
+            ),
+            "{w:?}"
+        );
+        let b = c.route(&job(Class::Blocking, Conn::Pinned), &topo);
+        assert!(
+            matches!(
+                b,
+                Route::Master {
+                    lane: Lane::Own,
+                    ..
+                }
+            ),
+            "{b:?}"
+        );
+        // A read inside a transaction stays in it.
+        let t = c.route(&job(Class::Read, Conn::Transaction), &topo);
+        assert!(
+            matches!(
+                t,
+                Route::Master {
+                    lane: Lane::Own,
+                    ..
+                }
+            ),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn a_read_behind_unanswered_writes_goes_where_they_went() {
+        let topo = topology();
+        let mut st = SessionState::new(true);
+        st.unacked_writes = 1;
+        let r = choice(&st).route(&job(Class::Read, Conn::Shared), &topo);
+        assert_eq!(addr(&r), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn commands_for_another_connection_wait_for_the_first_to_be_answered() {
+        let topo = topology();
+        let master = topo.master.clone().unwrap();
+        let mut st = SessionState::new(true);
+        st.sent_on(&master, Lane::Shared(Context::default()), 1);
+        let c = choice(&st);
+        // More for the same shared connection: fine.
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Shared), &topo),
+            Route::Master { .. }
+        ));
+        // MULTI (own connection) behind a SET still in flight: waits.
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Transaction), &topo),
+            Route::Wait(Waiting::OtherConnection)
+        ));
+        // Another database is another shared connection.
+        let mut other_db = job(Class::Write, Conn::Shared);
+        other_db.ctx.db = 1;
+        assert!(matches!(
+            c.route(&other_db, &topo),
+            Route::Wait(Waiting::OtherConnection)
+        ));
+        st.answered(1);
+        assert!(matches!(
+            choice(&st).route(&other_db, &topo),
+            Route::Master { .. }
+        ));
+    }
+
+    #[test]
+    fn held_writes_wait_and_reads_use_the_confirmed_master() {
+        let mut topo = topology();
+        topo.master = None;
+        topo.write_hold = Some(WriteHold::FailoverInProgress);
+        topo.replicas[0].eligible = false;
+        let st = SessionState::new(true);
+        let c = choice(&st);
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Shared), &topo),
+            Route::Wait(Waiting::NoMaster)
+        ));
+        assert_eq!(
+            addr(&c.route(&job(Class::Read, Conn::Shared), &topo)),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(
+            addr(&c.route(&job(Class::Wait, Conn::Pinned), &topo)),
+            "127.0.0.1:7000"
+        );
+        // A silent master takes nothing new.
+        topo.read_master.as_ref().unwrap().health().set_silent(true);
+        assert!(matches!(
+            c.route(&job(Class::Read, Conn::Shared), &topo),
+            Route::Wait(Waiting::NoMaster)
+        ));
+    }
+
+    #[test]
+    fn a_refused_write_waits_for_discovery_to_look_again() {
+        let mut topo = topology();
+        let st = SessionState::new(true);
+        let mut refused = job(Class::Write, Conn::Shared);
+        let r = refused.retry_mut();
+        r.refusal = Some(bytes::Bytes::from_static(b"-READONLY x\r\n"));
+        r.after_check = 5;
+        assert!(matches!(
+            choice(&st).route(&refused, &topo),
+            Route::Wait(Waiting::Refused)
+        ));
+        topo.master_checks = 6;
+        assert!(matches!(
+            choice(&st).route(&refused, &topo),
+            Route::Master { .. }
+        ));
+    }
+}

@@ -1,0 +1,410 @@
+//! The head of the reply queue: replies written in order, a batch's replies
+//! judged (delivered, or a command sent again where that is safe), and
+//! what waited for its turn handled there — a command held through a
+//! failover, a request that needs everything before it answered, the
+//! switch into subscribed mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_resp::{frame_len, Limits};
+use bytes::Bytes;
+use smallvec::SmallVec;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::builtin::mask_config_secrets;
+use super::dispatch::{Choice, Route};
+use super::input::Handled;
+use super::job::{Job, Rewrite, Waiting};
+use super::queue::Slot;
+use super::retry::{self, OnFailure, OnReply};
+use super::state::{Lane, TxBroken};
+use super::subscribed::{self, Pipe};
+use super::{End, Session};
+use crate::backend::{NodePool, ReplyResult};
+use crate::discovery::Event;
+use crate::error::{BackendError, LostWhy};
+use crate::reply;
+use crate::router::Fence;
+
+impl Session {
+    /// Writes out every ready reply at the head and handles what waits for
+    /// its turn there. Returns true when the session must end.
+    pub(super) async fn settle_head(&mut self) -> Result<bool, End> {
+        loop {
+            match self.queue.front() {
+                None => return Ok(false),
+                Some(Slot::Sent { .. }) => {
+                    // Collect replies that are already there without waiting.
+                    match self.queue.head_receiver().map(|rx| rx.try_recv()) {
+                        Some(Ok(r)) => self.resolve_head(Some(r)),
+                        Some(Err(oneshot::error::TryRecvError::Closed)) => self.resolve_head(None),
+                        _ => return Ok(false),
+                    }
+                }
+                Some(Slot::Ready(_)) => {
+                    if let Some(Slot::Ready(b)) = self.queue.pop_front() {
+                        self.io.push(&b);
+                    }
+                }
+                Some(Slot::Close) => {
+                    Box::pin(self.io.flush(self.write_timeout())).await?;
+                    return Ok(true);
+                }
+                Some(Slot::Queued(_)) => {
+                    let Some(Slot::Queued(req)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    if self.topology().commands.is_empty() {
+                        Box::pin(self.wait_for_command_table()).await;
+                    }
+                    self.at_head = true;
+                    let handled = self.handle(req);
+                    self.at_head = false;
+                    let slot = match handled {
+                        // Still no table: the command cannot be classified.
+                        Handled::Slot(Slot::Queued(_)) => Slot::Ready(reply::error(&format!(
+                            "TRYAGAIN belay: the gateway has not read the master's command table yet ({}); the command was not run",
+                            self.topology().write_hold.map_or("no master answered COMMAND", |h| h.describe())
+                        ))),
+                        Handled::Slot(Slot::Held(job)) => Box::pin(self.dispatch_held(job)).await,
+                        Handled::Slot(slot) => slot,
+                        Handled::Staged => self.send_at_head(),
+                        Handled::Quit => {
+                            self.queue.push_front(Slot::Close);
+                            Slot::Ready(reply::ok())
+                        }
+                        Handled::Later(later) => match Box::pin(self.later(later)).await {
+                            Slot::Held(job) => Box::pin(self.dispatch_held(job)).await,
+                            slot => slot,
+                        },
+                    };
+                    self.queue.push_front(slot);
+                }
+                Some(Slot::Held(_)) => {
+                    let Some(Slot::Held(job)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    // Let the client see everything before this while it waits.
+                    Box::pin(self.io.flush(self.write_timeout())).await?;
+                    let slot = Box::pin(self.dispatch_held(job)).await;
+                    self.queue.push_front(slot);
+                }
+                Some(Slot::Subscribe(_)) => {
+                    let Some(Slot::Subscribe(req)) = self.queue.pop_front() else {
+                        unreachable!()
+                    };
+                    Box::pin(self.io.flush(self.write_timeout())).await?;
+                    let pipe = Pipe {
+                        io: &mut self.io,
+                        ctx: &self.st.ctx,
+                        cfg: &self.shared.cfg,
+                        topology: self.shared.topology.clone(),
+                        id: self.id,
+                    };
+                    match Box::pin(pipe.run(req)).await? {
+                        subscribed::End::Closed => return Ok(true),
+                        subscribed::End::Unsubscribed { then } => {
+                            // A normal session again, with what the client sent meanwhile.
+                            self.queue.resume_reading();
+                            if let Some(req) = then {
+                                let handled = self.handle(req);
+                                Box::pin(self.place(handled)).await;
+                            }
+                            if !self.io.inbuf.is_empty() {
+                                Box::pin(self.parse_input()).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.shared.cfg.client_write_timeout_secs.max(1))
+    }
+
+    /// At the head, a staged command is sent at once (as a batch of one).
+    fn send_at_head(&mut self) -> Slot {
+        self.batch
+            .send(self.slot(), &self.io.budget)
+            .expect("a command was just staged")
+    }
+
+    /// Waits (up to the failover hold) for discovery to load the master's
+    /// command table.
+    async fn wait_for_command_table(&mut self) {
+        let deadline = Instant::now() + self.shared.cfg.failover_hold();
+        let mut rx = self.shared.topology.clone();
+        while self.topology().commands.is_empty() && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+        }
+    }
+
+    /// Sends a command that waited, once it can be: a master is confirmed,
+    /// a replica can serve it, its shared connection is up. Gives up after
+    /// the failover hold, counted from when it first waited.
+    pub(super) async fn dispatch_held(&mut self, mut job: Job) -> Slot {
+        let deadline = job.held_since(Instant::now()) + self.shared.cfg.failover_hold();
+        let mut topo_rx = self.shared.topology.clone();
+        loop {
+            topo_rx.borrow_and_update();
+            let topo = self.topology().clone();
+            if self.connect_for(&job, &topo).await {
+                let handled = self.route_job(job, &topo);
+                job = match handled {
+                    Handled::Staged => return self.send_at_head(),
+                    Handled::Slot(Slot::Held(job)) => job,
+                    Handled::Slot(slot) => return slot,
+                    Handled::Later(later) => match Box::pin(self.later(later)).await {
+                        Slot::Held(job) => job,
+                        slot => return slot,
+                    },
+                    Handled::Quit => unreachable!("a routed command is no QUIT"),
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return self.hold_expired(job);
+            }
+            // Wake on the next topology, or soon anyway (connect backoff).
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(wait, topo_rx.changed()).await;
+        }
+    }
+
+    /// Connects the shared connection `job` would go on, if it is down.
+    /// False when that failed (the job waits and tries again).
+    async fn connect_for(&mut self, job: &Job, topo: &Arc<crate::topology::Topology>) -> bool {
+        let cfg = &self.shared.cfg;
+        let route = Choice {
+            st: &self.st,
+            read_from: cfg.read_from,
+            read_your_writes: cfg.read_your_writes,
+            batch_replica: None,
+            turn: self.shared.reads_turn(),
+        }
+        .route(job, topo);
+        let pool = match route {
+            Route::Replica(pool)
+            | Route::Master {
+                pool,
+                lane: Lane::Shared(_),
+            } => pool.clone(),
+            _ => return true,
+        };
+        let slot = self.slot();
+        if pool.shared_is_up(&job.ctx, slot) {
+            return true;
+        }
+        match Box::pin(pool.connect_shared(&job.ctx, slot)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(session = self.id, error = %e, "connection unavailable; the command waits");
+                false
+            }
+        }
+    }
+
+    /// The failover hold ran out for `job`: its last refusal, or TRYAGAIN.
+    fn hold_expired(&mut self, job: Job) -> Slot {
+        if job.in_transaction() && self.st.in_transaction() {
+            self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
+        }
+        let Some(retry) = job.retry else {
+            return Slot::Ready(reply::error(
+                "TRYAGAIN belay: the command could not be sent; it was not run",
+            ));
+        };
+        if let Some(refusal) = retry.refusal {
+            return Slot::Ready(refusal);
+        }
+        let topo = self.topology();
+        let what = match retry.waited_for {
+            Some(Waiting::NoReplica) => "no replica could serve it (read_from = replica)",
+            Some(Waiting::NoMaster) if job.routing.class.is_read() => {
+                "no replica or master could serve it"
+            }
+            Some(Waiting::NoMaster) | None => topo
+                .write_hold
+                .map_or("no confirmed master", |h| h.describe()),
+            Some(Waiting::OtherConnection) => "the session's earlier commands were not answered",
+            Some(Waiting::Refused) => "the master refused it",
+        };
+        Slot::Ready(reply::error(&format!(
+            "TRYAGAIN belay: {what} for {} ms (failover in progress?); the command was not run",
+            self.shared.cfg.failover_hold_ms
+        )))
+    }
+
+    /// The head's replies (or failure) arrived — `None`: its connection
+    /// dropped the slot — decide what the client sees.
+    pub(super) fn resolve_head(&mut self, r: Option<ReplyResult>) {
+        let Some(Slot::Sent {
+            mut jobs,
+            pool,
+            lane,
+            inspect,
+            ..
+        }) = self.queue.pop_front()
+        else {
+            return;
+        };
+        let from_master = lane.is_some();
+        let writes = if from_master {
+            self.st.answered(jobs.len());
+            jobs.iter().filter(|j| j.class().has_effect()).count()
+        } else {
+            0
+        };
+        self.st.unacked_writes = self.st.unacked_writes.saturating_sub(writes);
+        let result = r.unwrap_or_else(|| {
+            Err(BackendError::Lost {
+                addr: pool.addr.clone(),
+                why: LostWhy::ConnectionClosed,
+            })
+        });
+        let mut next: SmallVec<[Slot; 4]> = SmallVec::new();
+        let mut suspected = false;
+        match result {
+            Ok(replies) => {
+                self.io.budget.taken(replies.frames.len());
+                if !replies.has_error && !inspect {
+                    // The common case: every reply goes to the client as it is.
+                    if writes > 0 {
+                        self.st.fence = Some(Fence {
+                            acked_at: Instant::now(),
+                        });
+                    }
+                    next.push(Slot::Ready(replies.frames));
+                    jobs.clear();
+                } else {
+                    let mut frames = replies.frames;
+                    let limits = Limits::for_replies();
+                    for job in jobs.drain(..) {
+                        // The reader checked the framing; the fallback only
+                        // keeps a malformed tail from being lost.
+                        let n = match frame_len(&frames, &limits) {
+                            Ok(Some(n)) => n,
+                            _ => frames.len(),
+                        };
+                        let frame = frames.split_to(n);
+                        next.push(self.on_reply(frame, job, &pool, lane.as_ref(), &mut suspected));
+                    }
+                }
+            }
+            Err(e) => {
+                for job in jobs.drain(..) {
+                    next.push(self.on_failure(&e, job, &pool, lane.as_ref(), &mut suspected));
+                }
+            }
+        }
+        for slot in next.into_iter().rev() {
+            self.queue.push_front(slot);
+        }
+        self.batch.recycle(jobs);
+    }
+
+    /// Tells discovery, once per batch, that the master may have changed.
+    fn suspect(&self, pool: &NodePool, suspected: &mut bool) {
+        if !*suspected {
+            *suspected = true;
+            let _ = self.shared.events.send(Event::Suspect {
+                addr: pool.addr.clone(),
+            });
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        frame: Bytes,
+        mut job: Job,
+        pool: &Arc<NodePool>,
+        lane: Option<&Lane>,
+        suspected: &mut bool,
+    ) -> Slot {
+        let from_master = lane.is_some();
+        match retry::on_reply(&job, &frame, from_master) {
+            OnReply::Deliver => {
+                if from_master && job.class().has_effect() {
+                    self.st.fence = Some(Fence {
+                        acked_at: Instant::now(),
+                    });
+                }
+                Slot::Ready(match job.rewrite {
+                    Rewrite::None => frame,
+                    Rewrite::MaskSecrets => mask_config_secrets(&frame),
+                })
+            }
+            OnReply::Refused => {
+                let now = Instant::now();
+                if now >= job.held_since(now) + self.shared.cfg.failover_hold() {
+                    return Slot::Ready(frame);
+                }
+                if from_master {
+                    // Not run: held until discovery has asked the master
+                    // its role again, then sent wherever writes go then.
+                    self.suspect(pool, suspected);
+                }
+                let checks = self.topology().master_checks;
+                let r = job.retry_mut();
+                r.refusal = Some(frame);
+                r.attempts = r.attempts.saturating_add(1);
+                r.after_check = if from_master { checks } else { 0 };
+                // A read a replica refused goes to the master instead.
+                r.force_master |= !from_master;
+                Slot::Held(job)
+            }
+            OnReply::ScriptOnMaster => {
+                job.retry_mut().force_master = true;
+                Slot::Held(job)
+            }
+            OnReply::ReplicaBusy => {
+                if pool.health().set_busy(true) {
+                    tracing::warn!(replica = %pool.addr, "the replica answers BUSY (a script or function is running): no reads go there until it is done");
+                }
+                if job.attempts() >= 2 {
+                    return Slot::Ready(frame);
+                }
+                job.retry_mut().attempts += 1;
+                Slot::Held(job)
+            }
+        }
+    }
+
+    /// A command got no reply: send it again where that is safe, else tell
+    /// the client.
+    fn on_failure(
+        &mut self,
+        e: &BackendError,
+        mut job: Job,
+        pool: &Arc<NodePool>,
+        lane: Option<&Lane>,
+        suspected: &mut bool,
+    ) -> Slot {
+        if lane.is_some() && !e.retry_safe() {
+            self.suspect(pool, suspected);
+        }
+        if lane == Some(&Lane::Own) && self.st.own.as_ref().is_some_and(|o| !o.conn.is_alive()) {
+            self.st.own = None;
+            if self.st.tx_sent && self.st.in_transaction() {
+                self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
+            }
+        }
+        match retry::on_failure(&job, e) {
+            OnFailure::Resend | OnFailure::ReadAgain => {
+                let r = job.retry_mut();
+                r.attempts = r.attempts.saturating_add(1);
+                Slot::Held(job)
+            }
+            OnFailure::Fail => {
+                if job.in_transaction() && self.st.in_transaction() {
+                    self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
+                }
+                Slot::Ready(e.to_reply())
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! A request's way in: parsed, classified (the gateway's own commands, its
+//! refusals, the master's command table), routed, and staged in a batch or
+//! queued.
+
+use std::sync::Arc;
+
+use belay_resp::{Limits, Request};
+use bytes::Bytes;
+
+use super::batch::TargetRef;
+use super::builtin::{self, Action, Builtin, Env};
+use super::dispatch::{Choice, Route};
+use super::job::{Conn, Job};
+use super::queue::Slot;
+use super::state::{Lane, TxBroken};
+use super::{LastCommand, Session};
+use crate::backend::NodePool;
+use crate::commands::{lower, Class, Routing};
+use crate::reply;
+use crate::topology::Topology;
+
+/// What handling a request came to.
+pub(super) enum Handled {
+    /// It joined the open batch; its slot is added when the batch is sent.
+    Staged,
+    /// Queue this slot.
+    Slot(Slot),
+    /// `+OK`, then close.
+    Quit,
+    /// Something to await first (a node's answer, a new connection).
+    Later(Later),
+}
+
+/// Work that waits for a node.
+pub(super) enum Later {
+    /// Open the session's own connection to `pool`, then send `job` on it.
+    OwnConn {
+        job: Job,
+        pool: Arc<NodePool>,
+    },
+    /// Check an ACL user's credentials.
+    Login(builtin::Login),
+    Wait(Request),
+    Kill(Request),
+    GroupAdmin(Request),
+}
+
+impl Session {
+    /// Parses every complete request in the input buffer and handles it.
+    pub(super) async fn parse_input(&mut self) {
+        self.batch_replica = None;
+        while !self.queue.stops_reading() {
+            let limits = self.limits();
+            match self.io.next_request(&limits) {
+                Ok(Some(req)) => {
+                    if req.is_empty() {
+                        continue;
+                    }
+                    if self.queue.has_waiting() {
+                        self.push(Slot::Queued(req));
+                        continue;
+                    }
+                    let handled = self.handle(req);
+                    self.place(handled).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = if self.st.authenticated {
+                        e.to_string()
+                    } else {
+                        format!("{e} (before AUTH)")
+                    };
+                    tracing::info!(session = self.id, error = %msg, "closing client after a protocol error");
+                    self.push(Slot::Ready(reply::error(&format!("ERR {msg}"))));
+                    self.push(Slot::Close);
+                    break;
+                }
+            }
+        }
+        self.send_batch();
+    }
+
+    /// Acts on what handling a request came to.
+    pub(super) async fn place(&mut self, handled: Handled) {
+        match handled {
+            Handled::Staged => {}
+            Handled::Slot(slot) => self.push(slot),
+            Handled::Quit => {
+                self.push(Slot::Ready(reply::ok()));
+                self.push(Slot::Close);
+            }
+            Handled::Later(later) => {
+                // Boxed: a rare path that would otherwise grow every
+                // session's future.
+                let slot = Box::pin(self.later(later)).await;
+                self.push(slot);
+            }
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        if self.st.authenticated {
+            self.shared.limits
+        } else {
+            // Like Redis: an unauthenticated client cannot make us buffer much.
+            Limits {
+                max_bulk_len: 16 * 1024,
+                max_array_len: 10,
+                ..self.shared.limits
+            }
+        }
+    }
+
+    /// Adds a slot at the end of the queue, after sending the open batch
+    /// (which comes before it).
+    pub(super) fn push(&mut self, slot: Slot) {
+        self.send_batch();
+        self.queue.push_back(slot);
+    }
+
+    /// Sends the open batch, if any, and queues its slot.
+    pub(super) fn send_batch(&mut self) {
+        if let Some(slot) = self.batch.send(self.slot(), &self.io.budget) {
+            self.queue.push_back(slot);
+        }
+    }
+
+    /// Classifies and routes one request, in session order.
+    pub(super) fn handle(&mut self, req: Request) -> Handled {
+        let topo = self.topology().clone();
+        let raw_name = req.name().unwrap_or_default();
+        let cached = self
+            .last_command
+            .as_ref()
+            .and_then(|l| l.routing_of(raw_name, &topo.commands))
+            .filter(|_| self.st.authenticated && !self.st.in_multi);
+        let routing = match cached {
+            Some(routing) => routing,
+            None => {
+                let mut buf = [0u8; 64];
+                let long;
+                let name: &[u8] = if raw_name.len() <= buf.len() {
+                    lower(raw_name, &mut buf)
+                } else {
+                    long = raw_name.to_ascii_lowercase();
+                    &long
+                };
+                if let Some(b) = builtin::builtin(name, &req) {
+                    return self.builtin(b, name, req, &topo);
+                }
+                if !self.st.authenticated {
+                    return Handled::Slot(Slot::Ready(reply::error(
+                        "NOAUTH Authentication required.",
+                    )));
+                }
+                match topo.commands.classify(name, &req) {
+                    // No command table yet: it waits for one at the head.
+                    None => return Handled::Slot(Slot::Queued(req)),
+                    Some((
+                        Routing {
+                            class: Class::Denied(reason),
+                            ..
+                        },
+                        _,
+                    )) => {
+                        if self.st.in_multi {
+                            self.st.tx_broken.get_or_insert(TxBroken::CommandRefused);
+                        }
+                        return Handled::Slot(Slot::Ready(denied(&req, reason)));
+                    }
+                    Some((routing, resolved)) => {
+                        if resolved && !self.st.in_multi {
+                            self.last_command = LastCommand::new(raw_name, routing, &topo.commands);
+                        }
+                        routing
+                    }
+                }
+            }
+        };
+        let conn = if self.st.in_multi {
+            Conn::Transaction
+        } else if routing.class.may_block() {
+            Conn::Pinned
+        } else {
+            Conn::Shared
+        };
+        let job = Job::new(req, routing, conn, self.st.ctx.clone());
+        self.route_job(job, &topo)
+    }
+
+    /// A command the gateway handles itself.
+    fn builtin(&mut self, b: Builtin, name: &[u8], req: Request, topo: &Arc<Topology>) -> Handled {
+        if !self.st.authenticated && !b.before_auth() {
+            return Handled::Slot(Slot::Ready(reply::error("NOAUTH Authentication required.")));
+        }
+        let sub = req.arg(1).map(|s| s.to_ascii_lowercase());
+        if topo.commands.denied_by_config(name, sub.as_deref()) {
+            return Handled::Slot(Slot::Ready(denied(
+                &req,
+                "denied by the gateway's configuration",
+            )));
+        }
+        if !self.at_head && self.needs_head(b) {
+            return Handled::Slot(Slot::Queued(req));
+        }
+        let env = Env {
+            cfg: &self.shared.cfg,
+            databases: self.shared.databases,
+            topology: topo,
+            id: self.id,
+            peer: self.io.peer(),
+            local: self.io.local(),
+        };
+        let user_before = self.st.ctx.user.clone();
+        let action = builtin::apply(b, name, &req, &mut self.st, &env);
+        if self.st.ctx.user != user_before {
+            self.user_changed();
+        }
+        match action {
+            Action::Reply(reply) => {
+                if b == Builtin::Auth || b == Builtin::Hello {
+                    self.shared
+                        .auth_throttle
+                        .record(self.io.peer(), reply.starts_with(b"-WRONGPASS"));
+                }
+                Handled::Slot(Slot::Ready(reply))
+            }
+            Action::ReplyAfterReplay { reply, replay } => {
+                self.replay(&replay);
+                Handled::Slot(Slot::Ready(reply))
+            }
+            Action::Forward {
+                routing,
+                conn,
+                rewrite,
+            } => {
+                let mut job = Job::new(req, routing, conn, self.st.ctx.clone());
+                job.rewrite = rewrite;
+                self.route_job(job, topo)
+            }
+            Action::ForwardToAll { routing } => {
+                // The script cache is per node: the replicas get it too, as
+                // this client's user, replies ignored (an EVALSHA_RO that
+                // finds no script there is retried on the master).
+                let slot = self.slot();
+                for replica in &topo.replicas {
+                    let _ =
+                        replica
+                            .pool
+                            .try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None);
+                }
+                let job = Job::new(req, routing, Conn::Shared, self.st.ctx.clone());
+                self.route_job(job, topo)
+            }
+            Action::Login(login) => Handled::Later(Later::Login(login)),
+            Action::Quit => Handled::Quit,
+            Action::Subscribe => Handled::Slot(Slot::Subscribe(req)),
+            Action::Wait => Handled::Later(Later::Wait(req)),
+            Action::Kill => Handled::Later(Later::Kill(req)),
+            Action::GroupAdmin => Handled::Later(Later::GroupAdmin(req)),
+        }
+    }
+
+    /// Builtins that run only once everything before them is answered.
+    fn needs_head(&self, b: Builtin) -> bool {
+        match b {
+            // Every node, in the order the client sent it.
+            Builtin::GroupAdmin => true,
+            // The writes before it must be answered before it is counted.
+            Builtin::Wait => self.st.shared_writes && self.st.unacked_writes > 0,
+            // They close the session's own connection: nothing may be in
+            // flight there.
+            Builtin::Reset | Builtin::Auth | Builtin::Hello => self.st.own.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The session now runs as another user: its own connection (set up as
+    /// the old one) is closed. A transaction on it is lost.
+    fn user_changed(&mut self) {
+        if self.st.own.take().is_some() && self.st.tx_sent {
+            self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
+        }
+    }
+
+    /// Sends state changes on the session's own connection, in order after
+    /// what was sent there before.
+    fn replay(&mut self, commands: &[Vec<Bytes>]) {
+        self.send_batch();
+        if let Some(own) = &mut self.st.own {
+            for cmd in commands {
+                own.conn
+                    .send_ignoring_reply(belay_resp::encode_command(cmd).freeze());
+            }
+            own.ctx = self.st.ctx.clone();
+        }
+    }
+
+    /// Stages `job` where `topo` says it goes, or queues it to wait.
+    pub(super) fn route_job(&mut self, job: Job, topo: &Arc<Topology>) -> Handled {
+        let cfg = &self.shared.cfg;
+        let route = Choice {
+            st: &self.st,
+            read_from: cfg.read_from,
+            read_your_writes: cfg.read_your_writes,
+            batch_replica: self.batch_replica.as_ref(),
+            turn: self.shared.reads_turn(),
+        }
+        .route(&job, topo);
+        let hint = self.slot();
+        let staged = match route {
+            Route::Replica(pool) => {
+                if job.class() == Class::CursorRead {
+                    self.st.scan_replica = Some(pool.addr.clone());
+                } else if self.batch_replica.is_none() {
+                    self.batch_replica = Some(pool.clone());
+                }
+                self.shared.count_read();
+                self.batch
+                    .stage(TargetRef::Shared(pool), None, job, hint, &self.io.budget)
+            }
+            Route::Master {
+                pool,
+                lane: lane @ Lane::Shared(_),
+            } => {
+                if pool.is_closed() {
+                    return Handled::Slot(Slot::Held(job));
+                }
+                self.note_master(&job, pool, lane.clone());
+                self.batch.stage(
+                    TargetRef::Shared(pool),
+                    Some(lane),
+                    job,
+                    hint,
+                    &self.io.budget,
+                )
+            }
+            Route::Master {
+                pool,
+                lane: Lane::Own,
+            } => {
+                let own = match &self.st.own {
+                    Some(own) if own.serves(pool) => own,
+                    _ => {
+                        return Handled::Later(Later::OwnConn {
+                            job,
+                            pool: pool.clone(),
+                        })
+                    }
+                };
+                if own.ctx != job.ctx {
+                    // A retry of a command sent before the session changed
+                    // database, protocol or user: it runs as it was sent, or
+                    // not at all.
+                    return Handled::Slot(Slot::Ready(reply::error(
+                        "TRYAGAIN belay: the command was not run: the session changed its database, protocol or user before it could be sent again",
+                    )));
+                }
+                let conn = own.conn.clone();
+                self.note_master(&job, pool, Lane::Own);
+                self.batch.stage(
+                    TargetRef::Own(pool, &conn),
+                    Some(Lane::Own),
+                    job,
+                    hint,
+                    &self.io.budget,
+                )
+            }
+            Route::Wait(why) => {
+                let mut job = job;
+                job.retry_mut().waited_for = Some(why);
+                return Handled::Slot(Slot::Held(job));
+            }
+        };
+        if let Some(sent) = staged {
+            self.queue.push_back(sent);
+        }
+        Handled::Staged
+    }
+
+    /// Counts a job sent to the master.
+    fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane) {
+        if job.class().has_effect() {
+            self.st.unacked_writes += 1;
+        }
+        if job.class() == Class::Write && matches!(lane, Lane::Shared(_)) {
+            self.st.shared_writes = true;
+        }
+        if job.in_transaction() {
+            self.st.tx_sent = true;
+        }
+        self.st.sent_on(pool, lane, 1);
+    }
+}
+
+/// The error for a command the gateway refuses.
+pub(super) fn denied(req: &Request, reason: &str) -> Bytes {
+    let name = String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase();
+    let sub = req
+        .arg(1)
+        .filter(|_| {
+            matches!(
+                name.as_str(),
+                "CONFIG" | "CLIENT" | "ACL" | "SCRIPT" | "FUNCTION"
+            )
+        })
+        .map(|s| format!(" {}", String::from_utf8_lossy(s).to_ascii_uppercase()))
+        .unwrap_or_default();
+    reply::error(&format!(
+        "ERR belay: '{name}{sub}' is not supported through the gateway: {reason}"
+    ))
+}

@@ -1,0 +1,138 @@
+//! What the gateway keeps on a client's behalf: its login, context,
+//! transaction, read-your-writes fence, and which master connection its
+//! commands are in flight on (so its commands run in the order it sent
+//! them, across every change of connection).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backend::{BackendConn, NodePool};
+use crate::context::Context;
+use crate::router::Fence;
+
+/// A master connection of the session's own.
+pub struct OwnConn {
+    pub pool: Arc<NodePool>,
+    pub conn: BackendConn,
+    /// The context it is set up for now (kept in step with the session's
+    /// by replaying `SELECT`/`HELLO` on it in order).
+    pub ctx: Context,
+}
+
+impl OwnConn {
+    /// Usable for `pool` now.
+    pub fn serves(&self, pool: &Arc<NodePool>) -> bool {
+        Arc::ptr_eq(&self.pool, pool) && self.conn.is_alive() && !pool.is_closed()
+    }
+}
+
+/// The master connection a session's commands are in flight on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lane {
+    /// A shared connection of this context.
+    Shared(Context),
+    /// The session's own connection.
+    Own,
+}
+
+/// Commands of the session in flight on one master connection. A session
+/// never has master commands in flight on two connections at once: Redis
+/// runs each connection's commands in order, but nothing orders two
+/// connections, so a command for another one waits until these are
+/// answered (at the head of the queue).
+pub struct InFlight {
+    pub pool: Arc<NodePool>,
+    pub lane: Lane,
+    pub commands: usize,
+}
+
+/// The client library's name and version (`CLIENT SETINFO`).
+#[derive(Default)]
+pub struct LibInfo {
+    pub name: Option<Bytes>,
+    pub version: Option<Bytes>,
+}
+
+/// Redis session state the gateway keeps for the client.
+#[derive(Default)]
+pub struct SessionState {
+    pub authenticated: bool,
+    /// User, database and protocol: what its commands run under.
+    pub ctx: Context,
+    pub name: Option<Bytes>,
+    /// Set by few clients, kept out of line.
+    pub lib: Option<Box<LibInfo>>,
+    pub in_multi: bool,
+    pub watching: bool,
+    /// The transaction cannot succeed: its connection was lost, or the
+    /// gateway refused a command inside it (Redis then discards at EXEC).
+    pub tx_broken: Option<TxBroken>,
+    /// Commands of the current transaction went out on the own connection:
+    /// losing it loses the transaction.
+    pub tx_sent: bool,
+    pub own: Option<OwnConn>,
+    pub inflight: Option<InFlight>,
+    /// Where this session's SCAN cursors live.
+    pub scan_replica: Option<String>,
+    pub fence: Option<Fence>,
+    /// Writes sent and not yet answered; reads wait on the master behind them.
+    pub unacked_writes: usize,
+    /// Writes went to the master on a shared connection since the last
+    /// `WAIT`: the session's own connection must first be moved past them.
+    pub shared_writes: bool,
+}
+
+/// Why a transaction will not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxBroken {
+    ConnectionLost,
+    CommandRefused,
+}
+
+impl SessionState {
+    pub fn new(authenticated: bool) -> SessionState {
+        SessionState {
+            authenticated,
+            ..SessionState::default()
+        }
+    }
+
+    /// In MULTI or WATCH: the own connection holds state Redis keeps.
+    pub fn in_transaction(&self) -> bool {
+        self.in_multi || self.watching
+    }
+
+    /// The master lane a command for `pool` on `lane` may be sent on now:
+    /// false when the session has commands in flight on another one.
+    pub fn may_send_on(&self, pool: &Arc<NodePool>, lane: &Lane) -> bool {
+        match &self.inflight {
+            None => true,
+            Some(f) => Arc::ptr_eq(&f.pool, pool) && f.lane == *lane,
+        }
+    }
+
+    /// Counts `n` commands sent on a master lane.
+    pub fn sent_on(&mut self, pool: &Arc<NodePool>, lane: Lane, n: usize) {
+        match &mut self.inflight {
+            Some(f) => f.commands += n,
+            None => {
+                self.inflight = Some(InFlight {
+                    pool: pool.clone(),
+                    lane,
+                    commands: n,
+                })
+            }
+        }
+    }
+
+    /// `n` commands of the master lane were answered (or failed).
+    pub fn answered(&mut self, n: usize) {
+        if let Some(f) = &mut self.inflight {
+            f.commands = f.commands.saturating_sub(n);
+            if f.commands == 0 {
+                self.inflight = None;
+            }
+        }
+    }
+}

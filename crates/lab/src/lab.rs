@@ -18,6 +18,7 @@ use crate::ports;
 use crate::process::{self, Process, ProcessKind, ProcessRecord};
 use crate::progress::Progress;
 use crate::ready::{self, Expected};
+use crate::secrets;
 use crate::spec::LabSpec;
 use crate::state::{self, LabState, STATE_VERSION};
 use crate::status::{self, StatusQuery, StatusReport, Target};
@@ -76,8 +77,9 @@ impl Lab {
         if let Some(gw) = &mut spec.gateway {
             gw.exe = process::resolve_binary(&gw.exe, "--gateway-exe")?;
         }
-        std::fs::create_dir_all(&spec.dir)
-            .with_context(|| format!("creating the state dir {}", spec.dir.display()))?;
+        // 0700: Redis and Sentinel rewrite the config files below as 0644.
+        secrets::private_dir(&spec.dir)
+            .with_context(|| format!("preparing the state dir {}", spec.dir.display()))?;
         // Make the dir absolute: children run in their own dirs, and config
         // files name paths.
         spec.dir = std::fs::canonicalize(&spec.dir)
@@ -719,8 +721,7 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
     let master_host = spec.data_node_host(0);
     let master = (master_host.as_str(), spec.base_port);
     for (i, rec) in plan.iter().enumerate() {
-        std::fs::create_dir_all(&rec.dir)
-            .with_context(|| format!("creating {}", rec.dir.display()))?;
+        secrets::private_dir(&rec.dir)?;
         let text = match rec.kind {
             ProcessKind::DataNode => {
                 config::redis_conf(spec, rec, (i > 0).then_some(master), password)
@@ -729,7 +730,7 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
             ProcessKind::Gateway => continue,
         };
         let path: &PathBuf = rec.config.as_ref().expect("config path");
-        state::write_private(path, &text)?;
+        secrets::write_private(path, &text)?;
     }
     Ok(())
 }

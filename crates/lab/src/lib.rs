@@ -20,8 +20,9 @@
 //!
 //! Modules, one concept each: [`spec`] (what to build), [`config`] (the
 //! files), [`process`] (one supervised child), [`ports`], `ready` (when is
-//! it ready), [`status`] (what is it doing), [`state`] (the state dir), and
-//! `lab` (the handle tying them together).
+//! it ready), [`status`] (what is it doing), [`state`] (the state dir),
+//! [`secrets`] (who may read the password), and `lab` (the handle tying
+//! them together).
 
 pub mod config;
 mod error;
@@ -30,6 +31,7 @@ pub mod ports;
 pub mod process;
 mod progress;
 mod ready;
+pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod status;

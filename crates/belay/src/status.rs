@@ -110,6 +110,8 @@ fn render(r: &StatusReport, title: &str) -> String {
             opt(&n.pid),
             if n.reachable {
                 opt(&n.role)
+            } else if n.refused {
+                "REFUSED".into()
             } else {
                 "UNREACHABLE".into()
             },
@@ -140,16 +142,18 @@ fn render(r: &StatusReport, title: &str) -> String {
             opt(&s.pid),
             if s.reachable {
                 opt(&s.master)
+            } else if s.refused {
+                "REFUSED".into()
             } else {
                 "UNREACHABLE".into()
             },
             opt(&s.master_flags),
             opt(&s.replicas_known),
             opt(&s.sentinels_known),
-            if s.quorum_ok {
-                "OK".into()
-            } else {
-                "FAIL".into()
+            match (&s.quorum, s.quorum_ok) {
+                (_, true) => "OK".into(),
+                (None, _) => "-".into(),
+                _ => "FAIL".into(),
             },
         ]);
     }
@@ -160,14 +164,16 @@ fn render(r: &StatusReport, title: &str) -> String {
         out.push_str(&ui::table(&[vec![
             g.addr.clone(),
             format!("pid {}", opt(&g.pid)),
-            if g.reachable {
+            if g.reachable && g.error.is_some() {
+                "answers PING; its topology is unknown (see PROBLEMS)".into()
+            } else if g.reachable {
                 match (&g.master, g.writes_held) {
                     (Some(m), false) => format!("answers PING; writes to {m}"),
                     (Some(m), true) => format!("answers PING; HOLDING writes for {m}"),
                     (None, _) => "answers PING; no confirmed master (holding writes)".into(),
                 }
             } else {
-                format!("NOT answering: {}", opt(&g.error))
+                format!("UNREACHABLE: {}", opt(&g.error))
             },
         ]]));
         if !g.replicas.is_empty() {

@@ -37,6 +37,7 @@ pub mod state;
 pub mod status;
 pub mod testing;
 pub mod text;
+pub mod why;
 
 pub use error::LabError;
 pub use lab::{down, recorded_state, Lab, StopReport};

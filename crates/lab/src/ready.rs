@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use belay_client::{Auth, Connection};
+use belay_client::{Auth, ClientError, Connection};
 
 /// Per-call deadline for readiness probes: short, so that a paused process
 /// slows a poll down instead of stalling it.
@@ -28,14 +28,19 @@ pub(crate) struct Expected<'a> {
 async fn connect(addr: &str, password: &str) -> Result<Connection, String> {
     Connection::connect(addr, Some(&Auth::password(password)), PROBE_TIMEOUT)
         .await
-        .map_err(|e| short(&e.to_string()))
+        .map_err(|e| short(&e))
 }
 
-fn short(s: &str) -> String {
-    if s.contains("Connection refused") {
-        "not accepting connections yet".into()
-    } else {
-        s.to_string()
+/// Why a probe failed. A refused connection is the normal state of a
+/// process that is still starting, and is said so.
+fn short(e: &ClientError) -> String {
+    match e {
+        ClientError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            "not accepting connections yet (connection refused)".into()
+        }
+        e => e.to_string(),
     }
 }
 
@@ -58,10 +63,7 @@ pub(crate) async fn topology_pending(exp: &Expected<'_>) -> Vec<String> {
 
 async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
     let mut c = connect(addr, exp.password).await?;
-    let info = c
-        .info("replication")
-        .await
-        .map_err(|e| short(&e.to_string()))?;
+    let info = c.info("replication").await.map_err(|e| short(&e))?;
     let role = info.get("role").unwrap_or("?");
     if *addr == exp.master {
         return match role {
@@ -88,7 +90,7 @@ async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
 
 async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Result<(), String> {
     let name = exp.master_name;
-    let err = |e: belay_client::ClientError| short(&e.to_string());
+    let err = |e: ClientError| short(&e);
     let mut c = connect(addr, exp.password).await?;
     let master = c.sentinel_master(name).await.map_err(err)?;
     let believed = master.addr().unwrap_or_default();
@@ -134,6 +136,6 @@ pub(crate) async fn gateway_pending(addr: &str, password: &str) -> Option<String
     match c.call(&["PING"]).await {
         Ok(v) if v.as_str() == Some("PONG") => None,
         Ok(v) => Some(format!("gateway: PING answered {v:?}")),
-        Err(e) => Some(format!("gateway: {}", short(&e.to_string()))),
+        Err(e) => Some(format!("gateway: {}", short(&e))),
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use belay_client::sentinel::SentinelAuth;
+use belay_client::Auth;
 use belay_lab::status::{self, StatusQuery, StatusReport, Target};
 use belay_lab::Lab;
 use clap::Args;
@@ -26,7 +28,9 @@ pub struct StatusArgs {
     #[arg(long, default_value = "mymaster", value_name = "NAME")]
     pub master_name: String,
 
-    /// Password of the nodes and Sentinels (with --sentinel).
+    /// Password of the data nodes (with --sentinel). Also tried on the
+    /// Sentinels: a Sentinel with no password configured is then asked
+    /// without one.
     #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
 
@@ -37,9 +41,11 @@ pub struct StatusArgs {
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode> {
     let (report, title) = if !args.sentinels.is_empty() {
+        let auth = args.password.clone().map(Auth::password);
         let q = StatusQuery {
             master_name: args.master_name.clone(),
-            password: args.password.clone(),
+            sentinel_auth: SentinelAuth::choose(None, auth.clone()),
+            auth,
             sentinels: args
                 .sentinels
                 .iter()
@@ -48,8 +54,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
                     ..Target::default()
                 })
                 .collect(),
-            data_nodes: Vec::new(),
-            gateway: None,
+            ..StatusQuery::default()
         };
         (
             status::gather(&q).await,

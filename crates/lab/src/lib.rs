@@ -27,6 +27,7 @@
 pub mod config;
 mod error;
 mod lab;
+mod master;
 pub mod ports;
 pub mod process;
 mod progress;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use belay_client::sentinel::SentinelAuth;
 use belay_client::{Auth, ClientError, Connection};
 
 /// Per-call deadline for readiness probes: short, so that a paused process
@@ -16,7 +17,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// What the topology should look like.
 pub(crate) struct Expected<'a> {
     pub master_name: &'a str,
-    pub password: &'a str,
+    /// Credentials of the data nodes.
+    pub auth: &'a Auth,
+    /// How to log in to the Sentinels.
+    pub sentinel_auth: &'a SentinelAuth,
     /// `host:port` of the master every node and Sentinel must agree on.
     pub master: String,
     /// `(name, addr)` of every data node, the master included.
@@ -25,8 +29,8 @@ pub(crate) struct Expected<'a> {
     pub sentinels: Vec<(String, String)>,
 }
 
-async fn connect(addr: &str, password: &str) -> Result<Connection, String> {
-    Connection::connect(addr, Some(&Auth::password(password)), PROBE_TIMEOUT)
+async fn connect(addr: &str, auth: &Auth) -> Result<Connection, String> {
+    Connection::connect(addr, Some(auth), PROBE_TIMEOUT)
         .await
         .map_err(|e| short(&e))
 }
@@ -62,7 +66,7 @@ pub(crate) async fn topology_pending(exp: &Expected<'_>) -> Vec<String> {
 }
 
 async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
-    let mut c = connect(addr, exp.password).await?;
+    let mut c = connect(addr, exp.auth).await?;
     let info = c.info("replication").await.map_err(|e| short(&e))?;
     let role = info.get("role").unwrap_or("?");
     if *addr == exp.master {
@@ -91,7 +95,9 @@ async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
 async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Result<(), String> {
     let name = exp.master_name;
     let err = |e: ClientError| short(&e);
-    let mut c = connect(addr, exp.password).await?;
+    let (mut c, _) = Connection::connect_sentinel(addr, exp.sentinel_auth, PROBE_TIMEOUT)
+        .await
+        .map_err(err)?;
     let master = c.sentinel_master(name).await.map_err(err)?;
     let believed = master.addr().unwrap_or_default();
     if believed != exp.master {
@@ -129,7 +135,7 @@ async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Resu
 
 /// `None` once the gateway at `addr` answers `PING` with `PONG` after `AUTH`.
 pub(crate) async fn gateway_pending(addr: &str, password: &str) -> Option<String> {
-    let mut c = match connect(addr, password).await {
+    let mut c = match connect(addr, &Auth::password(password)).await {
         Ok(c) => c,
         Err(why) => return Some(format!("gateway: {why}")),
     };

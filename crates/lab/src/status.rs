@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use belay_client::sentinel::SentinelAuth;
 use belay_client::{Auth, ClientError, Connection, Role};
 use serde::Serialize;
 
@@ -19,7 +20,11 @@ const TIMEOUT: Duration = Duration::from_millis(1500);
 #[derive(Clone, Debug, Default)]
 pub struct StatusQuery {
     pub master_name: String,
-    pub password: Option<String>,
+    /// Credentials of the data nodes and the gateway.
+    pub auth: Option<Auth>,
+    /// How to log in to the Sentinels: often they have no password even
+    /// where the nodes have one (see [`SentinelAuth::choose`]).
+    pub sentinel_auth: SentinelAuth,
     /// Sentinels to ask: `(name if known, addr, pid if known)`.
     pub sentinels: Vec<Target>,
     /// Data nodes known in advance (a lab's); more are discovered through
@@ -171,12 +176,11 @@ async fn connect(addr: &str, auth: Option<&Auth>) -> Result<Connection, ClientEr
 
 /// Asks every Sentinel and every data node, and works out the problems.
 pub async fn gather(q: &StatusQuery) -> StatusReport {
-    let auth = q.password.as_deref().map(Auth::password);
-    let auth = auth.as_ref();
+    let auth = q.auth.as_ref();
     let mut sentinels = Vec::new();
     let mut discovered: Vec<String> = Vec::new();
     for t in &q.sentinels {
-        let (status, seen) = sentinel_status(t, &q.master_name, auth).await;
+        let (status, seen) = sentinel_status(t, &q.master_name, &q.sentinel_auth).await;
         sentinels.push(status);
         discovered.extend(seen);
     }
@@ -410,7 +414,7 @@ fn analyse(
 async fn sentinel_status(
     t: &Target,
     name: &str,
-    auth: Option<&Auth>,
+    auth: &SentinelAuth,
 ) -> (SentinelStatus, Vec<String>) {
     let mut s = SentinelStatus {
         name: t.name.clone(),
@@ -427,8 +431,8 @@ async fn sentinel_status(
         quorum_ok: false,
     };
     let mut seen = Vec::new();
-    let mut c = match connect(&t.addr, auth).await {
-        Ok(c) => c,
+    let mut c = match Connection::connect_sentinel(&t.addr, auth, TIMEOUT).await {
+        Ok((c, _)) => c,
         Err(e) => {
             s.refused = e.is_reply();
             s.error = Some(why::failure(&e));

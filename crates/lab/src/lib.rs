@@ -22,10 +22,12 @@
 //! files), [`process`] (one supervised child), [`ports`], `ready` (when is
 //! it ready), [`status`] (what is it doing), [`state`] (the state dir),
 //! [`secrets`] (who may read the password), and `lab` (the handle tying
-//! them together).
+//! them together). [`foreign`] builds, for tests, a deployment belay did
+//! not configure: the seed note's layout.
 
 pub mod config;
 mod error;
+pub mod foreign;
 mod lab;
 mod master;
 pub mod ports;
@@ -41,6 +43,7 @@ pub mod text;
 pub mod why;
 
 pub use error::LabError;
+pub use foreign::{SeedDeployment, SeedSpec};
 pub use lab::{down, recorded_state, Lab, StopReport};
 pub use ports::reserve_block;
 pub use process::{Process, ProcessKind, ProcessRecord};

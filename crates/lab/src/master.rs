@@ -1,8 +1,7 @@
 //! Who is the master now, as a client finds it — the address a majority of
 //! the Sentinels give, confirmed by that node's `ROLE` — and waiting for it
-//! to change, for [`crate::Lab`]'s helpers and anything else that must find
-//! a master through Sentinels: only the way in (credentials, Sentinel
-//! addresses) differs.
+//! to change. Shared by [`crate::Lab`] and [`crate::foreign::SeedDeployment`]:
+//! only the way in (credentials, Sentinel addresses) differs.
 
 use std::time::{Duration, Instant};
 

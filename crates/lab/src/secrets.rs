@@ -71,6 +71,21 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// A password kept in a file: its first line, without the line ending
+/// (`--password-file`, a Docker or Kubernetes secret).
+pub fn read_secret_file(path: &Path) -> Result<String> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default();
+    if secret.is_empty() {
+        bail!(
+            "the password file {} is empty; put the password on its first line",
+            path.display()
+        );
+    }
+    Ok(secret.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +115,20 @@ mod tests {
         chmod(&shared, 0o1777);
         private_dir(&shared).unwrap();
         assert_eq!(mode(&shared), 0o1777);
+    }
+
+    #[test]
+    fn secret_file_is_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        fs::write(&f, "s3cret\nignored\n").unwrap();
+        assert_eq!(read_secret_file(&f).unwrap(), "s3cret");
+        fs::write(&f, "\n").unwrap();
+        let err = read_secret_file(&f).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        let err = read_secret_file(&dir.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read the password file"), "{err}");
     }
 }

@@ -435,7 +435,7 @@ async fn sentinel_status(
         Ok((c, _)) => c,
         Err(e) => {
             s.refused = e.is_reply();
-            s.error = Some(why::failure(&e));
+            s.error = Some(sentinel_login_failure(&e, auth));
             return (s, seen);
         }
     };
@@ -498,6 +498,19 @@ async fn sentinel_status(
         Err(e) => s.quorum = Some(e.to_string()),
     }
     (s, seen)
+}
+
+/// Why logging in to a Sentinel failed, with the likely fix when it is
+/// about the password.
+fn sentinel_login_failure(e: &ClientError, auth: &SentinelAuth) -> String {
+    let hint = if e.is_no_password_configured() {
+        " (this Sentinel has no password: leave out --sentinel-password)"
+    } else if e.is_auth() && matches!(auth, SentinelAuth::NodeCredentials(_)) {
+        " (its password is not the nodes': give it with --sentinel-password)"
+    } else {
+        ""
+    };
+    format!("{}{hint}", why::failure(e))
 }
 
 async fn node_status(t: &Target, auth: Option<&Auth>) -> NodeStatus {

@@ -220,9 +220,20 @@ impl SeedDeployment {
             .ok_or_else(|| anyhow::anyhow!("{} has no pid (killed)", p.name()))
     }
 
-    /// Freezes a process (SIGSTOP to its pid), like `docker compose pause`.
+    /// Freezes a process (SIGSTOP to its pid), like `docker compose pause`,
+    /// and returns once the kernel reports it stopped (the signal is
+    /// delivered asynchronously).
     pub fn pause(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGSTOP)
+        self.send(node, Signal::SIGSTOP)?;
+        let pid = self.pid(node)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while process::proc_state(pid) != Some('T') {
+            if Instant::now() >= deadline {
+                bail!("{node} (pid {pid}) did not stop within 2s of SIGSTOP");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
     /// Thaws a paused process (SIGCONT).
     pub fn resume(&mut self, node: &str) -> Result<()> {

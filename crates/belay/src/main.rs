@@ -61,7 +61,9 @@ enum Command {
     ///
     /// Whatever cannot be asked says why: connection refused, no answer
     /// within the deadline (and to what), credentials rejected or a command
-    /// refused (in the node's own words).
+    /// refused (in the node's own words). For a lab, config files and the
+    /// password file that other local users can read are problems too, with
+    /// the chmod that fixes them.
     Status(status::StatusArgs),
     /// Stop every process of a lab started with `belay up` (data and logs stay).
     ///

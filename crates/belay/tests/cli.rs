@@ -223,6 +223,39 @@ fn up_detach_status_down() {
     );
     assert!(out.contains("answers PING"), "{out}");
 
+    // A secret loosened by hand is called out, with the fix; restored, it is not.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let state = sb.state_dir();
+        let s1 = state.join("sentinel-1");
+        let conf = s1.join("sentinel.conf");
+        chmod(sb.dir.path(), 0o755);
+        chmod(&state, 0o755);
+        chmod(&s1, 0o755);
+        chmod(&conf, 0o644);
+        let (code, out, _) = run(sb.belay("status"));
+        assert_eq!(code, Some(1), "{out}");
+        let canon = std::fs::canonicalize(&s1).unwrap();
+        assert!(
+            out.contains(&format!("{}/sentinel.conf holds", canon.display())),
+            "{out}"
+        );
+        assert!(out.contains("requirepass"), "{out}");
+        assert!(
+            out.contains(&format!("chmod 700 {};", canon.display())),
+            "{out}"
+        );
+        assert!(out.contains("chmod 600"), "{out}");
+        chmod(&s1, 0o700);
+        chmod(&state, 0o700);
+        let (code, out, _) = run(sb.belay("status"));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(!out.contains("can read it"), "{out}");
+    }
+
     let mut json = sb.belay("status");
     json.arg("--json");
     let (code, out, _) = run(json);

@@ -394,6 +394,7 @@ impl Lab {
             sentinels: self.sentinels().into_iter().map(target).collect(),
             data_nodes: self.data_nodes().into_iter().map(target).collect(),
             gateway: self.gateway().map(target),
+            state_dir: Some(self.spec.dir.clone()),
         }
     }
 

@@ -2,15 +2,19 @@
 //! disagreements a person must know about, in plain words. Works from a
 //! lab's state file or from nothing but Sentinel addresses (a Docker
 //! deployment), in which case the data nodes are found through the
-//! Sentinels. Every failure to ask a process says why (see [`crate::why`]).
+//! Sentinels. Every failure to ask a process says why (see [`crate::why`]);
+//! for a lab, the state dir's secrets are checked too (see
+//! [`crate::secrets::exposed`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
 use belay_client::{Auth, ClientError, Connection, Role};
 use serde::Serialize;
 
+use crate::secrets::{self, Exposure};
 use crate::why;
 
 /// Per-call deadline: a paused node shows up as unreachable, not as a hang.
@@ -32,6 +36,9 @@ pub struct StatusQuery {
     pub data_nodes: Vec<Target>,
     /// The gateway, when the lab runs one.
     pub gateway: Option<Target>,
+    /// A lab's state dir: files in it that hold a secret and that other
+    /// users can read are problems too.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One process to ask.
@@ -215,7 +222,12 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
         Some(t) => Some(gateway_status(t, auth).await),
         None => None,
     };
-    analyse(q, nodes, sentinels, gateway)
+    let exposed = q
+        .state_dir
+        .as_deref()
+        .map(secrets::exposed)
+        .unwrap_or_default();
+    analyse(q, nodes, sentinels, gateway, exposed)
 }
 
 fn label(name: &Option<String>, addr: &str) -> String {
@@ -230,6 +242,7 @@ fn analyse(
     nodes: Vec<NodeStatus>,
     sentinels: Vec<SentinelStatus>,
     gateway: Option<GatewayStatus>,
+    exposed: Vec<Exposure>,
 ) -> StatusReport {
     let mut problems = Vec::new();
 
@@ -388,6 +401,8 @@ fn analyse(
             ));
         }
     }
+
+    problems.extend(exposed.iter().map(Exposure::problem));
 
     let sentinels_agreeing = match &agreed_master {
         Some(m) => sentinels
@@ -696,6 +711,7 @@ mod tests {
                 sentinel("s3", "a:1"),
             ],
             None,
+            Vec::new(),
         );
         assert!(r.healthy, "{:?}", r.problems);
         assert_eq!(
@@ -732,6 +748,7 @@ mod tests {
             vec![node("a:1", "master", None, None), down],
             vec![sentinel("s1", "a:1"), silent, sentinel("s3", "a:1")],
             None,
+            Vec::new(),
         );
         let all = r.problems.join("\n");
         assert!(
@@ -765,6 +782,7 @@ mod tests {
                 sentinel("s3", "b:1"),
             ],
             None,
+            Vec::new(),
         );
         let all = r.problems.join("\n");
         assert!(

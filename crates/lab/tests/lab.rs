@@ -344,9 +344,10 @@ async fn readiness_timeout_names_what_is_missing_and_stops_everything() {
 }
 
 /// The lab's dirs are 0700 (an older lab's 0755 ones are tightened), so a
-/// config file Redis rewrites as 0644 stays out of other users' reach.
+/// config file Redis rewrites as 0644 stays out of other users' reach; and
+/// status calls out a secret that others can read, with the fix.
 #[tokio::test]
-async fn secrets_stay_private_when_redis_rewrites_a_config() {
+async fn secrets_stay_private_and_status_flags_readable_ones() {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     let chmod =
@@ -368,7 +369,7 @@ async fn secrets_stay_private_when_redis_rewrites_a_config() {
         assert_eq!(mode(p.dir()), 0o700, "{}", p.dir().display());
     }
 
-    // Redis rewrites the config as 0644 (less the umask) ...
+    // Redis rewrites the config as 0644 (less the umask).
     let node = lab.process("redis-1").unwrap();
     let conf = node.config_path().unwrap().to_path_buf();
     let mut c = Connection::connect(&node.addr(), Some(&lab.auth()), Duration::from_secs(2))
@@ -379,15 +380,60 @@ async fn secrets_stay_private_when_redis_rewrites_a_config() {
     let text = std::fs::read_to_string(&conf).unwrap();
     assert!(text.contains("requirepass"), "{text}");
     // ... and it is still private, because its dir is.
+    assert!(belay_lab::secrets::exposed(&state).is_empty());
+    let secret_problems = |r: &belay_lab::StatusReport| -> Vec<String> {
+        r.problems
+            .iter()
+            .filter(|p| p.contains("can read it"))
+            .cloned()
+            .collect()
+    };
+    let report = lab.status().await;
+    assert!(report.healthy, "{:?}", report.problems);
     if let Some(readable) = readable_by_nobody(&conf) {
         assert!(!readable, "user nobody can read {}", conf.display());
-        if umask() & 0o004 == 0 {
-            // The control: the same check sees it once the dirs are open.
-            chmod(&state, 0o755);
-            chmod(node.dir(), 0o755);
-            assert_eq!(readable_by_nobody(&conf), Some(true));
-        }
     }
+
+    // Loosened by hand (the file as Redis leaves it under umask 022), status
+    // says so.
+    chmod(&conf, 0o644);
+    chmod(&state, 0o755);
+    chmod(node.dir(), 0o755);
+    let report = lab.status().await;
+    assert!(!report.healthy);
+    let found = secret_problems(&report);
+    assert_eq!(found.len(), 1, "only redis-1's config: {found:?}");
+    let line = &found[0];
+    assert!(
+        line.contains(&format!("{} holds requirepass, masterauth", conf.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("chmod 700 {}", node.dir().display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("chmod 600 {}", conf.display())),
+        "{line}"
+    );
+    if is_root() {
+        // The control: the same check sees it now.
+        assert_eq!(readable_by_nobody(&conf), Some(true));
+    }
+    chmod(&state.join("password"), 0o644);
+    let found = secret_problems(&lab.status().await);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found
+        .iter()
+        .any(|l| l.contains("password holds the password")));
+
+    // The dirs restored (the config stays 0644): the warnings are gone.
+    chmod(&state.join("password"), 0o600);
+    chmod(node.dir(), 0o700);
+    chmod(&state, 0o700);
+    let report = lab.status().await;
+    assert!(secret_problems(&report).is_empty(), "{:?}", report.problems);
+    assert!(report.healthy, "{:?}", report.problems);
     drop(lab);
     assert_no_orphans(root.path());
 }

@@ -51,6 +51,19 @@ enum Command {
     /// Reads the lab from the state dir, or — with --sentinel — asks any
     /// Sentinel-managed deployment (e.g. the Docker one) directly; the data
     /// nodes are then found through the Sentinels.
+    ///
+    /// With --sentinel, the data nodes are asked with --password (or
+    /// --password-file). Sentinels often have no password of their own
+    /// (only `sentinel auth-pass` for the nodes): the nodes' password is
+    /// tried on them, and a Sentinel that has none configured is asked
+    /// without one. Sentinels with a password of their own need
+    /// --sentinel-password.
+    ///
+    /// Whatever cannot be asked says why: connection refused, no answer
+    /// within the deadline (and to what), credentials rejected or a command
+    /// refused (in the node's own words). For a lab, config files and the
+    /// password file that other local users can read are problems too, with
+    /// the chmod that fixes them.
     Status(status::StatusArgs),
     /// Stop every process of a lab started with `belay up` (data and logs stay).
     ///

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::Auth;
+use belay_lab::secrets::read_secret_file;
 use belay_lab::status::{self, StatusQuery, StatusReport, Target};
 use belay_lab::Lab;
 use clap::Args;
@@ -26,20 +29,103 @@ pub struct StatusArgs {
     #[arg(long, default_value = "mymaster", value_name = "NAME")]
     pub master_name: String,
 
-    /// Password of the nodes and Sentinels (with --sentinel).
+    /// ACL user for the data nodes (with --sentinel; default user when unset).
+    #[arg(long, env = "BELAY_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+
+    /// Password of the data nodes (with --sentinel). Also tried on the
+    /// Sentinels unless --sentinel-password is given: a Sentinel with no
+    /// password configured is then asked without one.
     #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+
+    /// Read --password from the first line of this file instead (it does not
+    /// show in `ps` or in the shell's history).
+    #[arg(
+        long,
+        env = "BELAY_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "password"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// ACL user for the Sentinels (with --sentinel-password).
+    #[arg(long, env = "BELAY_SENTINEL_USERNAME", value_name = "USER")]
+    pub sentinel_username: Option<String>,
+
+    /// The Sentinels' own password, when they have one that is not the
+    /// nodes' (with --sentinel). Given, every Sentinel must accept it.
+    #[arg(
+        long,
+        env = "BELAY_SENTINEL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub sentinel_password: Option<String>,
+
+    /// Read --sentinel-password from the first line of this file instead.
+    #[arg(
+        long,
+        env = "BELAY_SENTINEL_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "sentinel_password"
+    )]
+    pub sentinel_password_file: Option<PathBuf>,
 
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+impl StatusArgs {
+    /// Credentials for the data nodes, then for the Sentinels (see
+    /// [`SentinelAuth::choose`]).
+    fn credentials(&self) -> Result<(Option<Auth>, SentinelAuth)> {
+        let login = |user: &Option<String>,
+                     password: &Option<String>,
+                     file: &Option<PathBuf>,
+                     flags: (&str, &str)|
+         -> Result<Option<Auth>> {
+            let password = match (password, file) {
+                (_, Some(path)) => Some(read_secret_file(path)?),
+                (p, None) => p.clone(),
+            };
+            match (user, password) {
+                (Some(_), None) => bail!("{} needs a password: give {} too", flags.0, flags.1),
+                (username, Some(password)) => Ok(Some(Auth {
+                    username: username.clone(),
+                    password,
+                })),
+                (None, None) => Ok(None),
+            }
+        };
+        let nodes = login(
+            &self.username,
+            &self.password,
+            &self.password_file,
+            ("--username", "--password or --password-file"),
+        )?;
+        let sentinels = login(
+            &self.sentinel_username,
+            &self.sentinel_password,
+            &self.sentinel_password_file,
+            (
+                "--sentinel-username",
+                "--sentinel-password or --sentinel-password-file",
+            ),
+        )?;
+        let sentinel_auth = SentinelAuth::choose(sentinels, nodes.clone());
+        Ok((nodes, sentinel_auth))
+    }
+}
+
 pub async fn run(args: StatusArgs) -> Result<ExitCode> {
     let (report, title) = if !args.sentinels.is_empty() {
+        let (auth, sentinel_auth) = args.credentials()?;
         let q = StatusQuery {
             master_name: args.master_name.clone(),
-            password: args.password.clone(),
+            auth,
+            sentinel_auth,
             sentinels: args
                 .sentinels
                 .iter()
@@ -48,8 +134,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
                     ..Target::default()
                 })
                 .collect(),
-            data_nodes: Vec::new(),
-            gateway: None,
+            ..StatusQuery::default()
         };
         (
             status::gather(&q).await,
@@ -110,6 +195,8 @@ fn render(r: &StatusReport, title: &str) -> String {
             opt(&n.pid),
             if n.reachable {
                 opt(&n.role)
+            } else if n.refused {
+                "REFUSED".into()
             } else {
                 "UNREACHABLE".into()
             },
@@ -140,16 +227,18 @@ fn render(r: &StatusReport, title: &str) -> String {
             opt(&s.pid),
             if s.reachable {
                 opt(&s.master)
+            } else if s.refused {
+                "REFUSED".into()
             } else {
                 "UNREACHABLE".into()
             },
             opt(&s.master_flags),
             opt(&s.replicas_known),
             opt(&s.sentinels_known),
-            if s.quorum_ok {
-                "OK".into()
-            } else {
-                "FAIL".into()
+            match (&s.quorum, s.quorum_ok) {
+                (_, true) => "OK".into(),
+                (None, _) => "-".into(),
+                _ => "FAIL".into(),
             },
         ]);
     }
@@ -160,14 +249,16 @@ fn render(r: &StatusReport, title: &str) -> String {
         out.push_str(&ui::table(&[vec![
             g.addr.clone(),
             format!("pid {}", opt(&g.pid)),
-            if g.reachable {
+            if g.reachable && g.error.is_some() {
+                "answers PING; its topology is unknown (see PROBLEMS)".into()
+            } else if g.reachable {
                 match (&g.master, g.writes_held) {
                     (Some(m), false) => format!("answers PING; writes to {m}"),
                     (Some(m), true) => format!("answers PING; HOLDING writes for {m}"),
                     (None, _) => "answers PING; no confirmed master (holding writes)".into(),
                 }
             } else {
-                format!("NOT answering: {}", opt(&g.error))
+                format!("UNREACHABLE: {}", opt(&g.error))
             },
         ]]));
         if !g.replicas.is_empty() {

@@ -223,6 +223,39 @@ fn up_detach_status_down() {
     );
     assert!(out.contains("answers PING"), "{out}");
 
+    // A secret loosened by hand is called out, with the fix; restored, it is not.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let state = sb.state_dir();
+        let s1 = state.join("sentinel-1");
+        let conf = s1.join("sentinel.conf");
+        chmod(sb.dir.path(), 0o755);
+        chmod(&state, 0o755);
+        chmod(&s1, 0o755);
+        chmod(&conf, 0o644);
+        let (code, out, _) = run(sb.belay("status"));
+        assert_eq!(code, Some(1), "{out}");
+        let canon = std::fs::canonicalize(&s1).unwrap();
+        assert!(
+            out.contains(&format!("{}/sentinel.conf holds", canon.display())),
+            "{out}"
+        );
+        assert!(out.contains("requirepass"), "{out}");
+        assert!(
+            out.contains(&format!("chmod 700 {};", canon.display())),
+            "{out}"
+        );
+        assert!(out.contains("chmod 600"), "{out}");
+        chmod(&s1, 0o700);
+        chmod(&state, 0o700);
+        let (code, out, _) = run(sb.belay("status"));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(!out.contains("can read it"), "{out}");
+    }
+
     let mut json = sb.belay("status");
     json.arg("--json");
     let (code, out, _) = run(json);
@@ -394,4 +427,89 @@ fn down_without_a_lab_is_harmless() {
     let (code, out, _) = run(sb.belay("down"));
     assert_eq!(code, Some(0));
     assert!(out.contains("nothing to stop"), "{out}");
+}
+
+/// `belay status --sentinel` against a deployment belay did not configure —
+/// the seed note's layout, built by hand ([`SeedDeployment`]): data nodes
+/// with `requirepass` + `masterauth`, one Sentinel with `sentinel
+/// auth-pass` and no password of its own. The deployment kills and reaps
+/// its processes when dropped.
+#[test]
+fn status_reads_the_seed_notes_deployment() {
+    use belay_lab::{SeedDeployment, SeedSpec};
+    let dir = tempfile::tempdir().unwrap();
+    // Current-thread: the children are tied to this (the test's) thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seed = rt
+        .block_on(SeedDeployment::start(
+            &dir.path().join("seed"),
+            SeedSpec {
+                password: "seed-pw".into(),
+                ..SeedSpec::default()
+            },
+        ))
+        .expect("the seed deployment starts");
+    let sentinel = seed.sentinel_addrs()[0].clone();
+    let status = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_belay"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BELAY_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["status", "--sentinel", &sentinel]).args(extra);
+        run(cmd)
+    };
+
+    let (code, out, err) = status(&["--password", "seed-pw"]);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!(
+            "healthy: 1 master ({}), 1 linked replica, 1/1 Sentinels agreeing",
+            seed.master_addr()
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&seed.replica_addrs()[0]), "{out}");
+    assert!(out.contains(&sentinel), "{out}");
+    assert!(!out.contains("PROBLEMS"), "{out}");
+
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "seed-pw\n").unwrap();
+    let (code, out, _) = status(&["--password-file", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // A wrong password: the node's own words, on the node's line.
+    let (code, out, _) = status(&["--password", "wrong"]);
+    assert_eq!(code, Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("node {} ", seed.master_addr())))
+        .unwrap_or_else(|| panic!("no line about the master:\n{out}"));
+    assert!(line.contains("rejected AUTH"), "{line}");
+    assert!(
+        line.contains("WRONGPASS invalid username-password pair"),
+        "{line}"
+    );
+
+    // A Sentinel password for a Sentinel that has none: its own words, and the fix.
+    let (code, out, _) = status(&["--password", "seed-pw", "--sentinel-password", "x"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("called without any password configured"),
+        "{out}"
+    );
+    assert!(out.contains("leave out --sentinel-password"), "{out}");
+
+    let (code, _, err) = status(&["--sentinel-username", "u"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--sentinel-username needs a password"),
+        "{err}"
+    );
+    drop(seed);
+    assert!(processes_under(dir.path()).is_empty());
 }

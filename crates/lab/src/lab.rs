@@ -9,23 +9,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use belay_client::{Auth, Connection, Role};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::Auth;
 use nix::sys::signal::Signal;
 
 use crate::config;
 use crate::error::LabError;
+use crate::master::{Watch, POLL};
 use crate::ports;
 use crate::process::{self, Process, ProcessKind, ProcessRecord};
 use crate::progress::Progress;
 use crate::ready::{self, Expected};
+use crate::secrets;
 use crate::spec::LabSpec;
 use crate::state::{self, LabState, STATE_VERSION};
 use crate::status::{self, StatusQuery, StatusReport, Target};
-
-/// How often readiness and failover waits poll.
-const POLL: Duration = Duration::from_millis(150);
-/// Deadline of one control call made by the lab's own helpers.
-const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// A lab topology: its spec, its password and its processes.
 ///
@@ -76,8 +74,9 @@ impl Lab {
         if let Some(gw) = &mut spec.gateway {
             gw.exe = process::resolve_binary(&gw.exe, "--gateway-exe")?;
         }
-        std::fs::create_dir_all(&spec.dir)
-            .with_context(|| format!("creating the state dir {}", spec.dir.display()))?;
+        // 0700: Redis and Sentinel rewrite the config files below as 0644.
+        secrets::private_dir(&spec.dir)
+            .with_context(|| format!("preparing the state dir {}", spec.dir.display()))?;
         // Make the dir absolute: children run in their own dirs, and config
         // files name paths.
         spec.dir = std::fs::canonicalize(&spec.dir)
@@ -196,9 +195,14 @@ impl Lab {
     pub fn password(&self) -> &str {
         &self.password
     }
-    /// [`Auth`] for the lab's password, for [`Connection::connect`].
+    /// [`Auth`] for the lab's password, for [`belay_client::Connection::connect`].
     pub fn auth(&self) -> Auth {
         Auth::password(&self.password)
+    }
+    /// How to log in to the lab's Sentinels (they require the lab's
+    /// password), for [`belay_client::Connection::connect_sentinel`].
+    pub fn sentinel_auth(&self) -> SentinelAuth {
+        SentinelAuth::Required(self.auth())
     }
     /// The name the Sentinels monitor the master under.
     pub fn master_name(&self) -> &str {
@@ -333,66 +337,13 @@ impl Lab {
     /// Sentinels give for the master name, confirmed by that node answering
     /// `ROLE` with master.
     pub async fn current_master(&self) -> Result<String> {
-        let mut views = Vec::new();
-        for addr in self.sentinel_addrs() {
-            let view = async {
-                let mut c = Connection::connect(&addr, Some(&self.auth()), CALL_TIMEOUT).await?;
-                c.sentinel_master_addr(self.master_name()).await
-            }
-            .await;
-            views.push(match view {
-                Ok(Some((h, p))) => Ok(format!("{h}:{p}")),
-                Ok(None) => Err(format!("{addr}: does not know the master")),
-                Err(e) => Err(e.to_string()),
-            });
-        }
-        let majority = views.len() / 2 + 1;
-        let agreed = views
-            .iter()
-            .filter_map(|v| v.as_ref().ok())
-            .find(|m| views.iter().filter(|v| v.as_ref().ok() == Some(m)).count() >= majority);
-        let Some(master) = agreed.cloned() else {
-            bail!(
-                "no majority of the Sentinels agrees on a master: {}",
-                views
-                    .iter()
-                    .map(|v| match v {
-                        Ok(m) => m.clone(),
-                        Err(e) => e.clone(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-        };
-        let mut c = Connection::connect(&master, Some(&self.auth()), CALL_TIMEOUT)
-            .await
-            .with_context(|| format!("the Sentinels name {master} as master"))?;
-        let role = c.role().await?;
-        if !role.is_master() {
-            bail!(
-                "the Sentinels name {master} as master, but it says it is {}",
-                role.name()
-            );
-        }
-        Ok(master)
+        self.watch().current_master().await
     }
 
     /// Waits until a master other than `old_master` (`host:port`) is agreed
     /// on by the Sentinels and confirmed by `ROLE`; returns its address.
     pub async fn wait_for_failover(&self, old_master: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            match self.current_master().await {
-                Ok(m) if m != old_master => return Ok(m),
-                Ok(m) => last = format!("the master is still {m}"),
-                Err(e) => last = e.to_string(),
-            }
-            if Instant::now() >= deadline {
-                bail!("no failover away from {old_master} within {timeout:?}: {last}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.watch().wait_for_failover(old_master, timeout).await
     }
 
     /// Waits until `node` (name or address) says (`ROLE`) it is a replica of
@@ -404,39 +355,17 @@ impl Lab {
         timeout: Duration,
     ) -> Result<()> {
         let addr = self.process(node)?.addr();
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            let probe = async {
-                let mut c = Connection::connect(&addr, Some(&self.auth()), CALL_TIMEOUT).await?;
-                let role = c.role().await?;
-                let link = c.info("replication").await?;
-                Ok::<_, belay_client::ClientError>((role, link))
-            }
-            .await;
-            match probe {
-                Ok((
-                    Role::Replica {
-                        master_host,
-                        master_port,
-                        ..
-                    },
-                    info,
-                )) => {
-                    let up = format!("{master_host}:{master_port}");
-                    let link = info.get("master_link_status").unwrap_or("?").to_string();
-                    if up == master && link == "up" {
-                        return Ok(());
-                    }
-                    last = format!("replica of {up}, link {link}");
-                }
-                Ok((role, _)) => last = format!("role {}", role.name()),
-                Err(e) => last = e.to_string(),
-            }
-            if Instant::now() >= deadline {
-                bail!("{node} did not become a replica of {master} within {timeout:?}: {last}");
-            }
-            tokio::time::sleep(POLL).await;
+        self.watch()
+            .wait_until_replica_of(node, &addr, master, timeout)
+            .await
+    }
+
+    fn watch(&self) -> Watch<'_> {
+        Watch {
+            master_name: &self.spec.master_name,
+            sentinels: self.sentinel_addrs(),
+            sentinel_auth: self.sentinel_auth(),
+            auth: Some(self.auth()),
         }
     }
 
@@ -460,10 +389,12 @@ impl Lab {
         };
         StatusQuery {
             master_name: self.spec.master_name.clone(),
-            password: Some(self.password.clone()),
+            auth: Some(self.auth()),
+            sentinel_auth: self.sentinel_auth(),
             sentinels: self.sentinels().into_iter().map(target).collect(),
             data_nodes: self.data_nodes().into_iter().map(target).collect(),
             gateway: self.gateway().map(target),
+            state_dir: Some(self.spec.dir.clone()),
         }
     }
 
@@ -611,6 +542,7 @@ impl Lab {
         progress: &dyn Progress,
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let (auth, sentinel_auth) = (self.auth(), self.sentinel_auth());
         loop {
             if self.detached {
                 // Attached labs have no children to watch; the probes tell.
@@ -625,7 +557,8 @@ impl Lab {
                 Ok(m) => {
                     let exp = Expected {
                         master_name: &self.spec.master_name,
-                        password: &self.password,
+                        auth: &auth,
+                        sentinel_auth: &sentinel_auth,
                         master: m,
                         data_nodes: named(&self.data_nodes()),
                         sentinels: named(&self.sentinels()),
@@ -719,8 +652,7 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
     let master_host = spec.data_node_host(0);
     let master = (master_host.as_str(), spec.base_port);
     for (i, rec) in plan.iter().enumerate() {
-        std::fs::create_dir_all(&rec.dir)
-            .with_context(|| format!("creating {}", rec.dir.display()))?;
+        secrets::private_dir(&rec.dir)?;
         let text = match rec.kind {
             ProcessKind::DataNode => {
                 config::redis_conf(spec, rec, (i > 0).then_some(master), password)
@@ -729,7 +661,7 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
             ProcessKind::Gateway => continue,
         };
         let path: &PathBuf = rec.config.as_ref().expect("config path");
-        state::write_private(path, &text)?;
+        secrets::write_private(path, &text)?;
     }
     Ok(())
 }

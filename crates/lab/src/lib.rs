@@ -20,23 +20,30 @@
 //!
 //! Modules, one concept each: [`spec`] (what to build), [`config`] (the
 //! files), [`process`] (one supervised child), [`ports`], `ready` (when is
-//! it ready), [`status`] (what is it doing), [`state`] (the state dir), and
-//! `lab` (the handle tying them together).
+//! it ready), [`status`] (what is it doing), [`state`] (the state dir),
+//! [`secrets`] (who may read the password), and `lab` (the handle tying
+//! them together). [`foreign`] builds, for tests, a deployment belay did
+//! not configure: the seed note's layout.
 
 pub mod config;
 mod error;
+pub mod foreign;
 mod lab;
+mod master;
 pub mod ports;
 pub mod process;
 mod progress;
 mod ready;
+pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod status;
 pub mod testing;
 pub mod text;
+pub mod why;
 
 pub use error::LabError;
+pub use foreign::{SeedDeployment, SeedSpec};
 pub use lab::{down, recorded_state, Lab, StopReport};
 pub use ports::reserve_block;
 pub use process::{Process, ProcessKind, ProcessRecord};

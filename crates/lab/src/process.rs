@@ -222,7 +222,8 @@ impl Process {
     }
 }
 
-/// Starts `cmd` for `rec`: working dir = its dir, stdin closed, stdout and
+/// Starts `cmd` for `rec`: working dir = its dir (0700: it holds the
+/// config with the password, which Redis rewrites as 0644), stdin closed, stdout and
 /// stderr appended to its log (so a config error printed before the log
 /// file is opened is still in the log), in its own process group so a
 /// terminal's Ctrl-C reaches only the supervisor, which then stops children
@@ -235,7 +236,7 @@ impl Process {
 /// spawn from a long-lived thread (a tokio worker or the test's thread — not
 /// `spawn_blocking`).
 pub(crate) fn spawn(rec: &mut ProcessRecord, mut cmd: Command, detached: bool) -> Result<Child> {
-    std::fs::create_dir_all(&rec.dir).with_context(|| format!("creating {}", rec.dir.display()))?;
+    crate::secrets::private_dir(&rec.dir)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use belay_client::{Auth, Connection};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::{Auth, ClientError, Connection};
 
 /// Per-call deadline for readiness probes: short, so that a paused process
 /// slows a poll down instead of stalling it.
@@ -16,7 +17,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// What the topology should look like.
 pub(crate) struct Expected<'a> {
     pub master_name: &'a str,
-    pub password: &'a str,
+    /// Credentials of the data nodes.
+    pub auth: &'a Auth,
+    /// How to log in to the Sentinels.
+    pub sentinel_auth: &'a SentinelAuth,
     /// `host:port` of the master every node and Sentinel must agree on.
     pub master: String,
     /// `(name, addr)` of every data node, the master included.
@@ -25,17 +29,22 @@ pub(crate) struct Expected<'a> {
     pub sentinels: Vec<(String, String)>,
 }
 
-async fn connect(addr: &str, password: &str) -> Result<Connection, String> {
-    Connection::connect(addr, Some(&Auth::password(password)), PROBE_TIMEOUT)
+async fn connect(addr: &str, auth: &Auth) -> Result<Connection, String> {
+    Connection::connect(addr, Some(auth), PROBE_TIMEOUT)
         .await
-        .map_err(|e| short(&e.to_string()))
+        .map_err(|e| short(&e))
 }
 
-fn short(s: &str) -> String {
-    if s.contains("Connection refused") {
-        "not accepting connections yet".into()
-    } else {
-        s.to_string()
+/// Why a probe failed. A refused connection is the normal state of a
+/// process that is still starting, and is said so.
+fn short(e: &ClientError) -> String {
+    match e {
+        ClientError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            "not accepting connections yet (connection refused)".into()
+        }
+        e => e.to_string(),
     }
 }
 
@@ -57,11 +66,8 @@ pub(crate) async fn topology_pending(exp: &Expected<'_>) -> Vec<String> {
 }
 
 async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
-    let mut c = connect(addr, exp.password).await?;
-    let info = c
-        .info("replication")
-        .await
-        .map_err(|e| short(&e.to_string()))?;
+    let mut c = connect(addr, exp.auth).await?;
+    let info = c.info("replication").await.map_err(|e| short(&e))?;
     let role = info.get("role").unwrap_or("?");
     if *addr == exp.master {
         return match role {
@@ -88,8 +94,10 @@ async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
 
 async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Result<(), String> {
     let name = exp.master_name;
-    let err = |e: belay_client::ClientError| short(&e.to_string());
-    let mut c = connect(addr, exp.password).await?;
+    let err = |e: ClientError| short(&e);
+    let (mut c, _) = Connection::connect_sentinel(addr, exp.sentinel_auth, PROBE_TIMEOUT)
+        .await
+        .map_err(err)?;
     let master = c.sentinel_master(name).await.map_err(err)?;
     let believed = master.addr().unwrap_or_default();
     if believed != exp.master {
@@ -127,13 +135,13 @@ async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Resu
 
 /// `None` once the gateway at `addr` answers `PING` with `PONG` after `AUTH`.
 pub(crate) async fn gateway_pending(addr: &str, password: &str) -> Option<String> {
-    let mut c = match connect(addr, password).await {
+    let mut c = match connect(addr, &Auth::password(password)).await {
         Ok(c) => c,
         Err(why) => return Some(format!("gateway: {why}")),
     };
     match c.call(&["PING"]).await {
         Ok(v) if v.as_str() == Some("PONG") => None,
         Ok(v) => Some(format!("gateway: PING answered {v:?}")),
-        Err(e) => Some(format!("gateway: {}", short(&e.to_string()))),
+        Err(e) => Some(format!("gateway: {}", short(&e))),
     }
 }

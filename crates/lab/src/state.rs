@@ -1,11 +1,10 @@
 //! The state dir, the lab's memory between commands: `lab.json` (the spec
 //! and every process's pid, port and files, written atomically) and
-//! `password` (mode 0600). `belay status` and `belay down` from another
+//! `password` (mode 0600), in a directory only its owner may enter (see
+//! [`crate::secrets`]). `belay status` and `belay down` from another
 //! shell work from these alone.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -135,28 +134,13 @@ pub fn generate_password() -> String {
 }
 
 fn write_secret(path: &Path, secret: &str) -> Result<()> {
-    write_private(path, &format!("{secret}\n"))
-}
-
-/// Writes a file only its owner may read: the password file, and config
-/// files (they hold the password; Sentinel and `CONFIG REWRITE` rewrite them).
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // `mode` applies only on creation: tighten an existing file too.
-    f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    crate::secrets::write_private(path, &format!("{secret}\n"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn password_is_generated_once_and_private() {

@@ -2,13 +2,20 @@
 //! disagreements a person must know about, in plain words. Works from a
 //! lab's state file or from nothing but Sentinel addresses (a Docker
 //! deployment), in which case the data nodes are found through the
-//! Sentinels.
+//! Sentinels. Every failure to ask a process says why (see [`crate::why`]);
+//! for a lab, the state dir's secrets are checked too (see
+//! [`crate::secrets::exposed`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use belay_client::{Auth, Connection, Role};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::{Auth, ClientError, Connection, Role};
 use serde::Serialize;
+
+use crate::secrets::{self, Exposure};
+use crate::why;
 
 /// Per-call deadline: a paused node shows up as unreachable, not as a hang.
 const TIMEOUT: Duration = Duration::from_millis(1500);
@@ -17,7 +24,11 @@ const TIMEOUT: Duration = Duration::from_millis(1500);
 #[derive(Clone, Debug, Default)]
 pub struct StatusQuery {
     pub master_name: String,
-    pub password: Option<String>,
+    /// Credentials of the data nodes and the gateway.
+    pub auth: Option<Auth>,
+    /// How to log in to the Sentinels: often they have no password even
+    /// where the nodes have one (see [`SentinelAuth::choose`]).
+    pub sentinel_auth: SentinelAuth,
     /// Sentinels to ask: `(name if known, addr, pid if known)`.
     pub sentinels: Vec<Target>,
     /// Data nodes known in advance (a lab's); more are discovered through
@@ -25,6 +36,9 @@ pub struct StatusQuery {
     pub data_nodes: Vec<Target>,
     /// The gateway, when the lab runs one.
     pub gateway: Option<Target>,
+    /// A lab's state dir: files in it that hold a secret and that other
+    /// users can read are problems too.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One process to ask.
@@ -61,7 +75,12 @@ pub struct NodeStatus {
     pub name: Option<String>,
     pub addr: String,
     pub pid: Option<u32>,
+    /// It answered `ROLE`.
     pub reachable: bool,
+    /// It answered, but refused our credentials or `ROLE` (`error` has its
+    /// words): there, but not usable with what we were given.
+    pub refused: bool,
+    /// Why it could not be asked, or what failed after `ROLE`.
     pub error: Option<String>,
     /// `master` or `replica`, from `ROLE`.
     pub role: Option<String>,
@@ -84,7 +103,11 @@ pub struct SentinelStatus {
     pub name: Option<String>,
     pub addr: String,
     pub pid: Option<u32>,
+    /// It let us in.
     pub reachable: bool,
+    /// It answered, but refused our credentials (`error` has its words).
+    pub refused: bool,
+    /// Why it could not be asked, or which question failed.
     pub error: Option<String>,
     /// The master it believes in.
     pub master: Option<String>,
@@ -154,20 +177,17 @@ impl StatusReport {
     }
 }
 
-async fn connect(addr: &str, password: Option<&str>) -> Result<Connection, String> {
-    let auth = password.map(Auth::password);
-    Connection::connect(addr, auth.as_ref(), TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())
+async fn connect(addr: &str, auth: Option<&Auth>) -> Result<Connection, ClientError> {
+    Connection::connect(addr, auth, TIMEOUT).await
 }
 
 /// Asks every Sentinel and every data node, and works out the problems.
 pub async fn gather(q: &StatusQuery) -> StatusReport {
-    let pw = q.password.as_deref();
+    let auth = q.auth.as_ref();
     let mut sentinels = Vec::new();
     let mut discovered: Vec<String> = Vec::new();
     for t in &q.sentinels {
-        let (status, seen) = sentinel_status(t, &q.master_name, pw).await;
+        let (status, seen) = sentinel_status(t, &q.master_name, &q.sentinel_auth).await;
         sentinels.push(status);
         discovered.extend(seen);
     }
@@ -184,7 +204,7 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
     }
     let mut nodes = Vec::new();
     for t in &targets {
-        nodes.push(node_status(t, pw).await);
+        nodes.push(node_status(t, auth).await);
     }
     // Bytes behind: against the master each replica follows.
     let offsets: BTreeMap<String, i64> = nodes
@@ -199,10 +219,15 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
     }
 
     let gateway = match &q.gateway {
-        Some(t) => Some(gateway_status(t, pw).await),
+        Some(t) => Some(gateway_status(t, auth).await),
         None => None,
     };
-    analyse(q, nodes, sentinels, gateway)
+    let exposed = q
+        .state_dir
+        .as_deref()
+        .map(secrets::exposed)
+        .unwrap_or_default();
+    analyse(q, nodes, sentinels, gateway, exposed)
 }
 
 fn label(name: &Option<String>, addr: &str) -> String {
@@ -217,6 +242,7 @@ fn analyse(
     nodes: Vec<NodeStatus>,
     sentinels: Vec<SentinelStatus>,
     gateway: Option<GatewayStatus>,
+    exposed: Vec<Exposure>,
 ) -> StatusReport {
     let mut problems = Vec::new();
 
@@ -235,26 +261,25 @@ fn analyse(
 
     for s in &sentinels {
         let who = label(&s.name, &s.addr);
-        if !s.reachable {
+        let Some(m) = &s.master else {
+            // Unreachable, or no answer about the master: the error says why.
             problems.push(format!(
-                "Sentinel {who} does not answer: {}",
-                s.error.as_deref().unwrap_or("unreachable")
+                "Sentinel {who} {}",
+                s.error
+                    .clone()
+                    .unwrap_or_else(|| format!("does not monitor {:?}", q.master_name))
             ));
             continue;
+        };
+        if let Some(a) = &agreed_master {
+            if m != a {
+                problems.push(format!(
+                    "Sentinel {who} believes the master is {m}, but the majority says {a}"
+                ));
+            }
         }
-        match (&s.master, &agreed_master) {
-            (None, _) => problems.push(format!(
-                "Sentinel {who} does not monitor {:?}{}",
-                q.master_name,
-                s.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )),
-            (Some(m), Some(a)) if m != a => problems.push(format!(
-                "Sentinel {who} believes the master is {m}, but the majority says {a}"
-            )),
-            _ => {}
+        if let Some(e) = &s.error {
+            problems.push(format!("Sentinel {who} {e}"));
         }
         if let Some(flags) = &s.master_flags {
             let down: Vec<&str> = flags.split(',').filter(|f| *f != "master").collect();
@@ -265,11 +290,9 @@ fn analyse(
                 ));
             }
         }
-        if !s.quorum_ok {
-            problems.push(format!(
-                "Sentinel {who}: quorum check failed: {}",
-                s.quorum.as_deref().unwrap_or("no answer")
-            ));
+        // Not asked (`None`) when an earlier query failed: its error says why.
+        if let (Some(answer), false) = (&s.quorum, s.quorum_ok) {
+            problems.push(format!("Sentinel {who}: quorum check failed: {answer}"));
         }
     }
     if agreed_master.is_none() && !sentinels.is_empty() {
@@ -288,7 +311,13 @@ fn analyse(
         .iter()
         .filter(|n| n.role.as_deref() == Some("master"))
         .collect();
+    let unasked = nodes.iter().filter(|n| !n.reachable).count();
     match claiming.len() {
+        0 if nodes.is_empty() => problems.push("no data node to ask: no Sentinel named one".into()),
+        0 if unasked > 0 => problems.push(format!(
+            "no node that answered says it is the master ({unasked} of {} could not be asked)",
+            nodes.len()
+        )),
         0 => problems.push("no node says it is the master".into()),
         1 => {}
         _ => problems.push(format!(
@@ -315,11 +344,9 @@ fn analyse(
     let mut linked_replicas = 0;
     for n in &nodes {
         let who = label(&n.name, &n.addr);
-        if !n.reachable {
-            problems.push(format!(
-                "node {who} does not answer: {}",
-                n.error.as_deref().unwrap_or("unreachable")
-            ));
+        if let Some(e) = &n.error {
+            // Unreachable, or its INFO failed: either way its link is unknown.
+            problems.push(format!("node {who} {e}"));
             continue;
         }
         if n.role.as_deref() != Some("replica") {
@@ -345,9 +372,14 @@ fn analyse(
     if let Some(g) = &gateway {
         if !g.reachable {
             problems.push(format!(
-                "the gateway {} does not answer PING: {}",
+                "the gateway {} {}",
                 g.addr,
-                g.error.as_deref().unwrap_or("unreachable")
+                g.error.as_deref().unwrap_or("does not answer PING")
+            ));
+        } else if let Some(e) = &g.error {
+            problems.push(format!(
+                "the gateway {} answers PING but not BELAY TOPOLOGY: {e}",
+                g.addr
             ));
         } else if g.master.is_none() {
             problems.push(format!(
@@ -369,6 +401,8 @@ fn analyse(
             ));
         }
     }
+
+    problems.extend(exposed.iter().map(Exposure::problem));
 
     let sentinels_agreeing = match &agreed_master {
         Some(m) => sentinels
@@ -395,13 +429,14 @@ fn analyse(
 async fn sentinel_status(
     t: &Target,
     name: &str,
-    pw: Option<&str>,
+    auth: &SentinelAuth,
 ) -> (SentinelStatus, Vec<String>) {
     let mut s = SentinelStatus {
         name: t.name.clone(),
         addr: t.addr.clone(),
         pid: t.pid,
         reachable: false,
+        refused: false,
         error: None,
         master: None,
         master_flags: None,
@@ -411,10 +446,11 @@ async fn sentinel_status(
         quorum_ok: false,
     };
     let mut seen = Vec::new();
-    let mut c = match connect(&t.addr, pw).await {
-        Ok(c) => c,
+    let mut c = match Connection::connect_sentinel(&t.addr, auth, TIMEOUT).await {
+        Ok((c, _)) => c,
         Err(e) => {
-            s.error = Some(e);
+            s.refused = e.is_reply();
+            s.error = Some(sentinel_login_failure(&e, auth));
             return (s, seen);
         }
     };
@@ -425,27 +461,49 @@ async fn sentinel_status(
             s.master_flags = m.get("flags").map(str::to_string);
             seen.extend(m.addr());
         }
+        Err(ClientError::Reply { message, .. }) if message.contains("No such master") => {
+            s.error = Some(format!("does not monitor {name:?} ({message})"));
+            return (s, seen);
+        }
         Err(e) => {
-            s.error = Some(e.to_string());
+            s.error = Some(why::failure(&e));
             return (s, seen);
         }
     }
-    if let Ok(replicas) = c.sentinel_replicas(name).await {
-        s.replicas_known = Some(
-            replicas
-                .iter()
-                .filter(|r| !r.has_flag("s_down") && !r.has_flag("disconnected"))
-                .count(),
-        );
-        seen.extend(replicas.iter().filter_map(|r| r.addr()));
+    // After a timeout or a broken connection, a late reply could be taken
+    // for the next one: only an error reply lets the questions go on.
+    match c.sentinel_replicas(name).await {
+        Ok(replicas) => {
+            s.replicas_known = Some(
+                replicas
+                    .iter()
+                    .filter(|r| !r.has_flag("s_down") && !r.has_flag("disconnected"))
+                    .count(),
+            );
+            seen.extend(replicas.iter().filter_map(|r| r.addr()));
+        }
+        Err(e) => {
+            s.error = Some(why::failure(&e));
+            if !e.is_reply() {
+                return (s, seen);
+            }
+        }
     }
-    if let Ok(others) = c.sentinel_sentinels(name).await {
-        s.sentinels_known = Some(
-            others
-                .iter()
-                .filter(|o| !o.has_flag("s_down") && !o.has_flag("disconnected"))
-                .count(),
-        );
+    match c.sentinel_sentinels(name).await {
+        Ok(others) => {
+            s.sentinels_known = Some(
+                others
+                    .iter()
+                    .filter(|o| !o.has_flag("s_down") && !o.has_flag("disconnected"))
+                    .count(),
+            );
+        }
+        Err(e) => {
+            s.error.get_or_insert_with(|| why::failure(&e));
+            if !e.is_reply() {
+                return (s, seen);
+            }
+        }
     }
     match c.sentinel_ckquorum(name).await {
         Ok(msg) => {
@@ -457,12 +515,26 @@ async fn sentinel_status(
     (s, seen)
 }
 
-async fn node_status(t: &Target, pw: Option<&str>) -> NodeStatus {
+/// Why logging in to a Sentinel failed, with the likely fix when it is
+/// about the password.
+fn sentinel_login_failure(e: &ClientError, auth: &SentinelAuth) -> String {
+    let hint = if e.is_no_password_configured() {
+        " (this Sentinel has no password: leave out --sentinel-password)"
+    } else if e.is_auth() && matches!(auth, SentinelAuth::NodeCredentials(_)) {
+        " (its password is not the nodes': give it with --sentinel-password)"
+    } else {
+        ""
+    };
+    format!("{}{hint}", why::failure(e))
+}
+
+async fn node_status(t: &Target, auth: Option<&Auth>) -> NodeStatus {
     let mut n = NodeStatus {
         name: t.name.clone(),
         addr: t.addr.clone(),
         pid: t.pid,
         reachable: false,
+        refused: false,
         error: None,
         role: None,
         offset: None,
@@ -471,17 +543,15 @@ async fn node_status(t: &Target, pw: Option<&str>) -> NodeStatus {
         lag_bytes: None,
         lag_seconds: None,
     };
-    let mut c = match connect(&t.addr, pw).await {
-        Ok(c) => c,
-        Err(e) => {
-            n.error = Some(e);
-            return n;
-        }
+    let role = match connect(&t.addr, auth).await {
+        Ok(mut c) => c.role().await.map(|r| (c, r)),
+        Err(e) => Err(e),
     };
-    let role = match c.role().await {
+    let (mut c, role) = match role {
         Ok(r) => r,
         Err(e) => {
-            n.error = Some(e.to_string());
+            n.refused = e.is_reply();
+            n.error = Some(why::failure(&e));
             return n;
         }
     };
@@ -503,15 +573,19 @@ async fn node_status(t: &Target, pw: Option<&str>) -> NodeStatus {
         }
         Role::Sentinel { .. } => n.role = Some("sentinel".into()),
     }
-    if let Ok(info) = c.info("replication").await {
-        if n.role.as_deref() == Some("replica") {
-            n.link = info.get("master_link_status").map(str::to_string);
-            n.offset = info.get_i64("slave_repl_offset").or(n.offset);
+    match c.info("replication").await {
+        Ok(info) => {
+            if n.role.as_deref() == Some("replica") {
+                n.link = info.get("master_link_status").map(str::to_string);
+                n.offset = info.get_i64("slave_repl_offset").or(n.offset);
+            }
         }
+        Err(e) => n.error = Some(why::failure(&e)),
     }
-    // The master's view of this replica's ack lag, when we can ask it.
+    // The master's view of this replica's ack lag, when we can ask it (when
+    // we cannot, the master's own line says why).
     if let Some(up) = n.replicates_from.clone() {
-        if let Ok(mut m) = connect(&up, pw).await {
+        if let Ok(mut m) = connect(&up, auth).await {
             if let Ok(info) = m.info("replication").await {
                 let (host, port) = t.addr.rsplit_once(':').unwrap_or((&t.addr, ""));
                 for i in 0..info.get_i64("connected_slaves").unwrap_or(0) {
@@ -538,7 +612,7 @@ struct GatewayView {
     replicas: Vec<GatewayReplica>,
 }
 
-async fn gateway_status(t: &Target, pw: Option<&str>) -> GatewayStatus {
+async fn gateway_status(t: &Target, auth: Option<&Auth>) -> GatewayStatus {
     let mut g = GatewayStatus {
         addr: t.addr.clone(),
         pid: t.pid,
@@ -548,27 +622,37 @@ async fn gateway_status(t: &Target, pw: Option<&str>) -> GatewayStatus {
         writes_held: false,
         replicas: Vec::new(),
     };
-    match connect(&t.addr, pw).await {
-        Ok(mut c) => {
-            match c.call(&["PING"]).await {
-                Ok(v) if v.as_str() == Some("PONG") => g.reachable = true,
-                Ok(v) => g.error = Some(format!("PING answered {v:?}")),
-                Err(e) => g.error = Some(e.to_string()),
-            }
-            if g.reachable {
-                if let Ok(v) = c.call(&["BELAY", "TOPOLOGY"]).await {
-                    if let Some(view) = v
-                        .as_str()
-                        .and_then(|t| serde_json::from_str::<GatewayView>(t).ok())
-                    {
-                        g.master = view.master;
-                        g.writes_held = view.writes_held;
-                        g.replicas = view.replicas;
-                    }
-                }
-            }
+    let mut c = match connect(&t.addr, auth).await {
+        Ok(c) => c,
+        Err(e) => {
+            g.error = Some(why::failure(&e));
+            return g;
         }
-        Err(e) => g.error = Some(e),
+    };
+    match c.call(&["PING"]).await {
+        Ok(v) if v.as_str() == Some("PONG") => g.reachable = true,
+        Ok(v) => {
+            g.error = Some(format!("answers PING with {v:?}"));
+            return g;
+        }
+        Err(e) => {
+            g.error = Some(why::failure(&e));
+            return g;
+        }
+    }
+    match c.call_ok(&["BELAY", "TOPOLOGY"]).await {
+        Ok(v) => match v
+            .as_str()
+            .and_then(|t| serde_json::from_str::<GatewayView>(t).ok())
+        {
+            Some(view) => {
+                g.master = view.master;
+                g.writes_held = view.writes_held;
+                g.replicas = view.replicas;
+            }
+            None => g.error = Some(format!("answered something belay cannot read: {v:?}")),
+        },
+        Err(e) => g.error = Some(why::failure(&e)),
     }
     g
 }
@@ -583,6 +667,7 @@ mod tests {
             addr: addr.into(),
             pid: None,
             reachable: true,
+            refused: false,
             error: None,
             role: Some(role.into()),
             offset: Some(10),
@@ -599,6 +684,7 @@ mod tests {
             addr: "s:1".into(),
             pid: None,
             reachable: true,
+            refused: false,
             error: None,
             master: Some(master.into()),
             master_flags: Some("master".into()),
@@ -625,6 +711,7 @@ mod tests {
                 sentinel("s3", "a:1"),
             ],
             None,
+            Vec::new(),
         );
         assert!(r.healthy, "{:?}", r.problems);
         assert_eq!(
@@ -634,6 +721,49 @@ mod tests {
         assert!(r
             .summary()
             .starts_with("healthy: 1 master (a:1), 2 linked replicas, 3/3"));
+    }
+
+    #[test]
+    fn what_could_not_be_asked_says_why() {
+        let refused = ClientError::Connect {
+            addr: "b:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let mut down = node("b:1", "replica", Some("a:1"), Some("up"));
+        down.reachable = false;
+        down.role = None;
+        down.error = Some(why::failure(&refused));
+        let mut silent = sentinel("s2", "a:1");
+        silent.reachable = false;
+        silent.master = None;
+        silent.quorum = None;
+        silent.quorum_ok = false;
+        silent.error = Some(why::failure(&ClientError::Timeout {
+            addr: "s:1".into(),
+            op: "AUTH ...".into(),
+            timeout: Duration::from_millis(1500),
+        }));
+        let r = analyse(
+            &StatusQuery::default(),
+            vec![node("a:1", "master", None, None), down],
+            vec![sentinel("s1", "a:1"), silent, sentinel("s3", "a:1")],
+            None,
+            Vec::new(),
+        );
+        let all = r.problems.join("\n");
+        assert!(
+            all.contains("node b:1 refuses connections (is it running?): cannot connect to b:1"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "Sentinel s2 (s:1) does not answer: s:1 did not answer AUTH ... within 1.5s"
+            ),
+            "{all}"
+        );
+        assert!(!all.contains("quorum check failed"), "not asked: {all}");
+        assert!(!all.contains("no answer"), "{all}");
+        assert_eq!(r.problems.len(), 2, "{all}");
     }
 
     #[test]
@@ -652,6 +782,7 @@ mod tests {
                 sentinel("s3", "b:1"),
             ],
             None,
+            Vec::new(),
         );
         let all = r.problems.join("\n");
         assert!(

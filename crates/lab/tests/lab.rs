@@ -342,3 +342,127 @@ async fn readiness_timeout_names_what_is_missing_and_stops_everything() {
     );
     assert_no_orphans(dir.path());
 }
+
+/// The lab's dirs are 0700 (an older lab's 0755 ones are tightened), so a
+/// config file Redis rewrites as 0644 stays out of other users' reach; and
+/// status calls out a secret that others can read, with the fix.
+#[tokio::test]
+async fn secrets_stay_private_and_status_flags_readable_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // tempfile makes its dir 0700; open it, so that only the lab's own
+    // dirs stand between other users and the files.
+    chmod(root.path(), 0o755);
+    let state = root.path().join("lab");
+    // Left by an older belay: 0755 dirs.
+    std::fs::create_dir_all(state.join("redis-1")).unwrap();
+    chmod(&state, 0o755);
+    chmod(&state.join("redis-1"), 0o755);
+    let lab = Lab::start(LabSpec::for_tests(&state), &NoProgress)
+        .await
+        .expect("lab starts");
+    assert_eq!(mode(&state), 0o700, "the state dir");
+    for p in lab.processes() {
+        assert_eq!(mode(p.dir()), 0o700, "{}", p.dir().display());
+    }
+
+    // Redis rewrites the config as 0644 (less the umask).
+    let node = lab.process("redis-1").unwrap();
+    let conf = node.config_path().unwrap().to_path_buf();
+    let mut c = Connection::connect(&node.addr(), Some(&lab.auth()), Duration::from_secs(2))
+        .await
+        .unwrap();
+    c.call_ok(&["CONFIG", "REWRITE"]).await.unwrap();
+    assert_eq!(mode(&conf), 0o644 & !umask(), "{}", conf.display());
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("requirepass"), "{text}");
+    // ... and it is still private, because its dir is.
+    assert!(belay_lab::secrets::exposed(&state).is_empty());
+    let secret_problems = |r: &belay_lab::StatusReport| -> Vec<String> {
+        r.problems
+            .iter()
+            .filter(|p| p.contains("can read it"))
+            .cloned()
+            .collect()
+    };
+    let report = lab.status().await;
+    assert!(report.healthy, "{:?}", report.problems);
+    if let Some(readable) = readable_by_nobody(&conf) {
+        assert!(!readable, "user nobody can read {}", conf.display());
+    }
+
+    // Loosened by hand (the file as Redis leaves it under umask 022), status
+    // says so.
+    chmod(&conf, 0o644);
+    chmod(&state, 0o755);
+    chmod(node.dir(), 0o755);
+    let report = lab.status().await;
+    assert!(!report.healthy);
+    let found = secret_problems(&report);
+    assert_eq!(found.len(), 1, "only redis-1's config: {found:?}");
+    let line = &found[0];
+    assert!(
+        line.contains(&format!("{} holds requirepass, masterauth", conf.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("chmod 700 {}", node.dir().display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("chmod 600 {}", conf.display())),
+        "{line}"
+    );
+    if is_root() {
+        // The control: the same check sees it now.
+        assert_eq!(readable_by_nobody(&conf), Some(true));
+    }
+    chmod(&state.join("password"), 0o644);
+    let found = secret_problems(&lab.status().await);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found
+        .iter()
+        .any(|l| l.contains("password holds the password")));
+
+    // The dirs restored (the config stays 0644): the warnings are gone.
+    chmod(&state.join("password"), 0o600);
+    chmod(node.dir(), 0o700);
+    chmod(&state, 0o700);
+    let report = lab.status().await;
+    assert!(secret_problems(&report).is_empty(), "{:?}", report.problems);
+    assert!(report.healthy, "{:?}", report.problems);
+    drop(lab);
+    assert_no_orphans(root.path());
+}
+
+/// This process's umask, from `/proc/self/status`.
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    u32::from_str_radix(line.split_whitespace().nth(1).unwrap(), 8).unwrap()
+}
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2) == Some("0")
+}
+
+/// Whether user `nobody` can read `file`: `None` unless this test runs as
+/// root with `setpriv` (only root can become another user).
+fn readable_by_nobody(file: &Path) -> Option<bool> {
+    if !is_root() {
+        return None;
+    }
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    Some(status.success())
+}

@@ -1,0 +1,451 @@
+//! A deployment belay did not configure: the seed note's layout.
+//!
+//! Data nodes started from the command line (`redis-server --port P
+//! --requirepass X --masterauth X`, replicas with `--replicaof`), no config
+//! file, and Sentinels whose own config file has `sentinel auth-pass` for
+//! the nodes but **no `requirepass`**: clients use the Sentinels without a
+//! password and the nodes with one. That is the most common deployment,
+//! and not what [`crate::Lab`] builds (it gives the Sentinels the password
+//! too), so tests of `belay status` and of the gateway that must meet
+//! deployments as users run them build this one by hand:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use belay_lab::foreign::{SeedDeployment, SeedSpec};
+//! let dir = tempfile::tempdir()?;
+//! let mut seed = SeedDeployment::start(dir.path(), SeedSpec::default()).await?;
+//! let master = seed.master_addr();
+//! seed.pause(&master)?;                       // SIGSTOP by pid
+//! let new = seed.wait_for_failover(&master, std::time::Duration::from_secs(20)).await?;
+//! # Ok(()) }                                  // drop: every process is killed and reaped
+//! ```
+//!
+//! Everything runs on 127.0.0.1, on ports from [`crate::reserve_block`],
+//! under the given dir (one sub-dir per process, its working dir and log).
+//! Only the timing differs from the note: short Sentinel timers and
+//! `repl-diskless-sync-delay 0`, so that tests do not wait for nothing.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::Auth;
+use nix::sys::signal::Signal;
+
+use crate::config::quote;
+use crate::error::LabError;
+use crate::master::{Watch, POLL};
+use crate::process::{self, Process, ProcessKind, ProcessRecord};
+use crate::ready::{self, Expected};
+use crate::secrets;
+use crate::status::{StatusQuery, Target};
+
+/// The shape of a [`SeedDeployment`]. `Default`: 1 master, 1 replica,
+/// 1 Sentinel with quorum 1 (the note's), `down-after-milliseconds` 1000,
+/// `failover-timeout` 4000.
+#[derive(Clone, Debug)]
+pub struct SeedSpec {
+    /// Replicas next to the master.
+    pub replicas: usize,
+    /// Sentinels (none of them has a password).
+    pub sentinels: usize,
+    /// Sentinels that must agree the master is down.
+    pub quorum: usize,
+    /// Sentinel `down-after-milliseconds`.
+    pub down_after_ms: u64,
+    /// Sentinel `failover-timeout`.
+    pub failover_timeout_ms: u64,
+    /// The name the Sentinels monitor the master under.
+    pub master_name: String,
+    /// The data nodes' `requirepass` and `masterauth`.
+    pub password: String,
+    /// How long [`SeedDeployment::start`] waits for replication and the
+    /// Sentinels to settle.
+    pub ready_timeout: Duration,
+    /// `redis-server` to run; a bare name is looked up on `PATH`.
+    pub redis_server: PathBuf,
+    /// `redis-sentinel` to run; a bare name is looked up on `PATH`.
+    pub redis_sentinel: PathBuf,
+}
+
+impl Default for SeedSpec {
+    fn default() -> Self {
+        SeedSpec {
+            replicas: 1,
+            sentinels: 1,
+            quorum: 1,
+            down_after_ms: 1000,
+            failover_timeout_ms: 4000,
+            master_name: "mymaster".into(),
+            password: "seed-password".into(),
+            ready_timeout: Duration::from_secs(30),
+            redis_server: "redis-server".into(),
+            redis_sentinel: "redis-sentinel".into(),
+        }
+    }
+}
+
+/// A running [`SeedSpec`] deployment. Dropping it SIGKILLs and reaps every
+/// process it started; children also get `PR_SET_PDEATHSIG` (like the
+/// lab's), so start it from a thread that outlives it — the test's own.
+#[derive(Debug)]
+pub struct SeedDeployment {
+    spec: SeedSpec,
+    dir: PathBuf,
+    /// `redis-1` (the initial master), `redis-2`, ..., then `sentinel-1`, ...
+    processes: Vec<Process>,
+}
+
+impl SeedDeployment {
+    /// Starts the data nodes, waits until every replica is linked, starts
+    /// the Sentinels and waits until each knows the master, every replica
+    /// and every other Sentinel, and `CKQUORUM` passes. On any failure
+    /// everything started so far is killed.
+    pub async fn start(dir: &Path, spec: SeedSpec) -> Result<SeedDeployment> {
+        if spec.sentinels == 0 || spec.quorum == 0 || spec.quorum > spec.sentinels {
+            return Err(LabError::InvalidSpec(format!(
+                "a seed deployment needs at least one Sentinel and a quorum between 1 and \
+                 the number of Sentinels (got {} Sentinels, quorum {})",
+                spec.sentinels, spec.quorum
+            ))
+            .into());
+        }
+        let mut spec = spec;
+        spec.redis_server = process::resolve_binary(&spec.redis_server, "--redis-server")?;
+        spec.redis_sentinel = process::resolve_binary(&spec.redis_sentinel, "--redis-sentinel")?;
+        secrets::private_dir(dir)?;
+        let dir = std::fs::canonicalize(dir)?;
+        let nodes = spec.replicas + 1;
+        let first = crate::reserve_block((nodes + spec.sentinels) as u16);
+        let mut seed = SeedDeployment {
+            spec,
+            dir,
+            processes: Vec::new(),
+        };
+        let master_port = first;
+        for i in 0..nodes {
+            let rec = seed.record(
+                format!("redis-{}", i + 1),
+                ProcessKind::DataNode,
+                first + i as u16,
+            );
+            let mut cmd = Command::new(&seed.spec.redis_server);
+            cmd.args(["--port", &rec.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--requirepass", &seed.spec.password])
+                .args(["--masterauth", &seed.spec.password])
+                .arg("--dir")
+                .arg(&rec.dir)
+                .args(["--repl-diskless-sync-delay", "0"]);
+            if i > 0 {
+                cmd.args(["--replicaof", "127.0.0.1", &master_port.to_string()]);
+            }
+            seed.spawn(rec, cmd)?;
+        }
+        seed.wait_ready().await?;
+        for i in 0..seed.spec.sentinels {
+            let port = first + (nodes + i) as u16;
+            let mut rec = seed.record(format!("sentinel-{}", i + 1), ProcessKind::Sentinel, port);
+            let conf = rec.dir.join("sentinel.conf");
+            secrets::private_dir(&rec.dir)?;
+            secrets::write_private(&conf, &seed.sentinel_conf(&rec, master_port))?;
+            rec.config = Some(conf.clone());
+            let mut cmd = Command::new(&seed.spec.redis_sentinel);
+            cmd.arg(&conf);
+            seed.spawn(rec, cmd)?;
+        }
+        seed.wait_ready().await?;
+        Ok(seed)
+    }
+
+    /// The state dir (one sub-dir per process).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The data nodes' password.
+    pub fn password(&self) -> &str {
+        &self.spec.password
+    }
+    /// [`Auth`] for the data nodes.
+    pub fn auth(&self) -> Auth {
+        Auth::password(&self.spec.password)
+    }
+    /// How a client logs in to these Sentinels: the nodes' password is
+    /// tried, and each Sentinel, having none configured, is used without.
+    pub fn sentinel_auth(&self) -> SentinelAuth {
+        SentinelAuth::choose(None, Some(self.auth()))
+    }
+    /// The name the Sentinels monitor the master under.
+    pub fn master_name(&self) -> &str {
+        &self.spec.master_name
+    }
+    /// The spec it was started with (binaries resolved).
+    pub fn spec(&self) -> &SeedSpec {
+        &self.spec
+    }
+    /// Every process: data nodes (`redis-1` first), then Sentinels.
+    pub fn processes(&self) -> &[Process] {
+        &self.processes
+    }
+    /// `host:port` of the initial master (`redis-1`); after a failover ask
+    /// [`SeedDeployment::current_master`].
+    pub fn master_addr(&self) -> String {
+        self.processes[0].addr()
+    }
+    /// `host:port` of the initial replicas.
+    pub fn replica_addrs(&self) -> Vec<String> {
+        self.of_kind(ProcessKind::DataNode)
+            .skip(1)
+            .map(Process::addr)
+            .collect()
+    }
+    /// `host:port` of every data node, the initial master first.
+    pub fn data_node_addrs(&self) -> Vec<String> {
+        self.of_kind(ProcessKind::DataNode)
+            .map(Process::addr)
+            .collect()
+    }
+    /// `host:port` of every Sentinel.
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.of_kind(ProcessKind::Sentinel)
+            .map(Process::addr)
+            .collect()
+    }
+    /// The pid of a process (by name, `redis-2`, or `host:port`).
+    pub fn pid(&self, node: &str) -> Result<u32> {
+        let p = &self.processes[self.index(node)?];
+        p.pid()
+            .ok_or_else(|| anyhow::anyhow!("{} has no pid (killed)", p.name()))
+    }
+
+    /// Freezes a process (SIGSTOP to its pid), like `docker compose pause`,
+    /// and returns once the kernel reports it stopped (the signal is
+    /// delivered asynchronously).
+    pub fn pause(&mut self, node: &str) -> Result<()> {
+        self.send(node, Signal::SIGSTOP)?;
+        let pid = self.pid(node)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while process::proc_state(pid) != Some('T') {
+            if Instant::now() >= deadline {
+                bail!("{node} (pid {pid}) did not stop within 2s of SIGSTOP");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&mut self, node: &str) -> Result<()> {
+        self.send(node, Signal::SIGCONT)
+    }
+    /// Kills a process (SIGKILL, like a crash) and reaps it.
+    pub fn kill(&mut self, node: &str) -> Result<()> {
+        let i = self.index(node)?;
+        let p = &mut self.processes[i];
+        if !p.is_running() {
+            bail!("{} is not running", p.name());
+        }
+        p.kill_now();
+        Ok(())
+    }
+
+    /// The master a majority of the Sentinels name, confirmed by `ROLE`.
+    pub async fn current_master(&self) -> Result<String> {
+        self.watch().current_master().await
+    }
+    /// Waits until a master other than `old_master` is agreed on and
+    /// confirmed; returns its address.
+    pub async fn wait_for_failover(&self, old_master: &str, timeout: Duration) -> Result<String> {
+        self.watch().wait_for_failover(old_master, timeout).await
+    }
+    /// Waits until `node` says it is a replica of `master` with its link up.
+    pub async fn wait_until_replica_of(
+        &self,
+        node: &str,
+        master: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let addr = self.processes[self.index(node)?].addr();
+        self.watch()
+            .wait_until_replica_of(node, &addr, master, timeout)
+            .await
+    }
+
+    /// What `belay status --sentinel … --password <password>` asks.
+    pub fn status_query(&self) -> StatusQuery {
+        StatusQuery {
+            master_name: self.spec.master_name.clone(),
+            auth: Some(self.auth()),
+            sentinel_auth: self.sentinel_auth(),
+            sentinels: self
+                .sentinel_addrs()
+                .into_iter()
+                .map(|addr| Target {
+                    addr,
+                    ..Target::default()
+                })
+                .collect(),
+            ..StatusQuery::default()
+        }
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn of_kind(&self, kind: ProcessKind) -> impl Iterator<Item = &Process> {
+        self.processes.iter().filter(move |p| p.kind() == kind)
+    }
+
+    fn index(&self, node: &str) -> Result<usize> {
+        self.processes
+            .iter()
+            .position(|p| p.name() == node || p.addr() == node)
+            .ok_or_else(|| {
+                LabError::UnknownProcess {
+                    name: node.to_string(),
+                    known: self
+                        .processes
+                        .iter()
+                        .map(|p| format!("{} ({})", p.name(), p.addr()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into()
+            })
+    }
+
+    fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
+        let i = self.index(node)?;
+        let p = &mut self.processes[i];
+        if !p.signal(sig)? {
+            bail!("{} is not running: cannot send {sig}", p.name());
+        }
+        Ok(())
+    }
+
+    fn record(&self, name: String, kind: ProcessKind, port: u16) -> ProcessRecord {
+        let dir = self.dir.join(&name);
+        let log = dir.join(match kind {
+            ProcessKind::Sentinel => "sentinel.log",
+            _ => "redis.log",
+        });
+        ProcessRecord {
+            name,
+            kind,
+            host: "127.0.0.1".into(),
+            port,
+            dir,
+            config: None,
+            log,
+            pid: None,
+            start_time: None,
+        }
+    }
+
+    fn spawn(&mut self, mut rec: ProcessRecord, cmd: Command) -> Result<()> {
+        let child = process::spawn(&mut rec, cmd, false)?;
+        self.processes.push(Process {
+            record: rec,
+            child: Some(child),
+        });
+        Ok(())
+    }
+
+    /// The seed note's `sentinel.conf`: `sentinel auth-pass` for the nodes,
+    /// no `requirepass` of its own. Bound to loopback (the note has no
+    /// `bind`; tests do not listen on the network).
+    fn sentinel_conf(&self, rec: &ProcessRecord, master_port: u16) -> String {
+        let name = &self.spec.master_name;
+        let mut c = String::new();
+        let _ = writeln!(c, "port {}", rec.port);
+        let _ = writeln!(c, "bind 127.0.0.1");
+        let _ = writeln!(c, "daemonize no");
+        let _ = writeln!(c, "dir {}", quote(&rec.dir.display().to_string()));
+        let _ = writeln!(
+            c,
+            "sentinel monitor {name} 127.0.0.1 {master_port} {}",
+            self.spec.quorum
+        );
+        let _ = writeln!(
+            c,
+            "sentinel auth-pass {name} {}",
+            quote(&self.spec.password)
+        );
+        let _ = writeln!(
+            c,
+            "sentinel down-after-milliseconds {name} {}",
+            self.spec.down_after_ms
+        );
+        let _ = writeln!(c, "sentinel parallel-syncs {name} 1");
+        let _ = writeln!(
+            c,
+            "sentinel failover-timeout {name} {}",
+            self.spec.failover_timeout_ms
+        );
+        c
+    }
+
+    fn watch(&self) -> Watch<'_> {
+        Watch {
+            master_name: &self.spec.master_name,
+            sentinels: self.sentinel_addrs(),
+            sentinel_auth: self.sentinel_auth(),
+            auth: Some(self.auth()),
+        }
+    }
+
+    /// Waits until what has been started so far is ready (see `ready.rs`),
+    /// failing at once when a process exits.
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.spec.ready_timeout;
+        let (auth, sentinel_auth) = (self.auth(), self.sentinel_auth());
+        let named = |kind| {
+            self.of_kind(kind)
+                .map(|p| (p.name().to_string(), p.addr()))
+                .collect::<Vec<_>>()
+        };
+        let exp = Expected {
+            master_name: &self.spec.master_name,
+            auth: &auth,
+            sentinel_auth: &sentinel_auth,
+            master: self.master_addr(),
+            data_nodes: named(ProcessKind::DataNode),
+            sentinels: named(ProcessKind::Sentinel),
+        };
+        loop {
+            for p in self.processes.iter_mut() {
+                if let Some(status) = p.exit_status() {
+                    return Err(LabError::ChildExited {
+                        name: p.name().to_string(),
+                        status,
+                        log: p.log_path().to_path_buf(),
+                        tail: p.log_tail(12),
+                    }
+                    .into());
+                }
+            }
+            let pending = ready::topology_pending(&exp).await;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    timeout: self.spec.ready_timeout,
+                    pending: pending.join("; "),
+                    dir: self.dir.clone(),
+                }
+                .into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for SeedDeployment {
+    fn drop(&mut self) {
+        // Sentinels first, so that none fails over while the nodes go.
+        for p in self.processes.iter_mut().rev() {
+            p.kill_now();
+        }
+    }
+}

@@ -282,7 +282,7 @@ pub fn render_text(r: &DrillReport) -> String {
             if ex.chars().count() > 90 {
                 ex = ex.chars().take(87).collect::<String>() + "...";
             }
-            rows.push(vec![e.op.into(), e.label.into(), e.count.to_string(), ex]);
+            rows.push(vec![e.op.into(), e.label.clone(), e.count.to_string(), ex]);
         }
         o.push_str(&table(&rows));
     }

@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use belay_client::{Auth, Connection, Value};
+use belay_client::{Auth, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::history::{ErrorKind, Layout, Micros, Op, OpKind, Outcome};
+use crate::client::{Client, Failure};
+use crate::history::{Layout, Micros, Op, OpKind, Outcome};
 
 /// Where the workload sends its commands.
 #[derive(Debug, Clone, Serialize)]
@@ -204,17 +205,15 @@ impl Session {
     /// Runs one command, records it, returns whether it succeeded.
     async fn op(&mut self, kind: OpKind, args: &[&str]) -> bool {
         let start_us = self.now();
-        let result = self.client.call(args).await;
+        let result = self
+            .client
+            .call(args)
+            .await
+            .and_then(|v| parse_value(&kind, &v));
         let end_us = self.now();
-        let outcome = match result {
-            Ok(v) => match parse_value(&kind, &v) {
-                Ok(value) => Outcome::Ok { value },
-                Err(message) => Outcome::Err {
-                    kind: ErrorKind::Other,
-                    message,
-                },
-            },
-            Err((kind, message)) => Outcome::Err { kind, message },
+        let (outcome, sent) = match result {
+            Ok(value) => (Outcome::Ok { value }, true),
+            Err(f) => (f.outcome(), f.sent()),
         };
         let ok = outcome.is_ok();
         let counter = match (ok, kind.is_write()) {
@@ -223,13 +222,6 @@ impl Session {
             (false, _) => &self.stats.errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let failed_connect = matches!(
-            &outcome,
-            Outcome::Err {
-                kind: ErrorKind::Refused | ErrorKind::NoMaster,
-                ..
-            }
-        );
         self.ops.push(Op {
             session: self.id,
             kind,
@@ -237,8 +229,9 @@ impl Session {
             end_us,
             outcome,
         });
-        if failed_connect {
-            // Do not spin on a refused port: a real client backs off too.
+        if !sent {
+            // Could not even open a connection: do not spin on a refused
+            // port or a failing handshake; a real client backs off too.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         ok
@@ -246,108 +239,15 @@ impl Session {
 }
 
 /// Turns a successful reply into the value the history keeps.
-fn parse_value(kind: &OpKind, v: &Value) -> Result<Option<u64>, String> {
+fn parse_value(kind: &OpKind, v: &Value) -> Result<Option<u64>, Failure> {
     match (kind, v) {
         (OpKind::Set { .. } | OpKind::Write { .. }, Value::Simple(s)) if s == "OK" => Ok(None),
         (OpKind::Incr { .. }, Value::Integer(n)) => Ok(Some(*n as u64)),
         (OpKind::Read { .. }, Value::Nil) => Ok(None),
         (OpKind::Read { .. }, other) => match other.to_text().and_then(|t| t.parse().ok()) {
             Some(n) => Ok(Some(n)),
-            None => Err(format!("unexpected reply {other:?}")),
+            None => Err(Failure::Unexpected(format!("{other:?}"))),
         },
-        (_, other) => Err(format!("unexpected reply {other:?}")),
-    }
-}
-
-/// One connection to the target, reopened when it breaks.
-struct Client {
-    spec: Arc<WorkloadSpec>,
-    conn: Option<Connection>,
-    /// Which Sentinel to ask first (spreads sessions over Sentinels).
-    first_sentinel: usize,
-}
-
-impl Client {
-    fn new(spec: Arc<WorkloadSpec>, session: u32) -> Client {
-        Client {
-            spec,
-            conn: None,
-            first_sentinel: session as usize,
-        }
-    }
-
-    fn connect_timeout(&self) -> Duration {
-        self.spec.op_timeout.min(Duration::from_secs(2))
-    }
-
-    async fn connect(&mut self) -> Result<Connection, (ErrorKind, String)> {
-        let addr = match &self.spec.target {
-            Target::Gateway { addr } => addr.clone(),
-            Target::DirectMaster {
-                sentinels,
-                master_name,
-            } => self.ask_sentinels(sentinels, master_name).await?,
-        };
-        let fail = |e: belay_client::ClientError| {
-            let m = e.to_string();
-            (ErrorKind::classify(&m), m)
-        };
-        let mut c = Connection::connect(&addr, Some(&self.spec.auth), self.connect_timeout())
-            .await
-            .map_err(fail)?;
-        c.set_timeout(self.spec.op_timeout);
-        Ok(c)
-    }
-
-    /// The naive application's discovery: the first Sentinel that answers.
-    async fn ask_sentinels(
-        &self,
-        sentinels: &[String],
-        name: &str,
-    ) -> Result<String, (ErrorKind, String)> {
-        let mut why = Vec::new();
-        for i in 0..sentinels.len() {
-            let s = &sentinels[(self.first_sentinel + i) % sentinels.len()];
-            let asked = async {
-                let mut c =
-                    Connection::connect(s, Some(&self.spec.auth), Duration::from_millis(500))
-                        .await?;
-                c.sentinel_master_addr(name).await
-            }
-            .await;
-            match asked {
-                Ok(Some((h, p))) => return Ok(format!("{h}:{p}")),
-                Ok(None) => why.push(format!("{s}: unknown master")),
-                Err(e) => why.push(e.to_string()),
-            }
-        }
-        Err((
-            ErrorKind::NoMaster,
-            format!("no Sentinel named a master: {}", why.join("; ")),
-        ))
-    }
-
-    async fn call(&mut self, args: &[&str]) -> Result<Value, (ErrorKind, String)> {
-        if self.conn.is_none() {
-            self.conn = Some(self.connect().await?);
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        match conn.call(args).await {
-            Ok(Value::Error(message)) => {
-                let kind = ErrorKind::classify(&message);
-                if kind == ErrorKind::ReadOnly {
-                    // The node was demoted: look again (the gateway never
-                    // sends READONLY; a direct client must re-resolve).
-                    self.conn = None;
-                }
-                Err((kind, message))
-            }
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.conn = None;
-                let m = e.to_string();
-                Err((ErrorKind::classify(&m), m))
-            }
-        }
+        (_, other) => Err(Failure::Unexpected(format!("{other:?}"))),
     }
 }

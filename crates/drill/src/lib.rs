@@ -8,7 +8,8 @@
 //! Modules, one concept each:
 //! - [`workload`]: writer and reader sessions, through the gateway or
 //!   straight to the master (what an app without the gateway does);
-//! - [`client`]: one session's connection to the target, and why an
+//! - [`client`]: one session's connection to the target (with churn:
+//!   replaced every N operations, HELLO 3 handshake), and why an
 //!   operation failed, as a typed value;
 //! - [`history`]: the record of every operation;
 //! - [`faults`] and [`partition`]: what breaks the master and how it is

@@ -6,7 +6,9 @@
 //! to increasing values — each followed by a GET of that register on the
 //! same connection, which is the read-your-writes probe. Readers (one
 //! connection each) GET random registers. A seeded RNG picks the mix, so a
-//! run is repeatable as far as timing allows.
+//! run is repeatable as far as timing allows. With connection churn
+//! ([`WorkloadSpec::reconnect_every`]) a session's connection is replaced
+//! every N operations (see `client`), never between a write and its probe.
 //!
 //! Two targets: the gateway, or what a naive application does without one
 //! ([`Target::DirectMaster`]): ask a Sentinel where the master is, send
@@ -61,6 +63,11 @@ pub struct WorkloadSpec {
     pub op_timeout: Duration,
     /// Pause between a session's operations (keeps a 2-core machine usable).
     pub think: Duration,
+    /// Connection churn: every session closes its connection and opens a
+    /// new one (with a RESP3 handshake) every this many operations, as
+    /// short-lived connections and pools with a maximum lifetime do. 0:
+    /// one connection per session, reopened only after a failure.
+    pub reconnect_every: u32,
 }
 
 /// Live counters for the progress bar.
@@ -69,6 +76,8 @@ pub struct LiveStats {
     pub writes_ok: AtomicU64,
     pub reads_ok: AtomicU64,
     pub errors: AtomicU64,
+    /// Connections opened (connected and set up), first ones included.
+    pub connections_opened: AtomicU64,
 }
 
 /// A running workload. [`Workload::stop`] ends it and returns the history.
@@ -90,7 +99,7 @@ impl Workload {
                 let mut s = Session {
                     id: session,
                     spec: spec.clone(),
-                    client: Client::new(spec.clone(), session),
+                    client: Client::new(spec.clone(), stats.clone(), session),
                     rng: StdRng::seed_from_u64(spec.seed ^ (0x9e37_79b9 * (session as u64 + 1))),
                     t0,
                     ops: Vec::new(),
@@ -185,7 +194,7 @@ impl Session {
                     .await;
                 if ok {
                     // Read-your-writes probe: same connection, right after the ack.
-                    self.op(OpKind::Read { reg }, &["GET", &key]).await;
+                    self.probe(OpKind::Read { reg }, &["GET", &key]).await;
                 }
             }
             tokio::time::sleep(self.spec.think).await;
@@ -204,12 +213,24 @@ impl Session {
 
     /// Runs one command, records it, returns whether it succeeded.
     async fn op(&mut self, kind: OpKind, args: &[&str]) -> bool {
+        self.record(kind, args, false).await
+    }
+
+    /// Like [`Session::op`], on the connection of the previous command.
+    async fn probe(&mut self, kind: OpKind, args: &[&str]) -> bool {
+        self.record(kind, args, true).await
+    }
+
+    /// Runs one command and records it: its start is taken before a
+    /// connection is (re)opened for it, so connect and handshake time count.
+    async fn record(&mut self, kind: OpKind, args: &[&str], same_connection: bool) -> bool {
         let start_us = self.now();
-        let result = self
-            .client
-            .call(args)
-            .await
-            .and_then(|v| parse_value(&kind, &v));
+        let reply = if same_connection {
+            self.client.call_on_this_connection(args).await
+        } else {
+            self.client.call(args).await
+        };
+        let result = reply.and_then(|v| parse_value(&kind, &v));
         let end_us = self.now();
         let (outcome, sent) = match result {
             Ok(value) => (Outcome::Ok { value }, true),
@@ -249,5 +270,52 @@ fn parse_value(kind: &OpKind, v: &Value) -> Result<Option<u64>, Failure> {
             None => Err(Failure::Unexpected(format!("{other:?}"))),
         },
         (_, other) => Err(Failure::Unexpected(format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::ErrorKind;
+    use belay_resp::{parse_value as parse_wire, Limits};
+
+    /// A reply as it comes off the wire.
+    fn wire(bytes: &[u8]) -> Value {
+        parse_wire(bytes, &Limits::for_replies())
+            .expect("valid RESP")
+            .expect("a whole value")
+            .0
+    }
+
+    #[test]
+    fn replies_are_understood_in_resp2_and_resp3() {
+        let set = OpKind::Set { writer: 0, seq: 1 };
+        let incr = OpKind::Incr { counter: 0 };
+        let read = OpKind::Read { reg: 0 };
+        assert_eq!(parse_value(&set, &wire(b"+OK\r\n")).unwrap(), None);
+        assert_eq!(parse_value(&incr, &wire(b":41\r\n")).unwrap(), Some(41));
+        assert_eq!(
+            parse_value(&read, &wire(b"$2\r\n17\r\n")).unwrap(),
+            Some(17)
+        );
+        // A missing key: RESP2's null bulk and RESP3's null.
+        assert_eq!(parse_value(&read, &wire(b"$-1\r\n")).unwrap(), None);
+        assert_eq!(parse_value(&read, &wire(b"_\r\n")).unwrap(), None);
+        // RESP3 verbatim string.
+        assert_eq!(
+            parse_value(&read, &wire(b"=6\r\ntxt:17\r\n")).unwrap(),
+            Some(17)
+        );
+        // Types that answer none of these commands are failures, not values.
+        for (kind, bytes) in [
+            (read, &b"%1\r\n+a\r\n:1\r\n"[..]),
+            (read, b"#t\r\n"),
+            (incr, b",1.5\r\n"),
+            (set, b"_\r\n"),
+        ] {
+            let f = parse_value(&kind, &wire(bytes)).expect_err("no answer");
+            assert_eq!(f.kind(), ErrorKind::Other, "{bytes:?}");
+            assert!(f.sent());
+        }
     }
 }

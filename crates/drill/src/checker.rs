@@ -75,7 +75,10 @@ pub struct ErrorCount {
     /// `write` or `read`.
     pub op: &'static str,
     pub kind: ErrorKind,
-    pub label: &'static str,
+    /// Whether the commands were sent; `false`: they failed while a
+    /// connection was being opened (connect, handshake, Sentinel lookup).
+    pub sent: bool,
+    pub label: String,
     pub count: usize,
     /// First time seen / last time seen (ms on the drill clock).
     pub first_ms: f64,
@@ -190,7 +193,7 @@ pub fn analyse(
             counts.writes += 1;
             match &op.outcome {
                 Outcome::Ok { .. } => counts.writes_ok += 1,
-                Outcome::Err { kind, .. } if kind.may_have_applied() => counts.writes_maybe += 1,
+                o if o.may_have_applied() => counts.writes_maybe += 1,
                 Outcome::Err { .. } => {}
             }
         } else {
@@ -234,10 +237,7 @@ fn lost_writes(ops: &[Op], layout: &Layout, rb: &Readback) -> (LostWrites, Phant
     let mut reg_acked: HashMap<u32, u64> = HashMap::new();
     for op in ops {
         let acked = op.outcome.is_ok();
-        let maybe = op
-            .outcome
-            .error_kind()
-            .is_some_and(ErrorKind::may_have_applied);
+        let maybe = op.outcome.may_have_applied();
         match op.kind {
             OpKind::Set { writer, seq } if acked => {
                 let want = seq.to_string();
@@ -382,16 +382,26 @@ fn blackout(ops: &[Op], writes: bool, end_us: Micros) -> Blackout {
 }
 
 fn errors(ops: &[Op]) -> Vec<ErrorCount> {
-    let mut by: BTreeMap<(bool, ErrorKind), ErrorCount> = BTreeMap::new();
+    let mut by: BTreeMap<(bool, ErrorKind, bool), ErrorCount> = BTreeMap::new();
     for op in ops {
-        let Outcome::Err { kind, message } = &op.outcome else {
+        let Outcome::Err {
+            kind,
+            sent,
+            message,
+        } = &op.outcome
+        else {
             continue;
         };
         let w = op.kind.is_write();
-        let e = by.entry((!w, *kind)).or_insert_with(|| ErrorCount {
+        let e = by.entry((!w, *kind, !sent)).or_insert_with(|| ErrorCount {
             op: if w { "write" } else { "read" },
             kind: *kind,
-            label: kind.label(),
+            sent: *sent,
+            label: if *sent {
+                kind.label().to_string()
+            } else {
+                format!("{} (opening a connection)", kind.label())
+            },
             count: 0,
             first_ms: ms(op.start_us),
             last_ms: 0.0,
@@ -470,6 +480,8 @@ fn timeline(ops: &[Op], end_us: Micros) -> Vec<Bucket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Failure;
+    use belay_client::ClientError;
 
     fn layout() -> Layout {
         Layout {
@@ -491,16 +503,21 @@ mod tests {
         }
     }
 
-    fn err(session: u32, kind: OpKind, start: Micros, end: Micros, message: &str) -> Op {
+    fn err(session: u32, kind: OpKind, start: Micros, end: Micros, failure: Failure) -> Op {
         Op {
             session,
             kind,
             start_us: start,
             end_us: end,
-            outcome: Outcome::Err {
-                kind: ErrorKind::classify(message),
-                message: message.into(),
-            },
+            outcome: failure.outcome(),
+        }
+    }
+
+    fn timeout() -> ClientError {
+        ClientError::Timeout {
+            addr: "127.0.0.1:1".into(),
+            op: "SET".into(),
+            timeout: std::time::Duration::from_secs(1),
         }
     }
 
@@ -578,7 +595,7 @@ mod tests {
             OpKind::Set { writer: 0, seq: 3 },
             700,
             800,
-            "127.0.0.1:1 did not answer SET within 1s",
+            Failure::InFlight(timeout()),
         ));
         let mut rb = clean_readback();
         rb.sets.insert((0, 1), Some("999".into()));
@@ -602,7 +619,9 @@ mod tests {
             OpKind::Incr { counter: 0 },
             900,
             950,
-            "ERR belay: connection to x was lost after the command was sent; it may or may not have run",
+            Failure::Reply(
+                "UNCERTAIN belay: the connection to x was lost after the command was sent; it may or may not have run".into(),
+            ),
         ));
         rb.counters.insert(0, 3);
         let a = analyse(&ops, &layout(), &rb, window(), 1000);
@@ -612,6 +631,40 @@ mod tests {
         let a = analyse(&ops, &layout(), &rb, window(), 1000);
         assert_eq!(a.phantoms.extra_increments, 1);
         assert!(!a.passed());
+    }
+
+    #[test]
+    fn a_command_that_failed_before_it_was_sent_excuses_nothing() {
+        // An INCR whose connection timed out in its handshake never left
+        // the client: a counter one above the acknowledged INCRs is a
+        // double apply, not that INCR.
+        let mut ops = clean_history();
+        ops.push(err(
+            1,
+            OpKind::Incr { counter: 0 },
+            900,
+            950,
+            Failure::Opening(timeout()),
+        ));
+        ops.push(err(
+            1,
+            OpKind::Incr { counter: 0 },
+            1000,
+            1050,
+            Failure::InFlight(timeout()),
+        ));
+        let mut rb = clean_readback();
+        rb.counters.insert(0, 4);
+        let a = analyse(&ops, &layout(), &rb, window(), 1000);
+        assert_eq!(a.counts.writes_maybe, 1);
+        assert_eq!(a.phantoms.extra_increments, 1);
+        assert!(!a.passed());
+        // Same kind, told apart in the error table by where it happened.
+        assert_eq!(a.errors.len(), 2);
+        assert!(a.errors.iter().all(|e| e.kind == ErrorKind::Timeout));
+        let opening = a.errors.iter().find(|e| !e.sent).expect("an opening row");
+        assert_eq!(opening.label, "timeout (opening a connection)");
+        assert_eq!(opening.count, 1);
     }
 
     #[test]
@@ -680,7 +733,9 @@ mod tests {
                 OpKind::Incr { counter: 0 },
                 1_000_000 + i * 100_000,
                 1_000_000 + i * 100_000 + 50_000,
-                "TRYAGAIN belay: no confirmed master for 10 ms; the command was not run",
+                Failure::Reply(
+                    "TRYAGAIN belay: no confirmed master for 10 ms; the command was not run".into(),
+                ),
             ));
         }
         let a = analyse(&ops, &layout(), &clean_readback(), window(), 1000);

@@ -65,13 +65,21 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 8.0, value_name = "SECS")]
     pub fault_for: f64,
 
-    /// Writer sessions (each its own connection).
+    /// Writer sessions (each on one connection at a time).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub writers: u32,
 
-    /// Reader sessions (each its own connection).
+    /// Reader sessions (each on one connection at a time).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub readers: u32,
+
+    /// Connection churn: every session closes its connection and opens a new
+    /// one every N operations, each starting with a modern client's handshake
+    /// (HELLO 3 AUTH, CLIENT SETINFO), as short-lived connections and pools
+    /// with a maximum lifetime do; connect and handshake time count toward
+    /// the operation that waited for them. 0: one connection per session.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub reconnect_every: u32,
 
     /// Where the workload sends commands: through the gateway, or straight
     /// to the master a Sentinel names (what an app without the gateway
@@ -132,6 +140,7 @@ impl DrillArgs {
             settle_timeout: Duration::from_secs(self.settle_timeout),
             cleanup: false,
             stale_bound: Duration::from_millis(self.stale_bound_ms),
+            reconnect_every: self.reconnect_every,
         }
     }
 
@@ -323,7 +332,7 @@ impl Ui {
 
     fn start_run(&mut self, opts: &DrillOptions) {
         eprintln!(
-            "drill {} via {}: {} writers, {} readers, {:.0} s, fault at {:.1} s",
+            "drill {} via {}: {} writers, {} readers, {:.0} s, fault at {:.1} s{}",
             opts.fault.name(),
             match opts.target {
                 TargetKind::Gateway => "gateway",
@@ -332,7 +341,11 @@ impl Ui {
             opts.writers,
             opts.readers,
             opts.duration.as_secs_f64(),
-            opts.fault_at.as_secs_f64()
+            opts.fault_at.as_secs_f64(),
+            match opts.reconnect_every {
+                0 => String::new(),
+                n => format!(", reconnecting every {n} operations"),
+            }
         );
         if self.tty {
             let pb = ProgressBar::new(opts.duration.as_millis() as u64);

@@ -4,6 +4,7 @@
 //! the topology has settled (the old master back as a replica), read
 //! everything back from the final master, and hand the lot to the checker.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -57,6 +58,9 @@ pub struct DrillOptions {
     /// longer ago than this (replicas trail the master by replication lag;
     /// the gateway bounds that lag at 1 s by default).
     pub stale_bound: Duration,
+    /// Connection churn: every session replaces its connection every this
+    /// many operations, with a RESP3 handshake (0: never).
+    pub reconnect_every: u32,
 }
 
 impl Default for DrillOptions {
@@ -74,6 +78,7 @@ impl Default for DrillOptions {
             settle_timeout: Duration::from_secs(60),
             cleanup: false,
             stale_bound: Duration::from_secs(1),
+            reconnect_every: 0,
         }
     }
 }
@@ -219,6 +224,7 @@ pub async fn run(
         seed: opts.seed,
         op_timeout: opts.op_timeout(),
         think: Duration::from_millis(3),
+        reconnect_every: opts.reconnect_every,
     };
     let sentinels = lab
         .sentinels()
@@ -277,6 +283,7 @@ pub async fn run(
     tick(opts.duration).await;
     let end_us = t0.elapsed().as_micros() as Micros;
     let ops = work.stop().await?;
+    let connections_opened = stats.connections_opened.load(Ordering::Relaxed);
     record.steps = steps;
 
     obs.step("waiting for the topology to settle (the old master back as a replica)");
@@ -329,6 +336,7 @@ pub async fn run(
         events,
         window,
         settled_after_ms,
+        connections_opened,
         analysis,
     ))
 }

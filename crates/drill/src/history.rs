@@ -4,6 +4,7 @@
 //! reasons about ids, and a 20-second run at a few thousand operations a
 //! second stays small.
 
+use belay_client::ClientError;
 use serde::Serialize;
 
 /// Microseconds since the drill's clock started (the workload's start).
@@ -34,11 +35,14 @@ impl OpKind {
     }
 }
 
-/// Why an operation failed, as an application would tell the cases apart.
+/// Why an operation failed, as an application would tell the cases apart:
+/// by the client library's error type, or by an error reply's code (its
+/// first word), never by the wording of a message, which servers and the
+/// gateway are free to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
-    /// Could not connect (nothing listening, or the connect was refused).
+    /// Could not connect (nothing listening, refused, unreachable).
     Refused,
     /// No reply within the client's deadline (a paused or cut-off server).
     Timeout,
@@ -52,58 +56,56 @@ pub enum ErrorKind {
     /// `-TRYAGAIN` from the gateway: no confirmed master appeared within
     /// its failover hold; the command was not run.
     HoldTimeout,
-    /// The gateway lost the master with the command in flight: it may or
-    /// may not have run (never replayed).
+    /// `-UNCERTAIN` from the gateway: it lost the master with the command
+    /// in flight, so it may or may not have run (never replayed).
     MaybeRan,
     /// `-MASTERDOWN`: a replica whose master link is down refused a read.
     MasterDown,
     /// `-LOADING`: the node is loading its data set.
     Loading,
+    /// `-BUSY`: the node is running a script or function and refused.
+    Busy,
+    /// `-NOAUTH` / `-WRONGPASS`: the credentials were refused.
+    Auth,
     /// No Sentinel named a master (direct-master target only).
     NoMaster,
-    /// Anything else.
+    /// Anything else: another error code, an invalid or unexpected reply.
     Other,
 }
 
 impl ErrorKind {
-    /// Classifies an error reply or a client-side error text.
-    pub fn classify(message: &str) -> ErrorKind {
-        let m = message;
-        let code = m.split_whitespace().next().unwrap_or("");
-        match code {
-            "READONLY" => return ErrorKind::ReadOnly,
-            "NOREPLICAS" => return ErrorKind::NoReplicas,
-            "MASTERDOWN" => return ErrorKind::MasterDown,
-            "LOADING" => return ErrorKind::Loading,
-            "TRYAGAIN" => return ErrorKind::HoldTimeout,
-            _ => {}
-        }
-        if m.contains("may or may not have run") {
-            ErrorKind::MaybeRan
-        } else if m.starts_with("cannot connect") {
-            if m.contains("did not answer") || m.contains("timed out") {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Refused
-            }
-        } else if m.contains("did not answer") {
-            ErrorKind::Timeout
-        } else if m.contains("closed the connection")
-            || m.contains("i/o error")
-            || m.contains("reset by peer")
-            || m.contains("Broken pipe")
-        {
-            ErrorKind::Closed
-        } else if m.starts_with("no Sentinel named a master") {
-            ErrorKind::NoMaster
-        } else {
-            ErrorKind::Other
+    /// Classifies an error reply by its code, the first word (`READONLY
+    /// You can't write against a read only replica.` is `READONLY`).
+    pub fn from_reply(message: &str) -> ErrorKind {
+        match message.split_whitespace().next().unwrap_or("") {
+            "READONLY" => ErrorKind::ReadOnly,
+            "NOREPLICAS" => ErrorKind::NoReplicas,
+            "MASTERDOWN" => ErrorKind::MasterDown,
+            "LOADING" => ErrorKind::Loading,
+            "BUSY" => ErrorKind::Busy,
+            "TRYAGAIN" => ErrorKind::HoldTimeout,
+            "UNCERTAIN" => ErrorKind::MaybeRan,
+            "NOAUTH" | "WRONGPASS" => ErrorKind::Auth,
+            _ => ErrorKind::Other,
         }
     }
 
-    /// Whether a *write* that failed this way may still have been applied.
-    /// Such writes are neither counted as lost when missing nor as phantoms
-    /// when present.
+    /// Classifies a failure of the client library by its variant; an error
+    /// reply it carries (a refused `AUTH`) by its code.
+    pub fn from_client_error(e: &ClientError) -> ErrorKind {
+        match e {
+            ClientError::Connect { .. } => ErrorKind::Refused,
+            ClientError::Timeout { .. } => ErrorKind::Timeout,
+            ClientError::Closed { .. } | ClientError::Io { .. } => ErrorKind::Closed,
+            ClientError::Reply { message, .. } => ErrorKind::from_reply(message),
+            ClientError::Protocol { .. } | ClientError::Unexpected { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// Whether a *write* that was sent and failed this way may still have
+    /// been applied. Such writes are neither counted as lost when missing
+    /// nor as phantoms when present. Codes not known to mean "not run"
+    /// count as applied, to be safe.
     pub fn may_have_applied(self) -> bool {
         matches!(
             self,
@@ -114,15 +116,17 @@ impl ErrorKind {
     /// Short label for tables and the picture.
     pub fn label(self) -> &'static str {
         match self {
-            ErrorKind::Refused => "connection refused",
+            ErrorKind::Refused => "cannot connect",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Closed => "connection closed",
             ErrorKind::ReadOnly => "READONLY",
             ErrorKind::NoReplicas => "NOREPLICAS",
             ErrorKind::HoldTimeout => "TRYAGAIN (gateway hold timed out)",
-            ErrorKind::MaybeRan => "lost in flight (may or may not have run)",
+            ErrorKind::MaybeRan => "UNCERTAIN (lost in flight, may or may not have run)",
             ErrorKind::MasterDown => "MASTERDOWN",
             ErrorKind::Loading => "LOADING",
+            ErrorKind::Busy => "BUSY",
+            ErrorKind::Auth => "NOAUTH / WRONGPASS",
             ErrorKind::NoMaster => "no master from Sentinel",
             ErrorKind::Other => "other",
         }
@@ -137,7 +141,14 @@ pub enum Outcome {
     /// exist); for INCR, the counter's new value.
     Ok { value: Option<u64> },
     /// Failure, classified, with the text as the client saw it.
-    Err { kind: ErrorKind, message: String },
+    Err {
+        kind: ErrorKind,
+        /// Whether the command was written to a connection. `false` when
+        /// opening or setting up the connection failed (connect, handshake,
+        /// Sentinel lookup): then it cannot have run, whatever the kind.
+        sent: bool,
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -148,6 +159,14 @@ impl Outcome {
         match self {
             Outcome::Err { kind, .. } => Some(*kind),
             Outcome::Ok { .. } => None,
+        }
+    }
+    /// A failed write that may still have been applied: it was sent, and
+    /// its failure does not say it was not run.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Outcome::Err { kind, sent, .. } => *sent && kind.may_have_applied(),
+            Outcome::Ok { .. } => false,
         }
     }
 }
@@ -220,28 +239,115 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_are_classified_like_an_application_would() {
+    fn error_replies_are_classified_by_their_code() {
         use ErrorKind::*;
         let cases = [
             ("READONLY You can't write against a read only replica.", ReadOnly),
             ("NOREPLICAS Not enough good replicas to write.", NoReplicas),
             ("TRYAGAIN belay: no confirmed master for 10000 ms (failover in progress?); the command was not run", HoldTimeout),
-            ("ERR belay: connection to 127.0.0.2:7000 was lost after the command was sent; it may or may not have run", MaybeRan),
-            ("cannot connect to 127.0.0.1:7000: Connection refused (os error 111)", Refused),
-            ("127.0.0.1:7000 did not answer SET within 2s", Timeout),
-            ("127.0.0.1:7000 closed the connection", Closed),
-            ("i/o error talking to 127.0.0.1:7000: Connection reset by peer (os error 104)", Closed),
-            ("MASTERDOWN Link with MASTER is down", MasterDown),
+            ("UNCERTAIN belay: the connection to 127.0.0.1:6379 was lost after the command was sent (node silent for 30s); it may or may not have run", MaybeRan),
+            ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", MasterDown),
             ("LOADING Redis is loading the dataset in memory", Loading),
-            ("ERR something else", Other),
+            ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.", Busy),
+            ("WRONGPASS invalid username-password pair or user is disabled.", Auth),
+            ("NOAUTH Authentication required.", Auth),
+            // The words do not matter, the code does: an ERR that talks
+            // like an uncertain one is still just an ERR.
+            ("ERR belay: the connection was lost; it may or may not have run", Other),
+            ("readonly lower case is not a code", Other),
+            ("", Other),
         ];
         for (text, want) in cases {
-            assert_eq!(ErrorKind::classify(text), want, "{text}");
+            assert_eq!(ErrorKind::from_reply(text), want, "{text}");
         }
-        assert!(MaybeRan.may_have_applied());
-        assert!(Timeout.may_have_applied());
-        assert!(!HoldTimeout.may_have_applied());
-        assert!(!ReadOnly.may_have_applied());
-        assert!(!Refused.may_have_applied());
+    }
+
+    #[test]
+    fn client_errors_are_classified_by_their_variant() {
+        use std::io;
+        use ErrorKind::*;
+        let addr = || "127.0.0.1:7000".to_string();
+        let cases = [
+            (
+                ClientError::Connect {
+                    addr: addr(),
+                    source: io::Error::from(io::ErrorKind::ConnectionRefused),
+                },
+                Refused,
+            ),
+            (
+                ClientError::Timeout {
+                    addr: addr(),
+                    op: "SET".into(),
+                    timeout: std::time::Duration::from_secs(2),
+                },
+                Timeout,
+            ),
+            (ClientError::Closed { addr: addr() }, Closed),
+            (
+                ClientError::Io {
+                    addr: addr(),
+                    source: io::Error::from(io::ErrorKind::ConnectionReset),
+                },
+                Closed,
+            ),
+            (
+                ClientError::Protocol {
+                    addr: addr(),
+                    source: belay_resp::ProtocolError::UnknownType('?'),
+                },
+                Other,
+            ),
+            (
+                ClientError::Reply {
+                    addr: addr(),
+                    op: "HELLO".into(),
+                    message: "WRONGPASS invalid username-password pair".into(),
+                },
+                Auth,
+            ),
+            (
+                ClientError::Unexpected {
+                    addr: addr(),
+                    op: "GET".into(),
+                    detail: "Map([])".into(),
+                },
+                Other,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(ErrorKind::from_client_error(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn only_a_sent_write_with_an_uncertain_failure_may_have_applied() {
+        use ErrorKind::*;
+        for kind in [MaybeRan, Timeout, Closed, Other] {
+            assert!(kind.may_have_applied(), "{kind:?}");
+        }
+        for kind in [
+            HoldTimeout,
+            ReadOnly,
+            NoReplicas,
+            MasterDown,
+            Loading,
+            Busy,
+            Auth,
+            Refused,
+            NoMaster,
+        ] {
+            assert!(!kind.may_have_applied(), "{kind:?}");
+        }
+        let failed = |kind, sent| Outcome::Err {
+            kind,
+            sent,
+            message: String::new(),
+        };
+        assert!(failed(Timeout, true).may_have_applied());
+        // A timeout while opening the connection: the command never left.
+        assert!(!failed(Timeout, false).may_have_applied());
+        assert!(!failed(HoldTimeout, true).may_have_applied());
+        assert!(!Outcome::Ok { value: None }.may_have_applied());
     }
 }

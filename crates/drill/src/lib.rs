@@ -8,6 +8,9 @@
 //! Modules, one concept each:
 //! - [`workload`]: writer and reader sessions, through the gateway or
 //!   straight to the master (what an app without the gateway does);
+//! - [`client`]: one session's connection to the target (with churn:
+//!   replaced every N operations, HELLO 3 handshake), and why an
+//!   operation failed, as a typed value;
 //! - [`history`]: the record of every operation;
 //! - [`faults`] and [`partition`]: what breaks the master and how it is
 //!   undone (the partition is iptables DROP rules between per-process
@@ -19,6 +22,7 @@
 
 pub mod checker;
 pub mod cli;
+pub mod client;
 pub mod drill;
 pub mod events;
 pub mod faults;

@@ -26,6 +26,12 @@ pub struct DrillReport {
     pub writers: u32,
     pub readers: u32,
     pub op_timeout_ms: u64,
+    /// Connection churn: each session opened a new connection (with a
+    /// `HELLO 3` handshake) every this many operations; 0: never.
+    pub reconnect_every: u32,
+    /// Connections the workload opened, first ones and reconnects after
+    /// failures included.
+    pub connections_opened: u64,
     /// Sentinel `down-after-milliseconds` of the lab.
     pub down_after_ms: u64,
     /// `min-replicas-max-lag` of the lab (how long an isolated master keeps
@@ -57,6 +63,7 @@ impl DrillReport {
         events: Vec<SentinelEvent>,
         window: Window,
         settled_after_ms: f64,
+        connections_opened: u64,
         analysis: Analysis,
     ) -> DrillReport {
         let spec = lab.spec();
@@ -75,6 +82,8 @@ impl DrillReport {
             writers: opts.writers,
             readers: opts.readers,
             op_timeout_ms: opts.op_timeout().as_millis() as u64,
+            reconnect_every: opts.reconnect_every,
+            connections_opened,
             down_after_ms: spec.down_after_ms,
             min_replicas_max_lag_s: spec.min_replicas_max_lag,
             master_before,
@@ -134,6 +143,19 @@ pub fn verdict_line(r: &DrillReport) -> String {
     s
 }
 
+/// How the workload used connections, so a report says whether it ran
+/// with churn.
+pub fn connections_line(reconnect_every: u32, opened: u64) -> String {
+    let how = match reconnect_every {
+        0 => "one per session, reopened only after a failure".to_string(),
+        n => format!(
+            "churn: a new one every {n} operation{} per session, each with a HELLO 3 handshake",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    format!("connections: {how}; {opened} opened")
+}
+
 fn lat(l: &Latency) -> String {
     if l.count == 0 {
         return "-".into();
@@ -161,6 +183,11 @@ pub fn render_text(r: &DrillReport) -> String {
             String::new()
         },
         r.seed
+    );
+    let _ = writeln!(
+        o,
+        "  {}",
+        connections_line(r.reconnect_every, r.connections_opened)
     );
     let _ = writeln!(
         o,
@@ -282,7 +309,7 @@ pub fn render_text(r: &DrillReport) -> String {
             if ex.chars().count() > 90 {
                 ex = ex.chars().take(87).collect::<String>() + "...";
             }
-            rows.push(vec![e.op.into(), e.label.into(), e.count.to_string(), ex]);
+            rows.push(vec![e.op.into(), e.label.clone(), e.count.to_string(), ex]);
         }
         o.push_str(&table(&rows));
     }
@@ -364,4 +391,22 @@ pub fn render_text(r: &DrillReport) -> String {
     ]));
     let _ = writeln!(o, "\n{}", r.verdict);
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_says_whether_the_run_had_connection_churn() {
+        assert_eq!(
+            connections_line(0, 8),
+            "connections: one per session, reopened only after a failure; 8 opened"
+        );
+        assert_eq!(
+            connections_line(20, 412),
+            "connections: churn: a new one every 20 operations per session, each with a HELLO 3 handshake; 412 opened"
+        );
+        assert!(connections_line(1, 3).contains("every 1 operation per"));
+    }
 }

@@ -6,7 +6,9 @@
 //! to increasing values — each followed by a GET of that register on the
 //! same connection, which is the read-your-writes probe. Readers (one
 //! connection each) GET random registers. A seeded RNG picks the mix, so a
-//! run is repeatable as far as timing allows.
+//! run is repeatable as far as timing allows. With connection churn
+//! ([`WorkloadSpec::reconnect_every`]) a session's connection is replaced
+//! every N operations (see `client`), never between a write and its probe.
 //!
 //! Two targets: the gateway, or what a naive application does without one
 //! ([`Target::DirectMaster`]): ask a Sentinel where the master is, send
@@ -17,12 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use belay_client::{Auth, Connection, Value};
+use belay_client::{Auth, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::history::{ErrorKind, Layout, Micros, Op, OpKind, Outcome};
+use crate::client::{Client, Failure};
+use crate::history::{Layout, Micros, Op, OpKind, Outcome};
 
 /// Where the workload sends its commands.
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +63,11 @@ pub struct WorkloadSpec {
     pub op_timeout: Duration,
     /// Pause between a session's operations (keeps a 2-core machine usable).
     pub think: Duration,
+    /// Connection churn: every session closes its connection and opens a
+    /// new one (with a RESP3 handshake) every this many operations, as
+    /// short-lived connections and pools with a maximum lifetime do. 0:
+    /// one connection per session, reopened only after a failure.
+    pub reconnect_every: u32,
 }
 
 /// Live counters for the progress bar.
@@ -68,6 +76,8 @@ pub struct LiveStats {
     pub writes_ok: AtomicU64,
     pub reads_ok: AtomicU64,
     pub errors: AtomicU64,
+    /// Connections opened (connected and set up), first ones included.
+    pub connections_opened: AtomicU64,
 }
 
 /// A running workload. [`Workload::stop`] ends it and returns the history.
@@ -89,7 +99,7 @@ impl Workload {
                 let mut s = Session {
                     id: session,
                     spec: spec.clone(),
-                    client: Client::new(spec.clone(), session),
+                    client: Client::new(spec.clone(), stats.clone(), session),
                     rng: StdRng::seed_from_u64(spec.seed ^ (0x9e37_79b9 * (session as u64 + 1))),
                     t0,
                     ops: Vec::new(),
@@ -184,7 +194,7 @@ impl Session {
                     .await;
                 if ok {
                     // Read-your-writes probe: same connection, right after the ack.
-                    self.op(OpKind::Read { reg }, &["GET", &key]).await;
+                    self.probe(OpKind::Read { reg }, &["GET", &key]).await;
                 }
             }
             tokio::time::sleep(self.spec.think).await;
@@ -203,18 +213,28 @@ impl Session {
 
     /// Runs one command, records it, returns whether it succeeded.
     async fn op(&mut self, kind: OpKind, args: &[&str]) -> bool {
+        self.record(kind, args, false).await
+    }
+
+    /// Like [`Session::op`], on the connection of the previous command.
+    async fn probe(&mut self, kind: OpKind, args: &[&str]) -> bool {
+        self.record(kind, args, true).await
+    }
+
+    /// Runs one command and records it: its start is taken before a
+    /// connection is (re)opened for it, so connect and handshake time count.
+    async fn record(&mut self, kind: OpKind, args: &[&str], same_connection: bool) -> bool {
         let start_us = self.now();
-        let result = self.client.call(args).await;
+        let reply = if same_connection {
+            self.client.call_on_this_connection(args).await
+        } else {
+            self.client.call(args).await
+        };
+        let result = reply.and_then(|v| parse_value(&kind, &v));
         let end_us = self.now();
-        let outcome = match result {
-            Ok(v) => match parse_value(&kind, &v) {
-                Ok(value) => Outcome::Ok { value },
-                Err(message) => Outcome::Err {
-                    kind: ErrorKind::Other,
-                    message,
-                },
-            },
-            Err((kind, message)) => Outcome::Err { kind, message },
+        let (outcome, sent) = match result {
+            Ok(value) => (Outcome::Ok { value }, true),
+            Err(f) => (f.outcome(), f.sent()),
         };
         let ok = outcome.is_ok();
         let counter = match (ok, kind.is_write()) {
@@ -223,13 +243,6 @@ impl Session {
             (false, _) => &self.stats.errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let failed_connect = matches!(
-            &outcome,
-            Outcome::Err {
-                kind: ErrorKind::Refused | ErrorKind::NoMaster,
-                ..
-            }
-        );
         self.ops.push(Op {
             session: self.id,
             kind,
@@ -237,8 +250,9 @@ impl Session {
             end_us,
             outcome,
         });
-        if failed_connect {
-            // Do not spin on a refused port: a real client backs off too.
+        if !sent {
+            // Could not even open a connection: do not spin on a refused
+            // port or a failing handshake; a real client backs off too.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         ok
@@ -246,108 +260,62 @@ impl Session {
 }
 
 /// Turns a successful reply into the value the history keeps.
-fn parse_value(kind: &OpKind, v: &Value) -> Result<Option<u64>, String> {
+fn parse_value(kind: &OpKind, v: &Value) -> Result<Option<u64>, Failure> {
     match (kind, v) {
         (OpKind::Set { .. } | OpKind::Write { .. }, Value::Simple(s)) if s == "OK" => Ok(None),
         (OpKind::Incr { .. }, Value::Integer(n)) => Ok(Some(*n as u64)),
         (OpKind::Read { .. }, Value::Nil) => Ok(None),
         (OpKind::Read { .. }, other) => match other.to_text().and_then(|t| t.parse().ok()) {
             Some(n) => Ok(Some(n)),
-            None => Err(format!("unexpected reply {other:?}")),
+            None => Err(Failure::Unexpected(format!("{other:?}"))),
         },
-        (_, other) => Err(format!("unexpected reply {other:?}")),
+        (_, other) => Err(Failure::Unexpected(format!("{other:?}"))),
     }
 }
 
-/// One connection to the target, reopened when it breaks.
-struct Client {
-    spec: Arc<WorkloadSpec>,
-    conn: Option<Connection>,
-    /// Which Sentinel to ask first (spreads sessions over Sentinels).
-    first_sentinel: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::ErrorKind;
+    use belay_resp::{parse_value as parse_wire, Limits};
 
-impl Client {
-    fn new(spec: Arc<WorkloadSpec>, session: u32) -> Client {
-        Client {
-            spec,
-            conn: None,
-            first_sentinel: session as usize,
-        }
+    /// A reply as it comes off the wire.
+    fn wire(bytes: &[u8]) -> Value {
+        parse_wire(bytes, &Limits::for_replies())
+            .expect("valid RESP")
+            .expect("a whole value")
+            .0
     }
 
-    fn connect_timeout(&self) -> Duration {
-        self.spec.op_timeout.min(Duration::from_secs(2))
-    }
-
-    async fn connect(&mut self) -> Result<Connection, (ErrorKind, String)> {
-        let addr = match &self.spec.target {
-            Target::Gateway { addr } => addr.clone(),
-            Target::DirectMaster {
-                sentinels,
-                master_name,
-            } => self.ask_sentinels(sentinels, master_name).await?,
-        };
-        let fail = |e: belay_client::ClientError| {
-            let m = e.to_string();
-            (ErrorKind::classify(&m), m)
-        };
-        let mut c = Connection::connect(&addr, Some(&self.spec.auth), self.connect_timeout())
-            .await
-            .map_err(fail)?;
-        c.set_timeout(self.spec.op_timeout);
-        Ok(c)
-    }
-
-    /// The naive application's discovery: the first Sentinel that answers.
-    async fn ask_sentinels(
-        &self,
-        sentinels: &[String],
-        name: &str,
-    ) -> Result<String, (ErrorKind, String)> {
-        let mut why = Vec::new();
-        for i in 0..sentinels.len() {
-            let s = &sentinels[(self.first_sentinel + i) % sentinels.len()];
-            let asked = async {
-                let mut c =
-                    Connection::connect(s, Some(&self.spec.auth), Duration::from_millis(500))
-                        .await?;
-                c.sentinel_master_addr(name).await
-            }
-            .await;
-            match asked {
-                Ok(Some((h, p))) => return Ok(format!("{h}:{p}")),
-                Ok(None) => why.push(format!("{s}: unknown master")),
-                Err(e) => why.push(e.to_string()),
-            }
-        }
-        Err((
-            ErrorKind::NoMaster,
-            format!("no Sentinel named a master: {}", why.join("; ")),
-        ))
-    }
-
-    async fn call(&mut self, args: &[&str]) -> Result<Value, (ErrorKind, String)> {
-        if self.conn.is_none() {
-            self.conn = Some(self.connect().await?);
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        match conn.call(args).await {
-            Ok(Value::Error(message)) => {
-                let kind = ErrorKind::classify(&message);
-                if kind == ErrorKind::ReadOnly {
-                    // The node was demoted: look again (the gateway never
-                    // sends READONLY; a direct client must re-resolve).
-                    self.conn = None;
-                }
-                Err((kind, message))
-            }
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.conn = None;
-                let m = e.to_string();
-                Err((ErrorKind::classify(&m), m))
-            }
+    #[test]
+    fn replies_are_understood_in_resp2_and_resp3() {
+        let set = OpKind::Set { writer: 0, seq: 1 };
+        let incr = OpKind::Incr { counter: 0 };
+        let read = OpKind::Read { reg: 0 };
+        assert_eq!(parse_value(&set, &wire(b"+OK\r\n")).unwrap(), None);
+        assert_eq!(parse_value(&incr, &wire(b":41\r\n")).unwrap(), Some(41));
+        assert_eq!(
+            parse_value(&read, &wire(b"$2\r\n17\r\n")).unwrap(),
+            Some(17)
+        );
+        // A missing key: RESP2's null bulk and RESP3's null.
+        assert_eq!(parse_value(&read, &wire(b"$-1\r\n")).unwrap(), None);
+        assert_eq!(parse_value(&read, &wire(b"_\r\n")).unwrap(), None);
+        // RESP3 verbatim string.
+        assert_eq!(
+            parse_value(&read, &wire(b"=6\r\ntxt:17\r\n")).unwrap(),
+            Some(17)
+        );
+        // Types that answer none of these commands are failures, not values.
+        for (kind, bytes) in [
+            (read, &b"%1\r\n+a\r\n:1\r\n"[..]),
+            (read, b"#t\r\n"),
+            (incr, b",1.5\r\n"),
+            (set, b"_\r\n"),
+        ] {
+            let f = parse_value(&kind, &wire(bytes)).expect_err("no answer");
+            assert_eq!(f.kind(), ErrorKind::Other, "{bytes:?}");
+            assert!(f.sent());
         }
     }
 }

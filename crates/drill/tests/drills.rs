@@ -114,6 +114,47 @@ async fn pause_through_the_gateway_fails_over_and_loses_nothing() {
     assert!(r.passed, "{}", r.verdict);
 }
 
+/// Connection churn (`--reconnect-every 20`): every session replaces its
+/// connection every 20 operations with a HELLO 3 handshake, through a
+/// pause. Checks the mechanism and that the report records it, not the
+/// blackout figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_through_the_gateway_with_connection_churn_is_reported() {
+    let mut env = env(true).await;
+    let mut opts = short(FaultKind::Pause, TargetKind::Gateway);
+    opts.duration = Duration::from_millis(7000);
+    opts.reconnect_every = 20;
+    let r = drill(&mut env, &opts).await;
+    check_consistent(&r);
+    assert_eq!(r.reconnect_every, 20);
+    let a = &r.analysis;
+    let ops = (a.counts.writes + a.counts.reads) as u64;
+    let not_sent: u64 = a
+        .errors
+        .iter()
+        .filter(|e| !e.sent)
+        .map(|e| e.count as u64)
+        .sum();
+    // A connection serves at most 20 commands (21 when the read-your-writes
+    // probe follows the 20th), and an operation opens at most one.
+    assert!(
+        r.connections_opened * 21 >= ops - not_sent,
+        "{} connections for {ops} operations",
+        r.connections_opened
+    );
+    assert!(r.connections_opened <= ops);
+    assert!(r.connections_opened > 10 * (r.writers + r.readers) as u64);
+    let json = serde_json::to_value(&r).expect("the report serializes");
+    assert_eq!(json["reconnect_every"], 20);
+    assert_eq!(json["connections_opened"], r.connections_opened);
+    let text = belay_drill::report::render_text(&r);
+    assert!(
+        text.contains("churn: a new one every 20 operations"),
+        "{text}"
+    );
+    assert!(r.verdict.starts_with("PASS") || r.verdict.starts_with("FAIL"));
+}
+
 /// kill -9 and restart: the old master comes back from its AOF, is turned
 /// into a replica, and writes resume on the new master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,12 +41,12 @@ impl Watch<'_> {
                 Err(e) => Err(format!("Sentinel {addr} {}", why::failure(&e))),
             });
         }
-        let majority = views.len() / 2 + 1;
-        let agreed = views
-            .iter()
-            .filter_map(|v| v.as_ref().ok())
-            .find(|m| views.iter().filter(|v| v.as_ref().ok() == Some(m)).count() >= majority);
-        let Some(master) = agreed.cloned() else {
+        let answered = views.iter().filter(|v| v.is_ok()).count();
+        let agreed = belay_client::sentinel::agreed_master(
+            views.iter().filter_map(|v| v.as_deref().ok()),
+            answered,
+        );
+        let Some(master) = agreed.map(str::to_string) else {
             bail!(
                 "no majority of the Sentinels agrees on a master: {}",
                 views

@@ -253,11 +253,15 @@ fn analyse(
             *votes.entry(m.as_str()).or_default() += 1;
         }
     }
-    let majority = sentinels.len() / 2 + 1;
-    let agreed_master = votes
-        .iter()
-        .find(|(_, &n)| n >= majority)
-        .map(|(m, _)| m.to_string());
+    // The one rule (shared with the gateway): a strict majority of the
+    // Sentinels that answered.
+    let answered = sentinels.iter().filter(|s| s.master.is_some() || s.error.is_none()).count();
+    let majority = answered / 2 + 1;
+    let agreed_master = belay_client::sentinel::agreed_master(
+        sentinels.iter().filter_map(|s| s.master.as_deref()),
+        answered,
+    )
+    .map(str::to_string);
 
     for s in &sentinels {
         let who = label(&s.name, &s.addr);

@@ -2,10 +2,10 @@
 //!
 //! The gateway forwards the bytes a client sent as they came, so this crate's
 //! main job is to find where a frame ends ([`frame_len`], [`FrameScanner`])
-//! and to pull out the command arguments routing needs ([`parse_request`]).
-//! The scanner keeps its progress through an incomplete reply between reads,
-//! so a large one costs linear time however it is split; [`frame_len`]
-//! re-scans it from its start. The control plane
+//! and to pull out the command arguments routing needs ([`parse_request`],
+//! [`RequestParser`]). The resumable forms keep their progress through an
+//! incomplete frame between reads, so a large one costs linear time however
+//! it is split; the one-shot forms re-scan it from its start. The control plane
 //! (Sentinel queries, `ROLE`, `INFO`) needs real values, so [`Value`] decodes
 //! RESP2 and RESP3 replies too.
 //!
@@ -19,7 +19,7 @@ mod value;
 
 pub use error::ProtocolError;
 pub use frame::{frame_len, FrameScanner};
-pub use request::{encode_command, parse_request, Request, MAX_REQUEST_LEN};
+pub use request::{encode_command, parse_request, Request, RequestParser, MAX_REQUEST_LEN};
 pub use value::{parse_value, Value};
 
 /// Size limits applied while parsing, so that a client cannot make the

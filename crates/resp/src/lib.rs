@@ -24,7 +24,8 @@ pub use value::{parse_value, Value};
 
 /// Size limits applied while parsing, so that a client cannot make the
 /// gateway buffer without bound. Defaults match Redis's own
-/// (`proto-max-bulk-len` 512 MB, 64 KB inline requests).
+/// (`proto-max-bulk-len` 512 MB, 64 KB inline requests,
+/// `client-query-buffer-limit` 1 GB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest bulk string accepted (`$<len>`).
@@ -35,6 +36,13 @@ pub struct Limits {
     pub max_array_len: usize,
     /// Deepest nesting of aggregates; requests are flat, replies rarely go past a few.
     pub max_depth: usize,
+    /// Largest request, in bytes, like Redis's `client-query-buffer-limit`:
+    /// many bulks each under `max_bulk_len` could otherwise add up to any
+    /// size. A request is refused as soon as it is known to be larger (its
+    /// bytes so far, or where a bulk header says it will end), not once it
+    /// is all buffered. Requests are never larger than [`MAX_REQUEST_LEN`]
+    /// whatever this says. Replies are not bounded by it.
+    pub max_request_len: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +52,7 @@ impl Default for Limits {
             max_inline_len: 64 * 1024,
             max_array_len: 1024 * 1024,
             max_depth: 64,
+            max_request_len: 1024 * 1024 * 1024,
         }
     }
 }
@@ -56,6 +65,7 @@ impl Limits {
             max_inline_len: 64 * 1024,
             max_array_len: usize::MAX / 2,
             max_depth: 512,
+            max_request_len: usize::MAX,
         }
     }
 }

@@ -502,10 +502,11 @@ fn bulk_done(buf: &[u8], stop: usize) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// The largest request: what the spans' 32-bit offsets can hold.
+/// The request limit in effect: the configured one, within what the spans'
+/// 32-bit offsets can hold.
 #[inline]
-fn request_cap(_limits: &Limits) -> usize {
-    MAX_REQUEST_LEN
+fn request_cap(limits: &Limits) -> usize {
+    limits.max_request_len.min(MAX_REQUEST_LEN)
 }
 
 /// Where each argument of a complete, validated multibulk lies (for
@@ -839,6 +840,91 @@ mod tests {
         assert_eq!(
             parser.parse(&mut buf, &limits),
             Ok(Some(Request::from_args(["PING"])))
+        );
+    }
+
+    #[test]
+    fn a_request_over_the_limit_is_refused_before_it_is_buffered() {
+        let limits = Limits {
+            max_request_len: 1000,
+            ..Limits::default()
+        };
+        let too_large = Err(ProtocolError::RequestTooLarge { limit: 1000 });
+        // One bulk announcing an end past the limit: refused at its header.
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$2000\r\n"[..]);
+        assert_eq!(parse_request(&mut buf, &limits), too_large);
+        // Bulks each well within `max_bulk_len` adding up past it: refused at
+        // the header of the one that would cross it, its payload not yet sent.
+        let mut parser = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*10\r\n"[..]);
+        let arg = [&b"$200\r\n"[..], &[b'x'; 200], b"\r\n"].concat();
+        for _ in 0..4 {
+            buf.extend_from_slice(&arg);
+            assert_eq!(parser.parse(&mut buf, &limits), Ok(None));
+        }
+        buf.extend_from_slice(b"$200\r\n");
+        assert_eq!(parser.parse(&mut buf, &limits), too_large);
+        assert!(buf.len() < 1000);
+        // Exactly at the limit is fine; one byte over is not.
+        let fits = encode_command(&["x".repeat(1000 - 12)]);
+        assert_eq!(fits.len(), 1000);
+        let mut buf = fits.clone();
+        assert!(parse_request(&mut buf, &limits).unwrap().is_some());
+        let over = Limits {
+            max_request_len: 999,
+            ..limits
+        };
+        let mut buf = fits.clone();
+        assert!(matches!(
+            parse_request(&mut buf, &over),
+            Err(ProtocolError::RequestTooLarge { limit: 999 })
+        ));
+        // An inline line too (not only once it ends).
+        let small = Limits {
+            max_request_len: 10,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&b"get abcdefgh"[..]);
+        assert!(matches!(
+            parse_request(&mut buf, &small),
+            Err(ProtocolError::RequestTooLarge { .. })
+        ));
+        // And its multibulk form, which is what the gateway forwards.
+        let mut buf = BytesMut::from(&b"a b\r\n"[..]);
+        assert!(matches!(
+            parse_request(&mut buf, &small),
+            Err(ProtocolError::RequestTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_default_limit_is_redis_query_buffer_limit() {
+        // A client allowed 2 GB bulks still cannot send a 1 GiB request: the
+        // header alone is enough to refuse it.
+        let limits = Limits {
+            max_bulk_len: 2 << 30,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$1073741824\r\n"[..]);
+        let err = parse_request(&mut buf, &limits).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::RequestTooLarge {
+                limit: 1024 * 1024 * 1024
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "Protocol error: request larger than the query buffer limit (1073741824 bytes)"
+        );
+        // Whatever the limits say, offsets must fit the spans' 32 bits.
+        let unbounded = Limits::for_replies();
+        let mut buf = BytesMut::from(&b"*1\r\n$4294967290\r\n"[..]);
+        assert_eq!(
+            parse_request(&mut buf, &unbounded),
+            Err(ProtocolError::RequestTooLarge {
+                limit: MAX_REQUEST_LEN as u64
+            })
         );
     }
 }

@@ -33,6 +33,7 @@ fn small_limits() -> Limits {
         max_inline_len: 64,
         max_array_len: 16,
         max_depth: 8,
+        max_request_len: 256,
     }
 }
 

@@ -23,6 +23,8 @@ pub enum ProtocolError {
     UnknownType(char),
     #[error("Protocol error: invalid {what} value")]
     InvalidValue { what: &'static str },
-    #[error("Protocol error: request larger than {limit} bytes")]
+    /// One request over [`Limits::max_request_len`](crate::Limits::max_request_len)
+    /// (Redis's `client-query-buffer-limit`), refused as soon as that is known.
+    #[error("Protocol error: request larger than the query buffer limit ({limit} bytes)")]
     RequestTooLarge { limit: u64 },
 }

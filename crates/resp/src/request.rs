@@ -4,7 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use crate::{find_crlf, parse_int, short_length, Limits, ProtocolError};
+use crate::{crlf_resume, examined, find_crlf, parse_int, short_length, Limits, ProtocolError};
 
 /// One command as a client sent it.
 ///
@@ -18,7 +18,7 @@ pub struct Request {
     pub raw: Bytes,
     /// Where each argument lies in `raw`: start and end offsets. 32 bits keep
     /// a request small; one is at most [`MAX_REQUEST_LEN`] bytes.
-    spans: SmallVec<[(u32, u32); 3]>,
+    spans: Spans,
 }
 
 /// The largest request accepted, whatever the other limits allow. Redis
@@ -37,8 +37,14 @@ impl Request {
         let args: Vec<A> = args.into_iter().collect();
         let raw = encode_command(&args).freeze();
         assert!(raw.len() <= MAX_REQUEST_LEN, "request too large");
+        Request::from_encoded(raw, args.len())
+    }
+
+    /// A request from a multibulk this crate encoded, of at most
+    /// [`MAX_REQUEST_LEN`] bytes.
+    fn from_encoded(raw: Bytes, argc: usize) -> Request {
         let header_end = find_crlf(&raw, 1).expect("just encoded") + 2;
-        let spans = arg_spans(&raw, header_end, args.len());
+        let spans = arg_spans(&raw, header_end, argc);
         Request { raw, spans }
     }
 
@@ -117,113 +123,395 @@ fn put_header(out: &mut BytesMut, kind: u8, n: usize) {
 /// error when the bytes can never form a valid request. An empty multibulk or
 /// a blank inline line yields a request with no arguments, which Redis
 /// silently skips; callers should do the same.
+///
+/// This scans an incomplete request from its start on every call; a client
+/// reading a large request in pieces should use a [`RequestParser`], which
+/// gives the same results in linear time.
+#[inline]
 pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Request>, ProtocolError> {
-    if buf.is_empty() {
-        return Ok(None);
+    RequestParser::new().start(buf, limits)
+}
+
+type Spans = SmallVec<[(u32, u32); 3]>;
+
+/// Takes requests off the front of a client's input buffer, keeping its
+/// progress through an incomplete request between calls.
+///
+/// [`parse_request`] re-scans an incomplete request from its start after
+/// every read, so a large one costs quadratic time: a million-argument
+/// request read 1 KB at a time means some 7,000 scans of up to 7 MB. This
+/// parser resumes where it stopped (the next argument's header, the end of a
+/// bulk it waits for, where the search for an inline line's end stopped), so
+/// the total work is linear in the request's size however it is split. Each
+/// call returns exactly what [`parse_request`] would return on the same buffer.
+///
+/// The caller's side of the bargain: between calls it passes the same buffer,
+/// which only grows at its end. Reserving space is fine (it may move the
+/// bytes but keeps them, and positions are offsets from the buffer's start),
+/// and so is consuming what the parser returned, which it does itself.
+/// Anything else that changes bytes already seen — taking bytes off the
+/// front, clearing the buffer, passing another one — must be followed by
+/// [`reset`](Self::reset). After a complete request or an error the parser
+/// starts afresh by itself. Limits should not change in the middle of a
+/// request: what was already checked is not checked again.
+#[derive(Debug, Clone, Default)]
+pub struct RequestParser {
+    progress: Progress,
+    /// The buffer's length when progress was saved: a shorter buffer means the
+    /// caller broke the bargain, and the parser starts afresh rather than
+    /// read stale positions.
+    seen: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Progress {
+    /// At the start of a request.
+    #[default]
+    Idle,
+    /// Inside an incomplete `*<count>` line; no `\r\n` starts before `resume`.
+    Header { resume: usize },
+    /// Reading the arguments.
+    Args(Args),
+    /// Inside an incomplete inline line; no `\n` before `resume`.
+    Inline { resume: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    /// Where the next argument's `$` is (or will be).
+    pos: usize,
+    /// Arguments still expected, the one at `pos` included.
+    left: usize,
+    /// Where each argument read so far lies.
+    spans: Spans,
+    /// The payload's start and end of the argument at `pos`, once its header
+    /// is read and its bytes are awaited.
+    bulk: Option<(usize, usize)>,
+}
+
+impl RequestParser {
+    pub fn new() -> Self {
+        RequestParser::default()
     }
-    if buf[0] == b'*' {
-        parse_multibulk(buf, limits)
-    } else {
-        parse_inline(buf, limits)
+
+    /// Forgets any progress through an incomplete request: the next call
+    /// parses its buffer from the start.
+    pub fn reset(&mut self) {
+        self.progress = Progress::Idle;
+    }
+
+    /// Takes the next complete request off the front of `buf`, with the
+    /// results of [`parse_request`]; see the type's documentation for what
+    /// may happen to `buf` between calls.
+    #[inline]
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Request>, ProtocolError> {
+        if let Progress::Idle = self.progress {
+            self.start(buf, limits)
+        } else {
+            self.resume(buf, limits)
+        }
+    }
+
+    /// Parses from the start of `buf`: the common case, a request that came
+    /// whole, takes this path with no saved state to look at or move.
+    #[inline(always)]
+    fn start(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Request>, ProtocolError> {
+        match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.multibulk(buf, limits, 1),
+            Some(_) => self.inline(buf, limits, 0),
+        }
+    }
+
+    #[inline(never)]
+    fn resume(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let progress = std::mem::take(&mut self.progress);
+        if buf.len() < self.seen {
+            return self.start(buf, limits);
+        }
+        match progress {
+            Progress::Idle => self.start(buf, limits),
+            Progress::Header { resume } => self.multibulk(buf, limits, resume),
+            Progress::Args(args) => self.resume_args(buf, limits, args),
+            Progress::Inline { resume } => self.inline(buf, limits, resume),
+        }
+    }
+
+    /// Notes where to resume once more bytes arrive. Every byte in `buf` then
+    /// belongs to the incomplete request, so a buffer over the request limit
+    /// is refused here.
+    #[cold]
+    #[inline(never)]
+    fn wait(
+        &mut self,
+        progress: Progress,
+        buf: &BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let cap = request_cap(limits);
+        if buf.len() > cap {
+            return Err(ProtocolError::RequestTooLarge { limit: cap as u64 });
+        }
+        self.progress = progress;
+        self.seen = buf.len();
+        Ok(None)
+    }
+
+    /// Reads the `*<count>` line, searching for its end from `resume`.
+    #[inline(always)]
+    fn multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        resume: usize,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let (count, first_arg) = match short_length(buf, 1) {
+            Some(header) => header,
+            None => {
+                let Some(line_end) = find_crlf(buf, resume) else {
+                    if buf.len() > limits.max_inline_len {
+                        return Err(ProtocolError::InlineTooLong {
+                            limit: limits.max_inline_len,
+                        });
+                    }
+                    let resume = crlf_resume(buf, resume);
+                    return self.wait(Progress::Header { resume }, buf, limits);
+                };
+                let count = parse_int(&buf[1..line_end])
+                    .ok_or(ProtocolError::InvalidLength { what: "multibulk" })?;
+                (count, line_end + 2)
+            }
+        };
+        if count > limits.max_array_len as i64 {
+            return Err(ProtocolError::ArrayTooLong {
+                len: count,
+                limit: limits.max_array_len,
+            });
+        }
+        let cap = request_cap(limits);
+        if first_arg > cap {
+            return Err(ProtocolError::RequestTooLarge { limit: cap as u64 });
+        }
+        if count <= 0 {
+            let raw = buf.split_to(first_arg).freeze();
+            return Ok(Some(Request {
+                raw,
+                spans: SmallVec::new(),
+            }));
+        }
+        self.args(buf, limits, first_arg, count as usize, SmallVec::new())
+    }
+
+    /// Goes on with the arguments, first the one whose bytes were awaited.
+    fn resume_args(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        args: Args,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let Args {
+            mut pos,
+            mut left,
+            mut spans,
+            bulk,
+        } = args;
+        if let Some((start, stop)) = bulk {
+            if buf.len() < stop + 2 {
+                let args = Args {
+                    pos,
+                    left,
+                    spans,
+                    bulk,
+                };
+                return self.wait(Progress::Args(args), buf, limits);
+            }
+            bulk_done(buf, stop)?;
+            pos = stop + 2;
+            left -= 1;
+            spans.push((start as u32, stop as u32));
+        }
+        self.args(buf, limits, pos, left, spans)
+    }
+
+    /// Reads `left` arguments from `pos` until the request is complete: one
+    /// pass that validates, finds the end and notes where each argument
+    /// lies. Nothing is consumed until the request is complete; the spans
+    /// allocate only past three arguments, and only for arguments actually
+    /// present, whatever count the client announced.
+    #[inline(always)]
+    fn args(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        mut pos: usize,
+        mut left: usize,
+        mut spans: Spans,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let cap = request_cap(limits);
+        while left > 0 {
+            let Some(&kind) = buf.get(pos) else {
+                let args = Args {
+                    pos,
+                    left,
+                    spans,
+                    bulk: None,
+                };
+                return self.wait(Progress::Args(args), buf, limits);
+            };
+            examined(1);
+            if kind != b'$' {
+                return Err(ProtocolError::UnexpectedByte {
+                    expected: '$',
+                    got: kind as char,
+                });
+            }
+            // A header is at most a few dozen bytes (longer is an error), so
+            // one still incomplete is simply read again on the next call.
+            let (len, start) = match short_length(buf, pos + 1) {
+                Some(header) => header,
+                None => {
+                    let Some(end) = find_crlf(buf, pos + 1) else {
+                        if buf.len() - pos > 32 {
+                            return Err(ProtocolError::InvalidLength { what: "bulk" });
+                        }
+                        let args = Args {
+                            pos,
+                            left,
+                            spans,
+                            bulk: None,
+                        };
+                        return self.wait(Progress::Args(args), buf, limits);
+                    };
+                    let len = parse_int(&buf[pos + 1..end])
+                        .ok_or(ProtocolError::InvalidLength { what: "bulk" })?;
+                    (len, end + 2)
+                }
+            };
+            if len < 0 || len as u64 > limits.max_bulk_len as u64 {
+                return Err(ProtocolError::BulkTooLong {
+                    len,
+                    limit: limits.max_bulk_len,
+                });
+            }
+            let stop = start + len as usize;
+            // Refused before its payload is buffered. This also keeps every
+            // offset within the spans' 32 bits.
+            if stop + 2 > cap {
+                return Err(ProtocolError::RequestTooLarge { limit: cap as u64 });
+            }
+            if buf.len() < stop + 2 {
+                let args = Args {
+                    pos,
+                    left,
+                    spans,
+                    bulk: Some((start, stop)),
+                };
+                return self.wait(Progress::Args(args), buf, limits);
+            }
+            bulk_done(buf, stop)?;
+            pos = stop + 2;
+            left -= 1;
+            spans.push((start as u32, stop as u32));
+        }
+        let raw = buf.split_to(pos).freeze();
+        Ok(Some(Request { raw, spans }))
+    }
+
+    /// Reads an inline line, searching for its end from `resume`.
+    fn inline(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        resume: usize,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let rest = buf.get(resume..).unwrap_or_default();
+        let found = rest.iter().position(|&b| b == b'\n');
+        examined(found.map_or(rest.len(), |at| at + 1));
+        let Some(nl) = found.map(|at| resume + at) else {
+            if buf.len() > limits.max_inline_len {
+                return Err(ProtocolError::InlineTooLong {
+                    limit: limits.max_inline_len,
+                });
+            }
+            let resume = buf.len();
+            return self.wait(Progress::Inline { resume }, buf, limits);
+        };
+        if nl > limits.max_inline_len {
+            return Err(ProtocolError::InlineTooLong {
+                limit: limits.max_inline_len,
+            });
+        }
+        let cap = request_cap(limits);
+        if nl + 1 > cap {
+            return Err(ProtocolError::RequestTooLarge { limit: cap as u64 });
+        }
+        let line = buf.split_to(nl + 1);
+        let mut text = &line[..nl];
+        if text.last() == Some(&b'\r') {
+            text = &text[..text.len() - 1];
+        }
+        examined(text.len());
+        let args = split_inline_args(text)?;
+        if args.len() > limits.max_array_len {
+            return Err(ProtocolError::ArrayTooLong {
+                len: args.len() as i64,
+                limit: limits.max_array_len,
+            });
+        }
+        if args.is_empty() {
+            return Ok(Some(Request {
+                raw: Bytes::new(),
+                spans: SmallVec::new(),
+            }));
+        }
+        // The gateway forwards the multibulk form, which can be longer than
+        // the line (`a b c` takes 27 bytes); it is what must fit.
+        let raw = encode_command(&args);
+        if raw.len() > cap {
+            return Err(ProtocolError::RequestTooLarge { limit: cap as u64 });
+        }
+        Ok(Some(Request::from_encoded(raw.freeze(), args.len())))
     }
 }
 
-fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
-    let (count, first_arg) = match short_length(buf, 1) {
-        Some(header) => header,
-        None => {
-            let Some(line_end) = find_crlf(buf, 1) else {
-                if buf.len() > limits.max_inline_len {
-                    return Err(ProtocolError::InlineTooLong {
-                        limit: limits.max_inline_len,
-                    });
-                }
-                return Ok(None);
-            };
-            let count = parse_int(&buf[1..line_end])
-                .ok_or(ProtocolError::InvalidLength { what: "multibulk" })?;
-            (count, line_end + 2)
-        }
-    };
-    if count > limits.max_array_len as i64 {
-        return Err(ProtocolError::ArrayTooLong {
-            len: count,
-            limit: limits.max_array_len,
+/// Checks the `\r\n` after an argument's payload, which ends at `stop`.
+#[inline(always)]
+fn bulk_done(buf: &[u8], stop: usize) -> Result<(), ProtocolError> {
+    examined(2);
+    if &buf[stop..stop + 2] != b"\r\n" {
+        return Err(ProtocolError::UnexpectedByte {
+            expected: '\r',
+            got: buf[stop] as char,
         });
     }
-    if count <= 0 {
-        let raw = buf.split_to(first_arg).freeze();
-        return Ok(Some(Request {
-            raw,
-            spans: SmallVec::new(),
-        }));
-    }
-    let count = count as usize;
-    // One pass: validate, find the end and note where each argument lies.
-    // Nothing is consumed until the request is complete (a partial one is
-    // re-scanned on the next read); the spans allocate only past three
-    // arguments, and only for arguments actually present, whatever count
-    // the client announced.
-    let mut spans: SmallVec<[(u32, u32); 3]> = SmallVec::new();
-    let mut pos = first_arg;
-    for _ in 0..count {
-        let Some(&kind) = buf.get(pos) else {
-            return Ok(None);
-        };
-        if kind != b'$' {
-            return Err(ProtocolError::UnexpectedByte {
-                expected: '$',
-                got: kind as char,
-            });
-        }
-        let (len, start) = match short_length(buf, pos + 1) {
-            Some(header) => header,
-            None => {
-                let Some(end) = find_crlf(buf, pos + 1) else {
-                    if buf.len() - pos > 32 {
-                        return Err(ProtocolError::InvalidLength { what: "bulk" });
-                    }
-                    return Ok(None);
-                };
-                let len = parse_int(&buf[pos + 1..end])
-                    .ok_or(ProtocolError::InvalidLength { what: "bulk" })?;
-                (len, end + 2)
-            }
-        };
-        if len < 0 || len as u64 > limits.max_bulk_len as u64 {
-            return Err(ProtocolError::BulkTooLong {
-                len,
-                limit: limits.max_bulk_len,
-            });
-        }
-        let stop = start + len as usize;
-        if buf.len() < stop + 2 {
-            return Ok(None);
-        }
-        if &buf[stop..stop + 2] != b"\r\n" {
-            return Err(ProtocolError::UnexpectedByte {
-                expected: '\r',
-                got: buf[stop] as char,
-            });
-        }
-        pos = stop + 2;
-        if pos > MAX_REQUEST_LEN {
-            return Err(ProtocolError::RequestTooLarge {
-                limit: MAX_REQUEST_LEN as u64,
-            });
-        }
-        spans.push((start as u32, stop as u32));
-    }
-    let raw = buf.split_to(pos).freeze();
-    Ok(Some(Request { raw, spans }))
+    Ok(())
+}
+
+/// The request limit in effect: the configured one, within what the spans'
+/// 32-bit offsets can hold.
+#[inline]
+fn request_cap(limits: &Limits) -> usize {
+    limits.max_request_len.min(MAX_REQUEST_LEN)
 }
 
 /// Where each argument of a complete, validated multibulk lies (for
 /// requests the gateway builds itself).
-fn arg_spans(raw: &[u8], mut pos: usize, count: usize) -> SmallVec<[(u32, u32); 3]> {
+fn arg_spans(raw: &[u8], mut pos: usize, count: usize) -> Spans {
     debug_assert!(raw.len() <= MAX_REQUEST_LEN);
     let mut spans = SmallVec::with_capacity(count);
     for _ in 0..count {
@@ -234,41 +522,6 @@ fn arg_spans(raw: &[u8], mut pos: usize, count: usize) -> SmallVec<[(u32, u32); 
         pos = start + len + 2;
     }
     spans
-}
-
-fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, ProtocolError> {
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        if buf.len() > limits.max_inline_len {
-            return Err(ProtocolError::InlineTooLong {
-                limit: limits.max_inline_len,
-            });
-        }
-        return Ok(None);
-    };
-    if nl > limits.max_inline_len {
-        return Err(ProtocolError::InlineTooLong {
-            limit: limits.max_inline_len,
-        });
-    }
-    let line = buf.split_to(nl + 1);
-    let mut text = &line[..nl];
-    if text.last() == Some(&b'\r') {
-        text = &text[..text.len() - 1];
-    }
-    let args = split_inline_args(text)?;
-    if args.len() > limits.max_array_len {
-        return Err(ProtocolError::ArrayTooLong {
-            len: args.len() as i64,
-            limit: limits.max_array_len,
-        });
-    }
-    if args.is_empty() {
-        return Ok(Some(Request {
-            raw: Bytes::new(),
-            spans: SmallVec::new(),
-        }));
-    }
-    Ok(Some(Request::from_args(args)))
 }
 
 /// Splits an inline request the way Redis does (`sdssplitargs`): spaces
@@ -490,18 +743,188 @@ mod tests {
             Err(ProtocolError::UnexpectedByte { .. })
         ));
     }
-}
 
-/// Parses requests off a client's input (shim: rescans).
-#[derive(Debug, Default)]
-pub struct RequestParser(());
+    /// Feeds `wire` to `parse` `piece` bytes at a time, the way a client's
+    /// reads arrive, and checks that it examines at most three bytes per
+    /// byte of the request in all (failing as soon as it has examined more,
+    /// rather than after a quadratic run).
+    fn fed_in_pieces(
+        wire: &[u8],
+        piece: usize,
+        mut parse: impl FnMut(&mut BytesMut, &Limits) -> Result<Option<Request>, ProtocolError>,
+    ) -> Request {
+        let budget = 3 * wire.len() as u64;
+        let mut buf = BytesMut::new();
+        let mut examined = 0;
+        crate::work::take();
+        for chunk in wire.chunks(piece) {
+            buf.extend_from_slice(chunk);
+            let result = parse(&mut buf, &Limits::default()).unwrap();
+            examined += crate::work::take();
+            assert!(
+                examined <= budget,
+                "examined {examined} bytes after {} of a {}-byte request",
+                buf.len(),
+                wire.len()
+            );
+            if let Some(req) = result {
+                assert!(buf.is_empty());
+                return req;
+            }
+        }
+        panic!("request never completed");
+    }
 
-impl RequestParser {
-    pub fn parse(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &Limits,
-    ) -> Result<Option<Request>, ProtocolError> {
-        parse_request(buf, limits)
+    #[test]
+    fn a_million_arguments_in_1k_pieces_cost_linear_work() {
+        let args: Vec<String> = (0..1_000_000).map(|i| (i % 1000).to_string()).collect();
+        let wire = encode_command(&args);
+        let mut parser = RequestParser::new();
+        let req = fed_in_pieces(&wire, 1024, |b, l| parser.parse(b, l));
+        assert_eq!(req.argc(), 1_000_000);
+        assert_eq!(req.arg(999_999), Some(&b"999"[..]));
+    }
+
+    #[test]
+    fn tiny_reads_cost_linear_work_too() {
+        // Byte by byte, an incomplete bulk header is read again on each call
+        // (it is never more than a few dozen bytes); nothing else is.
+        let args: Vec<String> = (0..20_000).map(|i| "v".repeat(i % 40)).collect();
+        let wire = encode_command(&args);
+        let mut inline = b"set k ".to_vec();
+        inline.extend(std::iter::repeat_n(b'x', 60_000));
+        inline.extend_from_slice(b"\r\n");
+        for wire in [&wire[..], &inline[..]] {
+            let mut parser = RequestParser::new();
+            let req = fed_in_pieces(wire, 1, |b, l| parser.parse(b, l));
+            assert!(req.argc() >= 3);
+        }
+    }
+
+    #[test]
+    fn an_incomplete_request_resumes_where_it_stopped() {
+        let wire = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n*1\r\n$4\r\nPING\r\n";
+        let limits = Limits::default();
+        let mut parser = RequestParser::new();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for &b in wire.iter() {
+            buf.extend_from_slice(&[b]);
+            // A reserve may move the bytes; positions are offsets, so that is fine.
+            buf.reserve(64);
+            while let Some(req) = parser.parse(&mut buf, &limits).unwrap() {
+                got.push(req);
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                Request::from_args(["SET", "k", "value"]),
+                Request::from_args(["PING"])
+            ]
+        );
+        // Bytes taken off the front behind the parser's back: a reset, and it
+        // reads the buffer afresh.
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n"[..]);
+        assert_eq!(parser.parse(&mut buf, &limits), Ok(None));
+        buf.clear();
+        parser.reset();
+        buf.extend_from_slice(b"PING\r\n");
+        let req = parser.parse(&mut buf, &limits).unwrap().unwrap();
+        assert!(req.is("ping"));
+        // A shorter buffer than last time cannot be the same one grown: the
+        // parser starts afresh rather than trust its old positions.
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r"[..]);
+        assert_eq!(parser.parse(&mut buf, &limits), Ok(None));
+        let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+        assert_eq!(
+            parser.parse(&mut buf, &limits),
+            Ok(Some(Request::from_args(["PING"])))
+        );
+    }
+
+    #[test]
+    fn a_request_over_the_limit_is_refused_before_it_is_buffered() {
+        let limits = Limits {
+            max_request_len: 1000,
+            ..Limits::default()
+        };
+        let too_large = Err(ProtocolError::RequestTooLarge { limit: 1000 });
+        // One bulk announcing an end past the limit: refused at its header.
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$2000\r\n"[..]);
+        assert_eq!(parse_request(&mut buf, &limits), too_large);
+        // Bulks each well within `max_bulk_len` adding up past it: refused at
+        // the header of the one that would cross it, its payload not yet sent.
+        let mut parser = RequestParser::new();
+        let mut buf = BytesMut::from(&b"*10\r\n"[..]);
+        let arg = [&b"$200\r\n"[..], &[b'x'; 200], b"\r\n"].concat();
+        for _ in 0..4 {
+            buf.extend_from_slice(&arg);
+            assert_eq!(parser.parse(&mut buf, &limits), Ok(None));
+        }
+        buf.extend_from_slice(b"$200\r\n");
+        assert_eq!(parser.parse(&mut buf, &limits), too_large);
+        assert!(buf.len() < 1000);
+        // Exactly at the limit is fine; one byte over is not.
+        let fits = encode_command(&["x".repeat(1000 - 12)]);
+        assert_eq!(fits.len(), 1000);
+        let mut buf = fits.clone();
+        assert!(parse_request(&mut buf, &limits).unwrap().is_some());
+        let over = Limits {
+            max_request_len: 999,
+            ..limits
+        };
+        let mut buf = fits.clone();
+        assert!(matches!(
+            parse_request(&mut buf, &over),
+            Err(ProtocolError::RequestTooLarge { limit: 999 })
+        ));
+        // An inline line too (not only once it ends).
+        let small = Limits {
+            max_request_len: 10,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&b"get abcdefgh"[..]);
+        assert!(matches!(
+            parse_request(&mut buf, &small),
+            Err(ProtocolError::RequestTooLarge { .. })
+        ));
+        // And its multibulk form, which is what the gateway forwards.
+        let mut buf = BytesMut::from(&b"a b\r\n"[..]);
+        assert!(matches!(
+            parse_request(&mut buf, &small),
+            Err(ProtocolError::RequestTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_default_limit_is_redis_query_buffer_limit() {
+        // A client allowed 2 GB bulks still cannot send a 1 GiB request: the
+        // header alone is enough to refuse it.
+        let limits = Limits {
+            max_bulk_len: 2 << 30,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$1073741824\r\n"[..]);
+        let err = parse_request(&mut buf, &limits).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::RequestTooLarge {
+                limit: 1024 * 1024 * 1024
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "Protocol error: request larger than the query buffer limit (1073741824 bytes)"
+        );
+        // Whatever the limits say, offsets must fit the spans' 32 bits.
+        let unbounded = Limits::for_replies();
+        let mut buf = BytesMut::from(&b"*1\r\n$4294967290\r\n"[..]);
+        assert_eq!(
+            parse_request(&mut buf, &unbounded),
+            Err(ProtocolError::RequestTooLarge {
+                limit: MAX_REQUEST_LEN as u64
+            })
+        );
     }
 }

@@ -34,40 +34,32 @@ impl Drop for Env {
 }
 
 pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
+    start_with(|_| {}, tweak).await
+}
+
+/// A lab made from [`LabSpec::for_tests`] changed by `lab`, and a gateway
+/// in front of it changed by `tweak`, ready (master, both replicas, command
+/// table).
+pub async fn start_with(
+    lab: impl FnOnce(&mut LabSpec),
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = LabSpec::for_tests(dir.path());
+    let mut spec = LabSpec::for_tests(dir.path());
+    lab(&mut spec);
+    let replicas = spec.replicas;
     let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
-    let mut cfg = GatewayConfig {
-        listen: "127.0.0.1:0".into(),
-        sentinels: lab.sentinel_addrs(),
-        master_name: lab.master_name().to_string(),
-        password: Some(lab.password().to_string()),
-        poll_interval_ms: 500,
-        ..GatewayConfig::default()
-    };
+    let mut cfg = gateway_config(&lab);
     tweak(&mut cfg);
     let gw = Gateway::bind(cfg).await.expect("gateway binds");
     let gateway = gw.local_addr().to_string();
-    let mut topo = gw.topology();
-    let topology = topo.clone();
+    let topology = gw.topology();
+    gw.wait_ready(replicas, Duration::from_secs(20))
+        .await
+        .expect("the gateway sees the whole topology");
     let task = tokio::spawn(async move {
         let _ = gw.run(std::future::pending()).await;
     });
-    // Ready: a master and both replicas eligible.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        {
-            let t = topo.borrow_and_update();
-            if t.master.is_some() && t.eligible_replicas().count() == 2 && !t.commands.is_empty() {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway never saw the whole topology"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), topo.changed()).await;
-    }
     Env {
         lab,
         gateway,
@@ -78,41 +70,31 @@ pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Env {
     }
 }
 
+/// A gateway's settings for `lab`: its Sentinels, master name and password.
+pub fn gateway_config(lab: &Lab) -> GatewayConfig {
+    GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        sentinels: lab.sentinel_addrs(),
+        master_name: lab.master_name().to_string(),
+        password: Some(lab.password().to_string()),
+        poll_interval_ms: 500,
+        ..GatewayConfig::default()
+    }
+}
+
 impl Env {
     /// Starts a second gateway on the same lab, with other settings; returns its address.
     pub async fn extra_gateway(&mut self, tweak: impl FnOnce(&mut GatewayConfig)) -> String {
-        let mut cfg = GatewayConfig {
-            listen: "127.0.0.1:0".into(),
-            sentinels: self.lab.sentinel_addrs(),
-            master_name: self.lab.master_name().to_string(),
-            password: Some(self.lab.password().to_string()),
-            poll_interval_ms: 500,
-            ..GatewayConfig::default()
-        };
+        let mut cfg = gateway_config(&self.lab);
         tweak(&mut cfg);
         let gw = Gateway::bind(cfg).await.expect("gateway binds");
         let addr = gw.local_addr().to_string();
-        let mut topo = gw.topology();
+        gw.wait_ready(self.lab.spec().replicas, Duration::from_secs(20))
+            .await
+            .expect("the extra gateway sees the topology");
         self.extra.push(tokio::spawn(async move {
             let _ = gw.run(std::future::pending()).await;
         }));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            {
-                let t = topo.borrow_and_update();
-                if t.master.is_some()
-                    && t.eligible_replicas().count() == 2
-                    && !t.commands.is_empty()
-                {
-                    break;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "extra gateway never saw the topology"
-            );
-            let _ = tokio::time::timeout(Duration::from_millis(200), topo.changed()).await;
-        }
         addr
     }
 

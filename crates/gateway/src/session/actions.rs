@@ -35,6 +35,17 @@ impl Session {
             Later::Wait(req) => self.wait(req).await,
             Later::Kill(req) => Slot::Ready(self.kill(&req).await),
             Later::GroupAdmin(req) => Slot::Ready(self.group_admin(&req).await),
+            Later::Throttled { req, delay } => {
+                tokio::time::sleep(delay).await;
+                let topo = self.topology().clone();
+                let name = req.name().unwrap_or_default().to_ascii_lowercase();
+                let b = builtin::builtin(&name, &req).expect("a login command");
+                match self.apply_builtin(b, &name, req, &topo) {
+                    Handled::Slot(slot) => slot,
+                    Handled::Later(Later::Login(login)) => Slot::Ready(self.login(login).await),
+                    _ => unreachable!("a login answers or checks credentials"),
+                }
+            }
         }
     }
 

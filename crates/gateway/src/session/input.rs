@@ -43,6 +43,8 @@ pub(super) enum Later {
     Wait(Request),
     Kill(Request),
     GroupAdmin(Request),
+    /// A login from an address that failed too often: answered after `delay`.
+    Throttled { req: Request, delay: std::time::Duration },
 }
 
 impl Session {
@@ -203,6 +205,24 @@ impl Session {
         if !self.at_head && self.needs_head(b) {
             return Handled::Slot(Slot::Queued(req));
         }
+        let logs_in = b == Builtin::Auth
+            || (b == Builtin::Hello && (2..req.argc()).any(|i| req.arg_is(i, "AUTH")));
+        if logs_in {
+            if let Some(delay) = self.shared.auth_throttle.delay(self.io.peer()) {
+                return Handled::Later(Later::Throttled { req, delay });
+            }
+        }
+        self.apply_builtin(b, name, req, topo)
+    }
+
+    /// [`Session::builtin`], once it may run.
+    pub(super) fn apply_builtin(
+        &mut self,
+        b: Builtin,
+        name: &[u8],
+        req: Request,
+        topo: &Arc<Topology>,
+    ) -> Handled {
         let env = Env {
             cfg: &self.shared.cfg,
             databases: self.shared.databases,

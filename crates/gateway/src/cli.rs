@@ -59,17 +59,38 @@ pub struct GatewayArgs {
     )]
     pub password_file: Option<std::path::PathBuf>,
 
-    /// ACL user for the Sentinels.
+    /// ACL user for the Sentinels (with --sentinel-password).
     #[arg(long, env = "BELAY_SENTINEL_USERNAME")]
     pub sentinel_username: Option<String>,
 
-    /// Password for the Sentinels [default: --password].
+    /// Password for the Sentinels, if they have one of their own. Without it
+    /// the gateway tries the nodes' password on each Sentinel, and goes on
+    /// without one where a Sentinel has no password configured (the usual
+    /// setup: `sentinel auth-pass` for the nodes, no `requirepass`).
     #[arg(long, env = "BELAY_SENTINEL_PASSWORD", hide_env_values = true)]
     pub sentinel_password: Option<String>,
+
+    /// Read --sentinel-password from the first line of this file.
+    #[arg(
+        long,
+        env = "BELAY_SENTINEL_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "sentinel_password"
+    )]
+    pub sentinel_password_file: Option<PathBuf>,
 
     /// Password clients must AUTH with [default: --password].
     #[arg(long, env = "BELAY_CLIENT_PASSWORD", hide_env_values = true)]
     pub client_password: Option<String>,
+
+    /// Read --client-password from the first line of this file.
+    #[arg(
+        long,
+        env = "BELAY_CLIENT_PASSWORD_FILE",
+        value_name = "PATH",
+        conflicts_with = "client_password"
+    )]
+    pub client_password_file: Option<PathBuf>,
 
     /// Let clients in without AUTH even though the nodes have a password.
     #[arg(long, env = "BELAY_NO_CLIENT_AUTH")]
@@ -84,14 +105,20 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_FAILOVER_HOLD_MS", value_name = "MS")]
     pub failover_hold_ms: Option<u64>,
 
-    /// A node that owes replies and stays silent this long is treated as down: its
-    /// connections close and the commands in flight on them fail ("may or may not have
-    /// run"). This notices a frozen master seconds before Sentinel does. A command that
-    /// legitimately runs longer (a slow script, KEYS on a large dataset) looks the same:
-    /// raise it if you run such commands. Blocking commands (BLPOP, WAIT, …) are exempt
-    /// [default: 2000].
+    /// A node that owes replies and stays silent this long gets no new
+    /// commands until it answers again: writes are held, reads go to another
+    /// replica. A frozen master is noticed seconds before Sentinel acts.
+    /// Commands already sent keep waiting for their replies: a slow script
+    /// or KEYS is not a dead node [default: 2000].
     #[arg(long, env = "BELAY_REQUEST_TIMEOUT_MS", value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+
+    /// Commands sent to a node that has been silent this long are given up
+    /// on, and their clients told they may or may not have run. Sooner only
+    /// when the node is known to be gone: its connection closes, Sentinel
+    /// reports it down, or a new master replaces it [default: 30000].
+    #[arg(long, env = "BELAY_ABANDON_AFTER_MS", value_name = "MS")]
+    pub abandon_after_ms: Option<u64>,
 
     /// A replica further behind the master than this gets no reads [default: 1000].
     #[arg(long, env = "BELAY_MAX_REPLICA_LAG_MS", value_name = "MS")]
@@ -132,6 +159,35 @@ pub struct GatewayArgs {
     /// Close clients idle this many seconds; 0 never [default: 0].
     #[arg(long, env = "BELAY_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     pub idle_timeout_secs: Option<u64>,
+
+    /// Close clients that have not authenticated within this many seconds;
+    /// 0 never [default: 10].
+    #[arg(long, env = "BELAY_AUTH_TIMEOUT_SECS", value_name = "SECS")]
+    pub auth_timeout_secs: Option<u64>,
+
+    /// Replies held for a client that does not read them, as Redis's
+    /// `client-output-buffer-limit normal`: "<hard> <soft> <soft seconds>",
+    /// sizes in bytes or kb/mb/gb; past the hard limit, or the soft one for
+    /// that long, the client is closed [default: "64mb 0 0"].
+    #[arg(
+        long,
+        env = "BELAY_CLIENT_OUTPUT_BUFFER_LIMIT_NORMAL",
+        value_name = "LIMITS"
+    )]
+    pub client_output_buffer_limit_normal: Option<String>,
+
+    /// The same for subscribed clients [default: "32mb 8mb 60"].
+    #[arg(
+        long,
+        env = "BELAY_CLIENT_OUTPUT_BUFFER_LIMIT_PUBSUB",
+        value_name = "LIMITS"
+    )]
+    pub client_output_buffer_limit_pubsub: Option<String>,
+
+    /// Largest request a client may send, as Redis's
+    /// `client-query-buffer-limit` [default: 1gb].
+    #[arg(long, env = "BELAY_CLIENT_QUERY_BUFFER_LIMIT", value_name = "SIZE")]
+    pub client_query_buffer_limit: Option<String>,
 }
 
 impl GatewayArgs {
@@ -141,8 +197,9 @@ impl GatewayArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read gateway config {}", path.display()))?;
-                toml::from_str::<GatewayConfig>(&text)
-                    .with_context(|| format!("invalid gateway config {}", path.display()))?
+                parse_config(&text).map_err(|e| {
+                    anyhow::anyhow!("invalid gateway config {}: {e}", path.display())
+                })?
             }
             None => GatewayConfig::default(),
         };
@@ -165,14 +222,25 @@ impl GatewayArgs {
             connections_per_node,
             max_clients,
             idle_timeout_secs,
+            auth_timeout_secs,
+            abandon_after_ms,
+            client_output_buffer_limit_normal,
+            client_output_buffer_limit_pubsub,
+            client_query_buffer_limit,
             max_replica_lag_ms,
             read_your_writes,
             min_synced_replicas,
             write_guard_lag_ms,
             threads
         );
-        if let Some(path) = &self.password_file {
-            cfg.password = Some(read_secret(path)?);
+        for (file, field) in [
+            (&self.password_file, &mut cfg.password),
+            (&self.sentinel_password_file, &mut cfg.sentinel_password),
+            (&self.client_password_file, &mut cfg.client_password),
+        ] {
+            if let Some(path) = file {
+                *field = Some(read_secret(path)?);
+            }
         }
         take_opt!(
             username,
@@ -187,6 +255,20 @@ impl GatewayArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// The config file, or an error that says where it is wrong and why, but
+/// never quotes the file: a line of it may hold a password.
+fn parse_config(text: &str) -> Result<GatewayConfig, String> {
+    toml::from_str::<GatewayConfig>(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(line) => format!("line {line}: {}", e.message()),
+            None => e.message().to_string(),
+        }
+    })
 }
 
 /// A password kept in a file: its first line, without the line ending.
@@ -315,6 +397,16 @@ read_from = "master"
             "15",
             "--idle-timeout-secs",
             "16",
+            "--auth-timeout-secs",
+            "18",
+            "--abandon-after-ms",
+            "19000",
+            "--client-output-buffer-limit-normal",
+            "1mb 0 0",
+            "--client-output-buffer-limit-pubsub",
+            "2mb 1mb 5",
+            "--client-query-buffer-limit",
+            "2gb",
         ]);
         let c = cli.args.resolve().unwrap();
         assert_eq!(c.sentinels, vec!["a:1".to_string(), "b:2".to_string()]);
@@ -341,6 +433,10 @@ read_from = "master"
         assert_eq!((c.min_synced_replicas, c.write_guard_lag_ms), (0, 17));
         assert_eq!((c.threads, c.connections_per_node), (3, 6));
         assert_eq!((c.max_clients, c.idle_timeout_secs), (15, 16));
+        assert_eq!((c.auth_timeout_secs, c.abandon_after_ms), (18, 19000));
+        assert_eq!(c.client_output_buffer_limit_normal, "1mb 0 0");
+        assert_eq!(c.client_output_buffer_limit_pubsub, "2mb 1mb 5");
+        assert_eq!(c.client_query_buffer_limit, "2gb");
     }
 
     #[test]
@@ -402,6 +498,52 @@ read_from = "master"
         assert!(format!("{err:#}").contains("master_nmae"), "{err:#}");
         let err = Cli::parse_from(["belay"]).args.resolve().unwrap_err();
         assert!(err.to_string().contains("--sentinel"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_config_file_is_reported_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("belay.toml");
+        std::fs::write(&file, "sentinels = [\"a:1\"]\npassword = s3cret-unquoted\n").unwrap();
+        let err = Cli::parse_from(["belay", "--config", file.to_str().unwrap()])
+            .args
+            .resolve()
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn every_password_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str, secret: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{secret}\n")).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let (nodes, sentinels, clients) = (
+            path("nodes", "n-pw"),
+            path("sentinels", "s-pw"),
+            path("clients", "c-pw"),
+        );
+        let c = Cli::parse_from([
+            "belay",
+            "--sentinel",
+            "a:1",
+            "--password-file",
+            &nodes,
+            "--sentinel-password-file",
+            &sentinels,
+            "--client-password-file",
+            &clients,
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(c.password.as_deref(), Some("n-pw"));
+        assert_eq!(c.sentinel_password.as_deref(), Some("s-pw"));
+        assert_eq!(c.client_password.as_deref(), Some("c-pw"));
     }
 
     #[test]

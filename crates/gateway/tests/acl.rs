@@ -47,7 +47,13 @@ fn error(v: Value) -> String {
 
 /// Clients that pipeline writes on the gateway meanwhile; each counts the
 /// errors it sees.
-fn background_load(env: &Env, clients: usize) -> (tokio::task::JoinHandle<usize>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+fn background_load(
+    env: &Env,
+    clients: usize,
+) -> (
+    tokio::task::JoinHandle<usize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (gw, auth) = (env.gateway.clone(), env.auth());
     let flag = stop.clone();
@@ -62,7 +68,9 @@ fn background_load(env: &Env, clients: usize) -> (tokio::task::JoinHandle<usize>
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     for _ in 0..16 {
                         n += 1;
-                        c.send(&["SET", &format!("load:{i}:{}", n % 100), "x"]).await.unwrap();
+                        c.send(&["SET", &format!("load:{i}:{}", n % 100), "x"])
+                            .await
+                            .unwrap();
                     }
                     for _ in 0..16 {
                         if c.read_value().await.unwrap().is_error() {
@@ -134,7 +142,19 @@ async fn a_scripts_made_up_refusal_is_never_taken_for_the_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_run_as_the_sessions_user() {
     let env = start(|_| {}).await;
-    create_user(&env, &["alice", "on", ">alice-pw", "~app:*", "resetchannels", "&app:*", "+@all"]).await;
+    create_user(
+        &env,
+        &[
+            "alice",
+            "on",
+            ">alice-pw",
+            "~app:*",
+            "resetchannels",
+            "&app:*",
+            "+@all",
+        ],
+    )
+    .await;
     let alice = user("alice", "alice-pw");
     let master = env.master().await;
     // Redis itself refuses her a pattern over every channel…
@@ -152,7 +172,9 @@ async fn subscriptions_run_as_the_sessions_user() {
     sub.send(&["SUBSCRIBE", "app:news"]).await.unwrap();
     sub.read_value().await.unwrap();
     let mut c = env.client().await;
-    c.call(&["PUBLISH", "other", "not for alice"]).await.unwrap();
+    c.call(&["PUBLISH", "other", "not for alice"])
+        .await
+        .unwrap();
     assert_eq!(
         c.call(&["PUBLISH", "app:news", "hello"]).await.unwrap(),
         Value::Integer(1)
@@ -169,7 +191,11 @@ async fn subscriptions_run_as_the_sessions_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_limited_as_redis_allows_logs_in() {
     let env = start(|_| {}).await;
-    create_user(&env, &["bob", "on", ">bob-pw", "~*", "&*", "+@all", "-@dangerous"]).await;
+    create_user(
+        &env,
+        &["bob", "on", ">bob-pw", "~*", "&*", "+@all", "-@dangerous"],
+    )
+    .await;
     let mut bob = Connection::connect(&env.gateway, None, Duration::from_secs(10))
         .await
         .unwrap();
@@ -185,7 +211,9 @@ async fn a_user_limited_as_redis_allows_logs_in() {
     assert!(error(bob.call(&["INFO"]).await.unwrap()).starts_with("NOPERM"));
     // Back to the gateway's own user.
     assert_eq!(
-        bob.call(&["AUTH", "default", env.lab.password()]).await.unwrap(),
+        bob.call(&["AUTH", "default", env.lab.password()])
+            .await
+            .unwrap(),
         Value::Simple("OK".into())
     );
     assert_eq!(bob.call(&["ACL", "WHOAMI"]).await.unwrap(), bulk("default"));
@@ -213,7 +241,10 @@ async fn a_sessions_commands_keep_their_order_under_load() {
         }
         assert_eq!(c.read_value().await.unwrap(), ok);
         assert_eq!(c.read_value().await.unwrap(), ok);
-        assert_eq!(c.read_value().await.unwrap(), Value::Simple("QUEUED".into()));
+        assert_eq!(
+            c.read_value().await.unwrap(),
+            Value::Simple("QUEUED".into())
+        );
         assert_eq!(
             c.read_value().await.unwrap(),
             Value::Array(vec![Value::Integer(2)]),
@@ -229,7 +260,11 @@ async fn a_sessions_commands_keep_their_order_under_load() {
         }
         assert_eq!(c.read_value().await.unwrap(), ok);
         assert_eq!(c.read_value().await.unwrap(), ok);
-        assert_eq!(c.read_value().await.unwrap(), bulk("v"), "try {i}: GET after WATCH");
+        assert_eq!(
+            c.read_value().await.unwrap(),
+            bulk("v"),
+            "try {i}: GET after WATCH"
+        );
         let mut c = env.client().await;
         let k = format!("named:{i}");
         for cmd in [
@@ -244,7 +279,11 @@ async fn a_sessions_commands_keep_their_order_under_load() {
         for _ in 0..4 {
             assert!(!c.read_value().await.unwrap().is_error());
         }
-        assert_eq!(c.read_value().await.unwrap(), bulk("v"), "try {i}: GET after SETNAME");
+        assert_eq!(
+            c.read_value().await.unwrap(),
+            bulk("v"),
+            "try {i}: GET after SETNAME"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(load.await.unwrap(), 0, "other clients saw errors");
@@ -282,7 +321,11 @@ async fn a_retry_runs_in_the_context_it_was_sent_in() {
     let mut c = env.client().await;
     c.set_timeout(Duration::from_secs(20));
     m.call_ok(&refuse("3")).await.unwrap();
-    for cmd in [vec!["SELECT", "1"], vec!["SET", "ctx:db", "one"], vec!["SELECT", "0"]] {
+    for cmd in [
+        vec!["SELECT", "1"],
+        vec!["SET", "ctx:db", "one"],
+        vec!["SELECT", "0"],
+    ] {
         c.send(&cmd).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -290,13 +333,23 @@ async fn a_retry_runs_in_the_context_it_was_sent_in() {
     for _ in 0..3 {
         assert_eq!(c.read_value().await.unwrap(), Value::Simple("OK".into()));
     }
-    assert_eq!(m.call(&["GET", "ctx:db"]).await.unwrap(), Value::Nil, "not in db 0");
+    assert_eq!(
+        m.call(&["GET", "ctx:db"]).await.unwrap(),
+        Value::Nil,
+        "not in db 0"
+    );
     m.call_ok(&["SELECT", "1"]).await.unwrap();
-    assert_eq!(m.call(&["GET", "ctx:db"]).await.unwrap(), bulk("one"), "in db 1");
+    assert_eq!(
+        m.call(&["GET", "ctx:db"]).await.unwrap(),
+        bulk("one"),
+        "in db 1"
+    );
     m.call_ok(&["SELECT", "0"]).await.unwrap();
 
     // alice's SET (refused, held), then RESET: the SET still runs as alice.
-    let mut a = Connection::connect(&gw, None, Duration::from_secs(10)).await.unwrap();
+    let mut a = Connection::connect(&gw, None, Duration::from_secs(10))
+        .await
+        .unwrap();
     a.set_timeout(Duration::from_secs(20));
     assert_eq!(
         a.call(&["AUTH", "alice", "alice-pw"]).await.unwrap(),
@@ -327,7 +380,11 @@ fn env_password() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_hold_without_a_command_table() {
     let env = start(|_| {}).await;
-    create_user(&env, &["notable", "on", ">nt-pw", "~*", "&*", "+@all", "-command"]).await;
+    create_user(
+        &env,
+        &["notable", "on", ">nt-pw", "~*", "&*", "+@all", "-command"],
+    )
+    .await;
     let mut cfg = support::gateway_config(&env.lab);
     cfg.username = Some("notable".into());
     cfg.password = Some("nt-pw".into());
@@ -355,12 +412,24 @@ async fn refusals_hold_without_a_command_table() {
         vec!["CONFIG", "REWRITE"],
     ] {
         let e = error(c.call(&cmd).await.unwrap());
-        assert!(e.contains("not supported through the gateway"), "{cmd:?}: {e}");
+        assert!(
+            e.contains("not supported through the gateway"),
+            "{cmd:?}: {e}"
+        );
     }
-    assert_eq!(c.call(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
-    assert!(c.call(&["CLIENT", "SETINFO", "LIB-NAME", "x"]).await.is_ok());
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
+    assert!(c
+        .call(&["CLIENT", "SETINFO", "LIB-NAME", "x"])
+        .await
+        .is_ok());
     let e = error(c.call(&["GET", "k"]).await.unwrap());
-    assert!(e.starts_with("TRYAGAIN") && e.contains("command table"), "{e}");
+    assert!(
+        e.starts_with("TRYAGAIN") && e.contains("command table"),
+        "{e}"
+    );
 }
 
 /// A user limited as teams limit each other gets through the gateway
@@ -372,8 +441,19 @@ async fn a_limited_user_gets_what_redis_gives_it() {
     create_user(
         &env,
         &[
-            "carol", "on", ">carol-pw", "~app:*", "resetchannels", "&app:*", "-@all", "+@read",
-            "+@write", "+@connection", "+@transaction", "+@pubsub", "-@dangerous",
+            "carol",
+            "on",
+            ">carol-pw",
+            "~app:*",
+            "resetchannels",
+            "&app:*",
+            "-@all",
+            "+@read",
+            "+@write",
+            "+@connection",
+            "+@transaction",
+            "+@pubsub",
+            "-@dangerous",
         ],
     )
     .await;
@@ -424,6 +504,9 @@ async fn a_limited_user_gets_what_redis_gives_it() {
     let mut through = connect(&env.gateway, &carol).await;
     let got = run(&mut through, &commands).await;
     for ((cmd, want), got) in commands.iter().zip(&want).zip(&got) {
-        assert_eq!(want, got, "{cmd:?}: Redis says {want:?}, the gateway {got:?}");
+        assert_eq!(
+            want, got,
+            "{cmd:?}: Redis says {want:?}, the gateway {got:?}"
+        );
     }
 }

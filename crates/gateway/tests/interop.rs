@@ -82,7 +82,10 @@ async fn the_seed_notes_deployment_needs_only_sentinel_master_name_and_password(
     let mut direct = Connection::connect(&new, Some(&seed.auth()), Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(direct.call(&["GET", "during"]).await.unwrap(), bulk("pause"));
+    assert_eq!(
+        direct.call(&["GET", "during"]).await.unwrap(),
+        bulk("pause")
+    );
     seed.resume(&old).unwrap();
     seed.wait_until_replica_of(&old, &new, Duration::from_secs(30))
         .await
@@ -119,7 +122,10 @@ async fn handshake(addr: &str, commands: &[Vec<&str>]) -> (String, Duration) {
             frames += 1;
         }
     }
-    (String::from_utf8_lossy(&got).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
 }
 
 /// redis-py (which sends `CLIENT SETINFO` on connect, and `HELLO 3` with
@@ -141,7 +147,14 @@ for i in range(n):
 fn redis_py(addr: &str, password: &str, protocol: u8, n: usize) -> Vec<Duration> {
     let port = addr.rsplit(':').next().unwrap();
     let out = Command::new("python3")
-        .args(["-c", REDIS_PY, port, password, &protocol.to_string(), &n.to_string()])
+        .args([
+            "-c",
+            REDIS_PY,
+            port,
+            password,
+            &protocol.to_string(),
+            &n.to_string(),
+        ])
         .output()
         .expect("python3 (scripts/setup --for-tests installs it with redis-py)");
     assert!(
@@ -196,7 +209,10 @@ async fn connection_handshakes_do_not_wait_for_a_paused_master() {
         .await;
         assert!(replies.ends_with("$1\r\nv\r\n"), "{replies:?}");
         assert!(!replies.contains("\r\n-"), "no errors: {replies:?}");
-        assert!(took < Duration::from_secs(1), "handshake {i} waited {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "handshake {i} waited {took:?}"
+        );
         times.push(took);
     }
     let raw = median(times);
@@ -209,12 +225,19 @@ async fn connection_handshakes_do_not_wait_for_a_paused_master() {
     .unwrap();
     for (what, times) in [("redis-py RESP2", &resp2), ("redis-py RESP3", &resp3)] {
         for t in times {
-            assert!(*t < Duration::from_secs(1), "{what} waited {t:?}: {times:?}");
+            assert!(
+                *t < Duration::from_secs(1),
+                "{what} waited {t:?}: {times:?}"
+            );
         }
     }
     let (py2, py3) = (median(resp2), median(resp3));
     eprintln!("with the master paused: handshake + read, median of 10: raw HELLO 3 {raw:?}, redis-py RESP2 {py2:?}, RESP3 {py3:?}");
-    for (what, m) in [("raw", raw), ("redis-py RESP2", py2), ("redis-py RESP3", py3)] {
+    for (what, m) in [
+        ("raw", raw),
+        ("redis-py RESP2", py2),
+        ("redis-py RESP3", py3),
+    ] {
         assert!(m <= Duration::from_millis(100), "{what}: median {m:?}");
     }
     env.lab.resume(&master).unwrap();
@@ -225,7 +248,10 @@ async fn connection_handshakes_do_not_wait_for_a_paused_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_are_killed_where_they_run_and_busy_replicas_get_no_reads() {
     let env = start_with(
-        |lab| lab.extra_redis_config.push("busy-reply-threshold 100".into()),
+        |lab| {
+            lab.extra_redis_config
+                .push("busy-reply-threshold 100".into())
+        },
         |_| {},
     )
     .await;
@@ -241,7 +267,10 @@ async fn scripts_are_killed_where_they_run_and_busy_replicas_get_no_reads() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for (start, kill) in [
-        (vec!["EVAL_RO", "while true do end", "0"], vec!["SCRIPT", "KILL"]),
+        (
+            vec!["EVAL_RO", "while true do end", "0"],
+            vec!["SCRIPT", "KILL"],
+        ),
         (vec!["FCALL_RO", "spin", "0"], vec!["FUNCTION", "KILL"]),
     ] {
         let mut spinner = env.client().await;
@@ -279,7 +308,8 @@ async fn scripts_are_killed_where_they_run_and_busy_replicas_get_no_reads() {
         assert!(e.starts_with("NOTBUSY"), "{e}");
         // The replica serves reads again once discovery sees it answer.
         let busy_addr = busy[0]["addr"].as_str().unwrap().to_string();
-        env.wait_eligible(&busy_addr, true, Duration::from_secs(5)).await;
+        env.wait_eligible(&busy_addr, true, Duration::from_secs(5))
+            .await;
     }
 }
 
@@ -303,7 +333,10 @@ async fn slow_commands_get_their_real_replies() {
             .await
             .unwrap();
         let started = Instant::now();
-        let r = s.call(&["EVAL", slow_script, "1", "slow-key"]).await.unwrap();
+        let r = s
+            .call(&["EVAL", slow_script, "1", "slow-key"])
+            .await
+            .unwrap();
         (r, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -331,16 +364,16 @@ async fn slow_commands_get_their_real_replies() {
     for _ in 0..200 {
         c.read_value().await.unwrap();
     }
-    let impatient = env
-        .extra_gateway(|cfg| cfg.request_timeout_ms = 10)
-        .await;
+    let impatient = env.extra_gateway(|cfg| cfg.request_timeout_ms = 10).await;
     let mut s = Connection::connect(&impatient, Some(&env.auth()), Duration::from_secs(10))
         .await
         .unwrap();
     s.set_timeout(Duration::from_secs(30));
     let started = Instant::now();
     let r = s
-        .call(&["SORT", "big", "ALPHA", "GET", "#", "GET", "w_*", "STORE", "sorted"])
+        .call(&[
+            "SORT", "big", "ALPHA", "GET", "#", "GET", "w_*", "STORE", "sorted",
+        ])
         .await
         .unwrap();
     let took = started.elapsed();

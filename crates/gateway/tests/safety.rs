@@ -34,7 +34,10 @@ async fn logging_in_has_a_deadline_and_guessing_is_slowed_down() {
     // An authenticated client is not.
     let mut c = env.client().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(c.call(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
 
     // Wrong passwords: after a few from one address, each is answered later.
     let mut guesser = Connection::connect(&env.gateway, None, Duration::from_secs(30))
@@ -43,7 +46,12 @@ async fn logging_in_has_a_deadline_and_guessing_is_slowed_down() {
     let mut times = Vec::new();
     for i in 0..9 {
         let started = Instant::now();
-        let e = error(guesser.call(&["AUTH", &format!("guess-{i}")]).await.unwrap());
+        let e = error(
+            guesser
+                .call(&["AUTH", &format!("guess-{i}")])
+                .await
+                .unwrap(),
+        );
         assert!(e.starts_with("WRONGPASS"), "{e}");
         times.push(started.elapsed());
         // Within the deadline: a new connection each time.
@@ -90,7 +98,10 @@ async fn config_get_does_not_show_the_nodes_passwords() {
     assert_eq!(masterauth.1, "(hidden by belay)");
     assert!(!format!("{reply:?}").contains(env.lab.password()));
     // Other parameters come as they are.
-    let reply = c.call(&["CONFIG", "GET", "maxmemory-policy"]).await.unwrap();
+    let reply = c
+        .call(&["CONFIG", "GET", "maxmemory-policy"])
+        .await
+        .unwrap();
     assert_eq!(reply.to_pairs().unwrap()[0].1, "noeviction");
     // And so in RESP3 (a map).
     c.call(&["HELLO", "3"]).await.unwrap();
@@ -107,7 +118,11 @@ async fn a_transaction_cannot_desynchronize_the_session() {
     let env = start(|_| {}).await;
     let master = env.master().await;
     let mut c = env.client().await;
-    for refused in [vec!["SELECT", "1"], vec!["SUBSCRIBE", "ch"], vec!["AUTH", "x"]] {
+    for refused in [
+        vec!["SELECT", "1"],
+        vec!["SUBSCRIBE", "ch"],
+        vec!["AUTH", "x"],
+    ] {
         c.call_ok(&["MULTI"]).await.unwrap();
         assert_eq!(
             c.call(&["SET", "tx:k", "v"]).await.unwrap(),
@@ -118,14 +133,22 @@ async fn a_transaction_cannot_desynchronize_the_session() {
         let e = error(c.call(&["EXEC"]).await.unwrap());
         assert!(e.starts_with("EXECABORT"), "{refused:?}: {e}");
         assert_eq!(
-            env.node(&master).await.call(&["GET", "tx:k"]).await.unwrap(),
+            env.node(&master)
+                .await
+                .call(&["GET", "tx:k"])
+                .await
+                .unwrap(),
             Value::Nil,
             "nothing of the discarded transaction ran"
         );
         // The session is still in db 0, and not subscribed.
         c.call_ok(&["SET", "tx:after", "1"]).await.unwrap();
         assert_eq!(
-            env.node(&master).await.call(&["GET", "tx:after"]).await.unwrap(),
+            env.node(&master)
+                .await
+                .call(&["GET", "tx:after"])
+                .await
+                .unwrap(),
             bulk("1")
         );
     }
@@ -136,10 +159,8 @@ async fn a_transaction_cannot_desynchronize_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_script_load_reaches_no_node() {
     let env = start(|cfg| {
-        cfg.commands.insert(
-            "script|load".into(),
-            belay_gateway::CommandOverride::Deny,
-        );
+        cfg.commands
+            .insert("script|load".into(), belay_gateway::CommandOverride::Deny);
     })
     .await;
     let mut c = env.client().await;
@@ -147,15 +168,29 @@ async fn a_denied_script_load_reaches_no_node() {
     for _ in 0..200 {
         c.call(&["GET", "warm"]).await.unwrap();
     }
-    let e = error(c.call(&["SCRIPT", "LOAD", "return 'denied'"]).await.unwrap());
+    let e = error(
+        c.call(&["SCRIPT", "LOAD", "return 'denied'"])
+            .await
+            .unwrap(),
+    );
     assert!(e.contains("denied by the gateway's configuration"), "{e}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for node in env.lab.data_nodes().iter().map(|p| p.addr()).collect::<Vec<_>>() {
+    for node in env
+        .lab
+        .data_nodes()
+        .iter()
+        .map(|p| p.addr())
+        .collect::<Vec<_>>()
+    {
         // sha1("return 'denied'")
         let exists = env
             .node(&node)
             .await
-            .call(&["SCRIPT", "EXISTS", "c6ce9b28b998488b7ad2eb6e0a130447dcc15d4e"])
+            .call(&[
+                "SCRIPT",
+                "EXISTS",
+                "c6ce9b28b998488b7ad2eb6e0a130447dcc15d4e",
+            ])
             .await
             .unwrap();
         assert_eq!(exists, Value::Array(vec![Value::Integer(0)]), "{node}");
@@ -172,7 +207,9 @@ async fn admin_commands_reach_every_node() {
     let nodes: Vec<String> = env.lab.data_nodes().iter().map(|p| p.addr()).collect();
     // Keyspace notifications, as client libraries set them for expiry events.
     assert_eq!(
-        c.call(&["CONFIG", "SET", "notify-keyspace-events", "Ex"]).await.unwrap(),
+        c.call(&["CONFIG", "SET", "notify-keyspace-events", "Ex"])
+            .await
+            .unwrap(),
         Value::Simple("OK".into())
     );
     for node in &nodes {
@@ -205,9 +242,11 @@ async fn admin_commands_reach_every_node() {
         assert_eq!(d.call(&["ACL", "WHOAMI"]).await.unwrap(), bulk("dave"));
     }
     // A user Redis would not let do it is refused, by Redis's own words.
-    c.call_ok(&["ACL", "SETUSER", "erin", "on", ">erin-pw", "~*", "+@all", "-@admin"])
-        .await
-        .unwrap();
+    c.call_ok(&[
+        "ACL", "SETUSER", "erin", "on", ">erin-pw", "~*", "+@all", "-@admin",
+    ])
+    .await
+    .unwrap();
     let mut erin = Connection::connect(
         &env.gateway,
         Some(&Auth {
@@ -218,12 +257,20 @@ async fn admin_commands_reach_every_node() {
     )
     .await
     .unwrap();
-    let e = error(erin.call(&["CONFIG", "SET", "maxmemory", "1"]).await.unwrap());
+    let e = error(
+        erin.call(&["CONFIG", "SET", "maxmemory", "1"])
+            .await
+            .unwrap(),
+    );
     assert!(e.starts_with("NOPERM"), "{e}");
     // A replica that cannot be reached is named.
     let down = env.replicas().await[0].clone();
     env.lab.pause(&down).unwrap();
-    let e = error(c.call(&["CONFIG", "SET", "maxmemory-samples", "7"]).await.unwrap());
+    let e = error(
+        c.call(&["CONFIG", "SET", "maxmemory-samples", "7"])
+            .await
+            .unwrap(),
+    );
     assert!(e.contains("but not on") && e.contains(&down), "{e}");
     env.lab.resume(&down).unwrap();
     let gone = error(c.call(&["CONFIG", "REWRITE"]).await.unwrap());

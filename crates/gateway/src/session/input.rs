@@ -44,7 +44,10 @@ pub(super) enum Later {
     Kill(Request),
     GroupAdmin(Request),
     /// A login from an address that failed too often: answered after `delay`.
-    Throttled { req: Request, delay: std::time::Duration },
+    Throttled {
+        req: Request,
+        delay: std::time::Duration,
+    },
 }
 
 impl Session {

@@ -35,12 +35,15 @@ impl OutputBudget {
         }
     }
 
-    /// A backend reader handed `n` bytes of replies to the session.
-    pub fn received(&self, n: usize) {
+    /// A backend reader handed `n` bytes of replies to the session (or is
+    /// collecting them for it). True when that put it over the limit.
+    pub fn received(&self, n: usize) -> bool {
         let held = self.received.fetch_add(n, Ordering::Relaxed) + n;
-        if held.saturating_add(self.unsent.load(Ordering::Relaxed)) > self.limit {
+        let over = held.saturating_add(self.unsent.load(Ordering::Relaxed)) > self.limit;
+        if over {
             self.over.wake();
         }
+        over
     }
 
     /// The session took `n` received bytes (into its output buffer, or

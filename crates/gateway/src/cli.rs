@@ -168,7 +168,9 @@ pub struct GatewayArgs {
     /// Replies held for a client that does not read them, as Redis's
     /// `client-output-buffer-limit normal`: "<hard> <soft> <soft seconds>",
     /// sizes in bytes or kb/mb/gb; past the hard limit, or the soft one for
-    /// that long, the client is closed [default: "64mb 0 0"].
+    /// that long, the client is closed. Redis has no normal limit by default;
+    /// the gateway holds replies for many clients, so it has one: raise it
+    /// for replies larger than this [default: "256mb 0 0"].
     #[arg(
         long,
         env = "BELAY_CLIENT_OUTPUT_BUFFER_LIMIT_NORMAL",

@@ -144,7 +144,7 @@ impl Default for GatewayConfig {
             request_timeout_ms: 2_000,
             abandon_after_ms: 30_000,
             auth_timeout_secs: 10,
-            client_output_buffer_limit_normal: "64mb 0 0".into(),
+            client_output_buffer_limit_normal: "256mb 0 0".into(),
             client_output_buffer_limit_pubsub: "32mb 8mb 60".into(),
             client_query_buffer_limit: "1gb".into(),
             max_replica_lag_ms: 1_000,

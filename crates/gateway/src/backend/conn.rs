@@ -490,6 +490,8 @@ struct Collecting {
     /// How many of its replies those bytes hold.
     replies: u32,
     has_error: bool,
+    /// Its replies are read and dropped: nobody will take them.
+    discard: bool,
 }
 
 async fn read_loop(
@@ -543,6 +545,7 @@ async fn read_loop(
                                     len: 0,
                                     replies: 0,
                                     has_error: false,
+                                    discard: false,
                                 })
                             }
                             Err(_) => {
@@ -554,18 +557,32 @@ async fn read_loop(
                     }
                     let c = current.as_mut().expect("set above");
                     c.has_error |= buf[start] == b'-';
-                    c.len += n;
                     c.replies += 1;
+                    // Charged reply by reply, not when the request's last
+                    // reply is in: a pipeline's replies may be huge, and a
+                    // client over its budget is closed before they all are.
+                    let over = c.slot.budget.as_ref().is_some_and(|b| b.received(n));
+                    if over || c.discard || c.slot.reply.is_closed() {
+                        // Nobody will take these (the client is closed, or
+                        // will be for being over its budget): the node's
+                        // replies are read, not kept.
+                        let _ = buf.split_to(c.len + n);
+                        c.len = 0;
+                        c.discard = true;
+                    } else {
+                        c.len += n;
+                    }
                     if c.replies == c.slot.count {
                         let c = current.take().expect("set above");
                         state.sub_outstanding(c.slot.count as usize);
                         if c.slot.blocking {
                             state.blocking.fetch_sub(1, Ordering::Relaxed);
                         }
-                        let frames = buf.split_to(c.len).freeze();
-                        if let Some(budget) = &c.slot.budget {
-                            budget.received(frames.len());
+                        if c.discard {
+                            // The receiver sees its sender dropped.
+                            continue;
                         }
+                        let frames = buf.split_to(c.len).freeze();
                         if let Err(Ok(replies)) = c.slot.reply.send(Ok(Replies {
                             frames,
                             has_error: c.has_error,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::builtin::mask_config_secrets;
 use super::dispatch::{Choice, Route};
-use super::input::Handled;
+use super::input::{Handled, Later};
 use super::job::{Job, Rewrite, Waiting};
 use super::queue::Slot;
 use super::retry::{self, OnFailure, OnReply};
@@ -83,13 +83,45 @@ impl Session {
                     self.queue.push_front(slot);
                 }
                 Some(Slot::Held(_)) => {
-                    let Some(Slot::Held(job)) = self.queue.pop_front() else {
-                        unreachable!()
-                    };
+                    // The run of held commands at the head (a batch that
+                    // failed before it was sent becomes one): the first
+                    // waits for somewhere to go, the rest follow it there
+                    // at once, in order, as one batch where they can.
+                    let mut run = Vec::new();
+                    while let Some(Slot::Held(_)) = self.queue.front() {
+                        let Some(Slot::Held(job)) = self.queue.pop_front() else {
+                            unreachable!()
+                        };
+                        run.push(job);
+                    }
                     // Let the client see everything before this while it waits.
                     Box::pin(self.io.flush(self.write_timeout())).await?;
-                    let slot = Box::pin(self.dispatch_held(job)).await;
-                    self.queue.push_front(slot);
+                    let later = self.queue.take_all();
+                    let mut run = run.into_iter();
+                    let first = run.next().expect("a held command");
+                    let slot = Box::pin(self.dispatch_held(first)).await;
+                    self.queue.push_back(slot);
+                    let topo = self.topology().clone();
+                    while let Some(job) = run.next() {
+                        match self.route_job(job, &topo) {
+                            Handled::Staged => {}
+                            Handled::Slot(Slot::Held(job)) => {
+                                // Not now after all: it and the rest wait.
+                                self.push(Slot::Held(job));
+                                run.by_ref().for_each(|job| self.push(Slot::Held(job)));
+                            }
+                            Handled::Slot(slot) => self.push(slot),
+                            Handled::Later(Later::OwnConn { job, .. }) => {
+                                self.push(Slot::Held(job));
+                                run.by_ref().for_each(|job| self.push(Slot::Held(job)));
+                            }
+                            Handled::Later(_) | Handled::Quit => {
+                                unreachable!("a routed command needs nothing else")
+                            }
+                        }
+                    }
+                    self.send_batch();
+                    self.queue.append(later);
                 }
                 Some(Slot::Subscribe(_)) => {
                     let Some(Slot::Subscribe(req)) = self.queue.pop_front() else {

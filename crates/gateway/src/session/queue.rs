@@ -117,6 +117,23 @@ impl ReplyQueue {
         }
     }
 
+    /// Takes every slot out, leaving the queue empty (to put back with
+    /// [`ReplyQueue::append`] once slots before them are queued).
+    pub fn take_all(&mut self) -> ReplyQueue {
+        let stop_reading = self.stop_reading;
+        let mut taken = std::mem::take(self);
+        self.stop_reading = stop_reading;
+        taken.stop_reading = false;
+        taken
+    }
+
+    /// Puts `later` back behind what is queued now.
+    pub fn append(&mut self, mut later: ReplyQueue) {
+        while let Some(slot) = later.pop_front() {
+            self.push_back(slot);
+        }
+    }
+
     /// Something waits for its turn: later commands must wait too.
     pub fn has_waiting(&self) -> bool {
         self.waiting > 0

@@ -255,6 +255,41 @@ async fn read_your_writes_holds_under_replica_lag() {
     );
 }
 
+/// A master that stops answering is no proof that replicas caught up: the
+/// gateway's last offset sample keeps the time it was taken, so a session's
+/// read after its write waits for the master rather than going to a
+/// replica that lacks the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_master_does_not_satisfy_a_read_your_writes_fence() {
+    let mut env = support::start_with(
+        // No failover while the master is paused: the read must wait for it.
+        |lab| lab.down_after_ms = 30_000,
+        |cfg| {
+            cfg.max_replica_lag_ms = 10_000;
+            cfg.write_guard_lag_ms = 10_000;
+        },
+    )
+    .await;
+    let mut c = env.client().await;
+    c.set_timeout(Duration::from_secs(30));
+    c.call_ok(&["SET", "fenced", "old"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalls = env.stall_replication().await;
+    c.call_ok(&["SET", "fenced", "new"]).await.unwrap();
+    let master = env.master().await;
+    env.lab.pause(&master).unwrap();
+    let read = tokio::spawn(async move { (c.call(&["GET", "fenced"]).await, c) });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.lab.resume(&master).unwrap();
+    let (reply, _c) = read.await.unwrap();
+    drop(stalls);
+    assert_eq!(
+        reply.unwrap(),
+        bulk("new"),
+        "the session read its own write (a replica without it served the read)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_survives_a_failover() {
     let env = start(|_| {}).await;

@@ -8,13 +8,13 @@ use std::time::Duration;
 use belay_client::{Auth, Connection, Value};
 use support::{bulk, raw_exchange, start};
 
+/// Writes land on the master, reads on replicas, which take turns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_and_keeps_session_semantics() {
+async fn writes_go_to_the_master_and_reads_to_replicas_that_take_turns() {
     let env = start(|_| {}).await;
     let master = env.master().await;
     let replicas = env.replicas().await;
     assert_eq!(replicas.len(), 2);
-
     // Writes land on the master, reads on replicas.
     let mut c = env.client().await;
     let sets_before = env.calls(&master, "set").await;
@@ -56,7 +56,13 @@ async fn routes_and_keeps_session_semantics() {
         );
     }
     assert_eq!(replica_gets, 200);
+}
 
+/// Read-your-writes inside one pipeline, and a pipelined mix in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_write_in_one_pipeline_sees_it() {
+    let env = start(|_| {}).await;
+    let mut c = env.client().await;
     // Read-your-writes inside one pipeline: the GET after the SET sees it.
     for i in 0..100 {
         let key = format!("ryw{i}");
@@ -85,7 +91,16 @@ async fn routes_and_keeps_session_semantics() {
             "reply {i}"
         );
     }
+}
 
+/// Scripts: EVAL to the master, EVAL_RO to a replica; the script cache
+/// (SCRIPT LOAD, FLUSH) reaches the replicas too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_route_by_their_flags_and_the_script_cache_reaches_replicas() {
+    let env = start(|_| {}).await;
+    let master = env.master().await;
+    let replicas = env.replicas().await;
+    let mut c = env.client().await;
     // Scripts: EVAL to the master, EVAL_RO to a replica, EVALSHA_RO with a
     // script the replica lacks is retried on the master.
     let evals_before = env.calls(&master, "eval").await;
@@ -188,7 +203,13 @@ async fn routes_and_keeps_session_semantics() {
         panic!("a flushed script still ran");
     };
     assert!(e.starts_with("NOSCRIPT"), "{e}");
+}
 
+/// Commands the gateway cannot honour get a clear error, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_a_proxy_cannot_honour_are_refused_by_name() {
+    let env = start(|_| {}).await;
+    let mut c = env.client().await;
     // Commands the gateway cannot honour get a clear error, not a hang.
     for cmd in [
         vec!["MONITOR"],
@@ -214,7 +235,13 @@ async fn routes_and_keeps_session_semantics() {
         .unwrap()
         .as_array()
         .is_some());
+}
 
+/// SELECT isolates databases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_isolates_databases() {
+    let env = start(|_| {}).await;
+    let mut c = env.client().await;
     // SELECT isolates databases.
     let mut c1 = env.client().await;
     assert_eq!(
@@ -226,7 +253,12 @@ async fn routes_and_keeps_session_semantics() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(c1.call(&["GET", "iso"]).await.unwrap(), bulk("db1"));
     assert!(c1.call(&["SELECT", "99"]).await.unwrap().is_error());
+}
 
+/// RESP3 through HELLO 3, and client names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_through_hello_3() {
+    let env = start(|_| {}).await;
     // RESP3 through HELLO 3.
     let mut c3 = env.client().await;
     let hello = c3.call(&["HELLO", "3"]).await.unwrap();
@@ -249,7 +281,12 @@ async fn routes_and_keeps_session_semantics() {
         c3.call(&["CLIENT", "GETNAME"]).await.unwrap(),
         bulk("three")
     );
+}
 
+/// Transactions with WATCH: a conflicting write aborts EXEC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_with_watch() {
+    let env = start(|_| {}).await;
     // Transactions with WATCH: a conflicting write aborts EXEC.
     let mut a = env.client().await;
     let mut b = env.client().await;
@@ -280,7 +317,13 @@ async fn routes_and_keeps_session_semantics() {
     let exec = a.call(&["EXEC"]).await.unwrap();
     assert_eq!(exec.as_array().map(|v| v.len()), Some(2), "{exec:?}");
     assert_eq!(exec.as_array().unwrap()[1], bulk("other"));
+}
 
+/// A blocking pop is woken by a push; pub/sub across two clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_pops_and_pub_sub() {
+    let env = start(|_| {}).await;
+    let mut c = env.client().await;
     // A blocking pop is woken by a push through the gateway.
     let mut blocker = env.client().await;
     blocker.set_timeout(Duration::from_secs(10));
@@ -312,7 +355,16 @@ async fn routes_and_keeps_session_semantics() {
         msg,
         Value::Array(vec![bulk("message"), bulk("news"), bulk("hello")])
     );
+}
 
+/// The gateway's own view (BELAY TOPOLOGY), and AUTH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_view_and_auth() {
+    let env = start(|_| {}).await;
+    let master = env.master().await;
+    let mut c = env.client().await;
+    c.call_ok(&["SET", "k1", "v"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // The gateway's own view, for `belay status`.
     let view = c.call(&["BELAY", "TOPOLOGY"]).await.unwrap();
     let view: serde_json::Value = serde_json::from_str(view.as_str().unwrap()).unwrap();

@@ -35,6 +35,7 @@ impl Session {
             Later::Wait(req) => self.wait(req).await,
             Later::Kill(req) => Slot::Ready(self.kill(&req).await),
             Later::GroupAdmin(req) => Slot::Ready(self.group_admin(&req).await),
+            Later::ToAll { req, routing } => self.to_all(req, routing).await,
             Later::Throttled { req, delay } => {
                 tokio::time::sleep(delay).await;
                 let topo = self.topology().clone();
@@ -232,6 +233,27 @@ impl Session {
                 _ => unreachable!("WAIT routes to the master"),
             },
         }
+    }
+
+    /// The script cache is per node: `SCRIPT LOAD`/`FLUSH` go to every
+    /// replica too, as this client's user, on the shared connections its
+    /// reads use (connected first if need be, so that a script loaded
+    /// through a gateway that has not read from a replica yet still reaches
+    /// it), replies ignored: an `EVALSHA_RO` that finds no script on a
+    /// replica is retried on the master. Then to the master, like any write.
+    async fn to_all(&mut self, req: Request, routing: Routing) -> Slot {
+        let topo = self.topology().clone();
+        let slot = self.slot();
+        for replica in &topo.replicas {
+            if !replica.pool.shared_is_up(&self.st.ctx, slot) {
+                let _ = replica.pool.connect_shared(&self.st.ctx, slot).await;
+            }
+            let _ = replica
+                .pool
+                .try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None);
+        }
+        let job = Job::new(req, routing, Conn::Shared, self.st.ctx.clone());
+        self.stage_now(job, &topo)
     }
 
     /// `SCRIPT KILL`/`FUNCTION KILL`: a read-only script may run on any

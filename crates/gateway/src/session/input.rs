@@ -43,6 +43,11 @@ pub(super) enum Later {
     Wait(Request),
     Kill(Request),
     GroupAdmin(Request),
+    /// Send to the master, and to every replica first (script cache).
+    ToAll {
+        req: Request,
+        routing: Routing,
+    },
     /// A login from an address that failed too often: answered after `delay`.
     Throttled {
         req: Request,
@@ -261,20 +266,7 @@ impl Session {
                 job.rewrite = rewrite;
                 self.route_job(job, topo)
             }
-            Action::ForwardToAll { routing } => {
-                // The script cache is per node: the replicas get it too, as
-                // this client's user, replies ignored (an EVALSHA_RO that
-                // finds no script there is retried on the master).
-                let slot = self.slot();
-                for replica in &topo.replicas {
-                    let _ =
-                        replica
-                            .pool
-                            .try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None);
-                }
-                let job = Job::new(req, routing, Conn::Shared, self.st.ctx.clone());
-                self.route_job(job, topo)
-            }
+            Action::ForwardToAll { routing } => Handled::Later(Later::ToAll { req, routing }),
             Action::Login(login) => Handled::Later(Later::Login(login)),
             Action::Quit => Handled::Quit,
             Action::Subscribe => Handled::Slot(Slot::Subscribe(req)),

@@ -35,7 +35,7 @@ impl Session {
             Later::Wait(req) => self.wait(req).await,
             Later::Kill(req) => Slot::Ready(self.kill(&req).await),
             Later::GroupAdmin(req) => Slot::Ready(self.group_admin(&req).await),
-            Later::ToAll { req, routing } => self.to_all(req, routing).await,
+            Later::ToAll { req, routing } => self.send_to_every_node(req, routing).await,
             Later::Throttled { req, delay } => {
                 tokio::time::sleep(delay).await;
                 let topo = self.topology().clone();
@@ -241,7 +241,7 @@ impl Session {
     /// through a gateway that has not read from a replica yet still reaches
     /// it), replies ignored: an `EVALSHA_RO` that finds no script on a
     /// replica is retried on the master. Then to the master, like any write.
-    async fn to_all(&mut self, req: Request, routing: Routing) -> Slot {
+    async fn send_to_every_node(&mut self, req: Request, routing: Routing) -> Slot {
         let topo = self.topology().clone();
         let slot = self.slot();
         for replica in &topo.replicas {

@@ -490,8 +490,29 @@ struct Collecting {
     /// How many of its replies those bytes hold.
     replies: u32,
     has_error: bool,
+    /// Bytes of it charged to the client's budget so far.
+    charged: usize,
     /// Its replies are read and dropped: nobody will take them.
     discard: bool,
+}
+
+impl Collecting {
+    /// Charges what arrived since the last charge to the client's output
+    /// budget. When nobody will take the replies (the client is closed, or
+    /// will be for being over its budget), they are dropped instead of kept
+    /// (they are at the front of `buf`). True when they are dropped.
+    fn charge(&mut self, buf: &mut BytesMut) -> bool {
+        let new = self.len - self.charged;
+        let over = new > 0 && self.slot.budget.as_ref().is_some_and(|b| b.received(new));
+        self.charged = self.len;
+        if over || self.discard || self.slot.reply.is_closed() {
+            let _ = buf.split_to(self.len);
+            self.len = 0;
+            self.charged = 0;
+            self.discard = true;
+        }
+        self.discard
+    }
 }
 
 async fn read_loop(
@@ -545,6 +566,7 @@ async fn read_loop(
                                     len: 0,
                                     replies: 0,
                                     has_error: false,
+                                    charged: 0,
                                     discard: false,
                                 })
                             }
@@ -561,24 +583,14 @@ async fn read_loop(
                     // Charged reply by reply, not when the request's last
                     // reply is in: a pipeline's replies may be huge, and a
                     // client over its budget is closed before they all are.
-                    let over = c.slot.budget.as_ref().is_some_and(|b| b.received(n));
-                    if over || c.discard || c.slot.reply.is_closed() {
-                        // Nobody will take these (the client is closed, or
-                        // will be for being over its budget): the node's
-                        // replies are read, not kept.
-                        let _ = buf.split_to(c.len + n);
-                        c.len = 0;
-                        c.discard = true;
-                    } else {
-                        c.len += n;
-                    }
+                    c.len += n;
                     if c.replies == c.slot.count {
-                        let c = current.take().expect("set above");
+                        let mut c = current.take().expect("set above");
                         state.sub_outstanding(c.slot.count as usize);
                         if c.slot.blocking {
                             state.blocking.fetch_sub(1, Ordering::Relaxed);
                         }
-                        if c.discard {
+                        if c.charge(&mut buf) {
                             // The receiver sees its sender dropped.
                             continue;
                         }
@@ -595,7 +607,14 @@ async fn read_loop(
                         }
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // A request's replies still coming: charged as they
+                    // arrive (they may be huge), once per read.
+                    if let Some(c) = &mut current {
+                        c.charge(&mut buf);
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(addr = %state.addr, error = %e, "invalid reply from node; closing the connection");
                     why = LostWhy::BadReply;

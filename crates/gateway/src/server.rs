@@ -101,9 +101,13 @@ impl Shared {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// Counts a read routed to a replica.
+    /// Counts a read routed to a replica. A load and a store, not an atomic
+    /// add: a worker's sessions all run on its thread, and where several
+    /// threads share a worker (an embedder's runtime) a lost count only
+    /// moves the turn a little later.
     pub fn count_read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        let n = self.reads.load(Ordering::Relaxed);
+        self.reads.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 }
 

@@ -4,6 +4,7 @@
 #   belay-redis master   [redis-server args...]
 #   belay-redis replica  [redis-server args...]   (needs BELAY_MASTER_HOST)
 #   belay-redis sentinel [redis-sentinel args...]
+#   belay-redis node     [redis-server args...]   (configured by its arguments alone)
 #   belay-redis <any other command>               (run as is, e.g. bash, redis-cli)
 #
 # The config lives in /data (a named volume owned by the redis user), because
@@ -13,6 +14,14 @@
 # that Sentinel gave it (a demoted master comes back as a replica, not as a
 # second master). On every start the password lines are refreshed from the
 # environment, so rotating BELAY_PASSWORD needs no volume surgery.
+#
+# `node` is the seed note's way instead: a redis-server configured entirely by
+# its command line (e.g. `node --slaveof master 6379 --replica-announce-ip
+# slave`), no config file written or kept. The entrypoint adds only
+# requirepass and masterauth from the password, on redis-server's stdin
+# (`redis-server ... -`), so the password shows in neither `ps` nor `docker
+# inspect`. Without a config file Sentinel's CONFIG REWRITE fails, so a
+# restarted node forgets a role Sentinel gave it (as in the note).
 #
 # Environment (defaults in brackets):
 #   BELAY_PASSWORD | BELAY_PASSWORD_FILE  password for every node and Sentinel (required)
@@ -29,6 +38,9 @@
 #   BELAY_DOWN_AFTER_MS      [5000]      BELAY_FAILOVER_TIMEOUT_MS [60000]
 #   BELAY_PARALLEL_SYNCS     [1]
 #   BELAY_RESOLVE_WAIT_S     seconds to wait for BELAY_MASTER_HOST to resolve [60]
+#   BELAY_SENTINEL_AUTH      [yes] no: the Sentinel gets no requirepass (clients reach it
+#                            without a password, as in the seed note); it still
+#                            authenticates to the nodes (auth-pass)
 set -euo pipefail
 
 log() { echo "belay-redis: $*" >&2; }
@@ -36,7 +48,7 @@ die() { log "$*"; exit 1; }
 
 role="${1:-master}"
 case "$role" in
-  master|replica|sentinel) shift || true ;;
+  master|replica|sentinel|node) shift || true ;;
   *) exec "$@" ;;
 esac
 
@@ -108,10 +120,23 @@ sentinel failover-timeout $master_name ${BELAY_FAILOVER_TIMEOUT_MS:-60000}"
   fi
   # requirepass: clients (the gateway) must authenticate; Sentinels use the
   # same password with each other. auth-pass: for the monitored nodes.
-  refresh_lines "$conf" "requirepass|sentinel auth-pass|sentinel sentinel-pass" \
-    "requirepass $pw
-sentinel auth-pass $master_name $pw"
+  # BELAY_SENTINEL_AUTH=no: auth-pass only (the seed note's Sentinel).
+  case "${BELAY_SENTINEL_AUTH:-yes}" in
+    yes) sentinel_auth="requirepass $pw
+sentinel auth-pass $master_name $pw" ;;
+    no) sentinel_auth="sentinel auth-pass $master_name $pw" ;;
+    *) die "BELAY_SENTINEL_AUTH must be yes or no" ;;
+  esac
+  refresh_lines "$conf" "requirepass|sentinel auth-pass|sentinel sentinel-pass" "$sentinel_auth"
   exec redis-sentinel "$conf" "$@"
+fi
+
+if [ "$role" = node ]; then
+  log "node configured by its arguments: redis-server $* (no config file)"
+  exec redis-server "$@" - <<CONF
+requirepass $pw
+masterauth $pw
+CONF
 fi
 
 conf=/data/redis.conf

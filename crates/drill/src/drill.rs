@@ -142,7 +142,8 @@ impl Drop for InProcessGateway {
 
 impl InProcessGateway {
     /// Starts a gateway in front of `lab` and waits until it sees the master
-    /// and every replica.
+    /// and every replica ([`Gateway::wait_ready`]: the error says what is
+    /// missing).
     pub async fn start(lab: &Lab, read_your_writes: bool) -> Result<InProcessGateway> {
         let cfg = GatewayConfig {
             listen: "127.0.0.1:0".into(),
@@ -158,29 +159,17 @@ impl InProcessGateway {
         let gw = Gateway::bind(cfg)
             .await
             .context("starting the drill's gateway")?;
+        let replicas = lab.data_nodes().len() - 1;
+        gw.wait_ready(replicas, Duration::from_secs(30))
+            .await
+            .with_context(|| {
+                format!("the drill's gateway did not see the master and {replicas} replicas within 30 s")
+            })?;
         let addr = gw.local_addr().to_string();
-        let mut topo = gw.topology();
         let task = tokio::spawn(async move {
             let _ = gw.run(std::future::pending()).await;
         });
-        let gw = InProcessGateway { addr, task };
-        let replicas = lab.data_nodes().len() - 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            {
-                let t = topo.borrow_and_update();
-                if t.master.is_some()
-                    && t.eligible_replicas().count() == replicas
-                    && !t.commands.is_empty()
-                {
-                    return Ok(gw);
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("the drill's gateway did not see the master and {replicas} replicas within 30 s");
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), topo.changed()).await;
-        }
+        Ok(InProcessGateway { addr, task })
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use belay_client::sentinel::SentinelAuth;
 use belay_client::{Connection, Value};
 use belay_gateway::{Gateway, GatewayConfig};
 use belay_lab::Lab;
@@ -206,9 +207,14 @@ pub async fn run(
             master_name: lab.master_name().to_string(),
         },
     };
+    // `belay drill` takes no Sentinel password: the nodes' password is
+    // tried on each Sentinel, which a lab's Sentinels accept and a Sentinel
+    // without a password of its own (the common deployment) goes without.
+    let sentinel_auth = SentinelAuth::choose(None, Some(lab.auth()));
     let spec = WorkloadSpec {
         target: target.clone(),
         auth: lab.auth(),
+        sentinel_auth,
         layout: layout.clone(),
         seed: opts.seed,
         op_timeout: opts.op_timeout(),

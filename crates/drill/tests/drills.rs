@@ -4,11 +4,17 @@
 //! verdict matches what actually happened, and that nothing is left behind
 //! (processes: the Lab's Drop reaps them; partition rules: checked).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use belay_client::sentinel::SentinelAuth;
+use belay_client::Value;
+use belay_drill::client::Client;
+use belay_drill::history::Layout;
 use belay_drill::partition;
+use belay_drill::workload::{Target, WorkloadSpec};
 use belay_drill::{DrillOptions, DrillReport, FaultKind, InProcessGateway, Quiet, TargetKind};
-use belay_lab::{Lab, LabSpec, NoProgress};
+use belay_lab::{Lab, LabSpec, NoProgress, SeedDeployment, SeedSpec};
 
 /// A lab for drills: short timers (down-after 1000 ms), each process on
 /// its own 127.0.0.X so partitions work.
@@ -338,4 +344,41 @@ async fn a_dropped_drill_lab_leaves_no_process() {
     drop(e.gateway);
     drop(e.lab);
     assert!(belay_lab::testing::processes_under(&dir).is_empty());
+}
+
+/// The direct-master target against the seed note's deployment, whose
+/// Sentinels have no password of their own (the common case): the nodes'
+/// password is tried on them and skipped, and the client finds the master.
+/// (Asked with the nodes' password as `AUTH`, every Sentinel refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_to_the_master_finds_it_through_sentinels_without_a_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed = SeedDeployment::start(dir.path(), SeedSpec::default())
+        .await
+        .expect("the seed deployment starts");
+    let spec = WorkloadSpec {
+        target: Target::DirectMaster {
+            sentinels: seed.sentinel_addrs(),
+            master_name: seed.master_name().to_string(),
+        },
+        auth: seed.auth(),
+        sentinel_auth: SentinelAuth::choose(None, Some(seed.auth())),
+        layout: Layout {
+            prefix: "belay-drill:direct".into(),
+            writers: 1,
+            readers: 0,
+            counters: 1,
+            regs_per_writer: 1,
+        },
+        seed: 1,
+        op_timeout: Duration::from_secs(2),
+        think: Duration::ZERO,
+        reconnect_every: 0,
+    };
+    let mut client = Client::new(Arc::new(spec), Arc::default(), 0);
+    let reply = client
+        .call(&["SET", "belay-drill:direct", "1"])
+        .await
+        .expect("the Sentinel named the master and the SET went there");
+    assert_eq!(reply, Value::Simple("OK".into()));
 }

@@ -214,7 +214,7 @@ pub async fn run(
     let spec = WorkloadSpec {
         target: target.clone(),
         auth: lab.auth(),
-        sentinel_auth,
+        sentinel_auth: sentinel_auth.clone(),
         layout: layout.clone(),
         seed: opts.seed,
         op_timeout: opts.op_timeout(),
@@ -230,7 +230,7 @@ pub async fn run(
 
     let t0 = Instant::now();
     let since = |t0: Instant| t0.elapsed().as_secs_f64() * 1000.0;
-    let watch = SentinelWatch::start(sentinels, lab.auth(), t0);
+    let watch = SentinelWatch::start(sentinels, sentinel_auth, t0);
     let work = Workload::start(&spec, t0);
     let stats = work.stats();
     let mut steps: Vec<(f64, String)> = Vec::new();

@@ -73,7 +73,8 @@ enum Command {
     /// configs and logs stay in the state dir.
     Down(down::DownArgs),
     /// Run the gateway (the RESP proxy) in the foreground.
-    Gateway(belay_gateway::GatewayArgs),
+    // Boxed: its many flags would make every `Command` as large as it.
+    Gateway(Box<belay_gateway::GatewayArgs>),
     /// Break the master under load and report what the application saw.
     ///
     /// Runs a workload (writers: unique SETs, shared INCRs, per-writer
@@ -102,7 +103,7 @@ async fn main() -> ExitCode {
         Command::Down(args) => down::run(args).await,
         Command::Gateway(args) => {
             init_tracing();
-            belay_gateway::run(args).await.map(|()| ExitCode::SUCCESS)
+            belay_gateway::run(*args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Drill(args) => {
             // The drill's own gateway logs only when asked (RUST_LOG), so the

@@ -237,9 +237,12 @@ impl Client {
         for i in 0..sentinels.len() {
             let s = &sentinels[(self.first_sentinel + i) % sentinels.len()];
             let asked = async {
-                let mut c =
-                    Connection::connect(s, Some(&self.spec.auth), Duration::from_millis(500))
-                        .await?;
+                let (mut c, _) = Connection::connect_sentinel(
+                    s,
+                    &self.spec.sentinel_auth,
+                    Duration::from_millis(500),
+                )
+                .await?;
                 c.sentinel_master_addr(name).await
             }
             .await;
@@ -310,6 +313,8 @@ fn due_for_reconnect(every: u32, used: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use belay_client::sentinel::SentinelAuth;
+
     use super::*;
 
     #[test]
@@ -465,6 +470,7 @@ mod tests {
         let spec = Arc::new(WorkloadSpec {
             target: Target::Gateway { addr: addr.into() },
             auth: Auth::password(password),
+            sentinel_auth: SentinelAuth::None,
             layout: crate::history::Layout {
                 prefix: "t".into(),
                 writers: 1,

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use belay_client::sentinel::SentinelAuth;
 use belay_client::{Connection, Value};
 use belay_gateway::{Gateway, GatewayConfig};
 use belay_lab::Lab;
@@ -142,7 +143,8 @@ impl Drop for InProcessGateway {
 
 impl InProcessGateway {
     /// Starts a gateway in front of `lab` and waits until it sees the master
-    /// and every replica.
+    /// and every replica ([`Gateway::wait_ready`]: the error says what is
+    /// missing).
     pub async fn start(lab: &Lab, read_your_writes: bool) -> Result<InProcessGateway> {
         let cfg = GatewayConfig {
             listen: "127.0.0.1:0".into(),
@@ -158,29 +160,17 @@ impl InProcessGateway {
         let gw = Gateway::bind(cfg)
             .await
             .context("starting the drill's gateway")?;
+        let replicas = lab.data_nodes().len() - 1;
+        gw.wait_ready(replicas, Duration::from_secs(30))
+            .await
+            .with_context(|| {
+                format!("the drill's gateway did not see the master and {replicas} replicas within 30 s")
+            })?;
         let addr = gw.local_addr().to_string();
-        let mut topo = gw.topology();
         let task = tokio::spawn(async move {
             let _ = gw.run(std::future::pending()).await;
         });
-        let gw = InProcessGateway { addr, task };
-        let replicas = lab.data_nodes().len() - 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            {
-                let t = topo.borrow_and_update();
-                if t.master.is_some()
-                    && t.eligible_replicas().count() == replicas
-                    && !t.commands.is_empty()
-                {
-                    return Ok(gw);
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("the drill's gateway did not see the master and {replicas} replicas within 30 s");
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), topo.changed()).await;
-        }
+        Ok(InProcessGateway { addr, task })
     }
 }
 
@@ -217,9 +207,14 @@ pub async fn run(
             master_name: lab.master_name().to_string(),
         },
     };
+    // `belay drill` takes no Sentinel password: the nodes' password is
+    // tried on each Sentinel, which a lab's Sentinels accept and a Sentinel
+    // without a password of its own (the common deployment) goes without.
+    let sentinel_auth = SentinelAuth::choose(None, Some(lab.auth()));
     let spec = WorkloadSpec {
         target: target.clone(),
         auth: lab.auth(),
+        sentinel_auth: sentinel_auth.clone(),
         layout: layout.clone(),
         seed: opts.seed,
         op_timeout: opts.op_timeout(),
@@ -235,7 +230,7 @@ pub async fn run(
 
     let t0 = Instant::now();
     let since = |t0: Instant| t0.elapsed().as_secs_f64() * 1000.0;
-    let watch = SentinelWatch::start(sentinels, lab.auth(), t0);
+    let watch = SentinelWatch::start(sentinels, sentinel_auth, t0);
     let work = Workload::start(&spec, t0);
     let stats = work.stats();
     let mut steps: Vec<(f64, String)> = Vec::new();

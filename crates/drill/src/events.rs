@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use belay_client::{Auth, Connection, Value};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::{Connection, Value};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -42,8 +43,13 @@ pub struct SentinelWatch {
 }
 
 impl SentinelWatch {
-    /// Subscribes to every Sentinel `(name, addr)`.
-    pub fn start(sentinels: Vec<(String, String)>, auth: Auth, t0: Instant) -> SentinelWatch {
+    /// Subscribes to every Sentinel `(name, addr)`, logging in as `auth`
+    /// says (a Sentinel often has no password of its own).
+    pub fn start(
+        sentinels: Vec<(String, String)>,
+        auth: SentinelAuth,
+        t0: Instant,
+    ) -> SentinelWatch {
         let (stop, rx) = watch::channel(false);
         let events = Arc::new(Mutex::new(Vec::new()));
         let tasks = sentinels
@@ -87,14 +93,15 @@ impl SentinelWatch {
 async fn watch_one(
     name: String,
     addr: String,
-    auth: Auth,
+    auth: SentinelAuth,
     t0: Instant,
     events: Arc<Mutex<Vec<SentinelEvent>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
         let subscribed = async {
-            let mut c = Connection::connect(&addr, Some(&auth), Duration::from_secs(1)).await?;
+            let (mut c, _) =
+                Connection::connect_sentinel(&addr, &auth, Duration::from_secs(1)).await?;
             c.send(&["PSUBSCRIBE", "*"]).await?;
             Ok::<_, belay_client::ClientError>(c)
         }

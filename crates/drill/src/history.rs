@@ -155,12 +155,6 @@ impl Outcome {
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok { .. })
     }
-    pub fn error_kind(&self) -> Option<ErrorKind> {
-        match self {
-            Outcome::Err { kind, .. } => Some(*kind),
-            Outcome::Ok { .. } => None,
-        }
-    }
     /// A failed write that may still have been applied: it was sent, and
     /// its failure does not say it was not run.
     pub fn may_have_applied(&self) -> bool {

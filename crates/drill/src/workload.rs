@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use belay_client::sentinel::SentinelAuth;
 use belay_client::{Auth, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -54,7 +55,12 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
     pub target: Target,
+    /// The data nodes' (and the gateway's) credentials.
     pub auth: Auth,
+    /// How the direct-master target logs in to the Sentinels: they often
+    /// have no password of their own where the nodes have one (see
+    /// [`SentinelAuth::choose`]).
+    pub sentinel_auth: SentinelAuth,
     pub layout: Layout,
     pub seed: u64,
     /// A client-side deadline for each command. Through the gateway it must

@@ -4,11 +4,18 @@
 //! verdict matches what actually happened, and that nothing is left behind
 //! (processes: the Lab's Drop reaps them; partition rules: checked).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use belay_client::sentinel::SentinelAuth;
+use belay_client::Value;
+use belay_drill::client::Client;
+use belay_drill::events::SentinelWatch;
+use belay_drill::history::Layout;
 use belay_drill::partition;
+use belay_drill::workload::{Target, WorkloadSpec};
 use belay_drill::{DrillOptions, DrillReport, FaultKind, InProcessGateway, Quiet, TargetKind};
-use belay_lab::{Lab, LabSpec, NoProgress};
+use belay_lab::{Lab, LabSpec, NoProgress, SeedDeployment, SeedSpec};
 
 /// A lab for drills: short timers (down-after 1000 ms), each process on
 /// its own 127.0.0.X so partitions work.
@@ -338,4 +345,61 @@ async fn a_dropped_drill_lab_leaves_no_process() {
     drop(e.gateway);
     drop(e.lab);
     assert!(belay_lab::testing::processes_under(&dir).is_empty());
+}
+
+/// The drill's Sentinel clients against the seed note's deployment, whose
+/// Sentinels have no password of their own (the common case): the nodes'
+/// password is tried on them and skipped. The direct-master target finds
+/// the master, and the Sentinel watch hears a replica go down. (Asked with
+/// the nodes' password as `AUTH`, every Sentinel refused both.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_master_and_the_sentinel_watch_work_with_sentinels_without_a_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut seed = SeedDeployment::start(dir.path(), SeedSpec::default())
+        .await
+        .expect("the seed deployment starts");
+    let sentinel_auth = SentinelAuth::choose(None, Some(seed.auth()));
+    let spec = WorkloadSpec {
+        target: Target::DirectMaster {
+            sentinels: seed.sentinel_addrs(),
+            master_name: seed.master_name().to_string(),
+        },
+        auth: seed.auth(),
+        sentinel_auth: sentinel_auth.clone(),
+        layout: Layout {
+            prefix: "belay-drill:direct".into(),
+            writers: 1,
+            readers: 0,
+            counters: 1,
+            regs_per_writer: 1,
+        },
+        seed: 1,
+        op_timeout: Duration::from_secs(2),
+        think: Duration::ZERO,
+        reconnect_every: 0,
+    };
+    let mut client = Client::new(Arc::new(spec), Arc::default(), 0);
+    let reply = client
+        .call(&["SET", "belay-drill:direct", "1"])
+        .await
+        .expect("the Sentinel named the master and the SET went there");
+    assert_eq!(reply, Value::Simple("OK".into()));
+
+    let sentinels = vec![("sentinel-1".to_string(), seed.sentinel_addrs()[0].clone())];
+    let watch = SentinelWatch::start(sentinels, sentinel_auth, Instant::now());
+    // Subscribed before the replica stops: the watch retries every 200 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    seed.pause("redis-2").expect("pause the replica");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !watch.snapshot().iter().any(|e| e.event == "+sdown") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seed.resume("redis-2").expect("resume the replica");
+    let events = watch.stop().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "+sdown" && e.detail.starts_with("slave")),
+        "{events:?}"
+    );
 }

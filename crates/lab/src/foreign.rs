@@ -201,12 +201,6 @@ impl SeedDeployment {
             .map(Process::addr)
             .collect()
     }
-    /// `host:port` of every data node, the initial master first.
-    pub fn data_node_addrs(&self) -> Vec<String> {
-        self.of_kind(ProcessKind::DataNode)
-            .map(Process::addr)
-            .collect()
-    }
     /// `host:port` of every Sentinel.
     pub fn sentinel_addrs(&self) -> Vec<String> {
         self.of_kind(ProcessKind::Sentinel)

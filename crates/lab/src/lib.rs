@@ -47,7 +47,7 @@ pub use foreign::{SeedDeployment, SeedSpec};
 pub use lab::{down, recorded_state, Lab, StopReport};
 pub use ports::reserve_block;
 pub use process::{Process, ProcessKind, ProcessRecord};
-pub use progress::{LineProgress, NoProgress, Progress};
+pub use progress::{NoProgress, Progress};
 pub use spec::{GatewaySpec, LabSpec};
 pub use state::LabState;
 pub use status::{StatusQuery, StatusReport};

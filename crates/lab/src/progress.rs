@@ -16,23 +16,3 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
-
-/// Prints each step and each *new* waiting state to stderr as a plain line.
-#[derive(Default)]
-pub struct LineProgress {
-    last: std::sync::Mutex<String>,
-}
-
-impl Progress for LineProgress {
-    fn step(&self, message: &str) {
-        eprintln!("{message}");
-    }
-
-    fn waiting(&self, pending: &str) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if *last != pending {
-            eprintln!("waiting for: {pending}");
-            *last = pending.to_string();
-        }
-    }
-}

@@ -142,18 +142,6 @@ impl LabSpec {
         spec
     }
 
-    /// [`LabSpec::for_tests`] plus the gateway, run from `exe` (in a test of
-    /// the `belay` crate: `env!("CARGO_BIN_EXE_belay")`).
-    pub fn for_tests_with_gateway(dir: &Path, exe: impl Into<PathBuf>) -> LabSpec {
-        let mut spec = LabSpec::for_tests(dir);
-        spec.gateway = Some(GatewaySpec {
-            exe: exe.into(),
-            port: 0,
-        });
-        spec.assign_free_ports();
-        spec
-    }
-
     /// Moves every port of the lab onto one contiguous block of free ports:
     /// data nodes, then Sentinels, then one port for the gateway (used when
     /// `gateway` is set). For tests, which run many labs side by side.

@@ -1,0 +1,90 @@
+//! The gateway: does it answer, and its own view of the topology
+//! (`BELAY TOPOLOGY`).
+
+use belay_client::Auth;
+use serde::Serialize;
+
+use super::{connect, Target};
+use crate::why;
+
+/// The gateway's liveness and its own view of the topology (`BELAY TOPOLOGY`).
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayStatus {
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub reachable: bool,
+    pub error: Option<String>,
+    /// The master the gateway has confirmed.
+    pub master: Option<String>,
+    /// The gateway holds writes (no confirmed master, a failover under way,
+    /// or no replica in sync with the master).
+    pub writes_held: bool,
+    /// Each replica as the gateway sees it: offset, lag, read eligibility.
+    pub replicas: Vec<GatewayReplica>,
+}
+
+/// One replica in the gateway's view.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct GatewayReplica {
+    pub addr: String,
+    pub offset: i64,
+    /// Age of the newest master offset the replica has reached.
+    pub lag_ms: Option<u64>,
+    /// Whether the gateway currently sends it reads.
+    pub eligible: bool,
+}
+
+/// The part of `BELAY TOPOLOGY` that status shows.
+#[derive(serde::Deserialize)]
+struct GatewayView {
+    master: Option<String>,
+    #[serde(default)]
+    writes_held: bool,
+    replicas: Vec<GatewayReplica>,
+}
+
+/// Asks the gateway for `PING`, then for its view.
+pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> GatewayStatus {
+    let mut g = GatewayStatus {
+        addr: t.addr.clone(),
+        pid: t.pid,
+        reachable: false,
+        error: None,
+        master: None,
+        writes_held: false,
+        replicas: Vec::new(),
+    };
+    let mut c = match connect(&t.addr, auth).await {
+        Ok(c) => c,
+        Err(e) => {
+            g.error = Some(why::failure(&e));
+            return g;
+        }
+    };
+    match c.call(&["PING"]).await {
+        Ok(v) if v.as_str() == Some("PONG") => g.reachable = true,
+        Ok(v) => {
+            g.error = Some(format!("answers PING with {v:?}"));
+            return g;
+        }
+        Err(e) => {
+            g.error = Some(why::failure(&e));
+            return g;
+        }
+    }
+    match c.call_ok(&["BELAY", "TOPOLOGY"]).await {
+        Ok(v) => match v
+            .as_str()
+            .and_then(|t| serde_json::from_str::<GatewayView>(t).ok())
+        {
+            Some(view) => {
+                g.master = view.master;
+                g.writes_held = view.writes_held;
+                g.replicas = view.replicas;
+            }
+            None => g.error = Some(format!("answered something belay cannot read: {v:?}")),
+        },
+        Err(e) => g.error = Some(why::failure(&e)),
+    }
+    g
+}

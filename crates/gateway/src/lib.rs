@@ -16,6 +16,7 @@
 //! Modules are private; what embedders, the CLI and the tests use is
 //! re-exported here.
 
+mod admin_log;
 mod auth_throttle;
 mod backend;
 mod budget;

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin_log::AdminLog;
 use crate::auth_throttle::AuthThrottle;
 use crate::config::GatewayConfig;
 use crate::discovery::{Discovery, Event};
@@ -37,6 +38,8 @@ pub struct Shared {
     pub databases: u32,
     /// Failed logins per client address, across workers.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Commands run on every data node, and which took them.
+    pub admin_log: Arc<AdminLog>,
     /// Reads this worker routed to replicas: the turn that decides which
     /// replica is the current one (see `router::pick_replica`). Per worker,
     /// so the sessions routing in one turn of its event loop agree.
@@ -66,6 +69,7 @@ impl Shared {
             events,
             databases: 16,
             auth_throttle: Arc::new(AuthThrottle::default()),
+            admin_log: Arc::new(AdminLog::default()),
             reads: AtomicUsize::new(0),
             worker: 0,
             workers: 1,
@@ -83,6 +87,7 @@ impl Shared {
             limits: self.limits,
             databases: self.databases,
             auth_throttle: self.auth_throttle.clone(),
+            admin_log: self.admin_log.clone(),
             reads: AtomicUsize::new(0),
             worker,
             workers,

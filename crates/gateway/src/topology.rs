@@ -134,7 +134,7 @@ impl Topology {
 
 /// The topology as JSON (`BELAY TOPOLOGY`): what the gateway writes to and
 /// reads from, and why.
-pub fn to_json(topo: &Topology) -> String {
+pub fn to_json(topo: &Topology) -> serde_json::Value {
     let replicas: Vec<serde_json::Value> = topo
         .replicas
         .iter()
@@ -160,5 +160,4 @@ pub fn to_json(topo: &Topology) -> String {
         "server_version": topo.server_version,
         "commands_known": topo.commands.len(),
     })
-    .to_string()
 }

@@ -273,6 +273,14 @@ async fn admin_commands_reach_every_node() {
     );
     assert!(e.contains("but not on") && e.contains(&down), "{e}");
     env.lab.resume(&down).unwrap();
+    // And the drift is reported.
+    let view = c.call(&["BELAY", "TOPOLOGY"]).await.unwrap();
+    let view: serde_json::Value = serde_json::from_str(view.as_str().unwrap()).unwrap();
+    assert_eq!(
+        view["admin_drift"][&down],
+        serde_json::json!(["CONFIG SET maxmemory-samples"]),
+        "{view}"
+    );
     let gone = error(c.call(&["CONFIG", "REWRITE"]).await.unwrap());
     assert!(gone.contains("not supported through the gateway"), "{gone}");
 }

@@ -166,6 +166,7 @@ impl Session {
         };
         let env = Env {
             cfg: &self.shared.cfg,
+            admin_log: &self.shared.admin_log,
             databases: self.shared.databases,
             topology: &topo,
             id: self.id,
@@ -282,6 +283,17 @@ impl Session {
             return group_admin_reply(&name, &[]);
         }
         let results = on_every_node(&topo, &self.st.ctx, req, true).await;
+        let took: Vec<String> = results
+            .iter()
+            .filter(|r| r.reply.as_ref().is_ok_and(|b| !b.starts_with(b"-")))
+            .map(|r| r.node.clone())
+            .collect();
+        if !took.is_empty() {
+            let args: Vec<&[u8]> = req.args().collect();
+            self.shared
+                .admin_log
+                .record(crate::admin_log::describe(&args), took);
+        }
         group_admin_reply(&name, &results)
     }
 }

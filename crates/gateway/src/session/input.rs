@@ -233,6 +233,7 @@ impl Session {
     ) -> Handled {
         let env = Env {
             cfg: &self.shared.cfg,
+            admin_log: &self.shared.admin_log,
             databases: self.shared.databases,
             topology: topo,
             id: self.id,

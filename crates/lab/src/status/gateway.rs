@@ -19,8 +19,13 @@ pub struct GatewayStatus {
     /// The gateway holds writes (no confirmed master, a failover under way,
     /// or no replica in sync with the master).
     pub writes_held: bool,
+    /// Why writes are held, in the gateway's words.
+    pub writes_held_because: Option<String>,
     /// Each replica as the gateway sees it: offset, lag, read eligibility.
     pub replicas: Vec<GatewayReplica>,
+    /// Data nodes that missed commands the gateway ran on every node
+    /// (`CONFIG SET`, `ACL SETUSER`): node → what it missed.
+    pub admin_drift: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// One replica in the gateway's view.
@@ -40,7 +45,11 @@ struct GatewayView {
     master: Option<String>,
     #[serde(default)]
     writes_held: bool,
+    #[serde(default)]
+    writes_held_because: Option<String>,
     replicas: Vec<GatewayReplica>,
+    #[serde(default)]
+    admin_drift: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Asks the gateway for `PING`, then for its view.
@@ -52,7 +61,9 @@ pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> GatewayStatus {
         error: None,
         master: None,
         writes_held: false,
+        writes_held_because: None,
         replicas: Vec::new(),
+        admin_drift: Default::default(),
     };
     let mut c = match connect(&t.addr, auth).await {
         Ok(c) => c,
@@ -80,7 +91,9 @@ pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> GatewayStatus {
             Some(view) => {
                 g.master = view.master;
                 g.writes_held = view.writes_held;
+                g.writes_held_because = view.writes_held_because;
                 g.replicas = view.replicas;
+                g.admin_drift = view.admin_drift;
             }
             None => g.error = Some(format!("answered something belay cannot read: {v:?}")),
         },

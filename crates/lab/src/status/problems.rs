@@ -175,9 +175,12 @@ pub(super) fn analyse(
             ));
         } else if g.writes_held {
             problems.push(format!(
-                "the gateway {} is holding writes for {} (a failover under way, or no replica in sync with it)",
+                "the gateway {} is holding writes for {} ({})",
                 g.addr,
-                g.master.as_deref().unwrap_or("-")
+                g.master.as_deref().unwrap_or("-"),
+                g.writes_held_because
+                    .as_deref()
+                    .unwrap_or("a failover under way, or no replica in sync with it")
             ));
         } else if agreed_master.is_some() && g.master != agreed_master {
             problems.push(format!(
@@ -185,6 +188,16 @@ pub(super) fn analyse(
                 g.addr,
                 g.master.as_deref().unwrap_or("-"),
                 agreed_master.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+
+    if let Some(g) = &gateway {
+        for (node, missed) in &g.admin_drift {
+            problems.push(format!(
+                "{node} missed what the gateway {} ran on every node: {} (run it there directly)",
+                g.addr,
+                missed.join(", ")
             ));
         }
     }

@@ -177,6 +177,7 @@ pub enum Action {
 /// What a builtin may know besides the session's state.
 pub struct Env<'a> {
     pub cfg: &'a GatewayConfig,
+    pub admin_log: &'a crate::admin_log::AdminLog,
     pub databases: u32,
     pub topology: &'a Topology,
     pub id: u64,

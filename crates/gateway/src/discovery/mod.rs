@@ -98,6 +98,10 @@ const DEMOTED_MEMORY: Duration = Duration::from_secs(60);
 /// Full rounds asked for by events are at least this far apart.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
 
+/// A failover hold set by an event is released by a round that shows no
+/// failover only once it is this old.
+const HOLD_GRACE: Duration = Duration::from_secs(1);
+
 /// Longest wait for one replica's INFO in a round.
 const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
 
@@ -312,7 +316,7 @@ impl Discovery {
             .await;
         self.sentinels.learn(&answers);
         self.note_replicas(&answers);
-        let failing_over = answers.failover_under_way();
+        let failing_over = answers.failing_over();
         let candidate = answers.agreed_master().filter(|c| {
             let demoted = self
                 .demoted
@@ -328,15 +332,30 @@ impl Discovery {
             return;
         };
         // A failover seen in a round (the events may have been missed)
-        // holds writes; a hold ends when no Sentinel sees one any more.
-        if failing_over {
-            if self.failover_hold.is_none() {
-                tracing::info!(master = %candidate, "the Sentinels report a failover under way: holding writes");
+        // holds writes to the master being failed over — not to the replica
+        // it promotes, once the Sentinels name that one; a hold ends when no
+        // Sentinel reports a failover any more.
+        match failing_over {
+            Some(old) => {
+                if self.failover_hold.as_ref().is_none_or(|(a, _)| *a != old) {
+                    tracing::info!(master = %old, "the Sentinels report a failover of this master under way: no writes to it");
+                }
+                let expires = Instant::now() + self.cfg.failover_hold() * 2;
+                self.failover_hold = Some((old, expires));
             }
-            let expires = Instant::now() + self.cfg.failover_hold() * 2;
-            self.failover_hold = Some((candidate.clone(), expires));
-        } else if self.failover_hold.take().is_some() {
-            tracing::info!(master = %candidate, "no Sentinel reports a failover any more: writes resume");
+            None => {
+                // A hold an event set a moment ago stands until a round
+                // after it shows no failover: a Sentinel sets its flag as
+                // it starts the failover, right after `+odown`.
+                let settled = self.failover_hold.as_ref().is_some_and(|(_, expires)| {
+                    *expires < Instant::now() + self.cfg.failover_hold() * 2 - HOLD_GRACE
+                });
+                if settled {
+                    if let Some((old, _)) = self.failover_hold.take() {
+                        tracing::info!(master = %old, "no Sentinel reports a failover any more");
+                    }
+                }
+            }
         }
         let role = self.nodes.role(&candidate).await;
         self.master_checks += 1;

@@ -15,19 +15,24 @@ pub(super) struct SentinelView {
     /// `SENTINEL MASTER`'s flags for the master (`s_down`, `o_down`,
     /// `failover_in_progress`, …); empty when the Sentinel would not say.
     pub master_flags: Vec<String>,
+    /// `SENTINEL MASTER`'s address: the master being failed over, while a
+    /// failover is under way (it changes at `+switch-master`).
+    pub master_entry_addr: Option<String>,
     pub replicas: Vec<Entry>,
     pub sentinels: Vec<Entry>,
 }
 
 impl SentinelView {
-    /// This Sentinel is failing the master over (from its election until
-    /// the replicas are reconfigured). `o_down` alone is not enough: a
+    /// The master this Sentinel is failing over (from its election until the
+    /// replicas are reconfigured), if it is. `o_down` alone is not enough: a
     /// Sentinel whose quorum is 1 may see the master down from its side of
     /// a partition without any failover being possible.
-    pub fn failover_under_way(&self) -> bool {
+    pub fn failing_over(&self) -> Option<&str> {
         self.master_flags
             .iter()
             .any(|f| f == "failover_in_progress")
+            .then_some(self.master_entry_addr.as_deref())
+            .flatten()
     }
 }
 
@@ -48,9 +53,14 @@ impl Answers {
         .map(str::to_string)
     }
 
-    /// Some answering Sentinel is failing the master over.
-    pub fn failover_under_way(&self) -> bool {
-        self.views.iter().any(SentinelView::failover_under_way)
+    /// The master some answering Sentinel is failing over: writes to it
+    /// must wait (the replica it promotes may take them, once the Sentinels
+    /// name it).
+    pub fn failing_over(&self) -> Option<String> {
+        self.views
+            .iter()
+            .find_map(SentinelView::failing_over)
+            .map(str::to_string)
     }
 
     /// Why no Sentinel answered, one clause per Sentinel.
@@ -194,9 +204,12 @@ async fn ask_one(
         .map(|(h, p)| format!("{h}:{p}"));
     // A Sentinel user without the right to ask leaves these empty; the
     // master's address above is what must be answered.
-    let master_flags = match conn.sentinel_master(name).await {
-        Ok(entry) => entry.flags().into_iter().map(str::to_string).collect(),
-        Err(_) => Vec::new(),
+    let (master_flags, master_entry_addr) = match conn.sentinel_master(name).await {
+        Ok(entry) => (
+            entry.flags().into_iter().map(str::to_string).collect(),
+            entry.addr(),
+        ),
+        Err(_) => (Vec::new(), None),
     };
     let replicas = conn.sentinel_replicas(name).await.unwrap_or_default();
     let sentinels = conn.sentinel_sentinels(name).await.unwrap_or_default();
@@ -206,6 +219,7 @@ async fn ask_one(
         SentinelView {
             master,
             master_flags,
+            master_entry_addr,
             replicas,
             sentinels,
         },
@@ -220,6 +234,7 @@ mod tests {
         SentinelView {
             master: master.map(str::to_string),
             master_flags: flags.iter().map(|f| f.to_string()).collect(),
+            master_entry_addr: Some("a:1".into()),
             replicas: Vec::new(),
             sentinels: Vec::new(),
         }
@@ -236,12 +251,12 @@ mod tests {
             failures: Vec::new(),
         };
         assert_eq!(answers.agreed_master().as_deref(), Some("a:1"));
-        assert!(answers.failover_under_way());
+        assert_eq!(answers.failing_over().as_deref(), Some("a:1"));
         let calm = Answers {
             views: vec![view(Some("a:1"), &["master", "s_down", "o_down"])],
             failures: Vec::new(),
         };
-        assert!(!calm.failover_under_way());
+        assert_eq!(calm.failing_over(), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod connection;
 mod error;
 mod info;
+mod password_file;
 mod role;
 pub mod sentinel;
 
@@ -17,4 +18,5 @@ pub use belay_resp::Value;
 pub use connection::{Auth, Connection};
 pub use error::ClientError;
 pub use info::Info;
+pub use password_file::{read_password_file, PasswordFileError};
 pub use role::Role;

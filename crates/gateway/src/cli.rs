@@ -241,7 +241,7 @@ impl GatewayArgs {
             (&self.client_password_file, &mut cfg.client_password),
         ] {
             if let Some(path) = file {
-                *field = Some(read_secret(path)?);
+                *field = Some(belay_client::read_password_file(path)?);
             }
         }
         take_opt!(
@@ -271,20 +271,6 @@ fn parse_config(text: &str) -> Result<GatewayConfig, String> {
             None => e.message().to_string(),
         }
     })
-}
-
-/// A password kept in a file: its first line, without the line ending.
-fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the password file {}", path.display()))?;
-    let secret = text.lines().next().unwrap_or_default();
-    if secret.is_empty() {
-        anyhow::bail!(
-            "the password file {} is empty; put the password on its first line",
-            path.display()
-        );
-    }
-    Ok(secret.to_string())
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.

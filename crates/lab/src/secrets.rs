@@ -72,19 +72,10 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A password kept in a file: its first line, without the line ending
-/// (`--password-file`, a Docker or Kubernetes secret).
+/// A password kept in a file: its first line (the gateway reads its
+/// password files the same way).
 pub fn read_secret_file(path: &Path) -> Result<String> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read the password file {}", path.display()))?;
-    let secret = text.lines().next().unwrap_or_default();
-    if secret.is_empty() {
-        bail!(
-            "the password file {} is empty; put the password on its first line",
-            path.display()
-        );
-    }
-    Ok(secret.to_string())
+    Ok(belay_client::read_password_file(path)?)
 }
 
 /// A file holding a secret that users other than its owner can read.

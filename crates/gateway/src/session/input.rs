@@ -137,7 +137,13 @@ impl Session {
 
     /// Classifies and routes one request, in session order.
     pub(super) fn handle(&mut self, req: Request) -> Handled {
-        let topo = self.topology().clone();
+        let topo = self.take_topology();
+        let handled = self.handle_in(req, &topo);
+        self.put_topology(topo);
+        handled
+    }
+
+    fn handle_in(&mut self, req: Request, topo: &Arc<Topology>) -> Handled {
         let raw_name = req.name().unwrap_or_default();
         let cached = self
             .last_command
@@ -156,7 +162,7 @@ impl Session {
                     &long
                 };
                 if let Some(b) = builtin::builtin(name, &req) {
-                    return self.builtin(b, name, req, &topo);
+                    return self.builtin(b, name, req, topo);
                 }
                 if !self.st.authenticated {
                     return Handled::Slot(Slot::Ready(reply::error(
@@ -195,7 +201,7 @@ impl Session {
             Conn::Shared
         };
         let job = Job::new(req, routing, conn, self.st.ctx.clone());
-        self.route_job(job, &topo)
+        self.route_job(job, topo)
     }
 
     /// A command the gateway handles itself.

@@ -67,8 +67,9 @@ pub struct Session {
     /// then come back together, one wake-up and one write to the client.
     batch_replica: Option<Arc<NodePool>>,
     /// This session's view of the topology, refreshed when it changes.
+    /// `None` only while `handle` lends it out (see [`Session::handle`]).
     topo_rx: tokio::sync::watch::Receiver<Arc<Topology>>,
-    topo: Arc<Topology>,
+    topo: Option<Arc<Topology>>,
     /// How the fast path last routed a command name.
     last_command: Option<LastCommand>,
     /// A request is being handled at the head of the queue: every reply
@@ -142,7 +143,7 @@ impl Session {
             batch: Batcher::default(),
             st: SessionState::new(authenticated),
             batch_replica: None,
-            topo,
+            topo: Some(topo),
             topo_rx,
             last_command: None,
             at_head: false,
@@ -266,10 +267,24 @@ impl Session {
 
     /// The current topology; re-read only when discovery published a new one.
     fn topology(&mut self) -> &Arc<Topology> {
-        if self.topo_rx.has_changed().unwrap_or(false) {
-            self.topo = self.topo_rx.borrow_and_update().clone();
+        if self.topo.is_none() || self.topo_rx.has_changed().unwrap_or(false) {
+            self.topo = Some(self.topo_rx.borrow_and_update().clone());
         }
-        &self.topo
+        self.topo.as_ref().expect("set above")
+    }
+
+    /// The current topology, taken out of the session for the length of
+    /// one request's handling (no reference count touched per command);
+    /// [`Session::put_topology`] puts it back.
+    fn take_topology(&mut self) -> Arc<Topology> {
+        self.topology();
+        self.topo.take().expect("set by topology()")
+    }
+
+    /// Puts back what [`Session::take_topology`] took, unless something
+    /// read a newer one meanwhile.
+    fn put_topology(&mut self, topo: Arc<Topology>) {
+        self.topo.get_or_insert(topo);
     }
 
     /// Which shared connection of a pool this session uses.

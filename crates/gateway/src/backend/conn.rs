@@ -335,6 +335,11 @@ fn role_name(role: &Role) -> &'static str {
 
 const MAX_BATCH: usize = 256 * 1024;
 
+/// A connection's read buffer is given back once empty when it grew past
+/// this (a huge reply), so a connection does not keep its largest reply's
+/// size for life.
+const READ_BUF_KEEP: usize = 1024 * 1024;
+
 /// Adds a request to the batch being written. The reader must find the
 /// reply slot before the reply can arrive, so the slot goes first.
 fn stage(
@@ -532,7 +537,10 @@ async fn read_loop(
     let closed = state.closed.clone().cancelled_owned();
     tokio::pin!(closed);
     'conn: loop {
-        if buf.capacity() - buf.len() < 4096 {
+        if buf.is_empty() && buf.capacity() > READ_BUF_KEEP {
+            // Give back what a huge reply grew it to.
+            buf = BytesMut::with_capacity(32 * 1024);
+        } else if buf.capacity() - buf.len() < 4096 {
             buf.reserve(32 * 1024);
         }
         let read_result = tokio::select! {

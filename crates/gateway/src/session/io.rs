@@ -66,6 +66,11 @@ impl ClientIo {
     /// an EAGAIN syscall per request.
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         std::task::ready!(self.read.as_ref().poll_read_ready(cx))?;
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 1024 * 1024 {
+            // Give back what a huge request grew it to (nothing is parsed
+            // half-way in an empty buffer).
+            self.inbuf = BytesMut::new();
+        }
         if self.inbuf.capacity() - self.inbuf.len() < 4096 {
             self.inbuf.reserve(16 * 1024);
         }

@@ -199,6 +199,12 @@ async fn a_user_limited_as_redis_allows_logs_in() {
     let mut bob = Connection::connect(&env.gateway, None, Duration::from_secs(10))
         .await
         .unwrap();
+    // A failed login says what Redis says, and names no node.
+    let e = error(bob.call(&["AUTH", "bob", "wrong"]).await.unwrap());
+    assert!(
+        e.starts_with("WRONGPASS") && !e.contains("127.0.0.1"),
+        "{e}"
+    );
     assert_eq!(
         bob.call(&["AUTH", "bob", "bob-pw"]).await.unwrap(),
         Value::Simple("OK".into())

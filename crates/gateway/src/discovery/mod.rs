@@ -74,6 +74,9 @@ pub struct Discovery {
     master_since: Instant,
     /// The master did not answer the last offset sample: writes are held.
     master_unresponsive: bool,
+    /// The Sentinels did not agree on the master (or none answered) in the
+    /// last round: writes are held, its connections kept.
+    master_unconfirmed: bool,
     /// Masters replaced by a `+switch-master`, and when: never trusted
     /// again for `DEMOTED_MEMORY`.
     demoted: HashMap<String, Instant>,
@@ -131,6 +134,7 @@ impl Discovery {
             failover_hold: None,
             master_since: Instant::now(),
             master_unresponsive: false,
+            master_unconfirmed: false,
             demoted: HashMap::new(),
             history: OffsetHistory::default(),
             sample: None,
@@ -370,14 +374,31 @@ impl Discovery {
                 return;
             }
             Err(e) => {
-                if self.master_pool.is_some() {
-                    tracing::warn!(candidate = %candidate, "the Sentinels' master does not confirm it is master ({}); holding writes", reason(&e));
+                if self
+                    .master_pool
+                    .as_ref()
+                    .is_some_and(|p| p.addr == candidate)
+                {
+                    // Silent, not demoted: busy with a slow command, or
+                    // frozen. Writes wait; what was sent there keeps
+                    // waiting for its reply (the connections' watchdog,
+                    // Sentinel and the next rounds decide its fate).
+                    if !self.master_unresponsive {
+                        tracing::warn!(master = %candidate, "the master does not answer ROLE ({}); holding writes", reason(&e));
+                        self.master_unresponsive = true;
+                    }
+                    self.check_replicas(Some(&candidate)).await;
+                } else {
+                    if self.master_pool.is_some() {
+                        tracing::warn!(candidate = %candidate, "the Sentinels name a new master that does not confirm it ({}); holding writes", reason(&e));
+                    }
+                    self.drop_master();
+                    self.check_replicas(None).await;
                 }
-                self.drop_master();
-                self.check_replicas(None).await;
                 return;
             }
         }
+        self.master_unconfirmed = false;
         if self
             .master_pool
             .as_ref()
@@ -423,17 +444,21 @@ impl Discovery {
         self.known_replicas = replicas;
     }
 
+    /// No master the Sentinels agree on: writes wait. The master's
+    /// connections stay open — it is not known to be gone, only not
+    /// confirmed — so what was sent there still gets its replies.
     async fn no_master(&mut self, answers: &Answers) {
         if answers.views.is_empty() {
             // `Sentinels::ask` logged why each did not answer.
-        } else {
+        } else if !self.master_unconfirmed {
             tracing::warn!(
                 answered = answers.views.len(),
-                "the Sentinels that answer do not agree on a master"
+                "the Sentinels that answer do not agree on a master; holding writes"
             );
         }
-        self.drop_master();
-        self.check_replicas(None).await;
+        self.master_unconfirmed = true;
+        let master = self.master_pool.as_ref().map(|p| p.addr.clone());
+        self.check_replicas(master.as_deref()).await;
     }
 
     fn new_master(&mut self, addr: &str) {
@@ -624,6 +649,9 @@ impl Discovery {
         let Some(master) = self.master_pool.clone() else {
             return (None, Some(WriteHold::NoMaster));
         };
+        if self.master_unconfirmed {
+            return (None, Some(WriteHold::NoMaster));
+        }
         if self.master_unresponsive {
             return (None, Some(WriteHold::MasterSilent));
         }

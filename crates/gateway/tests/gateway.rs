@@ -991,3 +991,30 @@ async fn a_subscriber_only_subscribes_and_is_a_normal_client_again_after_unsubsc
     assert!(e.starts_with("ERR Can't execute 'set'"), "{e}");
     assert_eq!(c.call(&["GET", "k"]).await.unwrap(), bulk("v"));
 }
+
+/// `BELAY WHERE` names the node that served the connection's last reply,
+/// in turn: pipelined right behind a read, it names that read's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn belay_where_names_the_node_that_served_the_last_reply() {
+    let env = start(|_| {}).await;
+    let master = env.master().await;
+    let replicas = env.replicas().await;
+    let mut c = env.client().await;
+    assert_eq!(c.call(&["BELAY", "WHERE"]).await.unwrap(), Value::Nil);
+    c.call_ok(&["SET", "where", "x"]).await.unwrap();
+    assert_eq!(
+        c.call(&["BELAY", "WHERE"]).await.unwrap(),
+        bulk(&format!("{master} master"))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.send(&["GET", "where"]).await.unwrap();
+    c.send(&["BELAY", "WHERE"]).await.unwrap();
+    assert_eq!(c.read_value().await.unwrap(), bulk("x"));
+    let at = c.read_value().await.unwrap().to_text().unwrap();
+    let (node, role) = at.split_once(' ').unwrap();
+    assert_eq!(role, "replica", "{at}");
+    assert!(
+        replicas.iter().any(|r| r == node),
+        "{at} is one of {replicas:?}"
+    );
+}

@@ -337,6 +337,7 @@ impl Session {
             self.queue.push_front(slot);
         }
         self.batch.recycle(jobs);
+        self.st.last_served = Some((pool, from_master));
     }
 
     /// Tells discovery, once per batch, that the master may have changed.

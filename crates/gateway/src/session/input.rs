@@ -216,7 +216,7 @@ impl Session {
                 "denied by the gateway's configuration",
             )));
         }
-        if !self.at_head && self.needs_head(b) {
+        if !self.at_head && self.needs_head(b, &req) {
             return Handled::Slot(Slot::Queued(req));
         }
         let logs_in = b == Builtin::Auth
@@ -284,8 +284,10 @@ impl Session {
     }
 
     /// Builtins that run only once everything before them is answered.
-    fn needs_head(&self, b: Builtin) -> bool {
+    fn needs_head(&self, b: Builtin, req: &Request) -> bool {
         match b {
+            // Where the reply before it came from.
+            Builtin::Belay => req.arg_is(1, "WHERE"),
             // Every node, in the order the client sent it.
             Builtin::GroupAdmin => true,
             // The writes before it must be answered before it is counted.

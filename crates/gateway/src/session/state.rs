@@ -81,6 +81,9 @@ pub struct SessionState {
     /// Writes went to the master on a shared connection since the last
     /// `WAIT`: the session's own connection must first be moved past them.
     pub shared_writes: bool,
+    /// The node that served the session's last reply from a node (`BELAY
+    /// WHERE`), and whether it was the master.
+    pub last_served: Option<(Arc<NodePool>, bool)>,
 }
 
 /// Why a transaction will not run.

@@ -1,13 +1,25 @@
 //! `BELAY TOPOLOGY` (the gateway's view as JSON, for `belay status` and for
-//! people debugging routing) and `BELAY HELP`.
+//! people debugging routing), `BELAY WHERE` (which node served this
+//! connection's last reply: an application can show it) and `BELAY HELP`.
 
 use belay_resp::Request;
 use bytes::{BufMut, BytesMut};
 
 use super::{Action, Env};
 use crate::reply;
+use crate::session::state::SessionState;
 
-pub fn apply(req: &Request, env: &Env) -> Action {
+pub fn apply(req: &Request, st: &SessionState, env: &Env) -> Action {
+    if req.arg_is(1, "WHERE") && req.argc() == 2 {
+        // Handled in turn: every reply before it has come.
+        return Action::Reply(match &st.last_served {
+            Some((pool, master)) => {
+                let role = if *master { "master" } else { "replica" };
+                reply::bulk(format!("{} {role}", pool.addr).as_bytes())
+            }
+            None => reply::null(st.ctx.resp3),
+        });
+    }
     if req.arg_is(1, "TOPOLOGY") && req.argc() == 2 {
         let mut json = crate::topology::to_json(env.topology);
         let nodes: Vec<&str> = env.topology.data_nodes().map(|p| p.addr.as_str()).collect();
@@ -23,6 +35,7 @@ pub fn apply(req: &Request, env: &Env) -> Action {
     if req.arg_is(1, "HELP") || req.argc() == 1 {
         let lines = [
             "BELAY TOPOLOGY -- the gateway's view as JSON: confirmed master, why writes are held, replicas with offset, lag and read eligibility",
+            "BELAY WHERE -- the node that served this connection's last reply, as \"<host:port> master|replica\" (nil before any)",
             "BELAY HELP -- this text",
         ];
         let mut out = BytesMut::new();

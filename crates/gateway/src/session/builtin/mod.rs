@@ -208,7 +208,7 @@ pub fn apply(b: Builtin, name: &[u8], req: &Request, st: &mut SessionState, env:
         Builtin::ClientId => client::id(req, env),
         Builtin::ClientInfo => client::info(req, st, env),
         Builtin::ClientSetInfo => client::setinfo(req, st),
-        Builtin::Belay => belay::apply(req, env),
+        Builtin::Belay => belay::apply(req, st, env),
         Builtin::Wait => Action::Wait,
         Builtin::ScriptCache => Action::ForwardToAll {
             routing: Routing::plain(crate::commands::Class::Write),

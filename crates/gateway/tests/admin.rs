@@ -267,6 +267,20 @@ async fn the_event_stream_and_readiness_follow_a_failover() {
     );
     assert_eq!(sample(&text, "belay_writes_held"), Some(0.0), "{text}");
 
+    // The timeline: one failover, over, old master to new, timed.
+    let (status, failovers) = get(&url(&env, "/failovers")).await;
+    assert_eq!(status, 200);
+    let failovers: serde_json::Value = serde_json::from_str(&failovers).unwrap();
+    let e = &failovers[0];
+    assert_eq!(failovers.as_array().unwrap().len(), 1, "{failovers:#}");
+    assert_eq!(e["failover"], true, "{e:#}");
+    assert_eq!(e["ongoing"], false, "{e:#}");
+    assert_eq!(e["old_master"], old.as_str(), "{e:#}");
+    assert_eq!(e["new_master"], new.as_str(), "{e:#}");
+    let held = e["held_ms"].as_u64().expect("the write blackout");
+    assert!(held > 0 && held < 15_000, "{e:#}");
+    assert!(e["switch_master_at_ms"].is_u64(), "{e:#}");
+
     // Readiness: ready, not ready while held (with the reason), ready again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.cancel();

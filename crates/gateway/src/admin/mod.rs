@@ -6,6 +6,7 @@
 //! - `/topology`: the gateway's view as JSON (what `BELAY TOPOLOGY` says);
 //! - `/events`: Server-Sent Events of what the gateway sees and does (see
 //!   `activity`), the recent past first;
+//! - `/failovers`: the last failovers and episodes of held writes as JSON;
 //! - `/healthz`: the process answers; `/readyz`: a master taking writes and
 //!   the command table loaded (503 with the reason otherwise);
 //! - `/`: the dashboard, a page that shows all of it live.
@@ -57,6 +58,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/topology", get(topology))
         .route("/events", get(events))
+        .route("/failovers", get(failovers))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -131,6 +133,10 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 async fn topology(State(s): State<Arc<AdminState>>) -> Response {
     let topo = s.topology.borrow().clone();
     axum::Json(crate::admin_log::view(&topo, &s.admin_log)).into_response()
+}
+
+async fn failovers(State(s): State<Arc<AdminState>>) -> Response {
+    axum::Json(s.activity.failovers()).into_response()
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {

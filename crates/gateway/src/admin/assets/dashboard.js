@@ -5,7 +5,6 @@
 const POLL_MS = 1000;
 const RATE_WINDOW_MS = 5000;
 const MAX_EVENTS = 200;
-const MAX_EPISODES = 6;
 
 const $ = (id) => document.getElementById(id);
 
@@ -278,79 +277,8 @@ async function pollTopology() {
 
 // ---- /events and the failover timeline ------------------------------------
 
-let episodes = []; // newest first
-const NOTABLE = new Set(["+sdown", "-sdown", "+odown", "-odown", "+try-failover", "+elected-leader", "+failover-end", "+switch-master", "-failover-abort-not-elected", "+failover-end-for-timeout"]);
-
-function openEpisode(at, cause) {
-  let e = episodes[0];
-  if (!e || e.closed) {
-    e = { start: at, cause, steps: [], failover: false, closed: false, seen: new Set() };
-    episodes.unshift(e);
-    episodes = episodes.slice(0, MAX_EPISODES);
-  }
-  return e;
-}
-
-function step(e, at, text, key) {
-  if (key) {
-    if (e.seen.has(key)) return;
-    e.seen.add(key);
-  }
-  e.steps.push({ at, text });
-}
-
-function onActivity(a) {
-  const d = a.detail || {};
-  const current = episodes[0] && !episodes[0].closed ? episodes[0] : null;
-  switch (a.kind) {
-    case "failover":
-      if (d.phase === "noticed") {
-        const e = openEpisode(a.at_ms, "failover");
-        e.failover = true;
-        e.oldMaster = d.master;
-        step(e, a.at_ms, "fault noticed: " + d.why);
-      } else if (d.phase === "done" && current) {
-        current.done = a.at_ms;
-        current.newMaster = d.master;
-        current.tookMs = d.took_ms;
-        step(current, a.at_ms, "failover done: " + d.old + " → " + d.master + " in " + fmt.ms(d.took_ms));
-        current.closed = current.released !== undefined;
-      }
-      break;
-    case "hold": {
-      const e = openEpisode(a.at_ms, "hold");
-      if (e.holdStart === undefined) e.holdStart = a.at_ms;
-      step(e, a.at_ms, "writes held: " + d.reason, "hold:" + d.reason);
-      break;
-    }
-    case "release":
-      if (current) {
-        current.released = a.at_ms;
-        current.heldMs = d.held_ms;
-        step(current, a.at_ms, "writes flow again (held " + fmt.ms(d.held_ms) + ")");
-        current.closed = !current.failover || current.done !== undefined;
-      }
-      break;
-    case "master":
-      if (current) step(current, a.at_ms, "master confirmed: " + d.addr);
-      break;
-    case "sentinel": {
-      const isMaster = (d.payload || "").startsWith("master ") || d.channel === "+switch-master" || d.channel === "+try-failover";
-      if (!NOTABLE.has(d.channel) || !isMaster) break;
-      let e = current;
-      if (!e && (d.channel === "+sdown" || d.channel === "+odown")) {
-        e = openEpisode(a.at_ms, "failover");
-      }
-      if (e) {
-        if (d.channel === "+switch-master") e.switchAt = e.switchAt || a.at_ms;
-        step(e, a.at_ms, "Sentinel " + d.channel + " " + d.payload, d.channel + " " + d.payload);
-      }
-      break;
-    }
-  }
-  addEventLine(a);
-  renderEpisodes();
-}
+// The gateway keeps the timeline (/failovers); the page draws it.
+let episodes = [];
 
 function addEventLine(a) {
   const list = $("events");
@@ -366,23 +294,23 @@ function addEventLine(a) {
 function episodeBar(e, end) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
-  const span = Math.max(1, end - e.start);
-  const x = (t) => (100 * (t - e.start)) / span + "%";
+  const span = Math.max(1, end - e.started_at_ms);
+  const x = (t) => (100 * (t - e.started_at_ms)) / span + "%";
   const line = document.createElementNS(ns, "rect");
   line.setAttribute("x", "0"); line.setAttribute("y", "8"); line.setAttribute("width", "100%"); line.setAttribute("height", "2");
   line.setAttribute("fill", "#e3e6eb");
   svg.append(line);
-  if (e.holdStart !== undefined) {
+  if (e.hold_started_at_ms !== null) {
     const hold = document.createElementNS(ns, "rect");
-    const holdEnd = e.released !== undefined ? e.released : end;
-    hold.setAttribute("x", x(e.holdStart));
-    hold.setAttribute("width", Math.max(0.5, (100 * (holdEnd - e.holdStart)) / span) + "%");
+    const holdEnd = e.released_at_ms !== null ? e.released_at_ms : end;
+    hold.setAttribute("x", x(e.hold_started_at_ms));
+    hold.setAttribute("width", Math.max(0.5, (100 * (holdEnd - e.hold_started_at_ms)) / span) + "%");
     hold.setAttribute("y", "4"); hold.setAttribute("height", "10"); hold.setAttribute("fill", "#f4b4ae");
     svg.append(hold);
   }
   for (const s of e.steps) {
     const c = document.createElementNS(ns, "circle");
-    c.setAttribute("cx", x(s.at)); c.setAttribute("cy", "9"); c.setAttribute("r", "3"); c.setAttribute("fill", "#2f5bd3");
+    c.setAttribute("cx", x(s.at_ms)); c.setAttribute("cy", "9"); c.setAttribute("r", "3"); c.setAttribute("fill", "#2f5bd3");
     const title = document.createElementNS(ns, "title");
     title.textContent = s.text;
     c.append(title);
@@ -393,24 +321,44 @@ function episodeBar(e, end) {
 
 function renderEpisodes() {
   const list = $("failovers");
-  if (!episodes.length) return;
+  if (!episodes.length) {
+    list.replaceChildren(el("li", { class: "empty" }, "none seen since the gateway started"));
+    return;
+  }
   const now = Date.now();
   list.replaceChildren(...episodes.map((e) => {
-    const ongoing = !e.closed;
-    const end = ongoing ? now : Math.max(...e.steps.map((s) => s.at), e.start);
+    const end = e.ongoing ? now : Math.max(e.started_at_ms, ...e.steps.map((s) => s.at_ms));
     const title = e.failover
-      ? "failover" + (e.oldMaster ? " of " + e.oldMaster : "") + (e.newMaster ? " → " + e.newMaster : "")
+      ? "failover" + (e.old_master ? " of " + e.old_master : "") + (e.new_master ? " → " + e.new_master : "")
       : "writes held";
-    const blackout = e.heldMs !== undefined
-      ? "write blackout " + fmt.ms(e.heldMs)
-      : e.holdStart !== undefined ? "writes held for " + fmt.ms(now - e.holdStart) + "…" : ongoing ? "under way" : "";
-    return el("li", { "data-state": ongoing ? "ongoing" : "done", "data-held-ms": e.heldMs },
-      el("span", { class: "blackout" + (ongoing ? " open" : "") }, blackout),
+    const blackout = e.held_ms !== null
+      ? "write blackout " + fmt.ms(e.held_ms)
+      : e.hold_started_at_ms !== null ? "writes held for " + fmt.ms(now - e.hold_started_at_ms) + "…" : e.ongoing ? "under way" : "";
+    return el("li", { "data-state": e.ongoing ? "ongoing" : "done", "data-held-ms": e.held_ms, "data-new-master": e.new_master },
+      el("span", { class: "blackout" + (e.ongoing ? " open" : "") }, blackout),
       el("span", { class: "title" }, title),
-      " ", el("span", { class: "meta" }, fmt.time(e.start)),
+      " ", el("span", { class: "meta" }, fmt.time(e.started_at_ms)),
+      e.took_ms !== null ? el("span", { class: "meta" }, " · new master after " + fmt.ms(e.took_ms)) : null,
       episodeBar(e, end),
-      el("ol", {}, ...e.steps.map((s) => el("li", {}, el("time", {}, fmt.time(s.at)), " ", s.text))));
+      el("ol", {}, ...e.steps.map((s) => el("li", {}, el("time", {}, fmt.time(s.at_ms)), " ", s.text))));
   }));
+}
+
+let failoversPending = false;
+async function pollFailovers() {
+  if (failoversPending) return;
+  failoversPending = true;
+  try {
+    const r = await fetch("failovers", { cache: "no-store" });
+    if (r.ok) {
+      episodes = await r.json();
+      renderEpisodes();
+    }
+  } catch (e) {
+    // Shown by the event stream's dot.
+  } finally {
+    failoversPending = false;
+  }
 }
 
 const KINDS = ["sentinel", "master", "hold", "release", "replica", "node", "failover"];
@@ -419,12 +367,11 @@ function connectEvents() {
   const source = new EventSource("events");
   source.addEventListener("open", () => {
     // The stream starts with the recent past: rebuild from it.
-    episodes = [];
     $("events").replaceChildren();
-    $("failovers").replaceChildren(el("li", { class: "empty" }, "none seen since the gateway started"));
     $("live").className = "dot on";
     $("live-text").textContent = "live";
     pollTopology();
+    pollFailovers();
   });
   source.addEventListener("error", () => {
     $("live").className = "dot off";
@@ -433,11 +380,12 @@ function connectEvents() {
   for (const kind of KINDS) {
     source.addEventListener(kind, (m) => {
       try {
-        onActivity(JSON.parse(m.data));
+        addEventLine(JSON.parse(m.data));
       } catch (e) {
         return;
       }
       if (kind !== "sentinel") pollTopology();
+      if (kind !== "replica" && kind !== "node") pollFailovers();
     });
   }
   source.addEventListener("gap", (m) => {
@@ -451,4 +399,6 @@ pollTopology();
 pollMetrics();
 setInterval(pollTopology, POLL_MS);
 setInterval(pollMetrics, POLL_MS);
-setInterval(() => { if (episodes[0] && !episodes[0].closed) renderEpisodes(); }, 500);
+pollFailovers();
+// An episode under way: its clock runs, and its steps come in.
+setInterval(() => { if (episodes[0] && episodes[0].ongoing) pollFailovers(); }, 500);

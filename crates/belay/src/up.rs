@@ -310,8 +310,13 @@ fn ready_text(lab: &Lab) -> String {
         lab.spec().sentinel_port(),
         lab.master_name()
     ));
+    if let Some(admin) = lab.gateway_admin_addr() {
+        out.push_str(&format!(
+            "  dashboard: http://{admin}/    (metrics: http://{admin}/metrics)\n"
+        ));
+    }
     out.push_str(&format!(
-        "  status:    belay status --dir {}\n",
+        "  status:    belay status --dir {}    (live: add --watch)\n",
         shell_quote(&show_path(lab.dir()))
     ));
     out
@@ -323,6 +328,7 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
         "master_name": lab.master_name(),
         "password_file": lab.dir().join("password"),
         "gateway": lab.gateway_addr(),
+        "gateway_admin": lab.gateway_admin_addr(),
         "sentinels": lab.sentinel_addrs(),
         "processes": lab.processes().iter().map(|p| serde_json::json!({
             "name": p.name(),

@@ -232,6 +232,19 @@ impl Lab {
     pub fn gateway_addr(&self) -> Option<String> {
         self.gateway().map(|p| p.addr())
     }
+    /// `host:port` of the gateway's admin endpoint (metrics, dashboard):
+    /// the gateway's own default, its port + 1000, on its host if that is
+    /// a loopback address and on 127.0.0.1 otherwise (the lab gives it no
+    /// admin password).
+    pub fn gateway_admin_addr(&self) -> Option<String> {
+        let gw = self.gateway()?;
+        let port = gw.record().port.checked_add(1000)?;
+        let host = match gw.record().host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() => gw.record().host.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        Some(format!("{host}:{port}"))
+    }
     /// The process called `name` (`redis-2`, `sentinel-1`, `gateway`).
     pub fn process(&self, name: &str) -> Result<&Process> {
         let i = self.index(name)?;

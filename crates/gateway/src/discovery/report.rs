@@ -28,8 +28,10 @@ pub(super) struct Seen {
 impl Seen {
     /// The first sign of a failover of `master` (it went down or silent, a
     /// Sentinel started failing it over): the failover's clock starts.
+    /// Signs about a master that is no longer ours (the other Sentinels'
+    /// `+switch-master` after the new one is confirmed) start nothing.
     pub fn failover_noticed(&mut self, master: &str, why: &str, t: &Telemetry) {
-        if self.failover.is_some() {
+        if self.failover.is_some() || self.master.as_deref().is_some_and(|m| m != master) {
             return;
         }
         self.failover = Some((Instant::now(), master.to_string()));
@@ -219,6 +221,8 @@ mod tests {
         after.write_hold = None;
         seen.report(&after, &t);
         seen.report(&after, &t);
+        // The other Sentinels' +switch-master, late: not a new failover.
+        seen.failover_noticed(&a.addr, "+switch-master", &t);
 
         let expected = [
             ("master", "master confirmed: 127.0.0.1:7000".to_string()),

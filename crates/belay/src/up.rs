@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use belay_lab::{GatewaySpec, Lab, LabError, LabSpec, ProcessKind};
+use belay_lab::{AppSpec, GatewaySpec, Lab, LabError, LabSpec, ProcessKind};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -48,8 +48,18 @@ pub struct UpArgs {
     pub gateway_port: Option<u16>,
 
     /// Do not start the gateway (only Redis and Sentinel).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "app")]
     pub no_gateway: bool,
+
+    /// Also start newsroom, the web app (`belay app`), on the lab's gateway:
+    /// pages say which node served them; pause the master and watch them
+    /// keep coming from the replicas.
+    #[arg(long)]
+    pub app: bool,
+
+    /// Port of the web app (with --app).
+    #[arg(long, default_value_t = belay_lab::spec::DEFAULT_APP_PORT, value_name = "PORT")]
+    pub app_port: u16,
 
     /// Address every process binds to and announces. Loopback by default;
     /// protected mode stays on whatever you choose.
@@ -132,6 +142,7 @@ impl UpArgs {
             redis_server: self.redis_server.clone(),
             redis_sentinel: self.redis_sentinel.clone(),
             gateway: None,
+            app: None,
             detach: self.detach,
             ready_timeout_ms: self.ready_timeout * 1000,
             extra_redis_config: self.extra_redis_config.clone(),
@@ -147,6 +158,13 @@ impl UpArgs {
                 port: self
                     .gateway_port
                     .unwrap_or_else(|| spec.default_gateway_port()),
+            });
+        }
+        if self.app {
+            let exe = std::env::current_exe().context("finding the belay binary to run the app")?;
+            spec.app = Some(AppSpec {
+                exe,
+                port: self.app_port,
             });
         }
         Ok(spec)
@@ -249,6 +267,7 @@ fn role_at_start(lab: &Lab, kind: ProcessKind, addr: &str) -> &'static str {
         ProcessKind::DataNode => "replica",
         ProcessKind::Sentinel => "sentinel",
         ProcessKind::Gateway => "gateway",
+        ProcessKind::App => "app",
     }
 }
 
@@ -310,6 +329,11 @@ fn ready_text(lab: &Lab) -> String {
         lab.spec().sentinel_port(),
         lab.master_name()
     ));
+    if let Some(url) = lab.app_url() {
+        out.push_str(&format!(
+            "  web app:   {url}    # newsroom: each page names the node that served it\n"
+        ));
+    }
     out.push_str(&format!(
         "  status:    belay status --dir {}\n",
         shell_quote(&show_path(lab.dir()))
@@ -323,6 +347,7 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
         "master_name": lab.master_name(),
         "password_file": lab.dir().join("password"),
         "gateway": lab.gateway_addr(),
+        "app": lab.app_url(),
         "sentinels": lab.sentinel_addrs(),
         "processes": lab.processes().iter().map(|p| serde_json::json!({
             "name": p.name(),

@@ -20,6 +20,7 @@ pub fn check_free(bind: &str, plan: &[ProcessRecord]) -> Result<(), LabError> {
                 crate::ProcessKind::DataNode => "--port",
                 crate::ProcessKind::Sentinel => "--sentinel-port (or --port)",
                 crate::ProcessKind::Gateway => "--gateway-port",
+                crate::ProcessKind::App => "--app-port",
             };
             return Err(LabError::PortInUse {
                 port: rec.port,

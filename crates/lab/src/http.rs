@@ -1,6 +1,6 @@
-//! Just enough HTTP/1.1 to ask the web app how it is (`GET /healthz`):
-//! readiness and `belay status` need one request with a deadline, not an
-//! HTTP client library.
+//! Just enough HTTP/1.1 to talk to the web app: readiness and `belay
+//! status` ask it `GET /healthz`, tests load its pages and publish. One
+//! request per connection, with a deadline; not an HTTP client library.
 
 use std::io;
 use std::time::Duration;
@@ -11,22 +11,68 @@ use tokio::net::TcpStream;
 /// The most of an answer that is read: a health check says little.
 const MAX_ANSWER: u64 = 64 * 1024;
 
-/// An HTTP answer: the status code and the body as text.
+/// An HTTP answer: the status code, the headers (names in lower case) and
+/// the body as text.
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
-/// `GET path` from `addr` (`host:port`), all within `timeout`. The request
-/// says `Connection: close`, so the answer ends where the connection does.
+impl Answer {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` from `addr` (`host:port`), all within `timeout`.
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> io::Result<Answer> {
+    request(addr, "GET", path, None, timeout).await
+}
+
+/// `POST path` with a body of type `content_type` (tests publish stories).
+pub async fn post(
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Answer> {
+    request(addr, "POST", path, Some((content_type, body)), timeout).await
+}
+
+/// One request, all within `timeout`. It says `Connection: close`, so the
+/// answer ends where the connection does.
+async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> io::Result<Answer> {
     let exchange = async {
         let mut s = TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: belay\r\n\r\n"
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: belay\r\n"
         );
-        s.write_all(request.as_bytes()).await?;
+        if let Some((kind, data)) = body {
+            request.push_str(&format!(
+                "Content-Type: {kind}\r\nContent-Length: {}\r\n",
+                data.len()
+            ));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        if let Some((_, data)) = body {
+            bytes.extend_from_slice(data);
+        }
+        s.write_all(&bytes).await?;
         let mut raw = Vec::new();
         s.take(MAX_ANSWER).read_to_end(&mut raw).await?;
         parse(&raw)
@@ -43,24 +89,30 @@ fn parse(raw: &[u8]) -> io::Result<Answer> {
     let text = String::from_utf8_lossy(raw);
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer");
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head
-        .lines()
+    let mut lines = head.lines();
+    let status = lines
         .next()
         .filter(|l| l.starts_with("HTTP/1."))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .ok_or_else(bad)?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .replace(' ', "")
-            .starts_with("transfer-encoding:chunked")
-    });
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
         dechunk(body)
     } else {
         body.to_string()
     };
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The data of a chunked body (what a short answer needs; extensions and
@@ -87,8 +139,11 @@ mod tests {
 
     #[test]
     fn plain_and_chunked_answers_are_read() {
-        let a = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").unwrap();
+        let a =
+            parse(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nX-Served-By: a:1 replica\r\n\r\nok\n")
+                .unwrap();
         assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+        assert_eq!(a.header("x-served-by"), Some("a:1 replica"));
         let c = parse(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndown\r\n0\r\n\r\n")
             .unwrap();
         assert_eq!((c.status, c.body.as_str()), (503, "down"));

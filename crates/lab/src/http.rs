@@ -74,7 +74,19 @@ async fn request(
         }
         s.write_all(&bytes).await?;
         let mut raw = Vec::new();
-        s.take(MAX_ANSWER).read_to_end(&mut raw).await?;
+        let mut buf = [0u8; 8192];
+        // Until the answer is complete: some servers keep the connection
+        // open after it, `Connection: close` notwithstanding.
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if complete(&raw) || raw.len() as u64 >= MAX_ANSWER {
+                break;
+            }
+        }
         parse(&raw)
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| {
@@ -85,10 +97,37 @@ async fn request(
     })?
 }
 
+/// True once `raw` holds a whole answer: the head, and as much body as
+/// `Content-Length` says, or a chunked body's last chunk.
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    for line in head.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match (name.trim(), value.trim()) {
+            ("content-length", n) => return n.parse().is_ok_and(|n: usize| body.len() >= n),
+            ("transfer-encoding", "chunked") => return body.ends_with(b"0\r\n\r\n"),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn parse(raw: &[u8]) -> io::Result<Answer> {
     let text = String::from_utf8_lossy(raw);
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer");
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let length = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -103,10 +142,10 @@ fn parse(raw: &[u8]) -> io::Result<Answer> {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
+    let body = match length {
+        _ if chunked => dechunk(body),
+        Some(n) if n <= body.len() && body.is_char_boundary(n) => body[..n].to_string(),
+        _ => body.to_string(),
     };
     Ok(Answer {
         status,
@@ -148,5 +187,8 @@ mod tests {
             .unwrap();
         assert_eq!((c.status, c.body.as_str()), (503, "down"));
         assert!(parse(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(complete(b"HTTP/1.1 200 OK\r\nContent-Length:2\r\n\r\nok"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length:3\r\n\r\nok"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length:3"));
     }
 }

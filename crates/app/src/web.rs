@@ -6,6 +6,7 @@
 //! | `GET /` | the newest stories |
 //! | `GET /stories/new` | the form |
 //! | `POST /stories` | publish (form), answer with the story as read back |
+//! | `GET /stories` | the newest stories (where a browser is after publishing) |
 //! | `GET /stories/{id}` | a story (counts a view) |
 //! | `GET /api/stories` | the newest stories as JSON |
 //! | `POST /api/stories` | publish (JSON `{"title", "body", "id"?}`) |
@@ -47,7 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(front))
         .route("/stories/new", get(new_form))
-        .route("/stories", axum::routing::post(publish_form))
+        // GET too: the address a browser shows after publishing.
+        .route("/stories", get(front).post(publish_form))
         .route("/stories/{id}", get(story))
         .route("/api/stories", get(api_front).post(api_publish))
         .route("/api/stories/{id}", get(api_story))

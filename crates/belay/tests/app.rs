@@ -55,6 +55,7 @@ struct Load {
     status: Option<u16>,
     served_by: Option<String>,
     took: Duration,
+    done: Instant,
     error: Option<String>,
 }
 
@@ -74,6 +75,7 @@ async fn read_pages(app: String, story: String, stop: Arc<AtomicBool>) -> Vec<Lo
                 status: Some(a.status),
                 served_by: a.header("x-served-by").map(str::to_string),
                 took: started.elapsed(),
+                done: Instant::now(),
                 error: None,
             },
             Err(e) => Load {
@@ -81,6 +83,7 @@ async fn read_pages(app: String, story: String, stop: Arc<AtomicBool>) -> Vec<Lo
                 status: None,
                 served_by: None,
                 took: started.elapsed(),
+                done: Instant::now(),
                 error: Some(e.to_string()),
             },
         });
@@ -156,6 +159,7 @@ async fn pages_keep_coming_from_replicas_and_a_story_published_in_the_failover_w
     let sent = Instant::now();
     let (b, during) = publish(&app, "During the failover").await;
     let waited = sent.elapsed();
+    let answered = Instant::now();
     assert_eq!(b.status, 201, "{}", b.body);
     let second = during["story"]["id"].as_str().unwrap().to_string();
     let new = lab
@@ -185,6 +189,16 @@ async fn pages_keep_coming_from_replicas_and_a_story_published_in_the_failover_w
 
     let failed: Vec<&Load> = loads.iter().filter(|l| l.status != Some(200)).collect();
     assert!(failed.is_empty(), "pages that did not load: {failed:#?}");
+    // Pages kept coming while the story waited (a page read behind the
+    // held write would have waited with it).
+    let meanwhile = loads
+        .iter()
+        .filter(|l| l.done > sent && l.done < answered)
+        .count();
+    assert!(
+        meanwhile >= 3,
+        "only {meanwhile} page(s) loaded while the publication was held for {waited:?}"
+    );
     // From the replicas, or from the new master once the gateway switched
     // to it (the remaining replica re-syncs with it for a moment); never
     // from the paused master.
@@ -210,7 +224,7 @@ async fn pages_keep_coming_from_replicas_and_a_story_published_in_the_failover_w
     let slowest = loads.iter().map(|l| l.took).max().unwrap();
     eprintln!(
         "{} page loads during the pause and failover, all 200 ({from_replicas} from replicas, the others from \
-         the new master), slowest {slowest:?}; \
+         the new master; {meanwhile} while the publication was held), slowest {slowest:?}; \
          the story published while writes were held answered 201 after {waited:?} \
          (sent {} time(s))",
         loads.len(),

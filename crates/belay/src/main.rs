@@ -34,7 +34,7 @@ enum Command {
     ///
     /// Ports: data nodes from --port (master 6379, replicas 6380, 6381, ...),
     /// Sentinels from --sentinel-port (26379, 26380, ...), the gateway on
-    /// --gateway-port (6390). Every process requires the lab's password
+    /// --gateway-port (6390), the web app (--app) on --app-port (8080). Every process requires the lab's password
     /// (generated on the first `up`, kept in <DIR>/password, mode 0600).
     ///
     /// Runs in the foreground until Ctrl-C, which stops everything; with
@@ -68,7 +68,7 @@ enum Command {
     Status(status::StatusArgs),
     /// Stop every process of a lab started with `belay up` (data and logs stay).
     ///
-    /// Order: gateway, then Sentinels, then data nodes — each with SIGTERM, then SIGKILL for whatever is
+    /// Order: the web app, the gateway, then Sentinels, then data nodes — each with SIGTERM, then SIGKILL for whatever is
     /// still running after the grace period. Only the pids the lab recorded are
     /// touched, and only while they still are the processes it started. Data,
     /// configs and logs stay in the state dir.
@@ -93,6 +93,23 @@ enum Command {
     /// does it undoes, also on Ctrl-C. Exit status: 0 PASS, 3 FAIL, 1 the
     /// drill could not run.
     Drill(belay_drill::cli::DrillArgs),
+    /// Run newsroom, the seed note's web server: a read-heavy news site on
+    /// Redis, through the gateway only.
+    ///
+    /// Every page says which Redis node served it (the gateway's `BELAY
+    /// WHERE`, in the footer and an X-Served-By header): pages come from the
+    /// replicas, and keep coming while the master is paused or killed.
+    /// Publishing a story writes it and reads it back on one connection, so
+    /// the gateway's read-your-writes makes the read-back find it although
+    /// reads go to replicas; during a failover the gateway holds the write
+    /// and the page comes when the new master has it. A publication the
+    /// gateway answers UNCERTAIN or TRYAGAIN is sent again (it is written
+    /// only if its id is new), until --write-timeout-ms.
+    ///
+    /// Routes: / (newest stories), /stories/new (the form), /stories/ID,
+    /// /api/stories (GET, or POST {"title", "body"}), /api/stories/ID,
+    /// /healthz. `belay up --app` starts it next to the lab's gateway.
+    App(belay_app::AppArgs),
 }
 
 #[tokio::main]
@@ -105,6 +122,10 @@ async fn main() -> ExitCode {
         Command::Gateway(args) => {
             init_tracing();
             belay_gateway::run(*args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::App(args) => {
+            init_tracing();
+            belay_app::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Drill(args) => {
             // The drill's own gateway logs only when asked (RUST_LOG), so the

@@ -393,6 +393,19 @@ fn render(r: &StatusReport, title: &str) -> String {
         }
     }
 
+    if let Some(a) = &r.app {
+        out.push_str("\nWEB APP\n");
+        out.push_str(&ui::table(&[vec![
+            a.url.clone(),
+            format!("pid {}", opt(&a.pid)),
+            match a.http_status {
+                Some(200) => format!("answers HTTP; {}", a.says),
+                Some(code) => format!("answers /healthz with {code}: {}", a.says),
+                None => format!("UNREACHABLE: {}", a.says),
+            },
+        ]]));
+    }
+
     if !r.problems.is_empty() {
         out.push_str("\nPROBLEMS\n");
         for p in &r.problems {

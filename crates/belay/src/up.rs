@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use belay_lab::{GatewaySpec, Lab, LabError, LabSpec, ProcessKind};
+use belay_lab::{AppSpec, GatewaySpec, Lab, LabError, LabSpec, ProcessKind};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -47,9 +47,24 @@ pub struct UpArgs {
     #[arg(long, value_name = "PORT")]
     pub gateway_port: Option<u16>,
 
+    /// Port of the gateway's admin endpoint: the dashboard, /metrics,
+    /// /events (on 127.0.0.1) [default: --gateway-port + 1000, i.e. 7390].
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
+
     /// Do not start the gateway (only Redis and Sentinel).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "app")]
     pub no_gateway: bool,
+
+    /// Also start newsroom, the web app (`belay app`), on the lab's gateway:
+    /// pages say which node served them; pause the master and watch them
+    /// keep coming from the replicas.
+    #[arg(long)]
+    pub app: bool,
+
+    /// Port of the web app (with --app).
+    #[arg(long, default_value_t = belay_lab::spec::DEFAULT_APP_PORT, value_name = "PORT")]
+    pub app_port: u16,
 
     /// Address every process binds to and announces. Loopback by default;
     /// protected mode stays on whatever you choose.
@@ -132,6 +147,7 @@ impl UpArgs {
             redis_server: self.redis_server.clone(),
             redis_sentinel: self.redis_sentinel.clone(),
             gateway: None,
+            app: None,
             detach: self.detach,
             ready_timeout_ms: self.ready_timeout * 1000,
             extra_redis_config: self.extra_redis_config.clone(),
@@ -142,11 +158,26 @@ impl UpArgs {
         if !self.no_gateway {
             let exe =
                 std::env::current_exe().context("finding the belay binary to run the gateway")?;
+            let port = self
+                .gateway_port
+                .unwrap_or_else(|| spec.default_gateway_port());
+            let admin_port = match self.admin_port {
+                Some(p) => p,
+                None => port.checked_add(1000).context(
+                    "the gateway's port + 1000 is past 65535: choose the admin port with --admin-port",
+                )?,
+            };
             spec.gateway = Some(GatewaySpec {
                 exe,
-                port: self
-                    .gateway_port
-                    .unwrap_or_else(|| spec.default_gateway_port()),
+                port,
+                admin_port: Some(admin_port),
+            });
+        }
+        if self.app {
+            let exe = std::env::current_exe().context("finding the belay binary to run the app")?;
+            spec.app = Some(AppSpec {
+                exe,
+                port: self.app_port,
             });
         }
         Ok(spec)
@@ -249,6 +280,7 @@ fn role_at_start(lab: &Lab, kind: ProcessKind, addr: &str) -> &'static str {
         ProcessKind::DataNode => "replica",
         ProcessKind::Sentinel => "sentinel",
         ProcessKind::Gateway => "gateway",
+        ProcessKind::App => "app",
     }
 }
 
@@ -310,6 +342,11 @@ fn ready_text(lab: &Lab) -> String {
         lab.spec().sentinel_port(),
         lab.master_name()
     ));
+    if let Some(url) = lab.app_url() {
+        out.push_str(&format!(
+            "  web app:   {url}    # newsroom: each page names the node that served it\n"
+        ));
+    }
     if let Some(admin) = lab.gateway_admin_addr() {
         out.push_str(&format!(
             "  dashboard: http://{admin}/    (metrics: http://{admin}/metrics)\n"
@@ -329,6 +366,7 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
         "password_file": lab.dir().join("password"),
         "gateway": lab.gateway_addr(),
         "gateway_admin": lab.gateway_admin_addr(),
+        "app": lab.app_url(),
         "sentinels": lab.sentinel_addrs(),
         "processes": lab.processes().iter().map(|p| serde_json::json!({
             "name": p.name(),

@@ -301,6 +301,66 @@ fn up_detach_status_down() {
 }
 
 #[test]
+fn up_with_the_app_prints_its_url_status_shows_it_and_down_stops_it_first() {
+    let sb = Sandbox::new();
+    let app_port = sb.port + 7;
+    let mut up = sb.belay("up");
+    up.args(["--detach", "--app", "--app-port", &app_port.to_string()]);
+    let (code, out, err) = run(up);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let url = format!("http://127.0.0.1:{app_port}/");
+    assert!(out.contains(&format!("web app:   {url}")), "{out}");
+    assert_eq!(sb.recorded_pids().len(), 8, "the app is in lab.json");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let page = rt
+        .block_on(belay_lab::http::get(
+            &format!("127.0.0.1:{app_port}"),
+            "/",
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.header("x-served-by")
+            .is_some_and(|s| s.ends_with(" replica")),
+        "{:?}",
+        page.headers
+    );
+
+    let (code, out, _) = run(sb.belay("status"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("WEB APP"), "{out}");
+    assert!(out.contains(&format!("{url}  pid")), "{out}");
+    assert!(out.contains("answers HTTP; ok: the gateway at"), "{out}");
+    let mut json = sb.belay("status");
+    json.arg("--json");
+    let (_, out, _) = run(json);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["app"]["http_status"], 200, "{out}");
+
+    let (code, out, err) = run(sb.belay("down"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .starts_with("stopped app (pid"),
+        "the app stops first:\n{out}"
+    );
+    sb.assert_no_orphans();
+
+    let mut no_gateway = sb.belay("up");
+    no_gateway.args(["--app", "--no-gateway"]);
+    let (code, _, err) = run(no_gateway);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
 fn foreground_up_stops_everything_on_ctrl_c() {
     let sb = Sandbox::new();
     let mut up = sb.belay("up");

@@ -285,7 +285,12 @@ fn has_own_addrs(lab: &Lab) -> bool {
     let mut hosts: Vec<&str> = lab
         .processes()
         .iter()
-        .filter(|p| p.kind() != belay_lab::ProcessKind::Gateway)
+        .filter(|p| {
+            matches!(
+                p.kind(),
+                belay_lab::ProcessKind::DataNode | belay_lab::ProcessKind::Sentinel
+            )
+        })
         .map(|p| p.record().host.as_str())
         .collect();
     let n = hosts.len();

@@ -148,7 +148,7 @@ pub async fn inject(
             let others: Vec<Endpoint> = lab
                 .processes()
                 .iter()
-                .filter(|p| p.name() != master && p.kind() != ProcessKind::Gateway)
+                .filter(|p| p.name() != master && is_topology(p.kind()))
                 .map(|p| (p.record().host.clone(), p.port()))
                 .collect();
             let part = Partition::isolate(&node, &others)?;
@@ -208,7 +208,7 @@ pub fn mend(lab: &mut Lab) -> Vec<String> {
     let names: Vec<String> = lab
         .processes()
         .iter()
-        .filter(|p| p.kind() != ProcessKind::Gateway)
+        .filter(|p| is_topology(p.kind()))
         .map(|p| p.name().to_string())
         .collect();
     for name in names {
@@ -264,4 +264,10 @@ async fn manual_failover(lab: &Lab) -> Result<String> {
         }
     }
     bail!("no Sentinel accepted SENTINEL FAILOVER: {}", why.join("; "))
+}
+
+/// Data nodes and Sentinels: what a drill breaks and mends (not the
+/// gateway or the app in front of them).
+fn is_topology(kind: ProcessKind) -> bool {
+    matches!(kind, ProcessKind::DataNode | ProcessKind::Sentinel)
 }

@@ -54,7 +54,7 @@ impl Lab {
     /// Starts the lab described by `spec` and returns once it is ready (see
     /// `ready.rs`): every replica linked, every Sentinel knowing the master,
     /// all replicas and all other Sentinels, CKQUORUM OK, the gateway
-    /// answering PING.
+    /// answering PING, the app answering `GET /healthz` with 200.
     ///
     /// Before starting anything it checks the binaries exist, that no lab is
     /// already running in `spec.dir` (a stale `lab.json` is removed) and that
@@ -73,6 +73,9 @@ impl Lab {
         spec.redis_sentinel = process::resolve_binary(&spec.redis_sentinel, "--redis-sentinel")?;
         if let Some(gw) = &mut spec.gateway {
             gw.exe = process::resolve_binary(&gw.exe, "--gateway-exe")?;
+        }
+        if let Some(app) = &mut spec.app {
+            app.exe = process::resolve_binary(&app.exe, "--app-exe")?;
         }
         // 0700: Redis and Sentinel rewrite the config files below as 0644.
         secrets::private_dir(&spec.dir)
@@ -144,6 +147,11 @@ impl Lab {
         if let Some(rec) = plan.iter().find(|r| r.kind == ProcessKind::Gateway) {
             lab.spawn_new(rec.clone(), progress)?;
             lab.wait_gateway(timeout, progress).await?;
+        }
+        // The app checks the gateway when it starts: it comes last.
+        if let Some(rec) = plan.iter().find(|r| r.kind == ProcessKind::App) {
+            lab.spawn_new(rec.clone(), progress)?;
+            lab.wait_app(timeout, progress).await?;
         }
         lab.detached = detach;
         lab.save_state("ready")?;
@@ -232,20 +240,21 @@ impl Lab {
     pub fn gateway_addr(&self) -> Option<String> {
         self.gateway().map(|p| p.addr())
     }
-    /// `host:port` of the gateway's admin endpoint (metrics, dashboard):
-    /// the gateway's own default, its port + 1000, on its host if that is
-    /// a loopback address and on 127.0.0.1 otherwise (the lab gives it no
-    /// admin password).
+    /// `host:port` of the gateway's admin endpoint (dashboard, metrics),
+    /// if the lab chose its port.
     pub fn gateway_admin_addr(&self) -> Option<String> {
-        let gw = self.gateway()?;
-        let port = gw.record().port.checked_add(1000)?;
-        let host = match gw.record().host.parse::<std::net::IpAddr>() {
-            Ok(ip) if ip.is_loopback() => gw.record().host.clone(),
-            _ => "127.0.0.1".to_string(),
-        };
-        Some(format!("{host}:{port}"))
+        let gw = self.gateway()?.record();
+        Some(format!("{}:{}", gw.admin_host(), gw.admin_port?))
     }
-    /// The process called `name` (`redis-2`, `sentinel-1`, `gateway`).
+    /// The web app, when the lab runs one.
+    pub fn app(&self) -> Option<&Process> {
+        self.of_kind(ProcessKind::App).into_iter().next()
+    }
+    /// The app's address as a browser takes it: `http://host:port/`.
+    pub fn app_url(&self) -> Option<String> {
+        self.app().map(|p| format!("http://{}/", p.addr()))
+    }
+    /// The process called `name` (`redis-2`, `sentinel-1`, `gateway`, `app`).
     pub fn process(&self, name: &str) -> Result<&Process> {
         let i = self.index(name)?;
         Ok(&self.processes[i])
@@ -390,6 +399,9 @@ impl Lab {
         if self.gateway().is_some() {
             self.wait_gateway(timeout, &crate::NoProgress).await?;
         }
+        if self.app().is_some() {
+            self.wait_app(timeout, &crate::NoProgress).await?;
+        }
         Ok(())
     }
 
@@ -407,6 +419,7 @@ impl Lab {
             sentinels: self.sentinels().into_iter().map(target).collect(),
             data_nodes: self.data_nodes().into_iter().map(target).collect(),
             gateway: self.gateway().map(target),
+            app: self.app().map(target),
             state_dir: Some(self.spec.dir.clone()),
         }
     }
@@ -448,13 +461,19 @@ impl Lab {
         self.save_state("ready")
     }
 
-    /// Stops every process in order — gateway, Sentinels, data nodes — each
-    /// group with SIGTERM (paused ones get SIGCONT first), SIGKILL for what
+    /// Stops every process in order — app, gateway, Sentinels, data nodes
+    /// ([`ProcessKind::stop_rank`]) — each group with SIGTERM (paused ones get SIGCONT first), SIGKILL for what
     /// still runs after `grace`; then removes `lab.json`. Only pids verified
     /// to be the processes the lab started are signalled.
     pub async fn stop(mut self, grace: Duration) -> Result<StopReport> {
         let mut report = StopReport::default();
-        for rank in 0..=2u8 {
+        let last = self
+            .processes
+            .iter()
+            .map(|p| p.kind().stop_rank())
+            .max()
+            .unwrap_or(0);
+        for rank in 0..=last {
             let group: Vec<usize> = (0..self.processes.len())
                 .filter(|&i| self.processes[i].kind().stop_rank() == rank)
                 .collect();
@@ -599,12 +618,37 @@ impl Lab {
 
     async fn wait_gateway(&mut self, timeout: Duration, progress: &dyn Progress) -> Result<()> {
         let addr = self.gateway_addr().expect("gateway started");
+        let password = self.password.clone();
+        self.wait_for(timeout, progress, || {
+            ready::gateway_pending(&addr, &password)
+        })
+        .await
+    }
+
+    async fn wait_app(&mut self, timeout: Duration, progress: &dyn Progress) -> Result<()> {
+        let addr = self.app().expect("app started").addr();
+        self.wait_for(timeout, progress, || ready::app_pending(&addr))
+            .await
+    }
+
+    /// Polls `pending` until it says nothing is missing, failing when a
+    /// child exits or `timeout` passes.
+    async fn wait_for<F, Fut>(
+        &mut self,
+        timeout: Duration,
+        progress: &dyn Progress,
+        pending: F,
+    ) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<String>>,
+    {
         let deadline = Instant::now() + timeout;
         loop {
             if !self.detached {
                 self.check_alive()?;
             }
-            let Some(pending) = ready::gateway_pending(&addr, &self.password).await else {
+            let Some(pending) = pending().await else {
                 return Ok(());
             };
             progress.waiting(&pending);
@@ -671,7 +715,7 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
                 config::redis_conf(spec, rec, (i > 0).then_some(master), password)
             }
             ProcessKind::Sentinel => config::sentinel_conf(spec, rec, master, password),
-            ProcessKind::Gateway => continue,
+            ProcessKind::Gateway | ProcessKind::App => continue,
         };
         let path: &PathBuf = rec.config.as_ref().expect("config path");
         secrets::write_private(path, &text)?;

@@ -20,7 +20,8 @@
 //!
 //! Modules, one concept each: [`spec`] (what to build), [`config`] (the
 //! files), [`process`] (one supervised child), [`ports`], `ready` (when is
-//! it ready), [`status`] (what is it doing), [`state`] (the state dir),
+//! it ready), [`http`] (one request to the web app), [`status`] (what is it
+//! doing), [`state`] (the state dir),
 //! [`secrets`] (who may read the password), and `lab` (the handle tying
 //! them together). [`foreign`] builds, for tests, a deployment belay did
 //! not configure: the seed note's layout.
@@ -28,6 +29,7 @@
 pub mod config;
 mod error;
 pub mod foreign;
+pub mod http;
 mod lab;
 mod master;
 pub mod ports;
@@ -48,6 +50,6 @@ pub use lab::{down, recorded_state, Lab, StopReport};
 pub use ports::reserve_block;
 pub use process::{Process, ProcessKind, ProcessRecord};
 pub use progress::{NoProgress, Progress};
-pub use spec::{GatewaySpec, LabSpec};
+pub use spec::{AppSpec, GatewaySpec, LabSpec};
 pub use state::LabState;
 pub use status::{StatusQuery, StatusReport};

@@ -1,6 +1,6 @@
 //! The supervisor's unit: one child process of the lab. [`ProcessKind`] says
-//! what it is and how to run it (adding a kind — the gateway, a dashboard —
-//! is one variant here plus its readiness check in `ready.rs`);
+//! what it is and how to run it (adding a kind — the gateway, the web app, a
+//! dashboard — is one variant here plus its readiness check in `ready.rs`);
 //! [`ProcessRecord`] is what `lab.json` remembers about it (enough to find
 //! and verify it from another shell); [`Process`] adds the `Child` handle
 //! when this process started it.
@@ -34,6 +34,9 @@ pub enum ProcessKind {
     Sentinel,
     /// `belay gateway`, the RESP proxy in front of the topology.
     Gateway,
+    /// `belay app`, the web app (newsroom): a client of the gateway, as
+    /// applications are.
+    App,
 }
 
 impl ProcessKind {
@@ -43,17 +46,19 @@ impl ProcessKind {
             ProcessKind::DataNode => "redis",
             ProcessKind::Sentinel => "sentinel",
             ProcessKind::Gateway => "gateway",
+            ProcessKind::App => "app",
         }
     }
 
-    /// Stop order: clients of the topology first (the gateway), then the
-    /// Sentinels (so they do not fail over while the data nodes stop), then
-    /// the data nodes.
+    /// Stop order: the application first, then what it uses (the gateway),
+    /// then the Sentinels (so they do not fail over while the data nodes
+    /// stop), then the data nodes.
     pub fn stop_rank(self) -> u8 {
         match self {
-            ProcessKind::Gateway => 0,
-            ProcessKind::Sentinel => 1,
-            ProcessKind::DataNode => 2,
+            ProcessKind::App => 0,
+            ProcessKind::Gateway => 1,
+            ProcessKind::Sentinel => 2,
+            ProcessKind::DataNode => 3,
         }
     }
 
@@ -86,6 +91,34 @@ impl ProcessKind {
                 }
                 cmd.arg("--master-name").arg(&spec.master_name);
                 cmd.arg("--listen").arg(rec.addr());
+                if let Some(port) = rec.admin_port {
+                    cmd.arg("--admin-listen")
+                        .arg(format!("{}:{port}", rec.admin_host()));
+                }
+                // The lab's settings, not whatever the user's shell has.
+                for var in [
+                    "BELAY_ADMIN_LISTEN",
+                    "BELAY_NO_ADMIN",
+                    "BELAY_ADMIN_PASSWORD_FILE",
+                ] {
+                    cmd.env_remove(var);
+                }
+                cmd.env("BELAY_PASSWORD", password);
+                cmd
+            }
+            ProcessKind::App => {
+                let app = spec.app.as_ref().expect("app spec");
+                let gw = spec.gateway.as_ref().expect("the app needs the gateway");
+                let mut cmd = Command::new(&app.exe);
+                cmd.arg("app")
+                    .arg("--gateway")
+                    .arg(format!("{}:{}", spec.bind, gw.port))
+                    .arg("--listen")
+                    .arg(rec.addr());
+                // The lab's settings, not whatever the user's shell has.
+                for var in ["BELAY_PASSWORD_FILE", "BELAY_GATEWAY", "BELAY_APP_LISTEN"] {
+                    cmd.env_remove(var);
+                }
                 cmd.env("BELAY_PASSWORD", password);
                 cmd
             }
@@ -96,15 +129,19 @@ impl ProcessKind {
 /// What the state file remembers about one process.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessRecord {
-    /// `redis-1` (the initial master), `redis-2`, ..., `sentinel-1`, ..., `gateway`.
+    /// `redis-1` (the initial master), `redis-2`, ..., `sentinel-1`, ...,
+    /// `gateway`, `app`.
     pub name: String,
     pub kind: ProcessKind,
     /// Address it binds to and announces.
     pub host: String,
     pub port: u16,
+    /// The gateway's admin endpoint port (on loopback), if the lab chose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
     /// Its own directory (config, data, log); also its working directory.
     pub dir: PathBuf,
-    /// Its config file (none for the gateway, configured by arguments).
+    /// Its config file (none for the gateway and the app, configured by arguments).
     pub config: Option<PathBuf>,
     /// Where its output goes.
     pub log: PathBuf,
@@ -116,6 +153,16 @@ pub struct ProcessRecord {
 }
 
 impl ProcessRecord {
+    /// Where the gateway's admin endpoint listens: its own host if that is
+    /// a loopback address, else 127.0.0.1 (the lab gives it no password,
+    /// and the gateway refuses to serve it elsewhere without one).
+    pub fn admin_host(&self) -> &str {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() => &self.host,
+            _ => "127.0.0.1",
+        }
+    }
+
     /// `host:port`.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)

@@ -2,8 +2,9 @@
 //! `master_link_status:up` towards the master, every Sentinel believes in
 //! that master and knows every replica and every other Sentinel, and
 //! `SENTINEL CKQUORUM` passes; the gateway (when there is one) answers
-//! `PING` after `AUTH`. Each check returns what is still missing, in words,
-//! so a waiting user (or a failing test) sees why.
+//! `PING` after `AUTH`; the app (when there is one) answers `GET /healthz`
+//! with 200. Each check returns what is still missing, in words, so a
+//! waiting user (or a failing test) sees why.
 
 use std::time::Duration;
 
@@ -143,5 +144,22 @@ pub(crate) async fn gateway_pending(addr: &str, password: &str) -> Option<String
         Ok(v) if v.as_str() == Some("PONG") => None,
         Ok(v) => Some(format!("gateway: PING answered {v:?}")),
         Err(e) => Some(format!("gateway: {}", short(&e))),
+    }
+}
+
+/// `None` once the app at `addr` answers `GET /healthz` with 200 (it does
+/// once it listens and the gateway answers it).
+pub(crate) async fn app_pending(addr: &str) -> Option<String> {
+    match crate::http::get(addr, "/healthz", PROBE_TIMEOUT).await {
+        Ok(r) if r.status == 200 => None,
+        Ok(r) => Some(format!(
+            "app: /healthz answered {} {}",
+            r.status,
+            r.body.lines().next().unwrap_or("")
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some("app: not accepting connections yet (connection refused)".into())
+        }
+        Err(e) => Some(format!("app: {e}")),
     }
 }

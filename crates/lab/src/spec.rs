@@ -52,6 +52,10 @@ pub struct LabSpec {
     pub redis_sentinel: PathBuf,
     /// The gateway to start in front of the topology, if any.
     pub gateway: Option<GatewaySpec>,
+    /// The web app to start on the gateway, if any (needs `gateway`).
+    /// Absent from older state files.
+    #[serde(default)]
+    pub app: Option<AppSpec>,
     /// Children outlive the process that started them (`up --detach`):
     /// started in their own session, not killed when the `Lab` is dropped.
     pub detach: bool,
@@ -86,7 +90,25 @@ pub struct GatewaySpec {
     pub exe: PathBuf,
     /// Port the gateway listens on (on `LabSpec::bind`).
     pub port: u16,
+    /// Port of its admin endpoint (dashboard, metrics), on loopback: the
+    /// lab gives it no password. `None`: the gateway's own default (its
+    /// port + 1000, skipped if taken).
+    #[serde(default)]
+    pub admin_port: Option<u16>,
 }
+
+/// The web app process: `<exe> app --gateway BIND:GATEWAY_PORT --listen
+/// BIND:PORT`, with `BELAY_PASSWORD` in its environment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppSpec {
+    /// The `belay` binary (the CLI passes `std::env::current_exe()`).
+    pub exe: PathBuf,
+    /// Port the app serves HTTP on (on `LabSpec::bind`).
+    pub port: u16,
+}
+
+/// Default port of the web app: the usual one for a development web server.
+pub const DEFAULT_APP_PORT: u16 = 8080;
 
 /// Default port of the gateway when the data nodes start at `base_port`:
 /// `base_port + 11` (6390 by default), just past room for ten replicas.
@@ -114,6 +136,7 @@ impl Default for LabSpec {
             redis_server: PathBuf::from("redis-server"),
             redis_sentinel: PathBuf::from("redis-sentinel"),
             gateway: None,
+            app: None,
             detach: false,
             ready_timeout_ms: 60_000,
             extra_redis_config: Vec::new(),
@@ -144,14 +167,22 @@ impl LabSpec {
 
     /// Moves every port of the lab onto one contiguous block of free ports:
     /// data nodes, then Sentinels, then one port for the gateway (used when
-    /// `gateway` is set). For tests, which run many labs side by side.
+    /// `gateway` is set) and one for the app (when `app` is). For tests,
+    /// which run many labs side by side.
     pub fn assign_free_ports(&mut self) {
-        let n = self.replicas + 1 + self.sentinels + 1;
+        let n = self.replicas + 1 + self.sentinels + 3;
         let first = crate::ports::reserve_block(n as u16);
         self.base_port = first;
         self.sentinel_base_port = Some(first + self.replicas as u16 + 1);
+        let after_sentinels = first + (self.replicas + 1 + self.sentinels) as u16;
         if let Some(gw) = &mut self.gateway {
-            gw.port = first + (self.replicas + 1 + self.sentinels) as u16;
+            gw.port = after_sentinels;
+            if gw.admin_port.is_some() {
+                gw.admin_port = Some(after_sentinels + 2);
+            }
+        }
+        if let Some(app) = &mut self.app {
+            app.port = after_sentinels + 1;
         }
     }
 
@@ -178,6 +209,12 @@ impl LabSpec {
         let bad = |m: String| Err(LabError::InvalidSpec(m));
         if self.sentinels == 0 {
             return bad("at least one Sentinel is needed (--sentinels)".into());
+        }
+        if self.app.is_some() && self.gateway.is_none() {
+            return bad(
+                "the app reaches Redis only through the gateway: drop --no-gateway, or --app"
+                    .into(),
+            );
         }
         if self.replicas == 0 {
             return bad("at least one replica is needed for failover (--replicas)".into());
@@ -210,10 +247,18 @@ impl LabSpec {
             return bad("ports run past 65535: choose a lower --port / --sentinel-port".into());
         }
         let planned = self.plan();
+        if let Some(gw) = planned.iter().find(|r| r.admin_port.is_some()) {
+            if let Some(b) = planned.iter().find(|b| Some(b.port) == gw.admin_port) {
+                return bad(format!(
+                    "the gateway's admin endpoint and {} would both use port {}: move one with --admin-port",
+                    b.name, b.port
+                ));
+            }
+        }
         for (i, a) in planned.iter().enumerate() {
             if let Some(b) = planned[..i].iter().find(|b| b.port == a.port) {
                 return bad(format!(
-                    "{} and {} would both use port {}: move one with --port, --sentinel-port or --gateway-port",
+                    "{} and {} would both use port {}: move one with --port, --sentinel-port, --gateway-port or --app-port",
                     b.name, a.name, a.port
                 ));
             }
@@ -222,12 +267,15 @@ impl LabSpec {
     }
 
     /// Every process of the lab, in start order: data nodes (`redis-1` is
-    /// the initial master), Sentinels, then the gateway. Pids are empty.
+    /// the initial master), Sentinels, the gateway, then the app. Pids are
+    /// empty.
     pub fn plan(&self) -> Vec<ProcessRecord> {
         let mut out = Vec::new();
         let mut next_own_addr = 2u32;
         let mut host_for = |kind: ProcessKind| {
-            if self.own_loopback_addrs && kind != ProcessKind::Gateway {
+            if self.own_loopback_addrs
+                && matches!(kind, ProcessKind::DataNode | ProcessKind::Sentinel)
+            {
                 next_own_addr += 1;
                 format!("127.0.0.{}", next_own_addr - 1)
             } else {
@@ -242,12 +290,14 @@ impl LabSpec {
                     (Some(dir.join("sentinel.conf")), dir.join("sentinel.log"))
                 }
                 ProcessKind::Gateway => (None, dir.join("gateway.log")),
+                ProcessKind::App => (None, dir.join("app.log")),
             };
             ProcessRecord {
                 name,
                 kind,
                 host,
                 port,
+                admin_port: None,
                 dir,
                 config,
                 log,
@@ -272,11 +322,21 @@ impl LabSpec {
             ));
         }
         if let Some(gw) = &self.gateway {
-            out.push(rec(
+            let mut gateway = rec(
                 "gateway".into(),
                 ProcessKind::Gateway,
                 gw.port,
                 host_for(ProcessKind::Gateway),
+            );
+            gateway.admin_port = gw.admin_port;
+            out.push(gateway);
+        }
+        if let Some(app) = &self.app {
+            out.push(rec(
+                "app".into(),
+                ProcessKind::App,
+                app.port,
+                host_for(ProcessKind::App),
             ));
         }
         out
@@ -307,6 +367,11 @@ mod tests {
             gateway: Some(GatewaySpec {
                 exe: "belay".into(),
                 port: 6390,
+                admin_port: None,
+            }),
+            app: Some(AppSpec {
+                exe: "belay".into(),
+                port: DEFAULT_APP_PORT,
             }),
             ..LabSpec::default()
         };
@@ -323,6 +388,7 @@ mod tests {
                 ("sentinel-2", 26380),
                 ("sentinel-3", 26381),
                 ("gateway", 6390),
+                ("app", 8080),
             ]
         );
         assert_eq!(spec.quorum(), 2);
@@ -335,6 +401,11 @@ mod tests {
             gateway: Some(GatewaySpec {
                 exe: "belay".into(),
                 port: 6390,
+                admin_port: None,
+            }),
+            app: Some(AppSpec {
+                exe: "belay".into(),
+                port: 8080,
             }),
             ..LabSpec::default()
         };
@@ -349,6 +420,7 @@ mod tests {
                 "127.0.0.6:26380",
                 "127.0.0.7:26381",
                 "127.0.0.1:6390",
+                "127.0.0.1:8080",
             ]
         );
         assert_eq!(spec.initial_master_addr(), "127.0.0.2:6379");
@@ -361,12 +433,44 @@ mod tests {
             gateway: Some(GatewaySpec {
                 exe: "belay".into(),
                 port: 6390,
+                admin_port: None,
             }),
             ..LabSpec::default()
         };
         let err = spec.validate().unwrap_err().to_string();
         assert!(err.contains("port 6390"), "{err}");
         assert!(err.contains("--gateway-port"), "{err}");
+    }
+
+    #[test]
+    fn an_app_without_the_gateway_is_refused() {
+        let spec = LabSpec {
+            app: Some(AppSpec {
+                exe: "belay".into(),
+                port: 8080,
+            }),
+            ..LabSpec::default()
+        };
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("only through the gateway"), "{err}");
+    }
+
+    #[test]
+    fn test_ports_give_the_gateway_and_the_app_a_port_of_the_block() {
+        let mut spec = LabSpec::for_tests(std::path::Path::new("/nonexistent"));
+        spec.gateway = Some(GatewaySpec {
+            exe: "belay".into(),
+            port: 0,
+            admin_port: None,
+        });
+        spec.app = Some(AppSpec {
+            exe: "belay".into(),
+            port: 0,
+        });
+        spec.assign_free_ports();
+        let ports: Vec<u16> = spec.plan().iter().map(|p| p.port).collect();
+        let first = ports[0];
+        assert_eq!(ports, (first..first + 8).collect::<Vec<_>>());
     }
 
     #[test]

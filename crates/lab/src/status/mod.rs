@@ -6,15 +6,17 @@
 //! for a lab, the state dir's secrets are checked too (see
 //! [`crate::secrets::exposed`]).
 //!
-//! Gathering and judging are apart: `sentinel`, `node` and `gateway` each
-//! ask one kind of process for its own view; `problems` turns the views into
+//! Gathering and judging are apart: `sentinel`, `node`, `gateway` and `app`
+//! each ask one kind of process for its own view; `problems` turns the views into
 //! problems, a pure function tested on made-up views.
 
+mod app;
 mod gateway;
 mod node;
 mod problems;
 mod sentinel;
 
+pub use app::AppStatus;
 pub use gateway::{GatewayReplica, GatewayStatus};
 pub use node::NodeStatus;
 pub use sentinel::SentinelStatus;
@@ -48,6 +50,8 @@ pub struct StatusQuery {
     pub data_nodes: Vec<Target>,
     /// The gateway, when the lab runs one.
     pub gateway: Option<Target>,
+    /// The web app, when the lab runs one.
+    pub app: Option<Target>,
     /// A lab's state dir: files in it that hold a secret and that other
     /// users can read are problems too.
     pub state_dir: Option<PathBuf>,
@@ -70,6 +74,8 @@ pub struct StatusReport {
     pub nodes: Vec<NodeStatus>,
     pub sentinels: Vec<SentinelStatus>,
     pub gateway: Option<GatewayStatus>,
+    /// The web app's answer to `/healthz`, when the lab runs one.
+    pub app: Option<AppStatus>,
     /// Nodes answering `ROLE` with master.
     pub masters: usize,
     /// Replicas of the agreed master with `master_link_status:up`.
@@ -155,10 +161,14 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
         Some(t) => Some(gateway::ask(t, auth).await),
         None => None,
     };
+    let app = match &q.app {
+        Some(t) => Some(app::ask(t).await),
+        None => None,
+    };
     let exposed = q
         .state_dir
         .as_deref()
         .map(secrets::exposed)
         .unwrap_or_default();
-    problems::analyse(q, nodes, sentinels, gateway, exposed)
+    problems::analyse(q, nodes, sentinels, gateway, app, exposed)
 }

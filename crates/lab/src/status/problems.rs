@@ -1,11 +1,12 @@
 //! From the views gathered to the problems a person must know about:
 //! Sentinels that disagree or cannot be asked, no master or two, replicas
-//! not linked or following another master, a gateway holding writes, and
-//! a lab's readable secrets.
+//! not linked or following another master, a gateway holding writes, a web
+//! app that does not answer or does not reach the gateway, and a lab's
+//! readable secrets.
 
 use std::collections::BTreeMap;
 
-use super::{GatewayStatus, NodeStatus, SentinelStatus, StatusQuery, StatusReport};
+use super::{AppStatus, GatewayStatus, NodeStatus, SentinelStatus, StatusQuery, StatusReport};
 use crate::secrets::Exposure;
 
 /// How a problem names a process: `name (addr)`, or the address alone.
@@ -22,6 +23,7 @@ pub(super) fn analyse(
     nodes: Vec<NodeStatus>,
     sentinels: Vec<SentinelStatus>,
     gateway: Option<GatewayStatus>,
+    app: Option<AppStatus>,
     exposed: Vec<Exposure>,
 ) -> StatusReport {
     let mut problems = Vec::new();
@@ -202,6 +204,17 @@ pub(super) fn analyse(
         }
     }
 
+    if let Some(a) = &app {
+        match a.http_status {
+            Some(200) => {}
+            Some(code) => problems.push(format!(
+                "the app {} answers /healthz with {code}: {}",
+                a.url, a.says
+            )),
+            None => problems.push(format!("the app {} {}", a.url, a.says)),
+        }
+    }
+
     problems.extend(exposed.iter().map(Exposure::problem));
 
     let sentinels_agreeing = match &agreed_master {
@@ -219,6 +232,7 @@ pub(super) fn analyse(
         nodes,
         sentinels,
         gateway,
+        app,
         linked_replicas,
         sentinels_agreeing,
         problems,
@@ -284,6 +298,7 @@ mod tests {
                 sentinel("s3", "a:1"),
             ],
             None,
+            None,
             Vec::new(),
         );
         assert!(r.healthy, "{:?}", r.problems);
@@ -321,6 +336,7 @@ mod tests {
             vec![node("a:1", "master", None, None), down],
             vec![sentinel("s1", "a:1"), silent, sentinel("s3", "a:1")],
             None,
+            None,
             Vec::new(),
         );
         let all = r.problems.join("\n");
@@ -355,6 +371,7 @@ mod tests {
                 sentinel("s3", "b:1"),
             ],
             None,
+            None,
             Vec::new(),
         );
         let all = r.problems.join("\n");
@@ -371,5 +388,39 @@ mod tests {
             "{all}"
         );
         assert!(!r.healthy);
+    }
+
+    #[test]
+    fn an_app_that_does_not_reach_the_gateway_is_a_problem() {
+        let app = |status: Option<u16>, says: &str| AppStatus {
+            addr: "127.0.0.1:8080".into(),
+            url: "http://127.0.0.1:8080/".into(),
+            pid: None,
+            reachable: status.is_some(),
+            http_status: status,
+            says: says.into(),
+        };
+        let judge = |a: AppStatus| {
+            analyse(
+                &StatusQuery::default(),
+                vec![
+                    node("a:1", "master", None, None),
+                    node("b:1", "replica", Some("a:1"), Some("up")),
+                ],
+                vec![sentinel("s1", "a:1")],
+                None,
+                Some(a),
+                Vec::new(),
+            )
+            .problems
+        };
+        assert!(judge(app(Some(200), "ok")).is_empty());
+        let p = judge(app(Some(503), "PING: the gateway at g:1 cannot be reached")).join("\n");
+        assert!(
+            p.contains("the app http://127.0.0.1:8080/ answers /healthz with 503: PING"),
+            "{p}"
+        );
+        let p = judge(app(None, "refuses connections (is it running?)")).join("\n");
+        assert!(p.contains("refuses connections"), "{p}");
     }
 }

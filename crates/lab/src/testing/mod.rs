@@ -1,6 +1,31 @@
-//! Helpers for tests that start labs: finding processes left behind.
+//! Helpers for tests that start labs: a lab with the gateway and the web
+//! app ([`app_lab_spec`]), finding processes left behind, and (feature
+//! `browser`) a real headless browser ([`browser`]).
+
+#[cfg(feature = "browser")]
+pub mod browser;
 
 use std::path::Path;
+
+use crate::spec::{AppSpec, GatewaySpec, LabSpec};
+
+/// [`LabSpec::for_tests`] with the gateway and the web app, both run from
+/// `belay` (a test of the CLI crate passes `env!("CARGO_BIN_EXE_belay")`),
+/// on ports of the lab's own free block.
+pub fn app_lab_spec(dir: &Path, belay: &Path) -> LabSpec {
+    let mut spec = LabSpec::for_tests(dir);
+    spec.gateway = Some(GatewaySpec {
+        exe: belay.to_path_buf(),
+        port: 0,
+        admin_port: Some(0),
+    });
+    spec.app = Some(AppSpec {
+        exe: belay.to_path_buf(),
+        port: 0,
+    });
+    spec.assign_free_ports();
+    spec
+}
 
 /// Pids of live (non-zombie) processes whose working directory is `dir` or
 /// below it. Every lab child runs in its own dir under the state dir, and

@@ -41,7 +41,8 @@ const fmt = {
     return s.toFixed(2) + " s";
   },
   ms(ms) {
-    return ms === null || ms === undefined ? "—" : fmt.secs(ms / 1000);
+    if (ms === null || ms === undefined) return "—";
+    return ms < 1 ? ms + " ms" : fmt.secs(ms / 1000);
   },
   bytes(b) {
     if (b === null || b === undefined) return "";
@@ -221,6 +222,20 @@ function renderNodes() {
         el("td", {}, t.writes_held ? tag("writes held", "bad") : tag("taking writes", "ok")),
         el("td", {}, fmt.rate(f.ops)),
         el("td", {}, f.inFlight ?? "—")));
+  }
+  // No confirmed master: the one the Sentinels still name, if no replica.
+  const named = (t.sentinels || []).map((s) => s.master).filter(Boolean);
+  const down = !t.master && named.length ? named.sort((a, b) => named.filter((x) => x === b).length - named.filter((x) => x === a).length)[0] : null;
+  if (down && !t.replicas.some((r) => r.addr === down)) {
+    rows.push(
+      el("tr", { "data-addr": down, "data-role": "master-down" },
+        el("td", {}, "master?"),
+        el("td", { class: "addr" }, down),
+        el("td", {}, "—"),
+        el("td", {}, "—"),
+        el("td", {}, tag("not confirmed: down or not answering", "bad")),
+        el("td", {}, "—"),
+        el("td", {}, "—")));
   }
   for (const r of t.replicas) {
     const f = nodeFigures[r.addr] || {};

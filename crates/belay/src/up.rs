@@ -52,6 +52,11 @@ pub struct UpArgs {
     #[arg(long, value_name = "PORT")]
     pub admin_port: Option<u16>,
 
+    /// Durable writes in the gateway: acknowledge a write only once N
+    /// replicas (or a majority) confirm it (see `belay gateway --help`).
+    #[arg(long, value_name = "N|majority", value_parser = parse_durable)]
+    pub durable_writes: Option<String>,
+
     /// Do not start the gateway (only Redis and Sentinel).
     #[arg(long, conflicts_with = "app")]
     pub no_gateway: bool,
@@ -171,6 +176,7 @@ impl UpArgs {
                 exe,
                 port,
                 admin_port: Some(admin_port),
+                durable_writes: self.durable_writes.clone(),
             });
         }
         if self.app {
@@ -378,4 +384,11 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
             "config": p.config_path(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Checks `--durable-writes` here, so a bad value is refused before
+/// anything starts.
+fn parse_durable(s: &str) -> Result<String, String> {
+    s.parse::<belay_gateway::Durable>()?;
+    Ok(s.trim().to_string())
 }

@@ -72,7 +72,11 @@ async fn attr(page: &Session, css: &str, name: &str) -> Option<String> {
 /// Writes on one connection and reads on another (so replicas serve them)
 /// through the gateway until stopped, reconnecting whenever a connection is
 /// lost: the page then has traffic to show.
-fn load(gateway: String, password: String, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn load(
+    gateway: String,
+    password: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     ["SET", "GET"]
         .into_iter()
         .map(|command| {
@@ -126,10 +130,13 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
         exe: Path::new(env!("CARGO_BIN_EXE_belay")).to_path_buf(),
         port: 0,
         admin_port: Some(0),
+        durable_writes: None,
     });
     spec.assign_free_ports();
     let mut lab = Lab::start(spec, &NoProgress).await.unwrap();
-    let admin = lab.gateway_admin_addr().expect("the lab's gateway has an admin endpoint");
+    let admin = lab
+        .gateway_admin_addr()
+        .expect("the lab's gateway has an admin endpoint");
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(
         lab.gateway_addr().unwrap(),
@@ -157,7 +164,9 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
                 && p.texts("#nodes tbody tr[data-role=replica]")
                     .await
                     .is_ok_and(|r| r.len() == 2)
-                && p.texts("#sentinels tbody tr").await.is_ok_and(|r| r.len() == 3)
+                && p.texts("#sentinels tbody tr")
+                    .await
+                    .is_ok_and(|r| r.len() == 3)
         },
     )
     .await;
@@ -169,7 +178,10 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
         if ops != "—" && ops != "0.0" && share.ends_with('%') {
             break;
         }
-        assert!(Instant::now() < deadline, "no traffic shown: ops {ops:?}, read share {share:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no traffic shown: ops {ops:?}, read share {share:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let agreement = page.text("#agreement").await.unwrap();
@@ -195,7 +207,10 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
         tokio::time::sleep(Duration::from_millis(800)).await;
         let png = page.client().screenshot().await.unwrap();
         std::fs::write(&path, png).unwrap();
-        eprintln!("dashboard screenshot saved to {}", Path::new(&path).display());
+        eprintln!(
+            "dashboard screenshot saved to {}",
+            Path::new(&path).display()
+        );
     }
 
     // The new master, and the failover with its blackout.
@@ -206,7 +221,9 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
         &admin,
         &page,
         async |p: &Session| {
-            p.text("#master-addr").await.is_ok_and(|m| m != old && m.contains(':'))
+            p.text("#master-addr")
+                .await
+                .is_ok_and(|m| m != old && m.contains(':'))
                 && attr(p, "#write-state", "data-held").await.as_deref() == Some("false")
         },
     )
@@ -231,8 +248,17 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
         .unwrap();
     assert!(blackout > 0 && blackout < 20_000, "{blackout} ms");
     let steps = page.text(&done).await.unwrap();
-    for step in ["fault noticed", "writes held", "+switch-master", "writes flow again", "master confirmed"] {
-        assert!(steps.contains(step), "no {step:?} in the timeline:\n{steps}");
+    for step in [
+        "fault noticed",
+        "writes held",
+        "+switch-master",
+        "writes flow again",
+        "master confirmed",
+    ] {
+        assert!(
+            steps.contains(step),
+            "no {step:?} in the timeline:\n{steps}"
+        );
     }
 
     // The old master back, as a replica.

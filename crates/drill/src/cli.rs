@@ -108,6 +108,19 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub down_after_ms: u64,
 
+    /// Durable writes in the drill's own gateway: a write is acknowledged
+    /// only once N replicas (or a majority of them; `--durable` alone)
+    /// confirm it with WAIT. For a lab in --dir, start its gateway with
+    /// --durable-writes instead (`belay up --durable-writes`).
+    #[arg(
+        long,
+        alias = "durable",
+        value_name = "N|majority",
+        num_args = 0..=1,
+        default_missing_value = "majority"
+    )]
+    pub durable_writes: Option<belay_gateway::Durable>,
+
     /// Turn off read-your-writes in the drill's own gateway (used when the
     /// lab has none), to watch the checker catch the violations.
     #[arg(long)]
@@ -141,6 +154,7 @@ impl DrillArgs {
             cleanup: false,
             stale_bound: Duration::from_millis(self.stale_bound_ms),
             reconnect_every: self.reconnect_every,
+            durable_writes: self.durable_writes.map(describe_durable),
         }
     }
 
@@ -153,6 +167,13 @@ impl DrillArgs {
             DrillChoice::Manual => vec![FaultKind::Manual],
             DrillChoice::All => FaultKind::ALL.to_vec(),
         }
+    }
+}
+
+fn describe_durable(d: belay_gateway::Durable) -> String {
+    match d {
+        belay_gateway::Durable::Replicas(n) => n.to_string(),
+        belay_gateway::Durable::Majority => "a majority of the".into(),
     }
 }
 
@@ -206,8 +227,19 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
     let mut interrupted = false;
     let mut failure = None;
     {
+        if args.durable_writes.is_some()
+            && (args.target != TargetKind::Gateway || lab.gateway_addr().is_some())
+        {
+            anyhow::bail!(
+                "--durable-writes sets the drill's own gateway, and this drill uses {}: start that lab with `belay up --durable-writes`, or run the drill without a lab in --dir",
+                if args.target == TargetKind::Gateway { "the lab's gateway" } else { "no gateway (--target direct-master)" }
+            );
+        }
         let gateway = if args.target == TargetKind::Gateway && lab.gateway_addr().is_none() {
-            Some(InProcessGateway::start(&lab, !args.no_read_your_writes).await?)
+            Some(
+                InProcessGateway::start(&lab, !args.no_read_your_writes, args.durable_writes)
+                    .await?,
+            )
         } else {
             None
         };

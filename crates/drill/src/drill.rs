@@ -62,6 +62,9 @@ pub struct DrillOptions {
     /// Connection churn: every session replaces its connection every this
     /// many operations, with a RESP3 handshake (0: never).
     pub reconnect_every: u32,
+    /// The gateway acknowledges writes only once replicas confirm them
+    /// (`--durable-writes`): how many, for the report.
+    pub durable_writes: Option<String>,
 }
 
 impl Default for DrillOptions {
@@ -80,6 +83,7 @@ impl Default for DrillOptions {
             cleanup: false,
             stale_bound: Duration::from_secs(1),
             reconnect_every: 0,
+            durable_writes: None,
         }
     }
 }
@@ -145,7 +149,11 @@ impl InProcessGateway {
     /// Starts a gateway in front of `lab` and waits until it sees the master
     /// and every replica ([`Gateway::wait_ready`]: the error says what is
     /// missing).
-    pub async fn start(lab: &Lab, read_your_writes: bool) -> Result<InProcessGateway> {
+    pub async fn start(
+        lab: &Lab,
+        read_your_writes: bool,
+        durable_writes: Option<belay_gateway::Durable>,
+    ) -> Result<InProcessGateway> {
         let cfg = GatewayConfig {
             listen: "127.0.0.1:0".into(),
             sentinels: lab.sentinel_addrs(),
@@ -155,6 +163,9 @@ impl InProcessGateway {
             failover_hold_ms: 10_000,
             request_timeout_ms: 1_000,
             read_your_writes,
+            durable_writes,
+            // Well under the request timeout above.
+            durable_timeout_ms: 500,
             ..GatewayConfig::default()
         };
         let gw = Gateway::bind(cfg)

@@ -59,6 +59,9 @@ pub enum ErrorKind {
     /// `-UNCERTAIN` from the gateway: it lost the master with the command
     /// in flight, so it may or may not have run (never replayed).
     MaybeRan,
+    /// `-UNREPLICATED` from the gateway (durable writes): the write ran on
+    /// the master but the replicas did not confirm it in time.
+    Unreplicated,
     /// `-MASTERDOWN`: a replica whose master link is down refused a read.
     MasterDown,
     /// `-LOADING`: the node is loading its data set.
@@ -85,6 +88,7 @@ impl ErrorKind {
             "BUSY" => ErrorKind::Busy,
             "TRYAGAIN" => ErrorKind::HoldTimeout,
             "UNCERTAIN" => ErrorKind::MaybeRan,
+            "UNREPLICATED" => ErrorKind::Unreplicated,
             "NOAUTH" | "WRONGPASS" => ErrorKind::Auth,
             _ => ErrorKind::Other,
         }
@@ -109,7 +113,11 @@ impl ErrorKind {
     pub fn may_have_applied(self) -> bool {
         matches!(
             self,
-            ErrorKind::Timeout | ErrorKind::Closed | ErrorKind::MaybeRan | ErrorKind::Other
+            ErrorKind::Timeout
+                | ErrorKind::Closed
+                | ErrorKind::MaybeRan
+                | ErrorKind::Unreplicated
+                | ErrorKind::Other
         )
     }
 
@@ -123,6 +131,7 @@ impl ErrorKind {
             ErrorKind::NoReplicas => "NOREPLICAS",
             ErrorKind::HoldTimeout => "TRYAGAIN (gateway hold timed out)",
             ErrorKind::MaybeRan => "UNCERTAIN (lost in flight, may or may not have run)",
+            ErrorKind::Unreplicated => "UNREPLICATED (ran on the master, replicas did not confirm)",
             ErrorKind::MasterDown => "MASTERDOWN",
             ErrorKind::Loading => "LOADING",
             ErrorKind::Busy => "BUSY",
@@ -240,6 +249,7 @@ mod tests {
             ("NOREPLICAS Not enough good replicas to write.", NoReplicas),
             ("TRYAGAIN belay: no confirmed master for 10000 ms (failover in progress?); the command was not run", HoldTimeout),
             ("UNCERTAIN belay: the connection to 127.0.0.1:6379 was lost after the command was sent (node silent for 30s); it may or may not have run", MaybeRan),
+            ("UNREPLICATED belay: the write ran on the master, but 0 of the 1 replicas required confirmed it within 1000 ms (durable writes): a failover now could lose it; it was not sent again", Unreplicated),
             ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", MasterDown),
             ("LOADING Redis is loading the dataset in memory", Loading),
             ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.", Busy),

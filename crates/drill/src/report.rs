@@ -29,6 +29,9 @@ pub struct DrillReport {
     /// Connection churn: each session opened a new connection (with a
     /// `HELLO 3` handshake) every this many operations; 0: never.
     pub reconnect_every: u32,
+    /// Durable writes in the gateway: how many replicas confirm each write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable_writes: Option<String>,
     /// Connections the workload opened, first ones and reconnects after
     /// failures included.
     pub connections_opened: u64,
@@ -83,6 +86,7 @@ impl DrillReport {
             readers: opts.readers,
             op_timeout_ms: opts.op_timeout().as_millis() as u64,
             reconnect_every: opts.reconnect_every,
+            durable_writes: opts.durable_writes.clone(),
             connections_opened,
             down_after_ms: spec.down_after_ms,
             min_replicas_max_lag_s: spec.min_replicas_max_lag,
@@ -189,6 +193,12 @@ pub fn render_text(r: &DrillReport) -> String {
         "  {}",
         connections_line(r.reconnect_every, r.connections_opened)
     );
+    if let Some(n) = &r.durable_writes {
+        let _ = writeln!(
+            o,
+            "  durable writes: each write acknowledged only once {n} replica(s) confirmed it (WAIT)"
+        );
+    }
     let _ = writeln!(
         o,
         "  master {} ({}) -> {}; settled {} after the run\n",

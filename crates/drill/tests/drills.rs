@@ -31,7 +31,11 @@ async fn env(gateway: bool) -> Env {
     spec.own_loopback_addrs = true;
     let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
     let gateway = if gateway {
-        Some(InProcessGateway::start(&lab, true).await.expect("gateway"))
+        Some(
+            InProcessGateway::start(&lab, true, None)
+                .await
+                .expect("gateway"),
+        )
     } else {
         None
     };

@@ -114,6 +114,19 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_ADMIN_PASSWORD_FILE", value_name = "PATH")]
     pub admin_password_file: Option<PathBuf>,
 
+    /// Durable writes: acknowledge a write only once N replicas (or a
+    /// majority of the master's replicas) confirm they have it, with one
+    /// `WAIT` per batch of writes sent together. A write not confirmed in
+    /// time is answered `-UNREPLICATED` (it ran on the master, it is not
+    /// retried). Off by default.
+    #[arg(long, env = "BELAY_DURABLE_WRITES", value_name = "N|majority")]
+    pub durable_writes: Option<crate::config::Durable>,
+
+    /// How long durable writes wait for the replicas' confirmation; must be
+    /// shorter than --request-timeout-ms [default: 1000].
+    #[arg(long, env = "BELAY_DURABLE_TIMEOUT_MS", value_name = "MS")]
+    pub durable_timeout_ms: Option<u64>,
+
     /// Do not count commands or time requests: /metrics then shows only
     /// what is read off the topology (nodes, lag, holds). For measuring
     /// what counting costs; it is cheap enough to leave on.
@@ -257,6 +270,7 @@ impl GatewayArgs {
             read_your_writes,
             min_synced_replicas,
             write_guard_lag_ms,
+            durable_timeout_ms,
             threads
         );
         for (file, field) in [
@@ -275,7 +289,8 @@ impl GatewayArgs {
             sentinel_username,
             sentinel_password,
             client_password,
-            admin_listen
+            admin_listen,
+            durable_writes
         );
         if self.no_client_auth {
             cfg.no_client_auth = true;

@@ -70,6 +70,12 @@ pub struct GatewayConfig {
     /// Password the admin endpoint asks of every request; without one it
     /// only listens on a loopback address.
     pub admin_password: Option<String>,
+    /// Durable writes: a write is acknowledged only once this many replicas
+    /// (or a majority of them) confirm it with `WAIT`. Off by default.
+    pub durable_writes: Option<Durable>,
+    /// How long the `WAIT` of durable writes may take before the write is
+    /// answered as not confirmed.
+    pub durable_timeout_ms: u64,
     /// Where reads go.
     pub read_from: ReadFrom,
     /// How long a write waits for a confirmed master before failing.
@@ -155,6 +161,8 @@ impl Default for GatewayConfig {
             no_admin: false,
             metrics: true,
             admin_password: None,
+            durable_writes: None,
+            durable_timeout_ms: 1_000,
             read_from: ReadFrom::ReplicaPreferred,
             failover_hold_ms: 15_000,
             request_timeout_ms: 2_000,
@@ -202,6 +210,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("metrics", &self.metrics)
             .field("admin_password", &redact(&self.admin_password))
             .field("read_from", &self.read_from)
+            .field("durable_writes", &self.durable_writes)
+            .field("durable_timeout_ms", &self.durable_timeout_ms)
             .field("failover_hold_ms", &self.failover_hold_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("abandon_after_ms", &self.abandon_after_ms)
@@ -372,6 +382,18 @@ impl GatewayConfig {
                 anyhow::bail!("{key} ({flag}) must be at least 1");
             }
         }
+        if self.durable_writes.is_some() {
+            if self.durable_timeout_ms == 0 {
+                anyhow::bail!("durable_timeout_ms (--durable-timeout-ms) must be at least 1");
+            }
+            if self.durable_timeout_ms >= self.request_timeout_ms {
+                anyhow::bail!(
+                    "durable_timeout_ms ({}) must be shorter than request_timeout_ms ({}): a master waiting for its replicas is not a silent one",
+                    self.durable_timeout_ms,
+                    self.request_timeout_ms
+                );
+            }
+        }
         if self.abandon_after_ms < self.request_timeout_ms {
             anyhow::bail!(
                 "abandon_after_ms ({}) must not be shorter than request_timeout_ms ({}): a node is first left alone, then given up on",
@@ -401,6 +423,58 @@ impl GatewayConfig {
             anyhow::bail!("client_query_buffer_limit must be at least 1mb (Redis's own minimum)");
         }
         Ok(())
+    }
+}
+
+/// How many replicas must confirm a write before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "DurableSetting")]
+pub enum Durable {
+    Replicas(u32),
+    /// More than half of the master's replicas.
+    Majority,
+}
+
+impl Durable {
+    /// The count for a master with `replicas` replicas.
+    pub fn required(self, replicas: usize) -> u32 {
+        match self {
+            Durable::Replicas(n) => n,
+            Durable::Majority => (replicas / 2 + 1) as u32,
+        }
+    }
+}
+
+impl std::str::FromStr for Durable {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durable, String> {
+        match s.trim() {
+            "majority" => Ok(Durable::Majority),
+            n => match n.parse::<u32>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "{s:?} is not a number of replicas (1 or more) or \"majority\""
+                )),
+                Ok(n) => Ok(Durable::Replicas(n)),
+            },
+        }
+    }
+}
+
+/// `durable_writes` in the file: `2` or `"majority"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurableSetting {
+    Count(u32),
+    Word(String),
+}
+
+impl TryFrom<DurableSetting> for Durable {
+    type Error = String;
+    fn try_from(v: DurableSetting) -> Result<Durable, String> {
+        match v {
+            DurableSetting::Count(n) => n.to_string().parse(),
+            DurableSetting::Word(w) => w.parse(),
+        }
     }
 }
 

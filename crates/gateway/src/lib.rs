@@ -37,7 +37,9 @@ mod topology;
 
 pub use backend::{BackendConn, ConnectSpec, NodeHealth, ReplyResult, Silence};
 pub use cli::{run, GatewayArgs};
-pub use config::{parse_size, AdminListen, CommandOverride, GatewayConfig, OutputLimit, ReadFrom};
+pub use config::{
+    parse_size, AdminListen, CommandOverride, Durable, GatewayConfig, OutputLimit, ReadFrom,
+};
 pub use context::Context;
 pub use error::{BackendError, LostWhy, NotSentWhy};
 pub use server::{wait_ready, Gateway};

@@ -77,16 +77,19 @@ pub enum ErrorKind {
     OutputLimit,
     /// A failed login.
     Auth,
+    /// Durable writes: ran on the master, not confirmed by the replicas.
+    Unreplicated,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 6] = [
+    const ALL: [ErrorKind; 7] = [
         ErrorKind::Uncertain,
         ErrorKind::HoldTimeout,
         ErrorKind::Denied,
         ErrorKind::Protocol,
         ErrorKind::OutputLimit,
         ErrorKind::Auth,
+        ErrorKind::Unreplicated,
     ];
 
     fn label(self) -> &'static str {
@@ -97,6 +100,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::OutputLimit => "output_limit",
             ErrorKind::Auth => "auth",
+            ErrorKind::Unreplicated => "unreplicated",
         }
     }
 }
@@ -315,7 +319,7 @@ impl Collector for Exporter {
         }
         let mut f = e.encode_descriptor(
             "belay_errors",
-            "Errors given to clients, or clients closed, by kind: uncertain (lost after it was sent: may or may not have run), hold_timeout (not run: no master within the failover hold), denied (refused by the gateway), protocol (malformed input), output_limit (client not reading), auth (failed login).",
+            "Errors given to clients, or clients closed, by kind: uncertain (lost after it was sent: may or may not have run), hold_timeout (not run: no master within the failover hold), denied (refused by the gateway), protocol (malformed input), output_limit (client not reading), auth (failed login), unreplicated (durable writes: ran on the master, not confirmed by enough replicas in time).",
             None,
             MetricType::Counter,
         )?;

@@ -91,6 +91,9 @@ impl ProcessKind {
                 }
                 cmd.arg("--master-name").arg(&spec.master_name);
                 cmd.arg("--listen").arg(rec.addr());
+                if let Some(n) = &gw.durable_writes {
+                    cmd.arg("--durable-writes").arg(n);
+                }
                 if let Some(port) = rec.admin_port {
                     cmd.arg("--admin-listen")
                         .arg(format!("{}:{port}", rec.admin_host()));
@@ -100,6 +103,7 @@ impl ProcessKind {
                     "BELAY_ADMIN_LISTEN",
                     "BELAY_NO_ADMIN",
                     "BELAY_ADMIN_PASSWORD_FILE",
+                    "BELAY_DURABLE_WRITES",
                 ] {
                     cmd.env_remove(var);
                 }

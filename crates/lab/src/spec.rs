@@ -95,6 +95,9 @@ pub struct GatewaySpec {
     /// port + 1000, skipped if taken).
     #[serde(default)]
     pub admin_port: Option<u16>,
+    /// `--durable-writes` for the gateway (`N` or `majority`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_writes: Option<String>,
 }
 
 /// The web app process: `<exe> app --gateway BIND:GATEWAY_PORT --listen
@@ -368,6 +371,7 @@ mod tests {
                 exe: "belay".into(),
                 port: 6390,
                 admin_port: None,
+                durable_writes: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -402,6 +406,7 @@ mod tests {
                 exe: "belay".into(),
                 port: 6390,
                 admin_port: None,
+                durable_writes: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -434,6 +439,7 @@ mod tests {
                 exe: "belay".into(),
                 port: 6390,
                 admin_port: None,
+                durable_writes: None,
             }),
             ..LabSpec::default()
         };
@@ -462,6 +468,7 @@ mod tests {
             exe: "belay".into(),
             port: 0,
             admin_port: None,
+            durable_writes: None,
         });
         spec.app = Some(AppSpec {
             exe: "belay".into(),

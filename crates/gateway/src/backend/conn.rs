@@ -40,6 +40,28 @@ pub struct Replies {
     /// Some reply is an error (`-…`): the receiver must look at them one by
     /// one (refusals are retried). Otherwise it may pass them on as they are.
     pub has_error: bool,
+    /// For a request sent with a [`Confirm`]: what the `WAIT` after it said.
+    pub replication: Option<Replication>,
+}
+
+/// Durable writes: after a request whose writes must be on replicas before
+/// they are acknowledged, the connection sends `WAIT replicas timeout_ms`,
+/// one for every request of the same write to the node (a `WAIT` covers
+/// every write the connection sent before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Confirm {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
+/// What the `WAIT` after a request said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// This many replicas acknowledged the writes.
+    Acked(u32),
+    /// No count: `WAIT` was refused (its error), or the connection was lost
+    /// before it answered.
+    Unknown(String),
 }
 
 pub type ReplyResult = Result<Replies, BackendError>;
@@ -54,14 +76,19 @@ struct BackendRequest {
     blocking: bool,
     /// The client's output budget, charged with the replies when handed over.
     budget: Option<Arc<OutputBudget>>,
+    /// Its writes must be confirmed by replicas before it is answered.
+    confirm: Option<Confirm>,
 }
 
-/// The reader's record of a request on the wire.
+/// The reader's record of a request on the wire: a client's, or the
+/// connection's own `WAIT` (no `reply`) for the confirmed requests before it.
 struct InFlight {
-    reply: oneshot::Sender<ReplyResult>,
+    reply: Option<oneshot::Sender<ReplyResult>>,
     count: u32,
     blocking: bool,
     budget: Option<Arc<OutputBudget>>,
+    /// Its replies wait for the next `WAIT`'s.
+    confirmed: bool,
 }
 
 /// How to open connections to one node: where, with which of the gateway's
@@ -264,6 +291,19 @@ impl BackendConn {
         blocking: bool,
         budget: Option<Arc<OutputBudget>>,
     ) -> oneshot::Receiver<ReplyResult> {
+        self.send_confirmed(raw, count, blocking, budget, None)
+    }
+
+    /// [`BackendConn::send_batch`], and with `confirm` the replies come only
+    /// once a `WAIT` after the request has answered, with what it said.
+    pub fn send_confirmed(
+        &self,
+        raw: Bytes,
+        count: u32,
+        blocking: bool,
+        budget: Option<Arc<OutputBudget>>,
+        confirm: Option<Confirm>,
+    ) -> oneshot::Receiver<ReplyResult> {
         debug_assert!(count > 0, "a request carries at least one command");
         let (reply, rx) = oneshot::channel();
         if !self.is_alive() {
@@ -279,6 +319,7 @@ impl BackendConn {
             reply,
             blocking,
             budget,
+            confirm,
         }) {
             if blocking {
                 self.shared.blocking.fetch_sub(1, Ordering::Relaxed);
@@ -351,16 +392,46 @@ fn stage(
     let count = req.count as usize;
     let ok = inflight
         .send(InFlight {
-            reply: req.reply,
+            reply: Some(req.reply),
             count: req.count,
             blocking: req.blocking,
             budget: req.budget,
+            confirmed: req.confirm.is_some(),
         })
         .is_ok();
     if ok {
         state.add_outstanding(count);
     }
     buf.extend_from_slice(&req.raw);
+    ok
+}
+
+/// Adds the connection's own `WAIT` after the confirmed requests staged
+/// before it.
+fn stage_wait(
+    buf: &mut BytesMut,
+    inflight: &mpsc::UnboundedSender<InFlight>,
+    state: &ConnState,
+    confirm: Confirm,
+) -> bool {
+    let ok = inflight
+        .send(InFlight {
+            reply: None,
+            count: 1,
+            blocking: false,
+            budget: None,
+            confirmed: false,
+        })
+        .is_ok();
+    if ok {
+        state.add_outstanding(1);
+    }
+    let replicas = confirm.replicas.to_string();
+    let timeout = confirm.timeout_ms.to_string();
+    buf.extend_from_slice(b"*3\r\n$4\r\nWAIT\r\n");
+    for arg in [&replicas, &timeout] {
+        buf.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
     ok
 }
 
@@ -418,12 +489,29 @@ async fn write_loop(
             }
             next.take_queued(&mut rx);
         }
-        let mut requests = next.take();
+        // One WAIT, right after the last request to be confirmed, for the
+        // most replicas any of them needs: it covers them all.
+        let last_confirmed = next.requests.iter().rposition(|r| r.confirm.is_some());
+        let confirm = next
+            .requests
+            .iter()
+            .filter_map(|r| r.confirm)
+            .max_by_key(|c| (c.replicas, c.timeout_ms));
+        let mut requests = next.take().enumerate();
         let mut commands = 0;
-        while let Some(req) = requests.next() {
+        while let Some((i, req)) = requests.next() {
             commands += req.count as u64;
-            if !stage(&mut buf, &inflight, &state, req) {
-                requests.for_each(|req| fail_unsent(&state, req));
+            let staged = stage(&mut buf, &inflight, &state, req);
+            let staged = staged
+                && match (Some(i) == last_confirmed, confirm) {
+                    (true, Some(c)) => {
+                        commands += 1;
+                        stage_wait(&mut buf, &inflight, &state, c)
+                    }
+                    _ => true,
+                };
+            if !staged {
+                requests.for_each(|(_, req)| fail_unsent(&state, req));
                 break 'conn;
             }
         }
@@ -513,7 +601,8 @@ impl Collecting {
         let new = self.len - self.charged;
         let over = new > 0 && self.slot.budget.as_ref().is_some_and(|b| b.received(new));
         self.charged = self.len;
-        if over || self.discard || self.slot.reply.is_closed() {
+        let abandoned = self.slot.reply.as_ref().is_some_and(|r| r.is_closed());
+        if over || self.discard || abandoned {
             let _ = buf.split_to(self.len);
             self.len = 0;
             self.charged = 0;
@@ -536,6 +625,12 @@ async fn read_loop(
     // reply of any size is scanned once.
     let mut scanner = FrameScanner::default();
     let mut why = LostWhy::ConnectionClosed;
+    // Replies to confirmed requests, held until the WAIT after them answers.
+    let mut awaiting: Vec<(
+        oneshot::Sender<ReplyResult>,
+        Replies,
+        Option<Arc<OutputBudget>>,
+    )> = Vec::new();
     // One future for the whole loop (see `write_loop`).
     let closed = state.closed.clone().cancelled_owned();
     tokio::pin!(closed);
@@ -606,15 +701,25 @@ async fn read_loop(
                             continue;
                         }
                         let frames = buf.split_to(c.len).freeze();
-                        if let Err(Ok(replies)) = c.slot.reply.send(Ok(Replies {
+                        let replies = Replies {
                             frames,
                             has_error: c.has_error,
-                        })) {
-                            // The session is gone: its budget goes with it,
-                            // but keep the books straight anyway.
-                            if let Some(budget) = &c.slot.budget {
-                                budget.taken(replies.frames.len());
+                            replication: None,
+                        };
+                        match c.slot.reply {
+                            // The connection's own WAIT: its count goes to
+                            // every request it confirms.
+                            None => {
+                                let said = wait_reply(&replies.frames);
+                                for (reply, mut replies, budget) in awaiting.drain(..) {
+                                    replies.replication = Some(said.clone());
+                                    deliver(reply, replies, budget.as_deref());
+                                }
                             }
+                            Some(reply) if c.slot.confirmed => {
+                                awaiting.push((reply, replies, c.slot.budget));
+                            }
+                            Some(reply) => deliver(reply, replies, c.slot.budget.as_deref()),
                         }
                     }
                 }
@@ -636,6 +741,14 @@ async fn read_loop(
     }
     state.close(why);
     let why = state.lost_why();
+    // They ran; whether replicas have them is not known.
+    for (reply, mut replies, budget) in awaiting.drain(..) {
+        replies.replication = Some(Replication::Unknown(format!(
+            "the connection to {} was lost before WAIT answered",
+            state.addr
+        )));
+        deliver(reply, replies, budget.as_deref());
+    }
     inflight.close();
     let lost = current
         .map(|c| c.slot)
@@ -646,9 +759,44 @@ async fn read_loop(
         if slot.blocking {
             state.blocking.fetch_sub(1, Ordering::Relaxed);
         }
-        let _ = slot.reply.send(Err(BackendError::Lost {
-            addr: state.addr.clone(),
-            why,
-        }));
+        if let Some(reply) = slot.reply {
+            let _ = reply.send(Err(BackendError::Lost {
+                addr: state.addr.clone(),
+                why,
+            }));
+        }
+    }
+}
+
+/// Hands `replies` to the session waiting for them.
+fn deliver(reply: oneshot::Sender<ReplyResult>, replies: Replies, budget: Option<&OutputBudget>) {
+    if let Err(Ok(replies)) = reply.send(Ok(replies)) {
+        // The session is gone: its budget goes with it, but keep the books
+        // straight anyway.
+        if let Some(budget) = budget {
+            budget.taken(replies.frames.len());
+        }
+    }
+}
+
+/// What the connection's `WAIT` answered: `:<replicas>`, or an error
+/// (`NOPERM` for a user without WAIT, …).
+fn wait_reply(frame: &[u8]) -> Replication {
+    let line = frame.strip_suffix(b"\r\n").unwrap_or(frame);
+    match line.split_first() {
+        Some((b':', n)) => match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
+            Some(n) => Replication::Acked(n),
+            None => Replication::Unknown(format!(
+                "WAIT answered {:?}",
+                String::from_utf8_lossy(frame)
+            )),
+        },
+        Some((b'-', e)) => {
+            Replication::Unknown(format!("WAIT was refused: {}", String::from_utf8_lossy(e)))
+        }
+        _ => Replication::Unknown(format!(
+            "WAIT answered {:?}",
+            String::from_utf8_lossy(frame)
+        )),
     }
 }

@@ -8,7 +8,7 @@ mod health;
 mod pool;
 mod watchdog;
 
-pub use conn::{BackendConn, ConnectSpec, ReplyResult};
+pub use conn::{BackendConn, Confirm, ConnectSpec, Replication, ReplyResult};
 pub use health::NodeHealth;
 pub use pool::NodePool;
 pub use watchdog::Silence;

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
-use super::conn::{set_up, BackendConn, ConnectSpec, ReplyResult};
+use super::conn::{set_up, BackendConn, Confirm, ConnectSpec, ReplyResult};
 use super::health::NodeHealth;
 use crate::budget::OutputBudget;
 use crate::context::Context;
@@ -191,11 +191,14 @@ impl NodePool {
         raw: Bytes,
         count: u32,
         budget: Option<Arc<OutputBudget>>,
+        confirm: Option<Confirm>,
     ) -> Result<oneshot::Receiver<ReplyResult>, Bytes> {
         let send = |lane: &Lane, raw: Bytes| {
             let guard = lane.conns[lane.slot(hint)].load();
             match guard.as_ref() {
-                Some(conn) if conn.is_alive() => Ok(conn.send_batch(raw, count, false, budget)),
+                Some(conn) if conn.is_alive() => {
+                    Ok(conn.send_confirmed(raw, count, false, budget, confirm))
+                }
                 _ => Err(raw),
             }
         };

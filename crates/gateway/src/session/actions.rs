@@ -250,9 +250,10 @@ impl Session {
             if !replica.pool.shared_is_up(&self.st.ctx, slot) {
                 let _ = replica.pool.connect_shared(&self.st.ctx, slot).await;
             }
-            let _ = replica
-                .pool
-                .try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None);
+            let _ =
+                replica
+                    .pool
+                    .try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None, None);
         }
         let job = Job::new(req, routing, Conn::Shared, self.st.ctx.clone());
         self.stage_now(job, &topo)

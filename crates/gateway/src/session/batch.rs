@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::job::{Job, Rewrite};
 use super::queue::Slot;
 use super::state::Lane;
-use crate::backend::{BackendConn, NodePool};
+use crate::backend::{BackendConn, Confirm, NodePool};
 use crate::budget::OutputBudget;
 use crate::context::Context;
 use crate::error::{BackendError, NotSentWhy};
@@ -78,6 +78,11 @@ struct OpenBatch {
     blocking: bool,
     /// A reply must be looked at even when none is an error.
     inspect: bool,
+    /// Durable writes: the replicas that must confirm its writes.
+    confirm: Option<Confirm>,
+    /// Its last command leaves the connection inside MULTI (no WAIT can
+    /// follow it there).
+    open_tx: bool,
 }
 
 #[derive(Default)]
@@ -100,6 +105,8 @@ impl Batcher {
 
     /// Adds `job` for `target`; `lane` is set when the target is the master.
     /// A batch open for another target is sent first, and its slot returned.
+    /// With `confirm` (durable writes), the writes it completes are answered
+    /// only once that many replicas have them.
     pub fn stage(
         &mut self,
         target: TargetRef<'_>,
@@ -107,11 +114,15 @@ impl Batcher {
         job: Job,
         hint: usize,
         budget: &Arc<OutputBudget>,
+        confirm: Option<Confirm>,
     ) -> Option<Slot> {
+        // Writes to confirm, then a transaction begins: they are sent on
+        // their own, so that the WAIT can follow them outside MULTI.
+        let splits = |b: &OpenBatch| b.confirm.is_some() && !b.open_tx && job.leaves_tx_open();
         let joins = self
             .open
             .as_ref()
-            .is_some_and(|b| target.is(&b.target, &job));
+            .is_some_and(|b| target.is(&b.target, &job) && !splits(b));
         let sent = if joins { None } else { self.send(hint, budget) };
         let batch = self.open.get_or_insert_with(|| OpenBatch {
             target: target.to_owned(&job),
@@ -119,6 +130,8 @@ impl Batcher {
             jobs: Vec::new(),
             blocking: false,
             inspect: false,
+            confirm: None,
+            open_tx: false,
         });
         if batch.jobs.capacity() == 0 {
             if let Some(spare) = self.spare.take() {
@@ -127,6 +140,10 @@ impl Batcher {
         }
         batch.blocking |= job.class().may_block();
         batch.inspect |= job.rewrite != Rewrite::None;
+        if let Some(c) = confirm.filter(|_| job.completes_writes()) {
+            batch.confirm = Some(batch.confirm.map_or(c, |b| b.max(c)));
+        }
+        batch.open_tx = job.leaves_tx_open();
         batch.jobs.push(job);
         sent
     }
@@ -147,11 +164,16 @@ impl Batcher {
             raw.freeze()
         };
         let budget = Some(budget.clone());
+        // Inside MULTI a WAIT would be queued, not run: the EXEC's batch
+        // confirms the transaction's writes.
+        let confirm = batch.confirm.filter(|_| !batch.open_tx);
         let rx = match &batch.target {
             Target::Shared { pool, ctx } => pool
-                .try_send_shared(ctx, hint, raw, count as u32, budget)
+                .try_send_shared(ctx, hint, raw, count as u32, budget, confirm)
                 .unwrap_or_else(|_: Bytes| not_sent(&pool.addr)),
-            Target::Own { conn, .. } => conn.send_batch(raw, count as u32, batch.blocking, budget),
+            Target::Own { conn, .. } => {
+                conn.send_confirmed(raw, count as u32, batch.blocking, budget, confirm)
+            }
         };
         Some(Slot::Sent {
             rx,
@@ -160,6 +182,7 @@ impl Batcher {
             jobs: batch.jobs,
             inspect: batch.inspect,
             sent_at: self.timed.then(tokio::time::Instant::now),
+            confirm,
         })
     }
 

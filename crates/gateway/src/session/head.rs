@@ -22,7 +22,7 @@ use super::retry::{self, OnFailure, OnReply};
 use super::state::{Lane, TxBroken};
 use super::subscribed::{self, Pipe};
 use super::{End, Session};
-use crate::backend::{NodePool, ReplyResult};
+use crate::backend::{Confirm, NodePool, Replication, ReplyResult};
 use crate::discovery::Event;
 use crate::error::{BackendError, LostWhy};
 use crate::metrics::ErrorKind;
@@ -283,6 +283,7 @@ impl Session {
             lane,
             inspect,
             sent_at,
+            confirm,
             ..
         }) = self.queue.pop_front()
         else {
@@ -312,7 +313,9 @@ impl Session {
         match result {
             Ok(replies) => {
                 self.io.budget.taken(replies.frames.len());
-                if !replies.has_error && !inspect {
+                let unconfirmed =
+                    confirm.and_then(|c| unconfirmed(c, replies.replication.as_ref()));
+                if !replies.has_error && !inspect && unconfirmed.is_none() {
                     // The common case: every reply goes to the client as it is.
                     if writes > 0 {
                         self.st.fence = Some(Fence {
@@ -332,6 +335,19 @@ impl Session {
                             _ => frames.len(),
                         };
                         let frame = frames.split_to(n);
+                        if let Some(why) = unconfirmed
+                            .as_deref()
+                            .filter(|_| job.completes_writes() && !frame.starts_with(b"-"))
+                        {
+                            // It ran on the master; its replicas did not
+                            // confirm it. Said so, never sent again.
+                            self.shared.metrics.error(ErrorKind::Unreplicated);
+                            self.st.fence = Some(Fence {
+                                acked_at: Instant::now(),
+                            });
+                            next.push(Slot::Ready(reply::error(why)));
+                            continue;
+                        }
                         next.push(self.on_reply(frame, job, &pool, lane.as_ref(), &mut suspected));
                     }
                 }
@@ -452,4 +468,21 @@ impl Session {
             }
         }
     }
+}
+
+/// The error for writes that `WAIT` did not confirm, or `None` when it
+/// did: durable writes answer a write only once `confirm.replicas` have it.
+fn unconfirmed(confirm: Confirm, said: Option<&Replication>) -> Option<String> {
+    let why = match said {
+        Some(Replication::Acked(n)) if *n >= confirm.replicas => return None,
+        Some(Replication::Acked(n)) => format!(
+            "{n} of the {} replicas required confirmed it within {} ms",
+            confirm.replicas, confirm.timeout_ms
+        ),
+        Some(Replication::Unknown(why)) => why.clone(),
+        None => "no WAIT answered for it".to_string(),
+    };
+    Some(format!(
+        "UNREPLICATED belay: the write ran on the master, but {why} (durable writes): a failover now could lose it; it was not sent again"
+    ))
 }

@@ -14,7 +14,7 @@ use super::job::{Conn, Job};
 use super::queue::Slot;
 use super::state::{Lane, TxBroken};
 use super::{LastCommand, Session};
-use crate::backend::NodePool;
+use crate::backend::{Confirm, NodePool};
 use crate::commands::{lower, Class, Routing};
 use crate::metrics::{Counted, ErrorKind};
 use crate::reply;
@@ -278,6 +278,7 @@ impl Session {
             } => {
                 let mut job = Job::new(req, routing, conn, self.st.ctx.clone());
                 job.rewrite = rewrite;
+                job.ends_tx = matches!(b, Builtin::Exec | Builtin::Discard);
                 self.route_job(job, topo)
             }
             Action::ForwardToAll { routing } => Handled::Later(Later::ToAll { req, routing }),
@@ -351,8 +352,14 @@ impl Session {
                 }
                 self.shared.count_read();
                 self.tally.count(Counted::ReadReplica, 1);
-                self.batch
-                    .stage(TargetRef::Shared(pool), None, job, hint, &self.io.budget)
+                self.batch.stage(
+                    TargetRef::Shared(pool),
+                    None,
+                    job,
+                    hint,
+                    &self.io.budget,
+                    None,
+                )
             }
             Route::Master {
                 pool,
@@ -362,12 +369,14 @@ impl Session {
                     return Handled::Slot(Slot::Held(job));
                 }
                 self.note_master(&job, pool, lane.clone());
+                let confirm = self.confirm(topo);
                 self.batch.stage(
                     TargetRef::Shared(pool),
                     Some(lane),
                     job,
                     hint,
                     &self.io.budget,
+                    confirm,
                 )
             }
             Route::Master {
@@ -393,12 +402,14 @@ impl Session {
                 }
                 let conn = own.conn.clone();
                 self.note_master(&job, pool, Lane::Own);
+                let confirm = self.confirm(topo);
                 self.batch.stage(
                     TargetRef::Own(pool, &conn),
                     Some(Lane::Own),
                     job,
                     hint,
                     &self.io.budget,
+                    confirm,
                 )
             }
             Route::Wait(why) => {
@@ -411,6 +422,16 @@ impl Session {
             self.queue.push_back(sent);
         }
         Handled::Staged
+    }
+
+    /// Durable writes: what the writes sent to the master now must be
+    /// confirmed by.
+    fn confirm(&self, topo: &Topology) -> Option<Confirm> {
+        let cfg = &self.shared.cfg;
+        cfg.durable_writes.map(|d| Confirm {
+            replicas: d.required(topo.replicas.len()),
+            timeout_ms: cfg.durable_timeout_ms,
+        })
     }
 
     /// Counts a job sent to the master.

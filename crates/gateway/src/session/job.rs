@@ -55,6 +55,8 @@ pub struct Job {
     /// The user, database and protocol it was sent in.
     pub ctx: Context,
     pub rewrite: Rewrite,
+    /// `EXEC` or `DISCARD`: the connection is out of its transaction after it.
+    pub ends_tx: bool,
     /// Set once it has been held or retried (rare: kept out of line).
     pub retry: Option<Box<Retry>>,
 }
@@ -88,8 +90,26 @@ impl Job {
             conn,
             ctx,
             rewrite: Rewrite::None,
+            ends_tx: false,
             retry: None,
         }
+    }
+
+    /// Its effect is done once it is answered: a write outside a
+    /// transaction, or the `EXEC` that runs one. (A command queued inside
+    /// MULTI does nothing until EXEC.)
+    pub fn completes_writes(&self) -> bool {
+        if self.in_transaction() {
+            self.ends_tx
+        } else {
+            self.class().has_effect()
+        }
+    }
+
+    /// It leaves its connection inside a transaction (MULTI or a command
+    /// queued after it).
+    pub fn leaves_tx_open(&self) -> bool {
+        self.in_transaction() && !self.ends_tx
     }
 
     pub fn class(&self) -> Class {

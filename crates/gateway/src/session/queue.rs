@@ -37,6 +37,8 @@ pub enum Slot {
         inspect: bool,
         /// When it was written, if its round trip is measured.
         sent_at: Option<tokio::time::Instant>,
+        /// Durable writes: the replicas that must confirm its writes.
+        confirm: Option<crate::backend::Confirm>,
     },
     /// Routed but not sendable yet: waits for a master, or for its turn.
     Held(Job),

@@ -18,6 +18,7 @@ pub fn app_lab_spec(dir: &Path, belay: &Path) -> LabSpec {
         exe: belay.to_path_buf(),
         port: 0,
         admin_port: Some(0),
+        durable_writes: None,
     });
     spec.app = Some(AppSpec {
         exe: belay.to_path_buf(),

@@ -1,19 +1,18 @@
 #!/bin/bash
-# shellcheck disable=SC2016  # the $ in RESP frames is literal, not an expansion
-# Docker health check for the belay gateway: it accepts a connection on its
-# port and answers AUTH + PING with +OK / +PONG. Plain bash (/dev/tcp), so the
-# runtime image needs no redis-cli.
+# Docker health check for the belay gateway: its admin endpoint's /readyz
+# answers 200 (a confirmed master taking writes, the command table loaded).
+# Plain bash (/dev/tcp), so the runtime image needs no curl. The admin
+# endpoint's password, if any, is sent as a bearer token.
 set -u
-export LC_ALL=C   # ${#pw} counts bytes, as RESP lengths do
-port="${BELAY_GATEWAY_PORT:-6380}"
-if [ -n "${BELAY_PASSWORD_FILE:-}" ]; then BELAY_PASSWORD="$(head -n1 "$BELAY_PASSWORD_FILE")"; fi
-pw="${BELAY_PASSWORD:-}"
-exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-if [ -n "$pw" ]; then
-  printf '*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n' "${#pw}" "$pw" >&3
-  IFS= read -r -t 2 line <&3 || exit 1
-  [ "$line" = $'+OK\r' ] || exit 1
+port="${BELAY_ADMIN_PORT:-7380}"
+auth=""
+if [ -n "${BELAY_ADMIN_PASSWORD_FILE:-}" ]; then
+  auth="Authorization: Bearer $(head -n1 "$BELAY_ADMIN_PASSWORD_FILE")"$'\r\n'
 fi
-printf '*1\r\n$4\r\nPING\r\n' >&3
+exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+printf 'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n' "$auth" >&3
 IFS= read -r -t 2 line <&3 || exit 1
-[ "$line" = $'+PONG\r' ]
+case "$line" in
+  "HTTP/1.1 200"*) exit 0 ;;
+  *) exit 1 ;;
+esac

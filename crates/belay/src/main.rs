@@ -6,6 +6,7 @@ mod down;
 mod status;
 mod ui;
 mod up;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -3,16 +3,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use belay_client::sentinel::SentinelAuth;
 use belay_client::Auth;
 use belay_lab::secrets::read_secret_file;
 use belay_lab::status::{self, StatusQuery, StatusReport, Target};
 use belay_lab::Lab;
 use clap::Args;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::ui::{self, show_path};
+use crate::watch::{self, Admin, Scrape};
 
 /// Flags of `belay status` (the help text is on the subcommand in main.rs).
 #[derive(Debug, Args)]
@@ -73,8 +76,28 @@ pub struct StatusArgs {
     pub sentinel_password_file: Option<PathBuf>,
 
     /// Print the report as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+
+    /// Redraw every --interval seconds until Ctrl-C, with the gateway's
+    /// traffic (ops/s to the master and each replica, read share, p50/p99
+    /// latency) and its last failovers from its admin endpoint: the
+    /// dashboard, in the terminal.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Seconds between redraws with --watch.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+
+    /// The gateway's admin endpoint (HOST:PORT or URL) for --watch
+    /// [default for a lab: its gateway's, port + 1000].
+    #[arg(long, env = "BELAY_ADMIN", value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// The admin endpoint's password, from the first line of this file.
+    #[arg(long, env = "BELAY_ADMIN_PASSWORD_FILE", value_name = "PATH")]
+    pub admin_password_file: Option<PathBuf>,
 }
 
 impl StatusArgs {
@@ -119,8 +142,24 @@ impl StatusArgs {
     }
 }
 
+/// Where the report comes from: Sentinels named on the command line, or
+/// a lab's state dir.
+enum Source {
+    Sentinels(StatusQuery),
+    Lab(Lab),
+}
+
+impl Source {
+    async fn report(&self) -> StatusReport {
+        match self {
+            Source::Sentinels(q) => status::gather(q).await,
+            Source::Lab(lab) => lab.status().await,
+        }
+    }
+}
+
 pub async fn run(args: StatusArgs) -> Result<ExitCode> {
-    let (report, title) = if !args.sentinels.is_empty() {
+    let (source, title, lab_admin) = if !args.sentinels.is_empty() {
         let (auth, sentinel_auth) = args.credentials()?;
         let q = StatusQuery {
             master_name: args.master_name.clone(),
@@ -137,8 +176,9 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
             ..StatusQuery::default()
         };
         (
-            status::gather(&q).await,
+            Source::Sentinels(q),
             format!("Sentinels {}", args.sentinels.join(", ")),
+            None,
         )
     } else {
         let dir = show_path(&args.dir);
@@ -154,9 +194,25 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         let lab = Lab::attach(&args.dir)?;
-        (lab.status().await, format!("lab in {dir}"))
+        let admin = lab.gateway_admin_addr();
+        (Source::Lab(lab), format!("lab in {dir}"), admin)
     };
 
+    if args.watch {
+        let admin = args.admin.clone().or(lab_admin);
+        let password = match &args.admin_password_file {
+            Some(path) => Some(read_secret_file(path)?),
+            None => None,
+        };
+        return watch(
+            &args,
+            &source,
+            &title,
+            admin.map(|a| Admin::new(&a, password)),
+        )
+        .await;
+    }
+    let report = source.report().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -167,6 +223,57 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Redraws the report, the gateway's traffic and its failovers until
+/// Ctrl-C or SIGTERM.
+async fn watch(
+    args: &StatusArgs,
+    source: &Source,
+    title: &str,
+    admin: Option<Admin>,
+) -> Result<ExitCode> {
+    if !(0.1..=3600.0).contains(&args.interval) {
+        bail!("--interval must be between 0.1 and 3600 seconds");
+    }
+    let interval = Duration::from_secs_f64(args.interval);
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut last: Option<Scrape> = None;
+    loop {
+        let report = source.report().await;
+        let mut screen = render(&report, title);
+        match &admin {
+            None => screen.push_str(
+                "\n(no gateway admin endpoint to ask for traffic and failovers: give --admin HOST:PORT)\n",
+            ),
+            Some(admin) => match (admin.scrape().await, admin.failovers().await) {
+                (Ok(now), Ok(episodes)) => {
+                    let traffic = last.as_ref().map(|then| watch::traffic(then, &now));
+                    screen.push_str(&watch::render(traffic.as_ref(), &episodes, watch::now_ms()));
+                    last = Some(now);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    screen.push_str(&format!("\nGATEWAY ADMIN ENDPOINT\n  {e:#}\n"));
+                    last = None;
+                }
+            },
+        }
+        // Home, clear, draw: one write, so the screen does not flicker.
+        print!(
+            "\x1b[H\x1b[2J{screen}\n{} every {:.1} s; Ctrl-C to stop\n",
+            admin
+                .as_ref()
+                .map_or(String::new(), |a| format!("gateway admin {};", a.url())),
+            args.interval
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+        }
+    }
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {

@@ -47,6 +47,11 @@ pub struct UpArgs {
     #[arg(long, value_name = "PORT")]
     pub gateway_port: Option<u16>,
 
+    /// Port of the gateway's admin endpoint: the dashboard, /metrics,
+    /// /events (on 127.0.0.1) [default: --gateway-port + 1000, i.e. 7390].
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
+
     /// Do not start the gateway (only Redis and Sentinel).
     #[arg(long, conflicts_with = "app")]
     pub no_gateway: bool,
@@ -153,11 +158,19 @@ impl UpArgs {
         if !self.no_gateway {
             let exe =
                 std::env::current_exe().context("finding the belay binary to run the gateway")?;
+            let port = self
+                .gateway_port
+                .unwrap_or_else(|| spec.default_gateway_port());
+            let admin_port = match self.admin_port {
+                Some(p) => p,
+                None => port.checked_add(1000).context(
+                    "the gateway's port + 1000 is past 65535: choose the admin port with --admin-port",
+                )?,
+            };
             spec.gateway = Some(GatewaySpec {
                 exe,
-                port: self
-                    .gateway_port
-                    .unwrap_or_else(|| spec.default_gateway_port()),
+                port,
+                admin_port: Some(admin_port),
             });
         }
         if self.app {
@@ -334,8 +347,13 @@ fn ready_text(lab: &Lab) -> String {
             "  web app:   {url}    # newsroom: each page names the node that served it\n"
         ));
     }
+    if let Some(admin) = lab.gateway_admin_addr() {
+        out.push_str(&format!(
+            "  dashboard: http://{admin}/    (metrics: http://{admin}/metrics)\n"
+        ));
+    }
     out.push_str(&format!(
-        "  status:    belay status --dir {}\n",
+        "  status:    belay status --dir {}    (live: add --watch)\n",
         shell_quote(&show_path(lab.dir()))
     ));
     out
@@ -347,6 +365,7 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
         "master_name": lab.master_name(),
         "password_file": lab.dir().join("password"),
         "gateway": lab.gateway_addr(),
+        "gateway_admin": lab.gateway_admin_addr(),
         "app": lab.app_url(),
         "sentinels": lab.sentinel_addrs(),
         "processes": lab.processes().iter().map(|p| serde_json::json!({

@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use crate::topology::Topology;
+
 /// At most this many commands are remembered (the oldest go first).
 const REMEMBERED: usize = 100;
 
@@ -56,6 +58,19 @@ impl AdminLog {
             })
             .collect()
     }
+}
+
+/// The gateway's view as JSON (`BELAY TOPOLOGY`, the admin endpoint's
+/// `/topology`): the topology, and which nodes miss which settings.
+pub fn view(topology: &Topology, log: &AdminLog) -> serde_json::Value {
+    let mut json = crate::topology::to_json(topology);
+    let drift: serde_json::Map<String, serde_json::Value> = log
+        .drift(topology.data_nodes().map(|p| p.addr.as_str()))
+        .into_iter()
+        .map(|(node, missed)| (node, serde_json::json!(missed)))
+        .collect();
+    json["admin_drift"] = serde_json::Value::Object(drift);
+    json
 }
 
 /// What a command run on every node is called in the log: its name, its

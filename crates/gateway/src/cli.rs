@@ -96,6 +96,30 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_NO_CLIENT_AUTH")]
     pub no_client_auth: bool,
 
+    /// Address of the admin HTTP endpoint: /metrics (Prometheus), /topology,
+    /// /events, /healthz, /readyz and the dashboard at /. Without
+    /// --admin-password-file it must be a loopback address [default: the
+    /// --listen host, port + 1000, on 127.0.0.1 unless a password is set].
+    #[arg(long, env = "BELAY_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+
+    /// No admin endpoint.
+    #[arg(long, env = "BELAY_NO_ADMIN", conflicts_with = "admin_listen")]
+    pub no_admin: bool,
+
+    /// Read the admin endpoint's password from the first line of this
+    /// file: every request must then carry it (HTTP Basic with any user
+    /// name, or `Authorization: Bearer <password>`), and the endpoint may
+    /// listen on any address.
+    #[arg(long, env = "BELAY_ADMIN_PASSWORD_FILE", value_name = "PATH")]
+    pub admin_password_file: Option<PathBuf>,
+
+    /// Do not count commands or time requests: /metrics then shows only
+    /// what is read off the topology (nodes, lag, holds). For measuring
+    /// what counting costs; it is cheap enough to leave on.
+    #[arg(long, env = "BELAY_NO_METRICS")]
+    pub no_metrics: bool,
+
     /// Where reads go [default: replica-preferred].
     #[arg(long, env = "BELAY_READ_FROM", value_enum)]
     pub read_from: Option<ReadFrom>,
@@ -239,6 +263,7 @@ impl GatewayArgs {
             (&self.password_file, &mut cfg.password),
             (&self.sentinel_password_file, &mut cfg.sentinel_password),
             (&self.client_password_file, &mut cfg.client_password),
+            (&self.admin_password_file, &mut cfg.admin_password),
         ] {
             if let Some(path) = file {
                 *field = Some(belay_client::read_password_file(path)?);
@@ -249,10 +274,17 @@ impl GatewayArgs {
             password,
             sentinel_username,
             sentinel_password,
-            client_password
+            client_password,
+            admin_listen
         );
         if self.no_client_auth {
             cfg.no_client_auth = true;
+        }
+        if self.no_admin {
+            cfg.no_admin = true;
+        }
+        if self.no_metrics {
+            cfg.metrics = false;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -278,6 +310,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let gateway = Gateway::bind(cfg).await?;
     tracing::info!(addr = %gateway.local_addr(), "gateway listening");
+    if let Some(admin) = gateway.admin_addr() {
+        tracing::info!(%admin, "admin endpoint: http://{admin}/ (dashboard), /metrics, /topology, /events, /healthz, /readyz");
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");

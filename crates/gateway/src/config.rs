@@ -2,6 +2,7 @@
 //! environment variables, then flags (see `cli`).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
@@ -58,6 +59,17 @@ pub struct GatewayConfig {
     pub client_password: Option<String>,
     /// Let clients in without `AUTH` even when `password` is set.
     pub no_client_auth: bool,
+    /// Address of the admin HTTP endpoint (metrics, topology, events,
+    /// health, dashboard); default: the client address's host, port + 1000.
+    pub admin_listen: Option<String>,
+    /// No admin endpoint.
+    pub no_admin: bool,
+    /// Count commands and time requests for `/metrics` (off only to
+    /// measure what counting costs).
+    pub metrics: bool,
+    /// Password the admin endpoint asks of every request; without one it
+    /// only listens on a loopback address.
+    pub admin_password: Option<String>,
     /// Where reads go.
     pub read_from: ReadFrom,
     /// How long a write waits for a confirmed master before failing.
@@ -139,6 +151,10 @@ impl Default for GatewayConfig {
             sentinel_password: None,
             client_password: None,
             no_client_auth: false,
+            admin_listen: None,
+            no_admin: false,
+            metrics: true,
+            admin_password: None,
             read_from: ReadFrom::ReplicaPreferred,
             failover_hold_ms: 15_000,
             request_timeout_ms: 2_000,
@@ -181,6 +197,10 @@ impl std::fmt::Debug for GatewayConfig {
             .field("sentinel_password", &redact(&self.sentinel_password))
             .field("client_password", &redact(&self.client_password))
             .field("no_client_auth", &self.no_client_auth)
+            .field("admin_listen", &self.admin_listen)
+            .field("no_admin", &self.no_admin)
+            .field("metrics", &self.metrics)
+            .field("admin_password", &redact(&self.admin_password))
             .field("read_from", &self.read_from)
             .field("failover_hold_ms", &self.failover_hold_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
@@ -215,6 +235,31 @@ impl GatewayConfig {
             password: p.clone(),
         });
         SentinelAuth::choose(sentinel, self.node_auth())
+    }
+
+    /// Where the admin endpoint listens, given the address clients reach
+    /// the gateway on: `None` when it is off. An explicit address is taken
+    /// as given (it must be loopback unless there is a password); the
+    /// default is the client address's host with port + 1000 (any port
+    /// when the gateway's is chosen by the system), on loopback unless a
+    /// password protects it.
+    pub fn admin_plan(&self, listen: SocketAddr) -> Option<AdminListen> {
+        if self.no_admin {
+            return None;
+        }
+        if let Some(addr) = &self.admin_listen {
+            return Some(AdminListen::Explicit(addr.clone()));
+        }
+        let port = match listen.port() {
+            0 => 0,
+            p => p.checked_add(1000)?,
+        };
+        let ip = if listen.ip().is_loopback() || self.admin_password.is_some() {
+            listen.ip()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        Some(AdminListen::Derived(SocketAddr::new(ip, port)))
     }
 
     /// The password clients must present, if any.
@@ -357,6 +402,16 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
+
+/// Where the admin endpoint is to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    /// Asked for (`--admin-listen`): failing to listen there is an error.
+    Explicit(String),
+    /// The default: failing to listen there is a warning, not a reason to
+    /// refuse clients.
+    Derived(SocketAddr),
 }
 
 /// Limits on what a client may leave unread, like Redis's

@@ -16,6 +16,8 @@
 //! Modules are private; what embedders, the CLI and the tests use is
 //! re-exported here.
 
+mod activity;
+mod admin;
 mod admin_log;
 mod auth_throttle;
 mod backend;
@@ -26,6 +28,7 @@ mod config;
 mod context;
 mod discovery;
 mod error;
+mod metrics;
 mod reply;
 mod router;
 mod server;
@@ -34,8 +37,8 @@ mod topology;
 
 pub use backend::{BackendConn, ConnectSpec, NodeHealth, ReplyResult, Silence};
 pub use cli::{run, GatewayArgs};
-pub use config::{parse_size, CommandOverride, GatewayConfig, OutputLimit, ReadFrom};
+pub use config::{parse_size, AdminListen, CommandOverride, GatewayConfig, OutputLimit, ReadFrom};
 pub use context::Context;
 pub use error::{BackendError, LostWhy, NotSentWhy};
 pub use server::{wait_ready, Gateway};
-pub use topology::{OffsetSample, ReplicaNode, Topology, WriteHold};
+pub use topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};

@@ -20,10 +20,12 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::ActivityLog;
 use crate::admin_log::AdminLog;
 use crate::auth_throttle::AuthThrottle;
-use crate::config::GatewayConfig;
+use crate::config::{AdminListen, GatewayConfig};
 use crate::discovery::{Discovery, Event};
+use crate::metrics::{Metrics, Telemetry};
 use crate::session::Session;
 use crate::topology::Topology;
 
@@ -40,6 +42,10 @@ pub struct Shared {
     pub auth_throttle: Arc<AuthThrottle>,
     /// Commands run on every data node, and which took them.
     pub admin_log: Arc<AdminLog>,
+    /// What the gateway counts (see `metrics`).
+    pub metrics: Arc<Metrics>,
+    /// What the gateway saw and did (the admin endpoint's `/events`).
+    pub activity: Arc<ActivityLog>,
     /// Reads this worker routed to replicas: the turn that decides which
     /// replica is the current one (see `router::pick_replica`). Per worker,
     /// so the sessions routing in one turn of its event loop agree.
@@ -61,6 +67,7 @@ impl Shared {
         cfg: Arc<GatewayConfig>,
         topology: watch::Receiver<Arc<Topology>>,
         events: mpsc::UnboundedSender<Event>,
+        telemetry: Telemetry,
     ) -> Shared {
         Shared {
             limits: cfg.limits(),
@@ -70,6 +77,8 @@ impl Shared {
             databases: 16,
             auth_throttle: Arc::new(AuthThrottle::default()),
             admin_log: Arc::new(AdminLog::default()),
+            metrics: telemetry.metrics,
+            activity: telemetry.activity,
             reads: AtomicUsize::new(0),
             worker: 0,
             workers: 1,
@@ -88,6 +97,8 @@ impl Shared {
             databases: self.databases,
             auth_throttle: self.auth_throttle.clone(),
             admin_log: self.admin_log.clone(),
+            metrics: self.metrics.clone(),
+            activity: self.activity.clone(),
             reads: AtomicUsize::new(0),
             worker,
             workers,
@@ -121,6 +132,8 @@ pub struct Gateway {
     listener: TcpListener,
     shared: Arc<Shared>,
     _discovery: AbortOnDrop,
+    /// The admin endpoint's address and task, if it is on.
+    admin: Option<(SocketAddr, AbortOnDrop)>,
 }
 
 /// Binds with `SO_REUSEPORT`, so several workers can listen on one address.
@@ -156,14 +169,22 @@ impl Gateway {
         let workers = cfg.threads.max(1);
         cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
         let cfg = Arc::new(cfg);
-        let (discovery, topology, events) = Discovery::new(cfg.clone());
+        let telemetry = Telemetry::default();
+        let (discovery, topology, events) = Discovery::new(cfg.clone(), telemetry.clone());
         let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
-        let shared = Arc::new(Shared::new(cfg, topology, events));
+        let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
+        let admin = start_admin(&shared, addr_of(&listener)).await?;
         Ok(Gateway {
             listener,
             shared,
             _discovery: discovery,
+            admin,
         })
+    }
+
+    /// Where the admin endpoint listens, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -207,6 +228,7 @@ impl Gateway {
             listener,
             shared: base,
             _discovery,
+            admin: _admin,
         } = self;
         let mut first = Some(listener.into_std()?);
         for worker in 0..workers {
@@ -243,6 +265,56 @@ impl Gateway {
     }
 }
 
+fn addr_of(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}
+
+/// Binds the admin endpoint (see `admin`) and serves it on this runtime.
+/// An address asked for must work, and must be loopback unless a password
+/// protects it; the default address, if taken, only earns a warning.
+async fn start_admin(
+    shared: &Arc<Shared>,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<(SocketAddr, AbortOnDrop)>> {
+    let cfg = &shared.cfg;
+    let Some(plan) = cfg.admin_plan(listen) else {
+        return Ok(None);
+    };
+    let listener = match &plan {
+        AdminListen::Explicit(addr) => TcpListener::bind(addr.as_str())
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the admin endpoint (--admin-listen; --no-admin turns it off)"))?,
+        AdminListen::Derived(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "the admin endpoint cannot listen on its default address; going on without it (choose one with --admin-listen)");
+                return Ok(None);
+            }
+        },
+    };
+    let addr = addr_of(&listener);
+    if cfg.admin_password.is_none() && !crate::admin::safe_without_password(&addr) {
+        anyhow::bail!(
+            "the admin endpoint would listen on {addr}, reachable from other machines, without a password: give it one with --admin-password-file, or listen on 127.0.0.1"
+        );
+    }
+    let state = Arc::new(crate::admin::AdminState {
+        registry: crate::metrics::registry(crate::metrics::Exporter {
+            metrics: shared.metrics.clone(),
+            topology: shared.topology.clone(),
+            clients: shared.clients.clone(),
+        }),
+        topology: shared.topology.clone(),
+        activity: shared.activity.clone(),
+        admin_log: shared.admin_log.clone(),
+        password: cfg.admin_password.clone(),
+    });
+    let task = AbortOnDrop(tokio::spawn(crate::admin::serve(listener, state)));
+    Ok(Some((addr, task)))
+}
+
 /// Accepts clients and spawns a session for each, until `shutdown`.
 async fn accept_loop(
     listener: &TcpListener,
@@ -266,6 +338,7 @@ async fn accept_loop(
             }
         };
         if shared.clients.load(Ordering::Relaxed) >= max_clients {
+            shared.metrics.rejected_client();
             tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"-ERR max number of clients reached\r\n")

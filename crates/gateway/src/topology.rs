@@ -97,6 +97,23 @@ pub struct Topology {
     pub commands: Arc<CommandTable>,
     /// The master's `redis_version`, for `HELLO` replies.
     pub server_version: String,
+    /// What each Sentinel said in the last full round.
+    pub sentinels: Arc<[SentinelStatus]>,
+}
+
+/// One Sentinel's answer in a round, as the admin endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SentinelStatus {
+    pub addr: String,
+    /// The master it names (`SENTINEL GET-MASTER-ADDR-BY-NAME`).
+    pub master: Option<String>,
+    /// Its `SENTINEL MASTER` flags for that master (`master`, `s_down`,
+    /// `o_down`, `failover_in_progress`, …).
+    pub flags: Vec<String>,
+    /// It names the master the majority agreed on.
+    pub agrees: bool,
+    /// Why it did not answer.
+    pub error: Option<String>,
 }
 
 impl Topology {
@@ -111,6 +128,7 @@ impl Topology {
             master_sample: None,
             commands,
             server_version: String::new(),
+            sentinels: Arc::from([]),
         }
     }
 
@@ -159,5 +177,6 @@ pub fn to_json(topo: &Topology) -> serde_json::Value {
         "generation": topo.generation,
         "server_version": topo.server_version,
         "commands_known": topo.commands.len(),
+        "sentinels": &*topo.sentinels,
     })
 }

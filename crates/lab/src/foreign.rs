@@ -328,6 +328,7 @@ impl SeedDeployment {
             kind,
             host: "127.0.0.1".into(),
             port,
+            admin_port: None,
             dir,
             config: None,
             log,

@@ -240,6 +240,12 @@ impl Lab {
     pub fn gateway_addr(&self) -> Option<String> {
         self.gateway().map(|p| p.addr())
     }
+    /// `host:port` of the gateway's admin endpoint (dashboard, metrics),
+    /// if the lab chose its port.
+    pub fn gateway_admin_addr(&self) -> Option<String> {
+        let gw = self.gateway()?.record();
+        Some(format!("{}:{}", gw.admin_host(), gw.admin_port?))
+    }
     /// The web app, when the lab runs one.
     pub fn app(&self) -> Option<&Process> {
         self.of_kind(ProcessKind::App).into_iter().next()

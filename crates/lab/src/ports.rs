@@ -14,6 +14,16 @@ use crate::process::ProcessRecord;
 /// process its own loopback address).
 pub fn check_free(bind: &str, plan: &[ProcessRecord]) -> Result<(), LabError> {
     for rec in plan {
+        if let Some(port) = rec.admin_port.filter(|p| *p != 0) {
+            if TcpListener::bind((rec.admin_host(), port)).is_err() {
+                return Err(LabError::PortInUse {
+                    port,
+                    bind: rec.admin_host().to_string(),
+                    what: "the gateway's admin endpoint".into(),
+                    flag: "--admin-port",
+                });
+            }
+        }
         let host = if rec.host.is_empty() { bind } else { &rec.host };
         if TcpListener::bind((host, rec.port)).is_err() {
             let flag = match rec.kind {

@@ -91,6 +91,18 @@ impl ProcessKind {
                 }
                 cmd.arg("--master-name").arg(&spec.master_name);
                 cmd.arg("--listen").arg(rec.addr());
+                if let Some(port) = rec.admin_port {
+                    cmd.arg("--admin-listen")
+                        .arg(format!("{}:{port}", rec.admin_host()));
+                }
+                // The lab's settings, not whatever the user's shell has.
+                for var in [
+                    "BELAY_ADMIN_LISTEN",
+                    "BELAY_NO_ADMIN",
+                    "BELAY_ADMIN_PASSWORD_FILE",
+                ] {
+                    cmd.env_remove(var);
+                }
                 cmd.env("BELAY_PASSWORD", password);
                 cmd
             }
@@ -124,6 +136,9 @@ pub struct ProcessRecord {
     /// Address it binds to and announces.
     pub host: String,
     pub port: u16,
+    /// The gateway's admin endpoint port (on loopback), if the lab chose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
     /// Its own directory (config, data, log); also its working directory.
     pub dir: PathBuf,
     /// Its config file (none for the gateway and the app, configured by arguments).
@@ -138,6 +153,16 @@ pub struct ProcessRecord {
 }
 
 impl ProcessRecord {
+    /// Where the gateway's admin endpoint listens: its own host if that is
+    /// a loopback address, else 127.0.0.1 (the lab gives it no password,
+    /// and the gateway refuses to serve it elsewhere without one).
+    pub fn admin_host(&self) -> &str {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() => &self.host,
+            _ => "127.0.0.1",
+        }
+    }
+
     /// `host:port`.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)

@@ -90,6 +90,11 @@ pub struct GatewaySpec {
     pub exe: PathBuf,
     /// Port the gateway listens on (on `LabSpec::bind`).
     pub port: u16,
+    /// Port of its admin endpoint (dashboard, metrics), on loopback: the
+    /// lab gives it no password. `None`: the gateway's own default (its
+    /// port + 1000, skipped if taken).
+    #[serde(default)]
+    pub admin_port: Option<u16>,
 }
 
 /// The web app process: `<exe> app --gateway BIND:GATEWAY_PORT --listen
@@ -165,13 +170,16 @@ impl LabSpec {
     /// `gateway` is set) and one for the app (when `app` is). For tests,
     /// which run many labs side by side.
     pub fn assign_free_ports(&mut self) {
-        let n = self.replicas + 1 + self.sentinels + 2;
+        let n = self.replicas + 1 + self.sentinels + 3;
         let first = crate::ports::reserve_block(n as u16);
         self.base_port = first;
         self.sentinel_base_port = Some(first + self.replicas as u16 + 1);
         let after_sentinels = first + (self.replicas + 1 + self.sentinels) as u16;
         if let Some(gw) = &mut self.gateway {
             gw.port = after_sentinels;
+            if gw.admin_port.is_some() {
+                gw.admin_port = Some(after_sentinels + 2);
+            }
         }
         if let Some(app) = &mut self.app {
             app.port = after_sentinels + 1;
@@ -239,6 +247,14 @@ impl LabSpec {
             return bad("ports run past 65535: choose a lower --port / --sentinel-port".into());
         }
         let planned = self.plan();
+        if let Some(gw) = planned.iter().find(|r| r.admin_port.is_some()) {
+            if let Some(b) = planned.iter().find(|b| Some(b.port) == gw.admin_port) {
+                return bad(format!(
+                    "the gateway's admin endpoint and {} would both use port {}: move one with --admin-port",
+                    b.name, b.port
+                ));
+            }
+        }
         for (i, a) in planned.iter().enumerate() {
             if let Some(b) = planned[..i].iter().find(|b| b.port == a.port) {
                 return bad(format!(
@@ -281,6 +297,7 @@ impl LabSpec {
                 kind,
                 host,
                 port,
+                admin_port: None,
                 dir,
                 config,
                 log,
@@ -305,12 +322,14 @@ impl LabSpec {
             ));
         }
         if let Some(gw) = &self.gateway {
-            out.push(rec(
+            let mut gateway = rec(
                 "gateway".into(),
                 ProcessKind::Gateway,
                 gw.port,
                 host_for(ProcessKind::Gateway),
-            ));
+            );
+            gateway.admin_port = gw.admin_port;
+            out.push(gateway);
         }
         if let Some(app) = &self.app {
             out.push(rec(
@@ -348,6 +367,7 @@ mod tests {
             gateway: Some(GatewaySpec {
                 exe: "belay".into(),
                 port: 6390,
+                admin_port: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -381,6 +401,7 @@ mod tests {
             gateway: Some(GatewaySpec {
                 exe: "belay".into(),
                 port: 6390,
+                admin_port: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -412,6 +433,7 @@ mod tests {
             gateway: Some(GatewaySpec {
                 exe: "belay".into(),
                 port: 6390,
+                admin_port: None,
             }),
             ..LabSpec::default()
         };
@@ -439,6 +461,7 @@ mod tests {
         spec.gateway = Some(GatewaySpec {
             exe: "belay".into(),
             port: 0,
+            admin_port: None,
         });
         spec.app = Some(AppSpec {
             exe: "belay".into(),

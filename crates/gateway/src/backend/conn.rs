@@ -419,12 +419,15 @@ async fn write_loop(
             next.take_queued(&mut rx);
         }
         let mut requests = next.take();
+        let mut commands = 0;
         while let Some(req) = requests.next() {
+            commands += req.count as u64;
             if !stage(&mut buf, &inflight, &state, req) {
                 requests.for_each(|req| fail_unsent(&state, req));
                 break 'conn;
             }
         }
+        state.health.count_commands(commands);
         let written = tokio::select! {
             biased;
             r = write.write_all(&buf) => r.is_ok(),

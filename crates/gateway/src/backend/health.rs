@@ -1,7 +1,8 @@
 //! What the gateway has noticed about a node from its own connections, for
-//! routing to act on at once (discovery's rounds confirm or clear it).
+//! routing to act on at once (discovery's rounds confirm or clear it), and
+//! how many commands it was sent (the metrics' per-node traffic).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Signs of trouble on one node, shared by its pool and connections.
 #[derive(Debug, Default)]
@@ -14,6 +15,9 @@ pub struct NodeHealth {
     /// The node answered `BUSY`: a script or function is running and it
     /// refuses everything else until that ends. No new reads go there.
     busy: AtomicBool,
+    /// Commands written to the node, counted once per write (not per
+    /// command) by the connections' writers.
+    commands: AtomicU64,
 }
 
 impl NodeHealth {
@@ -33,6 +37,16 @@ impl NodeHealth {
     /// Records silence or its end; true when that changed.
     pub fn set_silent(&self, silent: bool) -> bool {
         self.silent.swap(silent, Ordering::Relaxed) != silent
+    }
+
+    /// `n` more commands were written to the node.
+    pub fn count_commands(&self, n: u64) {
+        self.commands.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Commands written to the node so far.
+    pub fn commands(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
     }
 
     /// Records a `BUSY` reply or a normal answer; true when that changed.

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
 use belay_client::{ClientError, Connection, Value};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
+
+use crate::activity::ActivityLog;
 
 /// Something that should make discovery look again, now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,13 +125,14 @@ pub(super) async fn subscribe_events(
     auth: SentinelAuth,
     master_name: String,
     events: mpsc::UnboundedSender<Event>,
+    activity: Arc<ActivityLog>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if events.is_closed() {
             return;
         }
-        match listen_once(&addr, &auth, &master_name, &events).await {
+        match listen_once(&addr, &auth, &master_name, &events, &activity).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(sentinel = %addr, error = %e, "Sentinel event subscription dropped; retrying")
@@ -144,6 +149,7 @@ async fn listen_once(
     auth: &SentinelAuth,
     master_name: &str,
     events: &mpsc::UnboundedSender<Event>,
+    activity: &ActivityLog,
 ) -> Result<(), ClientError> {
     let (mut conn, _) = Connection::connect_sentinel(addr, auth, Duration::from_secs(2)).await?;
     let mut cmd = vec!["SUBSCRIBE"];
@@ -163,6 +169,11 @@ async fn listen_once(
             continue;
         };
         tracing::debug!(sentinel = %addr, %channel, %payload, "Sentinel event");
+        activity.record(
+            "sentinel",
+            format!("{channel} {payload}"),
+            serde_json::json!({"sentinel": addr, "channel": channel, "payload": payload}),
+        );
         if events.send(ev).is_err() {
             return Ok(());
         }

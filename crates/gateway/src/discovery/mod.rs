@@ -11,6 +11,7 @@
 mod events;
 mod nodes;
 mod replication;
+mod report;
 mod sentinels;
 
 use std::collections::{HashMap, HashSet};
@@ -23,11 +24,13 @@ use tokio::time::Instant;
 use crate::backend::{ConnectSpec, NodeHealth, NodePool, Silence};
 use crate::commands::CommandTable;
 use crate::config::GatewayConfig;
-use crate::topology::{OffsetSample, ReplicaNode, Topology, WriteHold};
+use crate::metrics::Telemetry;
+use crate::topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};
 
 pub use events::Event;
 use nodes::{is_busy, judge_replica, Nodes};
 use replication::{OffsetHistory, WriteGuard};
+use report::Seen;
 use sentinels::{reason, Answers, Sentinels};
 
 /// Why the discovery loop woke.
@@ -85,6 +88,11 @@ pub struct Discovery {
     /// a fence compares its time with writes' acknowledgements).
     sample: Option<OffsetSample>,
     guard: WriteGuard,
+    telemetry: Telemetry,
+    /// What each Sentinel said in the last full round.
+    sentinel_status: Arc<[SentinelStatus]>,
+    /// What the last publish showed, to report changes (see `Seen`).
+    seen: Seen,
     tx: watch::Sender<Arc<Topology>>,
     events_tx: mpsc::UnboundedSender<Event>,
     /// Taken by `run`.
@@ -111,6 +119,7 @@ const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
 impl Discovery {
     pub fn new(
         cfg: Arc<GatewayConfig>,
+        telemetry: Telemetry,
     ) -> (
         Discovery,
         watch::Receiver<Arc<Topology>>,
@@ -139,6 +148,9 @@ impl Discovery {
             history: OffsetHistory::default(),
             sample: None,
             guard: WriteGuard::new(cfg.min_synced_replicas, cfg.write_guard_lag()),
+            telemetry,
+            sentinel_status: Arc::from([]),
+            seen: Seen::default(),
             cfg,
             tx,
             events_tx: events_tx.clone(),
@@ -225,6 +237,8 @@ impl Discovery {
         };
         match ev {
             Event::SwitchMaster { old_addr, new_addr } => {
+                self.seen
+                    .failover_noticed(&old_addr, "+switch-master", &self.telemetry);
                 self.failover_hold = None;
                 // The old master is demoted for good (a new epoch won): even
                 // if Sentinels that have not heard yet still name it, and it
@@ -248,10 +262,14 @@ impl Discovery {
                 tracing::debug!(%master_addr, "a failover event for a master we do not use");
             }
             Event::FailoverStarting { master_addr } => {
+                self.seen
+                    .failover_noticed(&master_addr, "+try-failover", &self.telemetry);
                 self.hold_for_failover(master_addr);
                 self.republish();
             }
             Event::MasterDown { master_addr } => {
+                self.seen
+                    .failover_noticed(&master_addr, "+odown", &self.telemetry);
                 // The Sentinels agree it is down: what was sent there is not
                 // coming back from a slow command but from a dead node.
                 tracing::info!(master = %master_addr, "+odown: the master is down; holding writes, giving up on commands in flight there");
@@ -319,6 +337,7 @@ impl Discovery {
             .ask(&self.cfg.master_name, self.cfg.control_timeout())
             .await;
         self.sentinels.learn(&answers);
+        self.sentinel_status = answers.statuses().into();
         self.note_replicas(&answers);
         let failing_over = answers.failing_over();
         let candidate = answers.agreed_master().filter(|c| {
@@ -517,6 +536,11 @@ impl Discovery {
             }
             Err(e) => {
                 if !self.master_unresponsive {
+                    self.seen.failover_noticed(
+                        master,
+                        "the master does not answer",
+                        &self.telemetry,
+                    );
                     tracing::warn!(%master, "the master does not answer ({}); holding writes", reason(&e));
                     self.master_unresponsive = true;
                     self.republish();
@@ -635,7 +659,9 @@ impl Discovery {
             master_sample: self.sample.clone().filter(|_| self.master_pool.is_some()),
             commands: self.commands.clone(),
             server_version: self.server_version.clone(),
+            sentinels: self.sentinel_status.clone(),
         };
+        self.seen.report(&topo, &self.telemetry);
         self.tx.send_replace(Arc::new(topo));
     }
 
@@ -686,6 +712,7 @@ impl Discovery {
                     self.sentinels.auth().clone(),
                     self.cfg.master_name.clone(),
                     self.events_tx.clone(),
+                    self.telemetry.activity.clone(),
                 ));
             }
         }

@@ -9,8 +9,12 @@ use belay_client::sentinel::{agreed_master, Entry, SentinelAuth, SentinelLogin};
 use belay_client::{ClientError, Connection};
 use futures::future::join_all;
 
+use crate::topology::SentinelStatus;
+
 /// What one Sentinel said in one round.
 pub(super) struct SentinelView {
+    /// The Sentinel's own address.
+    pub addr: String,
     pub master: Option<String>,
     /// `SENTINEL MASTER`'s flags for the master (`s_down`, `o_down`,
     /// `failover_in_progress`, …); empty when the Sentinel would not say.
@@ -61,6 +65,33 @@ impl Answers {
             .iter()
             .find_map(SentinelView::failing_over)
             .map(str::to_string)
+    }
+
+    /// Each Sentinel's answer (or why it gave none), for the admin
+    /// endpoint and the dashboard: who it names, its flags for that master,
+    /// whether it sides with the agreed master.
+    pub fn statuses(&self) -> Vec<SentinelStatus> {
+        let agreed = self.agreed_master();
+        let mut out: Vec<SentinelStatus> = self
+            .views
+            .iter()
+            .map(|v| SentinelStatus {
+                addr: v.addr.clone(),
+                master: v.master.clone(),
+                flags: v.master_flags.clone(),
+                agrees: v.master.is_some() && v.master == agreed,
+                error: None,
+            })
+            .collect();
+        out.extend(self.failures.iter().map(|(addr, e)| SentinelStatus {
+            addr: addr.clone(),
+            master: None,
+            flags: Vec::new(),
+            agrees: false,
+            error: Some(reason(e)),
+        }));
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
     }
 
     /// Why no Sentinel answered, one clause per Sentinel.
@@ -217,6 +248,7 @@ async fn ask_one(
         conn,
         login,
         SentinelView {
+            addr: addr.to_string(),
             master,
             master_flags,
             master_entry_addr,
@@ -232,6 +264,7 @@ mod tests {
 
     fn view(master: Option<&str>, flags: &[&str]) -> SentinelView {
         SentinelView {
+            addr: "s:1".into(),
             master: master.map(str::to_string),
             master_flags: flags.iter().map(|f| f.to_string()).collect(),
             master_entry_addr: Some("a:1".into()),

@@ -138,6 +138,7 @@ impl Session {
                 }
                 Err(ClientError::Reply { message, .. }) => {
                     // The node's own words (WRONGPASS …): nothing else.
+                    self.shared.metrics.error(crate::metrics::ErrorKind::Auth);
                     self.shared.auth_throttle.record(self.io.peer(), true);
                     return reply::error(&message);
                 }

@@ -82,6 +82,8 @@ struct OpenBatch {
 
 #[derive(Default)]
 pub struct Batcher {
+    /// Each request's round trip is timed (`metrics = true`).
+    timed: bool,
     open: Option<OpenBatch>,
     /// A batch's emptied job list, kept for the next batch: a pipeline's
     /// list then grows once, not once per read.
@@ -89,6 +91,13 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    pub fn new(timed: bool) -> Batcher {
+        Batcher {
+            timed,
+            ..Batcher::default()
+        }
+    }
+
     /// Adds `job` for `target`; `lane` is set when the target is the master.
     /// A batch open for another target is sent first, and its slot returned.
     pub fn stage(
@@ -150,6 +159,7 @@ impl Batcher {
             lane: batch.lane,
             jobs: batch.jobs,
             inspect: batch.inspect,
+            sent_at: self.timed.then(tokio::time::Instant::now),
         })
     }
 

@@ -46,6 +46,20 @@ impl Choice<'_> {
             && (self.st.unacked_writes == 0 || !self.read_your_writes)
     }
 
+    /// A read sent to the master only for read-your-writes: a replica
+    /// would have served it, but the session's own last write is not
+    /// known to be there yet (asked once a read went to the master).
+    pub fn is_ryw_fallback(&self, job: &Job, topo: &Topology) -> bool {
+        self.read_your_writes
+            && job.class().is_read()
+            && !job.force_master()
+            && job.conn == Conn::Shared
+            && self.read_from != ReadFrom::Master
+            && (self.st.unacked_writes > 0
+                || (self.st.fence.is_some()
+                    && pick_replica(topo, None, Prefer::Any, self.turn).is_some()))
+    }
+
     /// Where `job` goes in `topo`.
     pub fn route<'t>(&self, job: &Job, topo: &'t Topology) -> Route<'t> {
         let wants_replica = self.wants_replica(job);

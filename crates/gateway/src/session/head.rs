@@ -25,6 +25,7 @@ use super::{End, Session};
 use crate::backend::{NodePool, ReplyResult};
 use crate::discovery::Event;
 use crate::error::{BackendError, LostWhy};
+use crate::metrics::ErrorKind;
 use crate::reply;
 use crate::router::Fence;
 
@@ -179,6 +180,7 @@ impl Session {
     /// a replica can serve it, its shared connection is up. Gives up after
     /// the failover hold, counted from when it first waited.
     pub(super) async fn dispatch_held(&mut self, mut job: Job) -> Slot {
+        let _waiting = crate::metrics::Waiting::new(&self.shared.metrics);
         let deadline = job.held_since(Instant::now()) + self.shared.cfg.failover_hold();
         let mut topo_rx = self.shared.topology.clone();
         loop {
@@ -242,6 +244,7 @@ impl Session {
 
     /// The failover hold ran out for `job`: its last refusal, or TRYAGAIN.
     fn hold_expired(&mut self, job: Job) -> Slot {
+        self.shared.metrics.error(ErrorKind::HoldTimeout);
         if job.in_transaction() && self.st.in_transaction() {
             self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
         }
@@ -279,12 +282,18 @@ impl Session {
             pool,
             lane,
             inspect,
+            sent_at,
             ..
         }) = self.queue.pop_front()
         else {
             return;
         };
         let from_master = lane.is_some();
+        if let Some(sent_at) = sent_at {
+            self.shared
+                .metrics
+                .round_trip(from_master, sent_at.elapsed());
+        }
         let writes = if from_master {
             self.st.answered(jobs.len());
             jobs.iter().filter(|j| j.class().has_effect()).count()
@@ -433,6 +442,9 @@ impl Session {
                 Slot::Held(job)
             }
             OnFailure::Fail => {
+                if !e.retry_safe() {
+                    self.shared.metrics.error(ErrorKind::Uncertain);
+                }
                 if job.in_transaction() && self.st.in_transaction() {
                     self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
                 }

@@ -16,6 +16,7 @@ use super::state::{Lane, TxBroken};
 use super::{LastCommand, Session};
 use crate::backend::NodePool;
 use crate::commands::{lower, Class, Routing};
+use crate::metrics::{Counted, ErrorKind};
 use crate::reply;
 use crate::topology::Topology;
 
@@ -81,6 +82,7 @@ impl Session {
                         format!("{e} (before AUTH)")
                     };
                     tracing::info!(session = self.id, error = %msg, "closing client after a protocol error");
+                    self.shared.metrics.error(ErrorKind::Protocol);
                     self.push(Slot::Ready(reply::error(&format!("ERR {msg}"))));
                     self.push(Slot::Close);
                     break;
@@ -182,6 +184,7 @@ impl Session {
                         if self.st.in_multi {
                             self.st.tx_broken.get_or_insert(TxBroken::CommandRefused);
                         }
+                        self.shared.metrics.error(ErrorKind::Denied);
                         return Handled::Slot(Slot::Ready(denied(&req, reason)));
                     }
                     Some((routing, resolved)) => {
@@ -211,6 +214,7 @@ impl Session {
         }
         let sub = req.arg(1).map(|s| s.to_ascii_lowercase());
         if topo.commands.denied_by_config(name, sub.as_deref()) {
+            self.shared.metrics.error(ErrorKind::Denied);
             return Handled::Slot(Slot::Ready(denied(
                 &req,
                 "denied by the gateway's configuration",
@@ -248,15 +252,18 @@ impl Session {
         };
         let user_before = self.st.ctx.user.clone();
         let action = builtin::apply(b, name, &req, &mut self.st, &env);
+        self.tally.count(Counted::Gateway, 1);
         if self.st.ctx.user != user_before {
             self.user_changed();
         }
         match action {
             Action::Reply(reply) => {
                 if b == Builtin::Auth || b == Builtin::Hello {
-                    self.shared
-                        .auth_throttle
-                        .record(self.io.peer(), reply.starts_with(b"-WRONGPASS"));
+                    let failed = reply.starts_with(b"-WRONGPASS");
+                    if failed {
+                        self.shared.metrics.error(ErrorKind::Auth);
+                    }
+                    self.shared.auth_throttle.record(self.io.peer(), failed);
                 }
                 Handled::Slot(Slot::Ready(reply))
             }
@@ -323,14 +330,17 @@ impl Session {
     /// Stages `job` where `topo` says it goes, or queues it to wait.
     pub(super) fn route_job(&mut self, job: Job, topo: &Arc<Topology>) -> Handled {
         let cfg = &self.shared.cfg;
-        let route = Choice {
+        let choice = Choice {
             st: &self.st,
             read_from: cfg.read_from,
             read_your_writes: cfg.read_your_writes,
             batch_replica: self.batch_replica.as_ref(),
             turn: self.shared.reads_turn(),
+        };
+        let route = choice.route(&job, topo);
+        if matches!(route, Route::Master { .. }) && choice.is_ryw_fallback(&job, topo) {
+            self.tally.ryw_fallback();
         }
-        .route(&job, topo);
         let hint = self.slot();
         let staged = match route {
             Route::Replica(pool) => {
@@ -340,6 +350,7 @@ impl Session {
                     self.batch_replica = Some(pool.clone());
                 }
                 self.shared.count_read();
+                self.tally.count(Counted::ReadReplica, 1);
                 self.batch
                     .stage(TargetRef::Shared(pool), None, job, hint, &self.io.budget)
             }
@@ -404,6 +415,15 @@ impl Session {
 
     /// Counts a job sent to the master.
     fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane) {
+        self.tally.count(
+            match job.class() {
+                Class::Read | Class::CursorRead => Counted::ReadMaster,
+                Class::Blocking => Counted::Blocking,
+                Class::Wait => Counted::Wait,
+                Class::Write | Class::Denied(_) => Counted::Write,
+            },
+            1,
+        );
         if job.class().has_effect() {
             self.st.unacked_writes += 1;
         }

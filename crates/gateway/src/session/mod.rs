@@ -49,6 +49,7 @@ use tokio::time::Instant;
 use crate::backend::{NodePool, ReplyResult};
 use crate::budget::OutputBudget;
 use crate::commands::{CommandTable, Routing};
+use crate::metrics::{ErrorKind, Tally};
 use crate::server::Shared;
 use crate::topology::Topology;
 use batch::Batcher;
@@ -75,6 +76,8 @@ pub struct Session {
     /// A request is being handled at the head of the queue: every reply
     /// before it has arrived.
     at_head: bool,
+    /// Commands counted since the last flush to the gateway's metrics.
+    tally: Tally,
 }
 
 /// The last command name the session classified, as the client spelled
@@ -135,18 +138,20 @@ impl Session {
         let limit = shared.cfg.output_limit_normal().hard as usize;
         let mut topo_rx = shared.topology.clone();
         let topo = topo_rx.borrow_and_update().clone();
+        let timed = shared.cfg.metrics;
         Session {
             id,
             io: ClientIo::new(stream, Arc::new(OutputBudget::new(limit))),
             shared,
             queue: ReplyQueue::default(),
-            batch: Batcher::default(),
+            batch: Batcher::new(timed),
             st: SessionState::new(authenticated),
             batch_replica: None,
             topo: Some(topo),
             topo_rx,
             last_command: None,
             at_head: false,
+            tally: Tally::default(),
         }
     }
 
@@ -157,8 +162,14 @@ impl Session {
                 tracing::debug!(session = self.id, error = %e, "client connection ended")
             }
             Err(e) => {
+                if matches!(e, End::OutputLimit { .. }) {
+                    self.shared.metrics.error(ErrorKind::OutputLimit);
+                }
                 tracing::info!(session = self.id, peer = ?self.io.peer(), "closing the client: {e}")
             }
+        }
+        if self.shared.cfg.metrics {
+            self.tally.flush(&self.shared.metrics);
         }
     }
 
@@ -207,6 +218,9 @@ impl Session {
             let can_read = !self.queue.stops_reading()
                 && self.queue.commands() < cfg.max_pipeline
                 && !self.io.output_backlogged();
+            if self.shared.cfg.metrics {
+                self.tally.flush(&self.shared.metrics);
+            }
             // Replies waiting beyond the head, or output the client has not
             // taken: watch the budget (one atomic swap to register).
             let watch_budget = has_output || self.queue.commands() > 1;
@@ -331,11 +345,15 @@ mod tests {
                 .unwrap();
             let (stream, _) = listener.accept().await.unwrap();
             let cfg = Arc::new(crate::config::GatewayConfig::default());
-            let (_discovery, topology, events) = crate::discovery::Discovery::new(cfg.clone());
-            let shared = Arc::new(Shared::new(cfg, topology, events));
+            let telemetry = crate::metrics::Telemetry::default();
+            let (_discovery, topology, events) =
+                crate::discovery::Discovery::new(cfg.clone(), telemetry.clone());
+            let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
             let session = Session::new(1, stream, shared);
+            eprintln!("SESSION {}", std::mem::size_of::<Session>());
             let size = std::mem::size_of_val(&session.run());
-            assert!(size <= 2048, "the session future grew to {size} bytes");
+            // About 2 KiB: 10 000 idle clients cost 21 MB of futures.
+            assert!(size <= 2176, "the session future grew to {size} bytes");
         });
     }
 }

@@ -35,6 +35,8 @@ pub enum Slot {
         jobs: Vec<Job>,
         /// Some reply must be looked at even if none is an error.
         inspect: bool,
+        /// When it was written, if its round trip is measured.
+        sent_at: Option<tokio::time::Instant>,
     },
     /// Routed but not sendable yet: waits for a master, or for its turn.
     Held(Job),

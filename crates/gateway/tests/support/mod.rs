@@ -18,6 +18,8 @@ pub struct Env {
     pub gateway: String,
     /// The in-process gateway's view of the topology.
     pub topology: tokio::sync::watch::Receiver<std::sync::Arc<belay_gateway::Topology>>,
+    /// The admin endpoint's address (`http://` + this), if it is on.
+    pub admin: Option<String>,
     extra: Vec<tokio::task::JoinHandle<()>>,
     task: tokio::task::JoinHandle<()>,
     // Last: the state dir goes after the processes are killed.
@@ -54,6 +56,7 @@ pub async fn start_with(
     let gw = Gateway::bind(cfg).await.expect("gateway binds");
     let gateway = gw.local_addr().to_string();
     let topology = gw.topology();
+    let admin = gw.admin_addr().map(|a| a.to_string());
     gw.wait_ready(replicas, Duration::from_secs(20))
         .await
         .expect("the gateway sees the whole topology");
@@ -64,6 +67,7 @@ pub async fn start_with(
         lab,
         gateway,
         topology,
+        admin,
         extra: Vec::new(),
         task,
         _dir: dir,

@@ -17,6 +17,7 @@ pub fn app_lab_spec(dir: &Path, belay: &Path) -> LabSpec {
     spec.gateway = Some(GatewaySpec {
         exe: belay.to_path_buf(),
         port: 0,
+        admin_port: Some(0),
     });
     spec.app = Some(AppSpec {
         exe: belay.to_path_buf(),

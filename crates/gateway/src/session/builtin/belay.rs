@@ -21,15 +21,7 @@ pub fn apply(req: &Request, st: &SessionState, env: &Env) -> Action {
         });
     }
     if req.arg_is(1, "TOPOLOGY") && req.argc() == 2 {
-        let mut json = crate::topology::to_json(env.topology);
-        let nodes: Vec<&str> = env.topology.data_nodes().map(|p| p.addr.as_str()).collect();
-        let drift: serde_json::Map<String, serde_json::Value> = env
-            .admin_log
-            .drift(nodes)
-            .into_iter()
-            .map(|(node, missed)| (node, serde_json::json!(missed)))
-            .collect();
-        json["admin_drift"] = serde_json::Value::Object(drift);
+        let json = crate::admin_log::view(env.topology, env.admin_log);
         return Action::Reply(reply::bulk(json.to_string().as_bytes()));
     }
     if req.arg_is(1, "HELP") || req.argc() == 1 {

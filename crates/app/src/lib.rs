@@ -15,13 +15,15 @@
 //!   written to the new master: the page comes late, not as an error.
 //!
 //! Modules, one concept each: [`cli`] (settings), `store` (the app's data
-//! in Redis and its two connections), `served` (the node a reply came from),
+//! in Redis and its connections), `pool` (a connection per publication),
+//! `served` (the node a reply came from),
 //! `views` (view counts, batched off the page's path), `pages` (HTML),
 //! `web` (routes), `clock` (dates without a time-zone database).
 
 pub mod cli;
 mod clock;
 mod pages;
+mod pool;
 mod served;
 mod store;
 mod views;

@@ -5,15 +5,17 @@
 //! `stories` is a sorted set of `<id>\t<title>` by `created_ms`, so the
 //! front page is one read.
 //!
-//! Connections: two `ConnectionManager`s (each one multiplexed connection,
-//! made again when the gateway restarts), because the gateway keeps a
-//! connection's commands in order:
-//! - `reads` carries page reads only. A connection that never writes has no
-//!   read-your-writes fence, and no write held through a failover in front
-//!   of its reads: pages keep coming from the replicas.
-//! - `writes` carries publications — the write, then the read-back on the
-//!   same connection, which the gateway's read-your-writes sends to a node
-//!   that has the write — and view counts.
+//! Connections, kept apart because the gateway keeps a connection's
+//! commands in order (a command held through a failover holds up what
+//! comes after it on its connection):
+//! - `reads`, a `ConnectionManager` (one multiplexed connection, made again
+//!   when the gateway restarts), carries page reads only. A connection that
+//!   never writes has no read-your-writes fence, and no write held through
+//!   a failover in front of its reads: pages keep coming from the replicas.
+//! - `writes`, a [`Pool`]: each publication takes a connection of its own
+//!   for its write and its read-back, which the gateway's read-your-writes
+//!   sends to a node that has the write.
+//! - `views`, a `ConnectionManager` for the view counts.
 //!
 //! Publishing is one Lua script that creates the story only if its id is
 //! new, so sending it again is harmless: a publication the gateway answers
@@ -25,7 +27,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, FromRedisValue, Pipeline,
     ProtocolVersion, RedisConnectionInfo, RedisError,
@@ -33,6 +35,7 @@ use redis::{
 use serde::Serialize;
 
 use crate::cli::Settings;
+use crate::pool::Pool;
 use crate::served::{Node, Where};
 
 /// The sorted set behind the front page.
@@ -136,7 +139,8 @@ pub enum Failure {
 #[derive(Clone)]
 pub struct Store {
     reads: ConnectionManager,
-    writes: ConnectionManager,
+    writes: std::sync::Arc<Pool>,
+    views: ConnectionManager,
     gateway: String,
     read_timeout: Duration,
     write_timeout: Duration,
@@ -178,12 +182,19 @@ impl Store {
         let reads = ConnectionManager::new_with_config(client.clone(), config(s.read_timeout))
             .await
             .map_err(|e| explain_connect(&s.gateway, &e))?;
-        let writes = ConnectionManager::new_with_config(client, config(s.write_timeout))
+        let views = ConnectionManager::new_with_config(client.clone(), config(s.write_timeout))
             .await
             .map_err(|e| explain_connect(&s.gateway, &e))?;
+        let writes = Pool::new(
+            client,
+            AsyncConnectionConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(s.write_timeout),
+        );
         Ok(Store {
             reads,
-            writes,
+            writes: std::sync::Arc::new(writes),
+            views,
             gateway: s.gateway.clone(),
             read_timeout: s.read_timeout,
             write_timeout: s.write_timeout,
@@ -250,31 +261,23 @@ impl Store {
     }
 
     /// Publishes `draft` (sent again while the answer allows it, until
-    /// `--write-timeout-ms`), then reads it back on the same connection.
+    /// `--write-timeout-ms`), then reads it back on the connection that
+    /// wrote it.
     pub async fn publish(&self, draft: &Draft) -> Result<Published, Failure> {
         let started = Instant::now();
         let deadline = started + self.write_timeout;
         let key = story_key(&draft.id);
         let created_ms = now_ms();
-        let mut c = self.writes.clone();
         let mut attempts = 0;
         let mut retried_because = Vec::new();
         let mut backoff = Duration::from_millis(100);
-        let created = loop {
+        let (created, mut c) = loop {
             attempts += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(PUBLISH)
-                .arg(2)
-                .arg(&key)
-                .arg(STORIES)
-                .arg(&draft.title)
-                .arg(&draft.body)
-                .arg(created_ms)
-                .arg(&draft.id);
-            match tokio::time::timeout(left, cmd.query_async::<i64>(&mut c)).await {
-                Ok(Ok(n)) => break n == 1,
-                Ok(Err(e)) if may_send_again(&e) && Instant::now() + backoff < deadline => {
+            match self.try_publish(draft, &key, created_ms, deadline).await {
+                Ok(done) => break done,
+                // A new connection for the next try: nothing of this one's
+                // is left in front of it.
+                Err(Some(e)) if may_send_again(&e) && Instant::now() + backoff < deadline => {
                     tracing::info!(
                         "story {}: sending the publication again in {} ms: {e}",
                         draft.id,
@@ -284,8 +287,8 @@ impl Store {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Ok(Err(e)) => return Err(self.failure("publishing", &e)),
-                Err(_) => {
+                Err(Some(e)) => return Err(self.failure("publishing", &e)),
+                Err(None) => {
                     return Err(Failure::Unavailable(format!(
                         "publishing took more than {} ms (--write-timeout-ms) through the gateway at {}; \
                          it may or may not have been published: look for it on the front page",
@@ -310,6 +313,7 @@ impl Store {
                 }
                 Err(_) => return Err(self.timed_out("reading the story back", self.write_timeout)),
             };
+        self.writes.put(c);
         let story =
             Story::from_fields(&draft.id, fields).ok_or_else(|| {
                 Failure::Broken(format!(
@@ -329,6 +333,36 @@ impl Store {
         })
     }
 
+    /// One try: a connection from the pool, the script. `Err(None)` when
+    /// `deadline` passed.
+    async fn try_publish(
+        &self,
+        draft: &Draft,
+        key: &str,
+        created_ms: u64,
+        deadline: Instant,
+    ) -> Result<(bool, MultiplexedConnection), Option<RedisError>> {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let mut c = match tokio::time::timeout(left(), self.writes.take()).await {
+            Ok(c) => c.map_err(Some)?,
+            Err(_) => return Err(None),
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PUBLISH)
+            .arg(2)
+            .arg(key)
+            .arg(STORIES)
+            .arg(&draft.title)
+            .arg(&draft.body)
+            .arg(created_ms)
+            .arg(&draft.id);
+        match tokio::time::timeout(left(), cmd.query_async::<i64>(&mut c)).await {
+            Ok(Ok(n)) => Ok((n == 1, c)),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
+        }
+    }
+
     /// Adds view counts, all or none.
     pub async fn add_views(&self, counts: &[(String, u64)]) -> Result<(), RedisError> {
         let mut cmd = redis::cmd("EVAL");
@@ -339,7 +373,7 @@ impl Store {
         for (_, n) in counts {
             cmd.arg(*n);
         }
-        let mut c = self.writes.clone();
+        let mut c = self.views.clone();
         match tokio::time::timeout(self.write_timeout, cmd.query_async::<i64>(&mut c)).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(RedisError::from(std::io::Error::new(

@@ -98,7 +98,7 @@ enum Command {
     ///
     /// Every page says which Redis node served it (the gateway's `BELAY
     /// WHERE`, in the footer and an X-Served-By header): pages come from the
-    /// replicas, and keep coming while the master is paused or killed.
+    /// replicas, and keep coming while the master is paused.
     /// Publishing a story writes it and reads it back on one connection, so
     /// the gateway's read-your-writes makes the read-back find it although
     /// reads go to replicas; during a failover the gateway holds the write

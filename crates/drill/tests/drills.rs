@@ -204,6 +204,14 @@ async fn kill_through_the_gateway_fails_over_and_the_old_master_rejoins() {
             "unexplained error: {e:?}"
         );
     }
+    // Reads kept coming from the replicas: their links dropped with the
+    // master, but they have everything it acknowledged. (They used to get
+    // no reads until Sentinel's +odown, down-after later.)
+    assert!(
+        a.read_blackout.longest_ms < 800.0,
+        "reads stopped for {:?}",
+        a.read_blackout
+    );
 }
 
 /// A partition through the gateway: the Sentinels fail over; writes the

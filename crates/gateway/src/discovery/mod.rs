@@ -600,6 +600,7 @@ impl Discovery {
                         &self.history,
                         now,
                         self.cfg.max_replica_lag(),
+                        self.master_unresponsive,
                     ))
                 }
                 Err(e) => {

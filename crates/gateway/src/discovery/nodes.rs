@@ -36,12 +36,19 @@ pub(super) struct ReplicaState {
 /// replica must be linked to it, not syncing, and within `max_lag`; with
 /// none (a failover in progress) every replica that answers keeps serving
 /// reads: there is nothing newer to read anywhere.
+///
+/// `master_gone`: the master does not answer the gateway (killed, cut
+/// off), so its writes are held and nothing newer than its last sample was
+/// acknowledged through the gateway. A replica of it whose link is down
+/// (it lost the master too) is judged by what it had then: its lag as of
+/// the last sample, not a lag that grows while nothing can be written.
 pub(super) fn judge_replica(
     info: &Info,
     master: Option<&str>,
     history: &OffsetHistory,
     now: Instant,
     max_lag: Duration,
+    master_gone: bool,
 ) -> ReplicaState {
     let offset = info.get_i64("slave_repl_offset").unwrap_or(0);
     let replid: Option<Arc<str>> = info.get("master_replid").map(Into::into);
@@ -60,12 +67,14 @@ pub(super) fn judge_replica(
         info.get("master_host").unwrap_or(""),
         info.get("master_port").unwrap_or("")
     );
-    let linked = is_replica && linked_to == master && info.get("master_link_status") == Some("up");
+    let link_up = info.get("master_link_status") == Some("up");
+    let last_sample = history.last_sample_at().filter(|_| master_gone && !link_up);
+    let linked = is_replica && linked_to == master && (link_up || last_sample.is_some());
     // Lag means something only for a replica of this master: one still
     // following another (Sentinel has yet to reconfigure it) has none, so
     // it neither serves reads nor counts for the write guard.
     let lag = if linked {
-        history.lag_of(replid.as_deref(), offset, now)
+        history.lag_of(replid.as_deref(), offset, last_sample.unwrap_or(now))
     } else {
         None
     };
@@ -265,18 +274,40 @@ mod tests {
         });
         let max = Duration::from_secs(1);
         let good = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:up slave_repl_offset:100 master_replid:r1");
-        let s = judge_replica(&good, Some("127.0.0.1:6379"), &history, Instant::now(), max);
+        let s = judge_replica(
+            &good,
+            Some("127.0.0.1:6379"),
+            &history,
+            Instant::now(),
+            max,
+            false,
+        );
         assert!(s.eligible);
         assert_eq!(s.lag, Some(Duration::ZERO));
         assert_eq!(s.replid.as_deref(), Some("r1"));
         // Following another master (not yet reconfigured by Sentinel).
-        let s = judge_replica(&good, Some("127.0.0.1:6380"), &history, Instant::now(), max);
+        let s = judge_replica(
+            &good,
+            Some("127.0.0.1:6380"),
+            &history,
+            Instant::now(),
+            max,
+            false,
+        );
         assert!(!s.eligible);
         assert_eq!(s.lag, None);
         // Link down, or syncing.
         let down = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:down slave_repl_offset:100 master_replid:r1");
         assert!(
-            !judge_replica(&down, Some("127.0.0.1:6379"), &history, Instant::now(), max).eligible
+            !judge_replica(
+                &down,
+                Some("127.0.0.1:6379"),
+                &history,
+                Instant::now(),
+                max,
+                false
+            )
+            .eligible
         );
         let syncing = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:up master_sync_in_progress:1 slave_repl_offset:100 master_replid:r1");
         assert!(
@@ -285,7 +316,8 @@ mod tests {
                 Some("127.0.0.1:6379"),
                 &history,
                 Instant::now(),
-                max
+                max,
+                false
             )
             .eligible
         );
@@ -308,10 +340,51 @@ mod tests {
             &history,
             Instant::now(),
             max,
+            false,
         );
         assert_eq!(s.lag, Some(Duration::from_millis(1500)));
         assert!(!s.eligible);
         // With no master, any replica that answers serves reads.
-        assert!(judge_replica(&behind, None, &history, Instant::now(), max).eligible);
+        assert!(judge_replica(&behind, None, &history, Instant::now(), max, false).eligible);
+
+        // The master is gone (killed: its replicas' links drop at once).
+        // A replica that had its last sample keeps serving reads however
+        // long the failover takes: nothing newer was acknowledged. One
+        // that was behind then is judged by how far behind it was.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let gone_current = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:down slave_repl_offset:300 master_replid:r1");
+        let s = judge_replica(
+            &gone_current,
+            Some("127.0.0.1:6379"),
+            &history,
+            Instant::now(),
+            max,
+            true,
+        );
+        assert!(s.eligible, "{s:?}");
+        assert_eq!(s.lag, Some(Duration::ZERO));
+        let gone_behind = info("role:slave master_host:127.0.0.1 master_port:6379 master_link_status:down slave_repl_offset:200 master_replid:r1");
+        let s = judge_replica(
+            &gone_behind,
+            Some("127.0.0.1:6379"),
+            &history,
+            Instant::now(),
+            max,
+            true,
+        );
+        assert!(!s.eligible, "{s:?}");
+        assert_eq!(s.lag, Some(Duration::from_millis(1500)));
+        // While the master answers, a link that is down is not trusted.
+        assert!(
+            !judge_replica(
+                &gone_current,
+                Some("127.0.0.1:6379"),
+                &history,
+                Instant::now(),
+                max,
+                false
+            )
+            .eligible
+        );
     }
 }

@@ -56,6 +56,11 @@ impl OffsetHistory {
         }
     }
 
+    /// When the newest sample was taken.
+    pub fn last_sample_at(&self) -> Option<Instant> {
+        self.samples.back().map(|(t, _)| *t)
+    }
+
     /// How far behind a replica of history `replid` at `offset` is, in
     /// time: the age of the newest master sample it has reached. `None`
     /// when it follows another history or has not reached any sample still

@@ -228,24 +228,21 @@ pub struct Telemetry {
 pub struct Tally {
     commands: [u32; Counted::ALL.len()],
     ryw_fallbacks: u32,
-    dirty: bool,
 }
 
 impl Tally {
     #[inline]
     pub fn count(&mut self, c: Counted, n: u32) {
         self.commands[c as usize] += n;
-        self.dirty = true;
     }
 
     /// A read went to the master for read-your-writes.
     pub fn ryw_fallback(&mut self) {
         self.ryw_fallbacks += 1;
-        self.dirty = true;
     }
 
     pub fn flush(&mut self, m: &Metrics) {
-        if !self.dirty {
+        if self.ryw_fallbacks == 0 && self.commands.iter().all(|n| *n == 0) {
             return;
         }
         if self.ryw_fallbacks > 0 {
@@ -259,7 +256,6 @@ impl Tally {
                 *n = 0;
             }
         }
-        self.dirty = false;
     }
 }
 

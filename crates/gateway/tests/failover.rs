@@ -525,3 +525,45 @@ async fn refused_writes_are_held_and_retried_not_failed() {
         "{reply:?}"
     );
 }
+
+/// A write in flight on a master that is then paused, a second write held
+/// behind it, and a read pipelined after that (sent to the paused master
+/// too, behind the first write): once the failover is over, the second
+/// write goes to the new master at once. It used to wait out the whole
+/// failover hold (15 s, then TRYAGAIN) for the read's connection, which
+/// was closed with the old master but counted as busy until the read,
+/// queued behind the write, was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_behind_a_lost_one_is_sent_once_a_new_master_is_confirmed() {
+    let mut env = start(|_| {}).await;
+    let mut c = env.client().await;
+    c.set_timeout(Duration::from_secs(30));
+    c.call_ok(&["SET", "held:a", "before"]).await.unwrap();
+    let old = env.master().await;
+    let old_name = env.name_of(&old);
+    env.lab.pause(&old_name).unwrap();
+    let started = Instant::now();
+    c.send(&["SET", "held:a", "1"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(&["SET", "held:b", "2"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(&["GET", "held:b"]).await.unwrap();
+    let first = c.read_value().await.unwrap();
+    let second = c.read_value().await.unwrap();
+    let second_at = started.elapsed();
+    let read = c.read_value().await.unwrap();
+    env.lab.resume(&old_name).unwrap();
+    assert!(
+        first == Value::Simple("OK".into())
+            || matches!(&first, Value::Error(e) if allowed_write_error(e)),
+        "{first:?}"
+    );
+    assert_eq!(second, Value::Simple("OK".into()), "after {second_at:?}");
+    assert_eq!(read, bulk("2"));
+    assert!(
+        second_at < Duration::from_secs(8),
+        "the second write was answered {second_at:?} after the pause"
+    );
+    let new = env.master().await;
+    assert_ne!(new, old);
+}

@@ -255,9 +255,25 @@ mod tests {
             c.route(&other_db, &topo),
             Route::Wait(Waiting::OtherConnection)
         ));
-        st.answered(1);
+        st.answered(&master, &Lane::Shared(Context::default()), 1);
         assert!(matches!(
             choice(&st).route(&other_db, &topo),
+            Route::Master { .. }
+        ));
+        // Commands in flight on a node that was closed (demoted, down)
+        // order nothing: the next command goes to the new master.
+        st.sent_on(&master, Lane::Shared(Context::default()), 1);
+        let mut failed_over = topology();
+        let new_master = pool(7002);
+        failed_over.master = Some(new_master.clone());
+        failed_over.read_master = Some(new_master);
+        assert!(matches!(
+            choice(&st).route(&job(Class::Write, Conn::Shared), &failed_over),
+            Route::Wait(Waiting::OtherConnection)
+        ));
+        master.close();
+        assert!(matches!(
+            choice(&st).route(&job(Class::Write, Conn::Shared), &failed_over),
             Route::Master { .. }
         ));
     }

@@ -295,8 +295,8 @@ impl Session {
                 .metrics
                 .round_trip(from_master, sent_at.elapsed());
         }
-        let writes = if from_master {
-            self.st.answered(jobs.len());
+        let writes = if let Some(lane) = &lane {
+            self.st.answered(&pool, lane, jobs.len());
             jobs.iter().filter(|j| j.class().has_effect()).count()
         } else {
             0

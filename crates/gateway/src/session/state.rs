@@ -37,10 +37,13 @@ pub enum Lane {
 }
 
 /// Commands of the session in flight on one master connection. A session
-/// never has master commands in flight on two connections at once: Redis
-/// runs each connection's commands in order, but nothing orders two
+/// never has master commands in flight on two open connections at once:
+/// Redis runs each connection's commands in order, but nothing orders two
 /// connections, so a command for another one waits until these are
-/// answered (at the head of the queue).
+/// answered (at the head of the queue). A closed node (demoted, down,
+/// replaced) orders nothing any more: what was sent there has failed or
+/// never will run after a command sent elsewhere now (its replies are
+/// still counted off as their slots come up).
 pub struct InFlight {
     pub pool: Arc<NodePool>,
     pub lane: Lane,
@@ -72,7 +75,7 @@ pub struct SessionState {
     /// losing it loses the transaction.
     pub tx_sent: bool,
     pub own: Option<OwnConn>,
-    pub inflight: Option<InFlight>,
+    pub inflight: Vec<InFlight>,
     /// Where this session's SCAN cursors live.
     pub scan_replica: Option<String>,
     pub fence: Option<Fence>,
@@ -107,34 +110,41 @@ impl SessionState {
     }
 
     /// The master lane a command for `pool` on `lane` may be sent on now:
-    /// false when the session has commands in flight on another one.
+    /// false when the session has commands in flight on another one that
+    /// is still open.
     pub fn may_send_on(&self, pool: &Arc<NodePool>, lane: &Lane) -> bool {
-        match &self.inflight {
-            None => true,
-            Some(f) => Arc::ptr_eq(&f.pool, pool) && f.lane == *lane,
-        }
+        self.inflight
+            .iter()
+            .all(|f| (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane) || f.pool.is_closed())
     }
 
     /// Counts `n` commands sent on a master lane.
     pub fn sent_on(&mut self, pool: &Arc<NodePool>, lane: Lane, n: usize) {
-        match &mut self.inflight {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|f| Arc::ptr_eq(&f.pool, pool) && f.lane == lane)
+        {
             Some(f) => f.commands += n,
-            None => {
-                self.inflight = Some(InFlight {
-                    pool: pool.clone(),
-                    lane,
-                    commands: n,
-                })
-            }
+            None => self.inflight.push(InFlight {
+                pool: pool.clone(),
+                lane,
+                commands: n,
+            }),
         }
     }
 
-    /// `n` commands of the master lane were answered (or failed).
-    pub fn answered(&mut self, n: usize) {
-        if let Some(f) = &mut self.inflight {
+    /// `n` commands sent on `pool`'s `lane` were answered (or failed).
+    pub fn answered(&mut self, pool: &Arc<NodePool>, lane: &Lane, n: usize) {
+        if let Some(i) = self
+            .inflight
+            .iter()
+            .position(|f| Arc::ptr_eq(&f.pool, pool) && f.lane == *lane)
+        {
+            let f = &mut self.inflight[i];
             f.commands = f.commands.saturating_sub(n);
             if f.commands == 0 {
-                self.inflight = None;
+                self.inflight.swap_remove(i);
             }
         }
     }

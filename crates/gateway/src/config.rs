@@ -431,7 +431,8 @@ impl GatewayConfig {
 #[serde(try_from = "DurableSetting")]
 pub enum Durable {
     Replicas(u32),
-    /// More than half of the master's replicas.
+    /// More than half of the replicas following the master (as far as the
+    /// gateway sees: a node not yet converted is not one), at least one.
     Majority,
 }
 

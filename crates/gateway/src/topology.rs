@@ -99,6 +99,10 @@ pub struct Topology {
     pub server_version: String,
     /// What each Sentinel said in the last full round.
     pub sentinels: Arc<[SentinelStatus]>,
+    /// Replicas that follow the master's replication history (a node that
+    /// still calls itself master, not yet converted, does not): what
+    /// `durable_writes = "majority"` counts.
+    pub followers: usize,
 }
 
 /// One Sentinel's answer in a round, as the admin endpoint shows it.
@@ -129,6 +133,7 @@ impl Topology {
             commands,
             server_version: String::new(),
             sentinels: Arc::from([]),
+            followers: 0,
         }
     }
 

@@ -650,7 +650,7 @@ impl Discovery {
     fn publish(&mut self, replicas: Vec<ReplicaNode>) {
         self.generation += 1;
         let (master, write_hold) = self.writable_master(&replicas);
-        let topo = Topology {
+        let mut topo = Topology {
             generation: self.generation,
             master_checks: self.master_checks,
             master,
@@ -661,6 +661,15 @@ impl Discovery {
             commands: self.commands.clone(),
             server_version: self.server_version.clone(),
             sentinels: self.sentinel_status.clone(),
+            followers: 0,
+        };
+        topo.followers = match &topo.master_sample {
+            Some(s) => topo
+                .replicas
+                .iter()
+                .filter(|r| r.replid.as_deref() == Some(&*s.replid))
+                .count(),
+            None => topo.replicas.len(),
         };
         self.seen.report(&topo, &self.telemetry);
         self.tx.send_replace(Arc::new(topo));

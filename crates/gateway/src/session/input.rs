@@ -429,7 +429,7 @@ impl Session {
     fn confirm(&self, topo: &Topology) -> Option<Confirm> {
         let cfg = &self.shared.cfg;
         cfg.durable_writes.map(|d| Confirm {
-            replicas: d.required(topo.replicas.len()),
+            replicas: d.required(topo.followers),
             timeout_ms: cfg.durable_timeout_ms,
         })
     }

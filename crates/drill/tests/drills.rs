@@ -26,13 +26,17 @@ struct Env {
 }
 
 async fn env(gateway: bool) -> Env {
+    env_with(gateway, None).await
+}
+
+async fn env_with(gateway: bool, durable: Option<belay_gateway::Durable>) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = LabSpec::for_tests(dir.path());
     spec.own_loopback_addrs = true;
     let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
     let gateway = if gateway {
         Some(
-            InProcessGateway::start(&lab, true, None)
+            InProcessGateway::start(&lab, true, durable)
                 .await
                 .expect("gateway"),
         )
@@ -212,6 +216,31 @@ async fn kill_through_the_gateway_fails_over_and_the_old_master_rejoins() {
         "reads stopped for {:?}",
         a.read_blackout
     );
+}
+
+/// The same partition with durable writes: the cut-off master's writes are
+/// never confirmed by its replicas, so none is acknowledged and none is
+/// lost (each got UNREPLICATED: it ran there, and the drill counts it as
+/// may-have-applied, not as acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_with_durable_writes_loses_no_acknowledged_write() {
+    let mut env = env_with(true, Some(belay_gateway::Durable::Majority)).await;
+    let mut opts = short(FaultKind::Partition, TargetKind::Gateway);
+    opts.durable_writes = Some("a majority of the".into());
+    let r = drill(&mut env, &opts).await;
+    check_consistent(&r);
+    assert_ne!(r.master_after, r.master_before);
+    let a = &r.analysis;
+    assert_eq!(a.lost.total, 0, "{:?}", a.lost);
+    assert!(
+        a.errors
+            .iter()
+            .any(|e| e.kind == belay_drill::history::ErrorKind::Unreplicated),
+        "the cut-off master's writes were answered UNREPLICATED: {:?}",
+        a.errors
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["durable_writes"], "a majority of the");
 }
 
 /// A partition through the gateway: the Sentinels fail over; writes the

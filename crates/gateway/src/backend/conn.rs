@@ -42,6 +42,9 @@ pub struct Replies {
     pub has_error: bool,
     /// For a request sent with a [`Confirm`]: what the `WAIT` after it said.
     pub replication: Option<Replication>,
+    /// The last reply came after the node, a master, was replaced: a write
+    /// it acknowledged may be lost with it.
+    pub after_retired: bool,
 }
 
 /// Durable writes: after a request whose writes must be on replicas before
@@ -705,6 +708,7 @@ async fn read_loop(
                             frames,
                             has_error: c.has_error,
                             replication: None,
+                            after_retired: state.health.is_retired(),
                         };
                         match c.slot.reply {
                             // The connection's own WAIT: its count goes to

@@ -18,6 +18,9 @@ pub struct NodeHealth {
     /// Commands written to the node, counted once per write (not per
     /// command) by the connections' writers.
     commands: AtomicU64,
+    /// The node was the master and was replaced: replies it sends from now
+    /// on are not trusted as acknowledgements.
+    retired: AtomicBool,
 }
 
 impl NodeHealth {
@@ -37,6 +40,14 @@ impl NodeHealth {
     /// Records silence or its end; true when that changed.
     pub fn set_silent(&self, silent: bool) -> bool {
         self.silent.swap(silent, Ordering::Relaxed) != silent
+    }
+
+    pub fn set_retired(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// `n` more commands were written to the node.

@@ -87,6 +87,9 @@ pub struct NodePool {
     /// sockets at the same instant.
     connect_gate: Semaphore,
     closed: AtomicBool,
+    /// Its connections were closed (after `closed`, at once or once a
+    /// retired pool's commands were answered).
+    shut: AtomicBool,
     /// Commands in flight on the shared connections (each adds its own).
     load: Arc<AtomicUsize>,
     /// When the last connect failed, and how long to wait before the next.
@@ -116,6 +119,7 @@ impl NodePool {
             shared_per_lane,
             connect_gate: Semaphore::new(MAX_CONCURRENT_CONNECTS),
             closed: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
             load: Arc::new(AtomicUsize::new(0)),
             backoff: Mutex::new(None),
             born: Instant::now(),
@@ -142,10 +146,41 @@ impl NodePool {
     /// before each use.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.shut.store(true, Ordering::Release);
         self.default_lane.close();
         for lane in self.lanes.lock().unwrap().values() {
             lane.close();
         }
+    }
+
+    /// Takes no new commands but lets those in flight be answered, for at
+    /// most `grace`, then closes: a master replaced while it still answers
+    /// (a switchover, a manual failover) refuses what waited there
+    /// (`READONLY`: not run, so sent again to the new master) instead of
+    /// leaving it uncertain. A write it answers from now on is reported as
+    /// uncertain (see `NodeHealth::is_retired`): it may be lost with it.
+    pub fn retire(self: &Arc<Self>, grace: Duration) {
+        self.spec.health.set_retired();
+        self.closed.store(true, Ordering::Release);
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let until = Instant::now() + grace;
+            loop {
+                let Some(p) = pool.upgrade() else { return };
+                if p.outstanding() == 0 || Instant::now() >= until || p.is_shut() {
+                    p.close();
+                    return;
+                }
+                drop(p);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+
+    /// Its connections are closed: what was sent there will not be answered
+    /// (or was already).
+    pub fn is_shut(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
     }
 
     /// Requests in flight on the shared connections, for least-outstanding choice.

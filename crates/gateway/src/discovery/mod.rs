@@ -116,6 +116,11 @@ const HOLD_GRACE: Duration = Duration::from_secs(1);
 /// Longest wait for one replica's INFO in a round.
 const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
 
+/// How long a replaced master that still answers keeps its connections for
+/// what was in flight (beyond the request timeout): a switchover pauses
+/// writes on it for at most 5 s by default.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
 impl Discovery {
     pub fn new(
         cfg: Arc<GatewayConfig>,
@@ -252,7 +257,7 @@ impl Discovery {
                     .is_some_and(|p| p.addr != new_addr)
                 {
                     tracing::info!(new_master = %new_addr, "+switch-master: no more writes to the old master");
-                    self.drop_master();
+                    self.retire_master();
                     self.republish();
                 }
             }
@@ -309,6 +314,20 @@ impl Discovery {
         // Expires on its own in case the end of the failover is missed.
         let expires = Instant::now() + self.cfg.failover_hold() * 2;
         self.failover_hold = Some((master_addr, expires));
+    }
+
+    /// The master was replaced. One that still answers keeps its
+    /// connections until what was sent there is answered (a switchover's
+    /// paused writes are refused, then sent to the new master); a silent
+    /// or unanswering one is dropped at once.
+    fn retire_master(&mut self) {
+        match self.master_pool.take() {
+            Some(old) if !self.master_unresponsive && !old.health().is_silent() => {
+                old.retire(self.cfg.request_timeout() + RETIRE_GRACE);
+            }
+            Some(old) => old.close(),
+            None => {}
+        }
     }
 
     fn drop_master(&mut self) {
@@ -388,7 +407,7 @@ impl Discovery {
                 if self.master_pool.is_some() {
                     tracing::warn!(candidate = %candidate, role = role.name(), "the Sentinels' master says it is not a master; holding writes");
                 }
-                self.drop_master();
+                self.retire_master();
                 self.check_replicas(None).await;
                 return;
             }
@@ -481,7 +500,7 @@ impl Discovery {
     }
 
     fn new_master(&mut self, addr: &str) {
-        self.drop_master();
+        self.retire_master();
         self.history.clear();
         self.sample = None;
         self.master_since = Instant::now();
@@ -528,7 +547,7 @@ impl Discovery {
             }
             Err(belay_client::ClientError::Unexpected { detail, .. }) => {
                 tracing::warn!(%master, "{detail}; holding writes");
-                self.drop_master();
+                self.retire_master();
                 let _ = self.events_tx.send(Event::Suspect {
                     addr: master.to_string(),
                 });

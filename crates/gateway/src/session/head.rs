@@ -315,7 +315,9 @@ impl Session {
                 self.io.budget.taken(replies.frames.len());
                 let unconfirmed =
                     confirm.and_then(|c| unconfirmed(c, replies.replication.as_ref()));
-                if !replies.has_error && !inspect && unconfirmed.is_none() {
+                // Writes a replaced master acknowledged may be lost with it.
+                let replaced = (from_master && replies.after_retired).then(|| pool.addr.clone());
+                if !replies.has_error && !inspect && unconfirmed.is_none() && replaced.is_none() {
                     // The common case: every reply goes to the client as it is.
                     if writes > 0 {
                         self.st.fence = Some(Fence {
@@ -335,6 +337,16 @@ impl Session {
                             _ => frames.len(),
                         };
                         let frame = frames.split_to(n);
+                        if let Some(addr) = replaced
+                            .as_deref()
+                            .filter(|_| job.completes_writes() && !frame.starts_with(b"-"))
+                        {
+                            self.shared.metrics.error(ErrorKind::Uncertain);
+                            next.push(Slot::Ready(reply::error(&format!(
+                                "UNCERTAIN belay: the write was answered by {addr} after it was replaced as master; it may be lost with it; it was not sent again"
+                            ))));
+                            continue;
+                        }
                         if let Some(why) = unconfirmed
                             .as_deref()
                             .filter(|_| job.completes_writes() && !frame.starts_with(b"-"))

@@ -110,12 +110,13 @@ impl SessionState {
     }
 
     /// The master lane a command for `pool` on `lane` may be sent on now:
-    /// false when the session has commands in flight on another one that
-    /// is still open.
+    /// false when the session has commands in flight on another one whose
+    /// connections are still open (a retired master's count: they may
+    /// still be refused, and sent again, before what comes after them).
     pub fn may_send_on(&self, pool: &Arc<NodePool>, lane: &Lane) -> bool {
         self.inflight
             .iter()
-            .all(|f| (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane) || f.pool.is_closed())
+            .all(|f| (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane) || f.pool.is_shut())
     }
 
     /// Counts `n` commands sent on a master lane.

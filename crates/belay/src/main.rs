@@ -2,8 +2,10 @@
 //! the crates: `up`/`status`/`down` drive `belay-lab`, `gateway` runs
 //! `belay-gateway`. Each subcommand lives in its own module.
 
+mod deployment;
 mod down;
 mod status;
+mod switchover;
 mod ui;
 mod up;
 mod watch;
@@ -66,6 +68,19 @@ enum Command {
     /// password file that other local users can read are problems too, with
     /// the chmod that fixes them.
     Status(status::StatusArgs),
+    /// Change the master on purpose, without clients noticing.
+    ///
+    /// Pauses writes on the master (`CLIENT PAUSE WRITE`: for every client
+    /// and gateway), waits until the replica to promote has every byte,
+    /// has Sentinel promote it (`SENTINEL FAILOVER`; with --to, the other
+    /// replicas get `replica-priority 0` until it is done, and Sentinel is
+    /// given time to see that), makes the old master its replica and lifts
+    /// the pause. Through the gateway nothing fails and nothing is lost:
+    /// writes wait, and those that waited on the old master are refused
+    /// there and sent to the new one. Works on a lab (--dir) or on any
+    /// deployment (--sentinel ...). Prints each step and how long writes
+    /// were paused.
+    Switchover(switchover::SwitchoverArgs),
     /// Stop every process of a lab started with `belay up` (data and logs stay).
     ///
     /// Order: the web app, the gateway, then Sentinels, then data nodes — each with SIGTERM, then SIGKILL for whatever is
@@ -119,6 +134,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Down(args) => down::run(args).await,
+        Command::Switchover(args) => switchover::run(args).await,
         Command::Gateway(args) => {
             init_tracing();
             belay_gateway::run(*args).await.map(|()| ExitCode::SUCCESS)

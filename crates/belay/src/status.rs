@@ -6,74 +6,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use belay_client::sentinel::SentinelAuth;
-use belay_client::Auth;
 use belay_lab::secrets::read_secret_file;
 use belay_lab::status::{self, StatusQuery, StatusReport, Target};
 use belay_lab::Lab;
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::deployment::DeploymentArgs;
 use crate::ui::{self, show_path};
 use crate::watch::{self, Admin, Scrape};
 
 /// Flags of `belay status` (the help text is on the subcommand in main.rs).
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// State dir of the lab (ignored with --sentinel).
-    #[arg(long, env = "BELAY_DIR", default_value = ".belay")]
-    pub dir: PathBuf,
-
-    /// Ask this Sentinel instead of a lab's state dir (repeat for each).
-    #[arg(long = "sentinel", value_name = "HOST:PORT")]
-    pub sentinels: Vec<String>,
-
-    /// Master name to ask the Sentinels about (with --sentinel).
-    #[arg(long, default_value = "mymaster", value_name = "NAME")]
-    pub master_name: String,
-
-    /// ACL user for the data nodes (with --sentinel; default user when unset).
-    #[arg(long, env = "BELAY_USERNAME", value_name = "USER")]
-    pub username: Option<String>,
-
-    /// Password of the data nodes (with --sentinel). Also tried on the
-    /// Sentinels unless --sentinel-password is given: a Sentinel with no
-    /// password configured is then asked without one.
-    #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-
-    /// Read --password from the first line of this file instead (it does not
-    /// show in `ps` or in the shell's history).
-    #[arg(
-        long,
-        env = "BELAY_PASSWORD_FILE",
-        value_name = "PATH",
-        conflicts_with = "password"
-    )]
-    pub password_file: Option<PathBuf>,
-
-    /// ACL user for the Sentinels (with --sentinel-password).
-    #[arg(long, env = "BELAY_SENTINEL_USERNAME", value_name = "USER")]
-    pub sentinel_username: Option<String>,
-
-    /// The Sentinels' own password, when they have one that is not the
-    /// nodes' (with --sentinel). Given, every Sentinel must accept it.
-    #[arg(
-        long,
-        env = "BELAY_SENTINEL_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD"
-    )]
-    pub sentinel_password: Option<String>,
-
-    /// Read --sentinel-password from the first line of this file instead.
-    #[arg(
-        long,
-        env = "BELAY_SENTINEL_PASSWORD_FILE",
-        value_name = "PATH",
-        conflicts_with = "sentinel_password"
-    )]
-    pub sentinel_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
 
     /// Print the report as JSON on stdout.
     #[arg(long, conflicts_with = "watch")]
@@ -100,48 +47,6 @@ pub struct StatusArgs {
     pub admin_password_file: Option<PathBuf>,
 }
 
-impl StatusArgs {
-    /// Credentials for the data nodes, then for the Sentinels (see
-    /// [`SentinelAuth::choose`]).
-    fn credentials(&self) -> Result<(Option<Auth>, SentinelAuth)> {
-        let login = |user: &Option<String>,
-                     password: &Option<String>,
-                     file: &Option<PathBuf>,
-                     flags: (&str, &str)|
-         -> Result<Option<Auth>> {
-            let password = match (password, file) {
-                (_, Some(path)) => Some(read_secret_file(path)?),
-                (p, None) => p.clone(),
-            };
-            match (user, password) {
-                (Some(_), None) => bail!("{} needs a password: give {} too", flags.0, flags.1),
-                (username, Some(password)) => Ok(Some(Auth {
-                    username: username.clone(),
-                    password,
-                })),
-                (None, None) => Ok(None),
-            }
-        };
-        let nodes = login(
-            &self.username,
-            &self.password,
-            &self.password_file,
-            ("--username", "--password or --password-file"),
-        )?;
-        let sentinels = login(
-            &self.sentinel_username,
-            &self.sentinel_password,
-            &self.sentinel_password_file,
-            (
-                "--sentinel-username",
-                "--sentinel-password or --sentinel-password-file",
-            ),
-        )?;
-        let sentinel_auth = SentinelAuth::choose(sentinels, nodes.clone());
-        Ok((nodes, sentinel_auth))
-    }
-}
-
 /// Where the report comes from: Sentinels named on the command line, or
 /// a lab's state dir.
 enum Source {
@@ -159,13 +64,14 @@ impl Source {
 }
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode> {
-    let (source, title, lab_admin) = if !args.sentinels.is_empty() {
-        let (auth, sentinel_auth) = args.credentials()?;
+    let (source, title, lab_admin) = if !args.deployment.sentinels.is_empty() {
+        let (auth, sentinel_auth) = args.deployment.credentials()?;
         let q = StatusQuery {
-            master_name: args.master_name.clone(),
+            master_name: args.deployment.master_name.clone(),
             auth,
             sentinel_auth,
             sentinels: args
+                .deployment
                 .sentinels
                 .iter()
                 .map(|a| Target {
@@ -177,13 +83,16 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
         };
         (
             Source::Sentinels(q),
-            format!("Sentinels {}", args.sentinels.join(", ")),
+            format!("Sentinels {}", args.deployment.sentinels.join(", ")),
             None,
         )
     } else {
-        let dir = show_path(&args.dir);
-        let Some(state) = belay_lab::recorded_state(&args.dir)? else {
-            return Err(belay_lab::LabError::NoLab { dir: args.dir }.into());
+        let dir = show_path(&args.deployment.dir);
+        let Some(state) = belay_lab::recorded_state(&args.deployment.dir)? else {
+            return Err(belay_lab::LabError::NoLab {
+                dir: args.deployment.dir,
+            }
+            .into());
         };
         if state.running().is_empty() {
             eprintln!(
@@ -193,7 +102,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
             );
             return Ok(ExitCode::FAILURE);
         }
-        let lab = Lab::attach(&args.dir)?;
+        let lab = Lab::attach(&args.deployment.dir)?;
         let admin = lab.gateway_admin_addr();
         (Source::Lab(lab), format!("lab in {dir}"), admin)
     };

@@ -13,6 +13,7 @@ mod info;
 mod password_file;
 mod role;
 pub mod sentinel;
+pub mod switchover;
 
 pub use belay_resp::Value;
 pub use connection::{Auth, Connection};

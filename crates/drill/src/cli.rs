@@ -34,6 +34,8 @@ pub enum DrillChoice {
     SentinelLoss,
     /// SENTINEL FAILOVER under load.
     Manual,
+    /// `belay switchover` under load: writes paused, the replica caught up, the switch, writes resumed.
+    Switchover,
     /// Every drill above, one after the other, on the same lab.
     All,
 }
@@ -165,6 +167,7 @@ impl DrillArgs {
             DrillChoice::Partition => vec![FaultKind::Partition],
             DrillChoice::SentinelLoss => vec![FaultKind::SentinelLoss],
             DrillChoice::Manual => vec![FaultKind::Manual],
+            DrillChoice::Switchover => vec![FaultKind::Switchover],
             DrillChoice::All => FaultKind::ALL.to_vec(),
         }
     }

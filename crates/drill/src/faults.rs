@@ -17,6 +17,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use belay_client::sentinel::SentinelAuth;
+use belay_client::switchover::Switchover;
 use belay_client::Connection;
 use belay_lab::{Lab, ProcessKind};
 use rand::Rng;
@@ -39,15 +41,20 @@ pub enum FaultKind {
     SentinelLoss,
     /// `SENTINEL FAILOVER`: a planned switch under load.
     Manual,
+    /// `belay switchover`: writes paused on the master, the replica caught
+    /// up, then `SENTINEL FAILOVER`, the old master made a replica, writes
+    /// resumed — a planned switch clients should not notice.
+    Switchover,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Pause,
         FaultKind::Kill,
         FaultKind::Partition,
         FaultKind::SentinelLoss,
         FaultKind::Manual,
+        FaultKind::Switchover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,12 +64,13 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::SentinelLoss => "sentinel-loss",
             FaultKind::Manual => "manual",
+            FaultKind::Switchover => "switchover",
         }
     }
 
     /// Whether the fault lasts (--fault-for applies) or is a single act.
     pub fn has_duration(self) -> bool {
-        !matches!(self, FaultKind::Manual)
+        !matches!(self, FaultKind::Manual | FaultKind::Switchover)
     }
 }
 
@@ -176,6 +184,29 @@ pub async fn inject(
         FaultKind::Manual => {
             let reply = manual_failover(lab).await?;
             log(format!("SENTINEL FAILOVER: {reply}"));
+        }
+        FaultKind::Switchover => {
+            let mut plan = Switchover::new(lab.master_name(), lab.sentinel_addrs());
+            plan.node_auth = Some(lab.auth());
+            plan.sentinel_auth = SentinelAuth::NodeCredentials(lab.auth());
+            // Each step on the drill's clock as it happens.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let run = tokio::spawn(async move {
+                plan.run(&|s| {
+                    let _ = tx.send(s.to_string());
+                })
+                .await
+            });
+            while let Some(step) = rx.recv().await {
+                log(format!("switchover: {step}"));
+            }
+            let report = run.await?.context("the switchover")?;
+            log(format!(
+                "switchover: {} -> {}, writes paused on the old master for {} ms",
+                report.old_master,
+                report.new_master,
+                report.writes_paused.as_millis()
+            ));
         }
     }
     Ok((record, active))

@@ -7,6 +7,11 @@
 //! waiting there is refused (`READONLY`, never run) and a gateway sends it
 //! to the new master.
 //!
+//! The failover starts when the Sentinel's next read of the replica's
+//! `INFO` will come just after the promotion, which is when Sentinel names
+//! the new master (see [`Switchover::align_with_info`]): about 0.4 s of
+//! paused writes instead of about 1.1 s.
+//!
 //! Sentinel stays in charge of the promotion (its epoch, its configuration,
 //! the other replicas): belay only makes sure nothing is written in
 //! between. To promote a given replica, the others' `replica-priority` is
@@ -220,6 +225,8 @@ impl Switchover {
             followers.push(((*r).clone(), self.node(r).await?));
         }
 
+        self.align_with_info(sentinel, &wait_for, steps).await?;
+
         let pause_ms = self.max_pause.as_millis().max(100).to_string();
         master
             .call_ok(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])
@@ -338,6 +345,48 @@ impl Switchover {
             format!("{old} did not become a replica within 2 s; its pause lifted anyway")
         });
         Ok((new, writes_paused, demoted))
+    }
+
+    /// Waits for the moment to start, so that the Sentinel's next `INFO`
+    /// of the replica it promotes comes just after the promotion.
+    ///
+    /// Sentinel learns that the replica it sent `REPLICAOF NO ONE` took it
+    /// only from that replica's `INFO`, which it reads every second during
+    /// a failover (every 10 s otherwise), and only then names it master; a
+    /// failover started at a random moment waits a second for it. Started
+    /// when the Sentinel's last `INFO` of that replica is [`INFO_AGE`] old,
+    /// the next one comes some 300 ms in, just after the promotion (about
+    /// 180 ms in). Writes are not paused yet while this waits (up to one
+    /// `INFO` period). Missing the moment costs time, never safety.
+    async fn align_with_info(
+        &self,
+        sentinel: &mut Connection,
+        candidates: &[&String],
+        steps: &mut Steps<'_>,
+    ) -> Result<(), SwitchoverError> {
+        let deadline = Instant::now() + INFO_ALIGN_WAIT;
+        loop {
+            let seen = sentinel.sentinel_replicas(&self.master_name).await?;
+            let likely = likely_promoted(&seen, candidates);
+            let Some((addr, age)) = likely else {
+                steps
+                    .note("the Sentinel reports no INFO age for the replicas; starting now".into());
+                return Ok(());
+            };
+            if INFO_AGE.contains(&age) {
+                steps.note(format!(
+                    "the Sentinel read {addr}'s INFO {age} ms ago: its next read will follow the promotion"
+                ));
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                steps.note(format!(
+                    "no good moment within {INFO_ALIGN_WAIT:?} (the Sentinel's last INFO of {addr}: {age} ms ago); starting now"
+                ));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn node(&self, addr: &str) -> Result<Connection, ClientError> {
@@ -493,6 +542,45 @@ impl Switchover {
     }
 }
 
+/// How old the Sentinel's last `INFO` of the replica to promote should be
+/// when the failover starts: its next one then comes 260–320 ms later (plus
+/// up to a timer tick), after the promotion, which takes Sentinel about
+/// 180 ms (see [`Switchover::align_with_info`]).
+const INFO_AGE: std::ops::RangeInclusive<u64> = 680..=740;
+
+/// The longest a switchover waits for that moment: Sentinel's normal
+/// `INFO` period is 10 s.
+const INFO_ALIGN_WAIT: Duration = Duration::from_secs(11);
+
+/// The replica among `candidates` Sentinel would promote, by its own rule
+/// on what it knows (lowest nonzero `replica-priority`, then the highest
+/// offset it last read, then the smallest run id), and how many
+/// milliseconds ago it last read that replica's `INFO`.
+fn likely_promoted(seen: &[Entry], candidates: &[&String]) -> Option<(String, u64)> {
+    let mut eligible: Vec<(u64, i64, &str, String, u64)> = seen
+        .iter()
+        .filter(|e| healthy(e))
+        .filter_map(|e| {
+            let addr = e.addr()?;
+            if !candidates.iter().any(|c| **c == addr) {
+                return None;
+            }
+            let priority: u64 = e.get("slave-priority")?.parse().ok()?;
+            if priority == 0 {
+                return None;
+            }
+            let offset: i64 = e.get("slave-repl-offset")?.parse().ok()?;
+            let age: u64 = e.get("info-refresh")?.parse().ok()?;
+            Some((priority, -offset, e.get("runid").unwrap_or("~"), addr, age))
+        })
+        .collect();
+    eligible.sort();
+    eligible
+        .into_iter()
+        .next()
+        .map(|(_, _, _, addr, age)| (addr, age))
+}
+
 /// Sentinel considers it: not down, connected.
 fn healthy(e: &Entry) -> bool {
     !["s_down", "o_down", "disconnected"]
@@ -518,4 +606,52 @@ async fn replica_offset(conn: &mut Connection) -> Result<i64, SwitchoverError> {
         .await?
         .get_i64("slave_repl_offset")
         .unwrap_or(-1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(port: u16, priority: u32, offset: i64, runid: &str, age: u64) -> Entry {
+        Entry(
+            [
+                ("ip", "127.0.0.1".to_string()),
+                ("port", port.to_string()),
+                ("flags", "slave".to_string()),
+                ("slave-priority", priority.to_string()),
+                ("slave-repl-offset", offset.to_string()),
+                ("runid", runid.to_string()),
+                ("info-refresh", age.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        )
+    }
+
+    #[test]
+    fn the_replica_sentinel_would_promote_by_its_own_rule() {
+        let a = "127.0.0.1:1".to_string();
+        let b = "127.0.0.1:2".to_string();
+        let c = "127.0.0.1:3".to_string();
+        let all = [&a, &b, &c];
+        // Lowest nonzero priority first.
+        let seen = [
+            entry(1, 100, 50, "a", 10),
+            entry(2, 10, 40, "b", 20),
+            entry(3, 0, 90, "c", 30),
+        ];
+        assert_eq!(likely_promoted(&seen, &all), Some((b.clone(), 20)));
+        // Then the highest offset Sentinel last read.
+        let seen = [entry(1, 100, 50, "b", 10), entry(2, 100, 60, "c", 20)];
+        assert_eq!(likely_promoted(&seen, &all), Some((b.clone(), 20)));
+        // Then the smallest run id.
+        let seen = [entry(1, 100, 60, "b", 10), entry(2, 100, 60, "a", 20)];
+        assert_eq!(likely_promoted(&seen, &all), Some((b.clone(), 20)));
+        // Only among the candidates (`--to`), never a down one.
+        assert_eq!(likely_promoted(&seen, &[&a]), Some((a.clone(), 10)));
+        let mut down = entry(2, 100, 60, "a", 20);
+        down.0.insert("flags".into(), "slave,s_down".into());
+        assert_eq!(likely_promoted(&[down], &all), None);
+    }
 }

@@ -118,9 +118,10 @@ pub struct GatewayArgs {
     /// majority of the master's replicas) confirm they have it, with one
     /// `WAIT` per batch of writes sent together. A write not confirmed in
     /// time is answered `-UNREPLICATED` (it ran on the master, it is not
-    /// retried). Off by default.
-    #[arg(long, env = "BELAY_DURABLE_WRITES", value_name = "N|majority")]
-    pub durable_writes: Option<crate::config::Durable>,
+    /// retried). Off by default; `off` says so explicitly (an env file can
+    /// then carry the setting either way).
+    #[arg(long, env = "BELAY_DURABLE_WRITES", value_name = "N|majority|off")]
+    pub durable_writes: Option<DurableFlag>,
 
     /// How long durable writes wait for the replicas' confirmation; must be
     /// shorter than --request-timeout-ms [default: 1000].
@@ -289,9 +290,11 @@ impl GatewayArgs {
             sentinel_username,
             sentinel_password,
             client_password,
-            admin_listen,
-            durable_writes
+            admin_listen
         );
+        if let Some(DurableFlag(durable)) = self.durable_writes {
+            cfg.durable_writes = durable;
+        }
         if self.no_client_auth {
             cfg.no_client_auth = true;
         }
@@ -337,6 +340,21 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         }
     };
     gateway.run_workers(shutdown).await
+}
+
+/// `--durable-writes`: `N`, `majority`, or `off` (also an empty value, as
+/// an env file leaves it).
+#[derive(Debug, Clone, Copy)]
+pub struct DurableFlag(Option<crate::config::Durable>);
+
+impl std::str::FromStr for DurableFlag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DurableFlag, String> {
+        match s.trim() {
+            "" | "off" => Ok(DurableFlag(None)),
+            other => other.parse().map(|d| DurableFlag(Some(d))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +405,31 @@ read_from = "master"
             cfg.commands.get("config|set"),
             Some(&crate::config::CommandOverride::Allow)
         );
+    }
+
+    #[test]
+    fn durable_writes_off_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("belay.toml");
+        std::fs::write(
+            &file,
+            "sentinels = [\"a:1\"]\nmaster_name = \"m\"\ndurable_writes = \"majority\"\n",
+        )
+        .unwrap();
+        let with = |flag: &[&str]| {
+            let mut argv = vec!["belay", "--config", file.to_str().unwrap()];
+            argv.extend_from_slice(flag);
+            Cli::parse_from(argv).args.resolve().unwrap().durable_writes
+        };
+        assert_eq!(with(&[]), Some(crate::config::Durable::Majority));
+        assert_eq!(with(&["--durable-writes", "off"]), None);
+        // An env file's empty BELAY_DURABLE_WRITES= means off, not an error.
+        assert_eq!(with(&["--durable-writes", ""]), None);
+        assert_eq!(
+            with(&["--durable-writes", "2"]),
+            Some(crate::config::Durable::Replicas(2))
+        );
+        assert!(Cli::try_parse_from(["belay", "--durable-writes", "0"]).is_err());
     }
 
     #[test]

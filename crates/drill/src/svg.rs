@@ -19,6 +19,8 @@ const READ_COLOR: &str = "#16a34a";
 const ERROR_COLOR: &str = "#dc2626";
 const FAULT_COLOR: &str = "#f59e0b";
 const STALE_COLOR: &str = "#9333ea";
+/// Durable writes that ran on the master without `WAIT`'s confirmation.
+const UNREPLICATED_COLOR: &str = "#7f1d1d";
 
 /// The whole picture for one or more drills, stacked.
 pub fn render(reports: &[DrillReport]) -> String {
@@ -210,6 +212,18 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
                 (bw - 0.5).max(0.8)
             );
         }
+        // Durable writes' unconfirmed ones, at the bottom of the bar.
+        let u = b.unreplicated as f64 / bucket_s;
+        if u > 0.0 {
+            let hgt = (u / max_err) * (er_bot - er_top);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{hgt:.1}" fill="{UNREPLICATED_COLOR}"/>"#,
+                x(b.t_ms),
+                er_bot - hgt,
+                (bw - 0.5).max(0.8)
+            );
+        }
     }
     let _ = writeln!(
         s,
@@ -316,14 +330,35 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
 
     // Legend.
     let ly = axis_y + 32.0;
-    let items: [(&str, &str, bool); 6] = [
-        (WRITE_COLOR, "acknowledged writes/s", true),
+    let mut items: Vec<(&str, &str, bool)> = vec![
+        (
+            WRITE_COLOR,
+            if r.durable_writes.is_some() {
+                "acked writes/s, WAIT-confirmed"
+            } else {
+                "acknowledged writes/s"
+            },
+            true,
+        ),
         (READ_COLOR, "successful reads/s", true),
         (ERROR_COLOR, "errors/s", true),
-        (FAULT_COLOR, "fault in force", true),
-        (ERROR_COLOR, "| acknowledged, later lost", false),
-        (STALE_COLOR, "| stale read", false),
     ];
+    if r.durable_writes.is_some() {
+        items.push((UNREPLICATED_COLOR, "UNREPLICATED/s", true));
+    }
+    items.extend([
+        (FAULT_COLOR, "fault in force", true),
+        (
+            ERROR_COLOR,
+            if r.durable_writes.is_some() {
+                "| acked, later lost"
+            } else {
+                "| acknowledged, later lost"
+            },
+            false,
+        ),
+        (STALE_COLOR, "| stale read", false),
+    ]);
     let mut lx = LEFT;
     for (c, label, swatch) in items {
         if swatch {

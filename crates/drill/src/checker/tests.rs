@@ -278,7 +278,24 @@ fn blackouts_latencies_errors_and_timeline() {
     assert!((during.writes.max_ms - 50.0).abs() < 0.01);
     assert_eq!(a.timeline.len(), 12);
     assert_eq!(a.timeline[4].write_errors, 2);
+    assert_eq!(a.timeline[4].unreplicated, 0);
     // Errors never count as successes in the throughput.
     let total_ok: u32 = a.timeline.iter().map(|b| b.writes_ok + b.reads_ok).sum();
     assert_eq!(total_ok, 9);
+}
+
+#[test]
+fn unconfirmed_durable_writes_are_marked_on_the_timeline() {
+    let mut ops = clean_history();
+    ops.push(err(
+        1,
+        OpKind::Incr { counter: 0 },
+        1_000_000,
+        1_100_000,
+        Failure::Reply("UNREPLICATED belay: the write ran on the master, but 0 of the 1 replicas required confirmed it within 500 ms (durable writes)".into()),
+    ));
+    let a = analyse(&ops, &layout(), &clean_readback(), window(), 1000);
+    assert_eq!(a.timeline[4].write_errors, 1);
+    assert_eq!(a.timeline[4].unreplicated, 1);
+    assert_eq!(a.errors[0].kind, ErrorKind::Unreplicated);
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::ms;
-use crate::history::{Micros, Op};
+use crate::history::{ErrorKind, Micros, Op, Outcome};
 
 /// Throughput and errors in one slice of time, for the picture.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -13,6 +13,10 @@ pub struct Bucket {
     pub reads_ok: u32,
     pub write_errors: u32,
     pub read_errors: u32,
+    /// Of `write_errors`, those answered `-UNREPLICATED` (durable writes:
+    /// ran on the master, `WAIT` did not confirm it in time). With durable
+    /// writes every `writes_ok` was confirmed by `WAIT`.
+    pub unreplicated: u32,
 }
 
 /// How long one bucket of the timeline is.
@@ -34,7 +38,18 @@ pub(super) fn timeline(ops: &[Op], end_us: Micros) -> Vec<Bucket> {
         match (op.kind.is_write(), op.outcome.is_ok()) {
             (true, true) => x.writes_ok += 1,
             (false, true) => x.reads_ok += 1,
-            (true, false) => x.write_errors += 1,
+            (true, false) => {
+                x.write_errors += 1;
+                if matches!(
+                    op.outcome,
+                    Outcome::Err {
+                        kind: ErrorKind::Unreplicated,
+                        ..
+                    }
+                ) {
+                    x.unreplicated += 1;
+                }
+            }
             (false, false) => x.read_errors += 1,
         }
     }

@@ -310,6 +310,13 @@ async fn start_admin(
         activity: shared.activity.clone(),
         admin_log: shared.admin_log.clone(),
         password: cfg.admin_password.clone(),
+        switchover: crate::admin::SwitchoverTarget {
+            master_name: cfg.master_name.clone(),
+            sentinels: cfg.sentinels.clone(),
+            sentinel_auth: cfg.sentinel_auth(),
+            node_auth: cfg.node_auth(),
+            running: Default::default(),
+        },
     });
     let task = AbortOnDrop(tokio::spawn(crate::admin::serve(listener, state)));
     Ok(Some((addr, task)))

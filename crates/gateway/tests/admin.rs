@@ -357,3 +357,73 @@ async fn the_admin_endpoint_needs_a_password_off_loopback() {
     let gw = Gateway::bind(off).await.unwrap();
     assert_eq!(gw.admin_addr(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_is_one_post_away() {
+    let env = start(|_| {}).await;
+    let old = env.master().await;
+    let http = reqwest::Client::new();
+    // Only a JSON body starts one: a web page cannot send that to another
+    // origin without a preflight, which the endpoint never answers.
+    let r = http
+        .post(url(&env, "/switchover"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("to=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let r = http
+        .post(url(&env, "/switchover"))
+        .header("content-type", "application/json")
+        .body(r#"{"to": "127.0.0.1:1"}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a healthy replica"),
+        "{body}"
+    );
+    assert_eq!(
+        env.master().await,
+        old,
+        "a refused switchover changes nothing"
+    );
+
+    let r = http
+        .post(url(&env, "/switchover"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["old_master"].as_str(), Some(old.as_str()), "{body}");
+    let new = body["new_master"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(body["old_master_demoted"], true, "{body}");
+    assert!(body["steps"].as_array().unwrap().len() >= 4, "{body}");
+    // Writes through the gateway land on the new master.
+    let mut c = env.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.call(&["SET", "after:switchover", "1"]).await.unwrap() != Value::Simple("OK".into()) {
+        assert!(Instant::now() < deadline, "no write after the switchover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        env.node(&new)
+            .await
+            .call(&["GET", "after:switchover"])
+            .await
+            .unwrap(),
+        support::bulk("1")
+    );
+}

@@ -9,13 +9,17 @@
 //! - `/failovers`: the last failovers and episodes of held writes as JSON;
 //! - `/healthz`: the process answers; `/readyz`: a master taking writes and
 //!   the command table loaded (503 with the reason otherwise);
-//! - `/`: the dashboard, a page that shows all of it live.
+//! - `/`: the dashboard, a page that shows all of it live;
+//! - `POST /switchover`: a planned master change (see `switchover`).
 //!
 //! With `--admin-password` every request needs it (HTTP Basic with any user
 //! name, or `Authorization: Bearer <password>`); without one the endpoint
 //! only listens on a loopback address.
 
 mod dashboard;
+mod switchover;
+
+pub use switchover::SwitchoverTarget;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +31,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use futures::Stream;
@@ -47,6 +51,8 @@ pub struct AdminState {
     pub admin_log: Arc<AdminLog>,
     /// Required of every request when set.
     pub password: Option<String>,
+    /// What `POST /switchover` switches.
+    pub switchover: SwitchoverTarget,
 }
 
 /// The routes, behind the password check.
@@ -61,6 +67,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/failovers", get(failovers))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/switchover", post(switchover::switchover))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }

@@ -1,0 +1,132 @@
+//! `POST /switchover`: the planned master change of `belay switchover`,
+//! run by the gateway with its own view of the deployment (its Sentinels,
+//! master name and credentials), so an operator or a deploy script needs
+//! only the admin endpoint.
+//!
+//! The body must be JSON (`{}` or `{"to": "host:port"}`): a browser sends
+//! that to another origin only after a CORS preflight this endpoint never
+//! answers, so a web page cannot make a visitor's browser start one. One
+//! switchover at a time; another request meanwhile gets 409.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use belay_client::sentinel::SentinelAuth;
+use belay_client::switchover::Switchover;
+use belay_client::Auth;
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+
+/// What the gateway knows of its deployment, to switch its master.
+pub struct SwitchoverTarget {
+    pub master_name: String,
+    pub sentinels: Vec<String>,
+    pub sentinel_auth: SentinelAuth,
+    pub node_auth: Option<Auth>,
+    /// Set while one runs.
+    pub running: AtomicBool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// The replica to promote; Sentinel's choice when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_master: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_master: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    writes_paused_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_master_demoted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Each step as it happened.
+    steps: Vec<String>,
+}
+
+/// Clears `running` however the request ends (also if the client goes
+/// away and the handler is dropped half-way).
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+pub async fn switchover(
+    State(s): State<Arc<AdminState>>,
+    Json(req): Json<SwitchoverRequest>,
+) -> Response {
+    let target = &s.switchover;
+    if target.running.swap(true, Ordering::AcqRel) {
+        return (
+            StatusCode::CONFLICT,
+            Json(Outcome {
+                ok: false,
+                old_master: None,
+                new_master: None,
+                writes_paused_ms: None,
+                old_master_demoted: None,
+                error: Some("a switchover is already running".into()),
+                steps: Vec::new(),
+            }),
+        )
+            .into_response();
+    }
+    let _running = Running(&target.running);
+    let mut plan = Switchover::new(&target.master_name, target.sentinels.clone());
+    plan.sentinel_auth = target.sentinel_auth.clone();
+    plan.node_auth = target.node_auth.clone();
+    plan.to = req.to;
+    let steps = Mutex::new(Vec::new());
+    let tell = |step: &str| {
+        tracing::info!("switchover: {step}");
+        if let Ok(mut s) = steps.lock() {
+            s.push(step.to_string());
+        }
+    };
+    let result = plan.run(&tell).await;
+    let steps = steps.into_inner().unwrap_or_default();
+    match result {
+        Ok(r) => Json(Outcome {
+            ok: true,
+            old_master: Some(r.old_master),
+            new_master: Some(r.new_master),
+            writes_paused_ms: Some(r.writes_paused.as_millis() as u64),
+            old_master_demoted: Some(r.old_master_demoted),
+            error: None,
+            steps,
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "switchover failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(Outcome {
+                    ok: false,
+                    old_master: None,
+                    new_master: None,
+                    writes_paused_ms: None,
+                    old_master_demoted: None,
+                    error: Some(e.to_string()),
+                    steps,
+                }),
+            )
+                .into_response()
+        }
+    }
+}

@@ -108,6 +108,31 @@ async fn writes_are_confirmed_with_one_wait_per_batch() {
         c.call(&["GET", &format!("p{i}")]).await.unwrap();
     }
     assert_eq!(env.calls(&master, "wait").await, waits);
+
+    // A blocking command that writes (BLMOVE) is confirmed like any write:
+    // it is answered once the replicas have the element it moved.
+    let mut feeder = env.client().await;
+    let waits = env.calls(&master, "wait").await;
+    let blocked = tokio::spawn(async move {
+        c.call(&["BLMOVE", "src", "dst", "LEFT", "RIGHT", "5"])
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    feeder.call(&["RPUSH", "src", "item"]).await.unwrap();
+    assert_eq!(blocked.await.unwrap(), bulk("item"));
+    assert!(
+        env.calls(&master, "wait").await >= waits + 2,
+        "one WAIT for RPUSH, one for BLMOVE"
+    );
+    for replica in env.replicas().await {
+        let mut r = env.node(&replica).await;
+        assert_eq!(
+            r.call(&["LRANGE", "dst", "0", "-1"]).await.unwrap(),
+            Value::Array(vec![bulk("item")]),
+            "{replica}"
+        );
+    }
     eprintln!("durable: 1000 writes from 20 clients took {confirmations} WAITs");
 }
 

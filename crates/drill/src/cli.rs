@@ -30,13 +30,16 @@ pub enum DrillChoice {
     Kill,
     /// Cut the master off from the Sentinels and replicas (iptables) while clients still reach it.
     Partition,
+    /// Cut the master and one replica off together (iptables): the edge of durable writes, a
+    /// write confirmed only by a replica lost with the master. Not part of `all`.
+    PartitionWithReplica,
     /// Kill one Sentinel and pause the master: the other two must fail over.
     SentinelLoss,
     /// SENTINEL FAILOVER under load.
     Manual,
     /// `belay switchover` under load: writes paused, the replica caught up, the switch, writes resumed.
     Switchover,
-    /// Every drill above, one after the other, on the same lab.
+    /// Every drill above but partition-with-replica, one after the other, on the same lab.
     All,
 }
 
@@ -165,6 +168,7 @@ impl DrillArgs {
             DrillChoice::Pause => vec![FaultKind::Pause],
             DrillChoice::Kill => vec![FaultKind::Kill],
             DrillChoice::Partition => vec![FaultKind::Partition],
+            DrillChoice::PartitionWithReplica => vec![FaultKind::PartitionWithReplica],
             DrillChoice::SentinelLoss => vec![FaultKind::SentinelLoss],
             DrillChoice::Manual => vec![FaultKind::Manual],
             DrillChoice::Switchover => vec![FaultKind::Switchover],

@@ -6,6 +6,7 @@
 //! | pause | SIGSTOP the master (`docker compose pause`) | SIGCONT |
 //! | kill | SIGKILL the master | restart it with the same config |
 //! | partition | DROP packets master ↔ Sentinels and replicas | remove the rules |
+//! | partition-with-replica | the same for the master and one replica together | remove the rules |
 //! | sentinel-loss | SIGKILL one Sentinel, then SIGSTOP the master | SIGCONT, restart the Sentinel |
 //! | manual | `SENTINEL FAILOVER` | nothing to undo |
 //!
@@ -37,6 +38,11 @@ pub enum FaultKind {
     /// Cut the master off from the Sentinels and replicas for --fault-for;
     /// clients still reach it.
     Partition,
+    /// Cut the master and one replica off together from the Sentinels and
+    /// the other replicas for --fault-for (the two still reach each other,
+    /// clients reach both): the edge of durable writes, where the replica
+    /// that confirmed a write is lost with the master.
+    PartitionWithReplica,
     /// Kill one Sentinel, then pause the master: the other two must fail over.
     SentinelLoss,
     /// `SENTINEL FAILOVER`: a planned switch under load.
@@ -62,6 +68,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Kill => "kill",
             FaultKind::Partition => "partition",
+            FaultKind::PartitionWithReplica => "partition-with-replica",
             FaultKind::SentinelLoss => "sentinel-loss",
             FaultKind::Manual => "manual",
             FaultKind::Switchover => "switchover",
@@ -162,6 +169,33 @@ pub async fn inject(
             let part = Partition::isolate(&node, &others)?;
             log(format!(
                 "partitioned {master} ({master_addr}) from {} Sentinels and replicas (iptables, comment {})",
+                others.len(),
+                part.tag()
+            ));
+            record.partition_tag = Some(part.tag().to_string());
+            active.partition = Some(part);
+        }
+        FaultKind::PartitionWithReplica => {
+            let replicas: Vec<String> = lab
+                .data_nodes()
+                .iter()
+                .map(|p| p.name().to_string())
+                .filter(|n| *n != master)
+                .collect();
+            if replicas.len() < 2 {
+                bail!("partition-with-replica needs at least 2 replicas: one cut off with the master, one to promote");
+            }
+            let partner = replicas[rng.gen_range(0..replicas.len())].clone();
+            let group = [endpoint(lab, &master)?, endpoint(lab, &partner)?];
+            let others: Vec<Endpoint> = lab
+                .processes()
+                .iter()
+                .filter(|p| p.name() != master && p.name() != partner && is_topology(p.kind()))
+                .map(|p| (p.record().host.clone(), p.port()))
+                .collect();
+            let part = Partition::isolate_group(&group, &others)?;
+            log(format!(
+                "partitioned {master} ({master_addr}) and its replica {partner} together from {} Sentinels and replicas (iptables, comment {})",
                 others.len(),
                 part.tag()
             ));

@@ -44,20 +44,28 @@ impl Partition {
     /// them are dropped both ways (connections to each side's listening
     /// port, and their replies). Anything else still reaches `node`.
     pub fn isolate(node: &Endpoint, others: &[Endpoint]) -> Result<Partition> {
+        Partition::isolate_group(std::slice::from_ref(node), others)
+    }
+
+    /// Cuts every node of `group` off from every endpoint in `others`; the
+    /// group's nodes still reach each other (and clients reach them all).
+    pub fn isolate_group(group: &[Endpoint], others: &[Endpoint]) -> Result<Partition> {
         check_iptables()?;
         sweep_stale();
-        for o in others {
-            if o.0 == node.0 {
-                bail!(
-                    "cannot partition {}:{} from {}:{}: they share the address {}. A partition \
-                     needs every lab process on its own loopback address: let `belay drill` \
-                     start its own lab (run it without a lab in --dir)",
-                    node.0,
-                    node.1,
-                    o.0,
-                    o.1,
-                    node.0
-                );
+        for node in group {
+            for o in others {
+                if o.0 == node.0 {
+                    bail!(
+                        "cannot partition {}:{} from {}:{}: they share the address {}. A partition \
+                         needs every lab process on its own loopback address: let `belay drill` \
+                         start its own lab (run it without a lab in --dir)",
+                        node.0,
+                        node.1,
+                        o.0,
+                        o.1,
+                        node.0
+                    );
+                }
             }
         }
         let tag = format!(
@@ -67,11 +75,14 @@ impl Partition {
         );
         // Built before anything is added, so a failure half-way is undone by Drop.
         let p = Partition { tag, healed: false };
-        let (nh, np) = (&node.0, node.1.to_string());
         // All rules go in with one `iptables-restore --noflush`: the
         // partition starts at one instant instead of rule by rule.
         let mut batch = String::from("*filter\n");
-        for (oh, op) in others {
+        for ((nh, np), (oh, op)) in group
+            .iter()
+            .flat_map(|n| others.iter().map(move |o| (n, o)))
+        {
+            let np = np.to_string();
             let op = op.to_string();
             // other -> node's port, and node's replies; node -> other's port, and replies.
             for (src, dst, port_flag, port) in [

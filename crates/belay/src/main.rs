@@ -77,9 +77,13 @@ enum Command {
     /// given time to see that), makes the old master its replica and lifts
     /// the pause. Through the gateway nothing fails and nothing is lost:
     /// writes wait, and those that waited on the old master are refused
-    /// there and sent to the new one. Works on a lab (--dir) or on any
-    /// deployment (--sentinel ...). Prints each step and how long writes
-    /// were paused.
+    /// there and sent to the new one. The failover starts when the
+    /// Sentinel's next read of that replica's INFO (once a second during a
+    /// failover) will come right after the promotion: writes pause for
+    /// about half a second, after a wait of up to 10 s for that moment
+    /// (writes flow meanwhile). Works on a lab (--dir) or on any deployment
+    /// (--sentinel ...); a gateway does the same on `POST /switchover` of
+    /// its admin endpoint. Prints each step and how long writes were paused.
     Switchover(switchover::SwitchoverArgs),
     /// Stop every process of a lab started with `belay up` (data and logs stay).
     ///

@@ -160,12 +160,7 @@ pub async fn inject(
         }
         FaultKind::Partition => {
             let node = endpoint(lab, &master)?;
-            let others: Vec<Endpoint> = lab
-                .processes()
-                .iter()
-                .filter(|p| p.name() != master && is_topology(p.kind()))
-                .map(|p| (p.record().host.clone(), p.port()))
-                .collect();
+            let others = topology_but(lab, &[&master]);
             let part = Partition::isolate(&node, &others)?;
             log(format!(
                 "partitioned {master} ({master_addr}) from {} Sentinels and replicas (iptables, comment {})",
@@ -187,12 +182,7 @@ pub async fn inject(
             }
             let partner = replicas[rng.gen_range(0..replicas.len())].clone();
             let group = [endpoint(lab, &master)?, endpoint(lab, &partner)?];
-            let others: Vec<Endpoint> = lab
-                .processes()
-                .iter()
-                .filter(|p| p.name() != master && p.name() != partner && is_topology(p.kind()))
-                .map(|p| (p.record().host.clone(), p.port()))
-                .collect();
+            let others = topology_but(lab, &[&master, &partner]);
             let part = Partition::isolate_group(&group, &others)?;
             log(format!(
                 "partitioned {master} ({master_addr}) and its replica {partner} together from {} Sentinels and replicas (iptables, comment {})",
@@ -333,6 +323,15 @@ async fn manual_failover(lab: &Lab) -> Result<String> {
 
 /// Data nodes and Sentinels: what a drill breaks and mends (not the
 /// gateway or the app in front of them).
+/// Every data node and Sentinel of the lab but those named `except`.
+fn topology_but(lab: &Lab, except: &[&str]) -> Vec<Endpoint> {
+    lab.processes()
+        .iter()
+        .filter(|p| !except.contains(&p.name()) && is_topology(p.kind()))
+        .map(|p| (p.record().host.clone(), p.port()))
+        .collect()
+}
+
 fn is_topology(kind: ProcessKind) -> bool {
     matches!(kind, ProcessKind::DataNode | ProcessKind::Sentinel)
 }

@@ -57,6 +57,20 @@ struct Outcome {
     steps: Vec<String>,
 }
 
+impl Outcome {
+    fn failed(error: String, steps: Vec<String>) -> Outcome {
+        Outcome {
+            ok: false,
+            old_master: None,
+            new_master: None,
+            writes_paused_ms: None,
+            old_master_demoted: None,
+            error: Some(error),
+            steps,
+        }
+    }
+}
+
 /// Clears `running` however the request ends (also if the client goes
 /// away and the handler is dropped half-way).
 struct Running<'a>(&'a AtomicBool);
@@ -75,15 +89,10 @@ pub async fn switchover(
     if target.running.swap(true, Ordering::AcqRel) {
         return (
             StatusCode::CONFLICT,
-            Json(Outcome {
-                ok: false,
-                old_master: None,
-                new_master: None,
-                writes_paused_ms: None,
-                old_master_demoted: None,
-                error: Some("a switchover is already running".into()),
-                steps: Vec::new(),
-            }),
+            Json(Outcome::failed(
+                "a switchover is already running".into(),
+                Vec::new(),
+            )),
         )
             .into_response();
     }
@@ -116,15 +125,7 @@ pub async fn switchover(
             tracing::warn!(error = %e, "switchover failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                Json(Outcome {
-                    ok: false,
-                    old_master: None,
-                    new_master: None,
-                    writes_paused_ms: None,
-                    old_master_demoted: None,
-                    error: Some(e.to_string()),
-                    steps,
-                }),
+                Json(Outcome::failed(e.to_string(), steps)),
             )
                 .into_response()
         }

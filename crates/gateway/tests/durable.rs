@@ -264,3 +264,67 @@ async fn the_wait_runs_as_the_clients_own_user() {
     // It ran (as that user could), and said so.
     assert_eq!(ok.call(&["GET", "u"]).await.unwrap(), bulk("2"));
 }
+
+/// Reads on the master never wait behind another session's `WAIT`: a `WAIT`
+/// that cannot be satisfied holds its connection for the whole timeout, and
+/// reads sharing that connection would take as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_do_not_wait_behind_a_durable_writes_wait() {
+    let mut env = start(|cfg| {
+        cfg.durable_writes = Some(Durable::Replicas(2));
+        cfg.durable_timeout_ms = 900;
+        cfg.min_synced_replicas = 0;
+        cfg.read_from = belay_gateway::ReadFrom::Master;
+    })
+    .await;
+    let mut c = env.client().await;
+    c.call(&["SET", "r", "1"]).await.unwrap();
+    let replicas = env.replicas().await;
+    let names: Vec<String> = replicas.iter().map(|a| env.name_of(a)).collect();
+    for n in &names {
+        env.lab.pause(n).unwrap();
+    }
+    // Writers on every shared connection, each write's WAIT timing out.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let mut c = env.client().await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut unreplicated = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c.call(&["SET", &format!("w{w}"), "x"]).await.unwrap();
+                unreplicated +=
+                    matches!(&r, Value::Error(e) if e.starts_with("UNREPLICATED ")) as u32;
+            }
+            unreplicated
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        // A new client each time: whichever shared connection it is given.
+        let mut reader = env.client().await;
+        for _ in 0..10 {
+            let started = Instant::now();
+            assert_eq!(reader.call(&["GET", "r"]).await.unwrap(), bulk("1"));
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut unreplicated = 0;
+    for w in writers {
+        unreplicated += w.await.unwrap();
+    }
+    for n in &names {
+        env.lab.resume(n).unwrap();
+    }
+    assert!(
+        unreplicated >= 6,
+        "the writers' WAITs did time out ({unreplicated})"
+    );
+    assert!(
+        slowest < Duration::from_millis(400),
+        "a read on the master waited {slowest:?} behind a WAIT"
+    );
+}

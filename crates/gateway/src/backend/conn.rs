@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::confirm::{wait_reply, Confirm, Replication};
 use super::health::NodeHealth;
 use super::watchdog::{self, Silence};
 use crate::budget::OutputBudget;
@@ -45,26 +46,6 @@ pub struct Replies {
     /// The last reply came after the node, a master, was replaced: a write
     /// it acknowledged may be lost with it.
     pub after_retired: bool,
-}
-
-/// Durable writes: after a request whose writes must be on replicas before
-/// they are acknowledged, the connection sends `WAIT replicas timeout_ms`,
-/// one for every request of the same write to the node (a `WAIT` covers
-/// every write the connection sent before it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Confirm {
-    pub replicas: u32,
-    pub timeout_ms: u64,
-}
-
-/// What the `WAIT` after a request said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Replication {
-    /// This many replicas acknowledged the writes.
-    Acked(u32),
-    /// No count: `WAIT` was refused (its error), or the connection was lost
-    /// before it answered.
-    Unknown(String),
 }
 
 pub type ReplyResult = Result<Replies, BackendError>;
@@ -148,6 +129,9 @@ pub(super) struct ConnState {
     /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
     /// while any is, so the watchdog stands down.
     pub(super) blocking: AtomicUsize,
+    /// The connection's own `WAIT`s (durable writes) written and not yet
+    /// answered: while one is, Redis runs nothing else of this connection.
+    waits: AtomicUsize,
     /// Cancelled when the connection is closed, from outside or by either task.
     pub(super) closed: CancellationToken,
     /// Notified when `outstanding` falls to zero: the writer holds the
@@ -269,6 +253,7 @@ impl BackendConn {
             outstanding: AtomicUsize::new(0),
             load: spec.load.clone(),
             blocking: AtomicUsize::new(0),
+            waits: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             closed: CancellationToken::new(),
@@ -358,6 +343,12 @@ impl BackendConn {
     }
 
     /// Commands written and not yet answered.
+    /// A durable writes' `WAIT` is on the wire: what is sent now runs only
+    /// once it answers (up to its timeout).
+    pub fn is_waiting(&self) -> bool {
+        self.shared.waits.load(Ordering::Relaxed) > 0
+    }
+
     pub fn outstanding(&self) -> usize {
         self.shared.outstanding.load(Ordering::Relaxed)
     }
@@ -428,13 +419,9 @@ fn stage_wait(
         .is_ok();
     if ok {
         state.add_outstanding(1);
+        state.waits.fetch_add(1, Ordering::Relaxed);
     }
-    let replicas = confirm.replicas.to_string();
-    let timeout = confirm.timeout_ms.to_string();
-    buf.extend_from_slice(b"*3\r\n$4\r\nWAIT\r\n");
-    for arg in [&replicas, &timeout] {
-        buf.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
-    }
+    confirm.encode_wait(buf);
     ok
 }
 
@@ -714,6 +701,7 @@ async fn read_loop(
                             // The connection's own WAIT: its count goes to
                             // every request it confirms.
                             None => {
+                                state.waits.fetch_sub(1, Ordering::Relaxed);
                                 let said = wait_reply(&replies.frames);
                                 for (reply, mut replies, budget) in awaiting.drain(..) {
                                     replies.replication = Some(said.clone());
@@ -780,27 +768,5 @@ fn deliver(reply: oneshot::Sender<ReplyResult>, replies: Replies, budget: Option
         if let Some(budget) = budget {
             budget.taken(replies.frames.len());
         }
-    }
-}
-
-/// What the connection's `WAIT` answered: `:<replicas>`, or an error
-/// (`NOPERM` for a user without WAIT, …).
-fn wait_reply(frame: &[u8]) -> Replication {
-    let line = frame.strip_suffix(b"\r\n").unwrap_or(frame);
-    match line.split_first() {
-        Some((b':', n)) => match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
-            Some(n) => Replication::Acked(n),
-            None => Replication::Unknown(format!(
-                "WAIT answered {:?}",
-                String::from_utf8_lossy(frame)
-            )),
-        },
-        Some((b'-', e)) => {
-            Replication::Unknown(format!("WAIT was refused: {}", String::from_utf8_lossy(e)))
-        }
-        _ => Replication::Unknown(format!(
-            "WAIT answered {:?}",
-            String::from_utf8_lossy(frame)
-        )),
     }
 }

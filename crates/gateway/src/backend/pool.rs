@@ -13,7 +13,8 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
-use super::conn::{set_up, BackendConn, Confirm, ConnectSpec, ReplyResult};
+use super::confirm::Confirm;
+use super::conn::{set_up, BackendConn, ConnectSpec, ReplyResult};
 use super::health::NodeHealth;
 use crate::budget::OutputBudget;
 use crate::context::Context;
@@ -243,6 +244,39 @@ impl NodePool {
         match self.lane(ctx) {
             Some(lane) => send(&lane, raw),
             None => Err(raw),
+        }
+    }
+
+    /// Which shared connection of `ctx` a session with nothing in flight
+    /// on this pool uses, with durable writes on. Their `WAIT`s hold a
+    /// connection until the replicas answer, so confirmed writes all go to
+    /// the first connection (there one `WAIT` covers the most writes), and
+    /// other commands to one with no `WAIT` on the wire, starting at `hint`
+    /// — one that is not connected yet if need be (the session connects it
+    /// first) — and to `hint` when every one has a `WAIT` in flight.
+    pub fn choose_shared(&self, ctx: &Context, hint: usize, confirmed: bool) -> usize {
+        let choose = |lane: &Lane| {
+            let n = lane.conns.len();
+            if confirmed || n == 1 {
+                return 0;
+            }
+            let state = |i: usize| {
+                lane.conns[i]
+                    .load()
+                    .as_ref()
+                    .map(|c| c.is_alive() && !c.is_waiting())
+            };
+            let order = (0..n).map(|k| (hint + k) % n);
+            order
+                .clone()
+                .find(|&i| state(i) == Some(true))
+                .or_else(|| order.clone().find(|&i| state(i).is_none() && i != 0))
+                .unwrap_or(hint % n)
+        };
+        if ctx.is_default() {
+            choose(&self.default_lane)
+        } else {
+            self.lane(ctx).map_or(hint, |l| choose(&l))
         }
     }
 

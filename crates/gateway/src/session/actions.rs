@@ -73,7 +73,7 @@ impl Session {
         match self.route_job(job, topo) {
             Handled::Staged => self
                 .batch
-                .send(self.slot(), &self.io.budget)
+                .send(&self.io.budget)
                 .expect("a command was just staged"),
             Handled::Slot(slot) => slot,
             // The connection just opened is gone again: wait at the head.
@@ -229,7 +229,7 @@ impl Session {
             handled => match handled {
                 Handled::Staged => self
                     .batch
-                    .send(self.slot(), &self.io.budget)
+                    .send(&self.io.budget)
                     .expect("a command was just staged"),
                 Handled::Slot(slot) => slot,
                 _ => unreachable!("WAIT routes to the master"),

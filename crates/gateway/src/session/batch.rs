@@ -83,6 +83,8 @@ struct OpenBatch {
     /// Its last command leaves the connection inside MULTI (no WAIT can
     /// follow it there).
     open_tx: bool,
+    /// Which of the target's shared connections (`hint % n`).
+    slot: usize,
 }
 
 #[derive(Default)]
@@ -123,7 +125,7 @@ impl Batcher {
             .open
             .as_ref()
             .is_some_and(|b| target.is(&b.target, &job) && !splits(b));
-        let sent = if joins { None } else { self.send(hint, budget) };
+        let sent = if joins { None } else { self.send(budget) };
         let batch = self.open.get_or_insert_with(|| OpenBatch {
             target: target.to_owned(&job),
             lane,
@@ -132,6 +134,7 @@ impl Batcher {
             inspect: false,
             confirm: None,
             open_tx: false,
+            slot: hint,
         });
         if batch.jobs.capacity() == 0 {
             if let Some(spare) = self.spare.take() {
@@ -151,7 +154,7 @@ impl Batcher {
     /// Sends the open batch, if any, and returns its slot. A shared
     /// connection that is down fails the batch as not sent: its commands
     /// are retried at the head of the queue, where connecting is awaited.
-    pub fn send(&mut self, hint: usize, budget: &Arc<OutputBudget>) -> Option<Slot> {
+    pub fn send(&mut self, budget: &Arc<OutputBudget>) -> Option<Slot> {
         let batch = self.open.take()?;
         let count = batch.jobs.len();
         let raw = if count == 1 {
@@ -169,7 +172,7 @@ impl Batcher {
         let confirm = batch.confirm.filter(|_| !batch.open_tx);
         let rx = match &batch.target {
             Target::Shared { pool, ctx } => pool
-                .try_send_shared(ctx, hint, raw, count as u32, budget, confirm)
+                .try_send_shared(ctx, batch.slot, raw, count as u32, budget, confirm)
                 .unwrap_or_else(|_: Bytes| not_sent(&pool.addr)),
             Target::Own { conn, .. } => {
                 conn.send_confirmed(raw, count as u32, batch.blocking, budget, confirm)

@@ -236,7 +236,7 @@ mod tests {
         let topo = topology();
         let master = topo.master.clone().unwrap();
         let mut st = SessionState::new(true);
-        st.sent_on(&master, Lane::Shared(Context::default()), 1);
+        st.sent_on(&master, Lane::Shared(Context::default()), 0, 1);
         let c = choice(&st);
         // More for the same shared connection: fine.
         assert!(matches!(
@@ -262,7 +262,7 @@ mod tests {
         ));
         // Commands in flight on a node that was closed (demoted, down)
         // order nothing: the next command goes to the new master.
-        st.sent_on(&master, Lane::Shared(Context::default()), 1);
+        st.sent_on(&master, Lane::Shared(Context::default()), 0, 1);
         let mut failed_over = topology();
         let new_master = pool(7002);
         failed_over.master = Some(new_master.clone());

@@ -162,7 +162,7 @@ impl Session {
     /// At the head, a staged command is sent at once (as a batch of one).
     fn send_at_head(&mut self) -> Slot {
         self.batch
-            .send(self.slot(), &self.io.budget)
+            .send(&self.io.budget)
             .expect("a command was just staged")
     }
 
@@ -221,15 +221,17 @@ impl Session {
             turn: self.shared.reads_turn(),
         }
         .route(job, topo);
-        let pool = match route {
-            Route::Replica(pool)
-            | Route::Master {
+        let (pool, slot) = match route {
+            Route::Replica(pool) => (pool.clone(), self.slot()),
+            Route::Master {
                 pool,
-                lane: Lane::Shared(_),
-            } => pool.clone(),
+                lane: lane @ Lane::Shared(_),
+            } => (
+                pool.clone(),
+                self.master_slot(pool, &lane, job, self.slot()),
+            ),
             _ => return true,
         };
-        let slot = self.slot();
         if pool.shared_is_up(&job.ctx, slot) {
             return true;
         }

@@ -132,7 +132,7 @@ impl Session {
 
     /// Sends the open batch, if any, and queues its slot.
     pub(super) fn send_batch(&mut self) {
-        if let Some(slot) = self.batch.send(self.slot(), &self.io.budget) {
+        if let Some(slot) = self.batch.send(&self.io.budget) {
             self.queue.push_back(slot);
         }
     }
@@ -368,13 +368,14 @@ impl Session {
                 if pool.is_closed() {
                     return Handled::Slot(Slot::Held(job));
                 }
-                self.note_master(&job, pool, lane.clone());
                 let confirm = self.confirm(topo);
+                let slot = self.master_slot(pool, &lane, &job, hint);
+                self.note_master(&job, pool, lane.clone(), slot);
                 self.batch.stage(
                     TargetRef::Shared(pool),
                     Some(lane),
                     job,
-                    hint,
+                    slot,
                     &self.io.budget,
                     confirm,
                 )
@@ -401,7 +402,7 @@ impl Session {
                     )));
                 }
                 let conn = own.conn.clone();
-                self.note_master(&job, pool, Lane::Own);
+                self.note_master(&job, pool, Lane::Own, 0);
                 let confirm = self.confirm(topo);
                 self.batch.stage(
                     TargetRef::Own(pool, &conn),
@@ -434,8 +435,29 @@ impl Session {
         })
     }
 
-    /// Counts a job sent to the master.
-    fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane) {
+    /// Which shared connection of the master a job goes to: where the
+    /// session's commands in flight there went; else, with durable writes,
+    /// one chosen so that no read waits behind another session's `WAIT`.
+    pub(super) fn master_slot(
+        &self,
+        pool: &Arc<NodePool>,
+        lane: &Lane,
+        job: &Job,
+        hint: usize,
+    ) -> usize {
+        if let Some(slot) = self.st.slot_in_flight(pool, lane) {
+            return slot;
+        }
+        match lane {
+            Lane::Shared(ctx) if self.shared.cfg.durable_writes.is_some() => {
+                pool.choose_shared(ctx, hint, job.completes_writes())
+            }
+            _ => hint,
+        }
+    }
+
+    /// Counts a job sent to the master (on shared connection `slot`).
+    fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane, slot: usize) {
         self.tally.count(
             match job.class() {
                 Class::Read | Class::CursorRead => Counted::ReadMaster,
@@ -454,7 +476,7 @@ impl Session {
         if job.in_transaction() {
             self.st.tx_sent = true;
         }
-        self.st.sent_on(pool, lane, 1);
+        self.st.sent_on(pool, lane, slot, 1);
     }
 }
 

@@ -350,10 +350,11 @@ mod tests {
                 crate::discovery::Discovery::new(cfg.clone(), telemetry.clone());
             let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
             let session = Session::new(1, stream, shared);
-            eprintln!("SESSION {}", std::mem::size_of::<Session>());
             let size = std::mem::size_of_val(&session.run());
-            // About 2 KiB: 10 000 idle clients cost 21 MB of futures.
-            assert!(size <= 2176, "the session future grew to {size} bytes");
+            // About 2 KiB: 10 000 idle clients cost 21 MB of futures. (The
+            // last 8 bytes: the open batch's shared connection, for durable
+            // writes' choice of connection.)
+            assert!(size <= 2184, "the session future grew to {size} bytes");
         });
     }
 }

@@ -47,6 +47,8 @@ pub enum Lane {
 pub struct InFlight {
     pub pool: Arc<NodePool>,
     pub lane: Lane,
+    /// Which of the lane's shared connections (see `NodePool::choose_shared`).
+    pub slot: usize,
     pub commands: usize,
 }
 
@@ -119,8 +121,9 @@ impl SessionState {
             .all(|f| (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane) || f.pool.is_shut())
     }
 
-    /// Counts `n` commands sent on a master lane.
-    pub fn sent_on(&mut self, pool: &Arc<NodePool>, lane: Lane, n: usize) {
+    /// Counts `n` commands sent on a master lane (on its shared connection
+    /// `slot`).
+    pub fn sent_on(&mut self, pool: &Arc<NodePool>, lane: Lane, slot: usize, n: usize) {
         match self
             .inflight
             .iter_mut()
@@ -130,9 +133,19 @@ impl SessionState {
             None => self.inflight.push(InFlight {
                 pool: pool.clone(),
                 lane,
+                slot,
                 commands: n,
             }),
         }
+    }
+
+    /// The shared connection the session's commands in flight on `pool`'s
+    /// `lane` went to: the next ones must follow them there.
+    pub fn slot_in_flight(&self, pool: &Arc<NodePool>, lane: &Lane) -> Option<usize> {
+        self.inflight
+            .iter()
+            .find(|f| Arc::ptr_eq(&f.pool, pool) && f.lane == *lane)
+            .map(|f| f.slot)
     }
 
     /// `n` commands sent on `pool`'s `lane` were answered (or failed).

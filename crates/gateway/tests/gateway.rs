@@ -1018,3 +1018,55 @@ async fn belay_where_names_the_node_that_served_the_last_reply() {
         "{at} is one of {replicas:?}"
     );
 }
+
+/// A script that returns a table holding itself: Redis nests the reply
+/// until Lua's stack runs out (thousands of levels) and then says so. A
+/// valid reply, however deep, is passed on whole, and the node's
+/// connection, shared with other clients, stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_nested_thousands_deep_is_passed_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = start(|_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(&env.gateway).await.unwrap();
+    let mut out = belay_resp::encode_command(&["AUTH", env.lab.password()]).to_vec();
+    out.extend_from_slice(&belay_resp::encode_command(&[
+        "EVAL",
+        "local a = {}; local b = {a}; a[1] = b; return a",
+        "0",
+    ]));
+    out.extend_from_slice(&belay_resp::encode_command(&["PING"]));
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !got.ends_with(b"+PONG\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the replies come")
+            .unwrap();
+        assert!(n > 0, "the gateway closed the connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("+OK\r\n*1\r\n*1\r\n"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    let depth = text.matches("*1\r\n").count();
+    assert!(depth > 1000, "nested {depth} deep");
+    assert!(
+        text.contains("-ERR reached lua stack limit"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    assert!(
+        !text.contains("UNCERTAIN"),
+        "the node's connection was dropped"
+    );
+    // Another client on the same shared connection is unaffected.
+    let mut c = env.client().await;
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
+}

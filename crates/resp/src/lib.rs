@@ -59,6 +59,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Limits for replies from a trusted Redis server: lengths are what Redis allows.
+    /// The depth bounds the recursion of [`parse_value`].
     pub fn for_replies() -> Self {
         Limits {
             max_bulk_len: usize::MAX / 2,
@@ -66,6 +67,18 @@ impl Limits {
             max_array_len: usize::MAX / 2,
             max_depth: 512,
             max_request_len: usize::MAX,
+        }
+    }
+
+    /// Limits for replies a proxy passes on without decoding them: only the
+    /// iterative scanners ([`FrameScanner`], [`frame_len`]) see these, where
+    /// a level of nesting costs one word, not stack. Redis nests a reply as
+    /// deep as a script's return value (thousands of levels, up to Lua's
+    /// stack limit), and a valid reply must never be taken for a broken one.
+    pub fn for_relayed_replies() -> Self {
+        Limits {
+            max_depth: 1 << 20,
+            ..Limits::for_replies()
         }
     }
 }

@@ -607,7 +607,7 @@ async fn read_loop(
     mut inflight: mpsc::UnboundedReceiver<InFlight>,
     state: Arc<ConnState>,
 ) {
-    let limits = Limits::for_replies();
+    let limits = Limits::for_relayed_replies();
     let mut buf = BytesMut::with_capacity(32 * 1024);
     let mut current: Option<Collecting> = None;
     // Where the next reply starts in `buf` is `current.len`; the scanner

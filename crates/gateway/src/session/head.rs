@@ -330,7 +330,7 @@ impl Session {
                     jobs.clear();
                 } else {
                     let mut frames = replies.frames;
-                    let limits = Limits::for_replies();
+                    let limits = Limits::for_relayed_replies();
                     for job in jobs.drain(..) {
                         // The reader checked the framing; the fallback only
                         // keeps a malformed tail from being lost.

@@ -275,7 +275,7 @@ impl Node {
     /// The next complete frame from the node: `None` when more bytes are
     /// needed, `Some(None)` when the stream is not RESP.
     fn next_frame(&mut self) -> Option<Option<Bytes>> {
-        match self.scanner.scan(&self.buf, &Limits::for_replies()) {
+        match self.scanner.scan(&self.buf, &Limits::for_relayed_replies()) {
             Ok(Some(n)) => Some(Some(self.buf.split_to(n).freeze())),
             Ok(None) => None,
             Err(_) => Some(None),

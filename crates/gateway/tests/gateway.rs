@@ -1070,3 +1070,54 @@ async fn a_reply_nested_thousands_deep_is_passed_on() {
         Value::Simple("PONG".into())
     );
 }
+
+/// `UNSUBSCRIBE foo bar quux` from a client subscribed to nothing gets
+/// three replies from Redis: the gateway answers exactly what Redis does,
+/// and no shared connection ever sees a command with several replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_from_nothing_is_answered_as_redis_does() {
+    let env = start(|_| {}).await;
+    let master = env.master().await;
+    let auth = belay_resp::encode_command(&["AUTH", env.lab.password()]).to_vec();
+    for cmds in [
+        vec![vec!["UNSUBSCRIBE", "foo", "bar", "quux"], vec!["PING"]],
+        vec![
+            vec!["PUNSUBSCRIBE"],
+            vec!["SUNSUBSCRIBE", "x"],
+            vec!["PING"],
+        ],
+    ] {
+        let mut out = auth.clone();
+        for c in &cmds {
+            out.extend_from_slice(&belay_resp::encode_command(c));
+        }
+        let expected_end = b"+PONG\r\n";
+        let (direct, _) = raw_exchange(&master, &out, 1).await;
+        let (through, closed) = raw_exchange(&env.gateway, &out, direct.len()).await;
+        assert!(direct.ends_with(expected_end));
+        assert_eq!(
+            String::from_utf8_lossy(&through),
+            String::from_utf8_lossy(&direct),
+            "{cmds:?}"
+        );
+        assert!(!closed);
+    }
+    // RESP3: push frames, as Redis sends them.
+    let mut out = auth.clone();
+    out.extend_from_slice(&belay_resp::encode_command(&["HELLO", "3"]));
+    let (hello, _) = raw_exchange(&env.gateway, &out, 1).await;
+    assert!(hello.starts_with(b"+OK\r\n%"), "{}", String::from_utf8_lossy(&hello));
+    out.extend_from_slice(&belay_resp::encode_command(&["UNSUBSCRIBE", "a"]));
+    let (got, _) = raw_exchange(&env.gateway, &out, hello.len() + 10).await;
+    assert!(
+        got[hello.len()..].starts_with(b">3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got[hello.len()..])
+    );
+    // The shared connections are intact: other clients carry on.
+    let mut c = env.client().await;
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
+}

@@ -1,4 +1,5 @@
-//! `PING`, `ECHO`, `SELECT`, `RESET`, `READONLY`/`READWRITE`: connection
+//! `PING`, `ECHO`, `SELECT`, `RESET`, `READONLY`/`READWRITE`, `UNSUBSCRIBE`
+//! outside subscribed mode: connection
 //! commands answered from the session's state.
 
 use belay_resp::Request;
@@ -15,6 +16,34 @@ pub fn ping(req: &Request, st: &SessionState) -> Action {
         _ if !st.authenticated => Action::Reply(reply::error("NOAUTH Authentication required.")),
         _ => wrong_args("ping"),
     }
+}
+
+/// `UNSUBSCRIBE` (and `P…`, `S…`) from a session subscribed to nothing:
+/// Redis answers one reply per channel named (one with a nil channel when
+/// none is), each saying 0 subscriptions are left — several replies to one
+/// command, which a shared connection's one-reply-per-command bookkeeping
+/// must never see. Answered here, as Redis would.
+pub fn unsubscribe(name: &[u8], req: &Request, st: &SessionState) -> Action {
+    let resp3 = st.ctx.resp3;
+    let one = |channel: Option<&[u8]>| {
+        let mut out = Vec::with_capacity(48);
+        out.extend_from_slice(if resp3 { b">3\r\n" } else { b"*3\r\n" });
+        out.extend_from_slice(&reply::bulk(name));
+        match channel {
+            Some(c) => out.extend_from_slice(&reply::bulk(c)),
+            None => out.extend_from_slice(&reply::null(resp3)),
+        }
+        out.extend_from_slice(&reply::integer(0));
+        out
+    };
+    let mut all = Vec::new();
+    if req.argc() == 1 {
+        all.extend_from_slice(&one(None));
+    }
+    for i in 1..req.argc() {
+        all.extend_from_slice(&one(req.arg(i)));
+    }
+    Action::Reply(Bytes::from(all))
 }
 
 pub fn echo(req: &Request) -> Action {

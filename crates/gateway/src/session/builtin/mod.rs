@@ -48,6 +48,8 @@ pub enum Builtin {
     Watch,
     Unwatch,
     Subscribe,
+    /// `UNSUBSCRIBE`/`PUNSUBSCRIBE`/`SUNSUBSCRIBE` outside subscribed mode.
+    Unsubscribe,
     ClientSetName,
     ClientGetName,
     ClientId,
@@ -85,6 +87,7 @@ pub fn builtin(name: &[u8], req: &Request) -> Option<Builtin> {
         b"watch" => Builtin::Watch,
         b"unwatch" => Builtin::Unwatch,
         b"subscribe" | b"psubscribe" | b"ssubscribe" => Builtin::Subscribe,
+        b"unsubscribe" | b"punsubscribe" | b"sunsubscribe" => Builtin::Unsubscribe,
         b"belay" => Builtin::Belay,
         b"wait" | b"waitaof" => Builtin::Wait,
         b"client" => match sub? {
@@ -203,6 +206,7 @@ pub fn apply(b: Builtin, name: &[u8], req: &Request, st: &mut SessionState, env:
             transaction::apply(b, name, req, st)
         }
         Builtin::Subscribe => Action::Subscribe,
+        Builtin::Unsubscribe => connection::unsubscribe(name, req, st),
         Builtin::ClientSetName => client::setname(req, st),
         Builtin::ClientGetName => client::getname(st),
         Builtin::ClientId => client::id(req, env),
@@ -255,5 +259,6 @@ mod tests {
         assert_eq!(b("ACL SETUSER bob"), Some(Builtin::GroupAdmin));
         assert_eq!(b("ACL WHOAMI"), None);
         assert_eq!(b("GET k"), None);
+        assert_eq!(b("PUNSUBSCRIBE a"), Some(Builtin::Unsubscribe));
     }
 }

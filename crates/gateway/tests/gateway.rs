@@ -1106,7 +1106,11 @@ async fn unsubscribing_from_nothing_is_answered_as_redis_does() {
     let mut out = auth.clone();
     out.extend_from_slice(&belay_resp::encode_command(&["HELLO", "3"]));
     let (hello, _) = raw_exchange(&env.gateway, &out, 1).await;
-    assert!(hello.starts_with(b"+OK\r\n%"), "{}", String::from_utf8_lossy(&hello));
+    assert!(
+        hello.starts_with(b"+OK\r\n%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
     out.extend_from_slice(&belay_resp::encode_command(&["UNSUBSCRIBE", "a"]));
     let (got, _) = raw_exchange(&env.gateway, &out, hello.len() + 10).await;
     assert!(

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use belay_gateway::Episode;
 
 /// One sample of the Prometheus text exposition.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,26 +190,6 @@ pub fn quantile(q: f64, then: &[(f64, f64)], now: &[(f64, f64)]) -> Option<f64> 
         prev_n = n;
     }
     Some(prev_le)
-}
-
-/// One failover or episode of held writes, as `/failovers` gives it.
-#[derive(Debug, Deserialize)]
-pub struct Episode {
-    pub started_at_ms: u64,
-    pub failover: bool,
-    pub old_master: Option<String>,
-    pub new_master: Option<String>,
-    pub hold_started_at_ms: Option<u64>,
-    pub held_ms: Option<u64>,
-    pub took_ms: Option<u64>,
-    pub ongoing: bool,
-    pub steps: Vec<Step>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Step {
-    pub at_ms: u64,
-    pub text: String,
 }
 
 /// The gateway's admin endpoint.

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// Events kept for new subscribers.
@@ -96,7 +96,7 @@ const EPISODES: usize = 10;
 
 /// A failover, or writes held without one (the write guard, a master
 /// silent for a while), from its first sign to writes flowing again.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Episode {
     pub started_at_ms: u64,
     /// A change of master was seen coming (not only held writes).
@@ -115,7 +115,7 @@ pub struct Episode {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Step {
     pub at_ms: u64,
     pub text: String,

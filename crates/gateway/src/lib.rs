@@ -35,6 +35,7 @@ mod server;
 mod session;
 mod topology;
 
+pub use activity::{Episode, Step as EpisodeStep};
 pub use backend::{BackendConn, ConnectSpec, NodeHealth, ReplyResult, Silence};
 pub use cli::{run, GatewayArgs};
 pub use config::{

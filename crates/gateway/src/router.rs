@@ -91,7 +91,6 @@ pub fn pick_replica<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::ConnectSpec;
     use crate::commands::CommandTable;
     use crate::topology::OffsetSample;
     use std::time::Duration;
@@ -100,18 +99,7 @@ mod tests {
         let mut topo = Topology::empty(Arc::new(CommandTable::default()));
         topo.replicas = (0..replicas)
             .map(|i| ReplicaNode {
-                pool: Arc::new(NodePool::new(
-                    ConnectSpec {
-                        addr: format!("127.0.0.1:{}", 7001 + i),
-                        gateway_auth: None,
-                        require_master: false,
-                        connect_timeout: Duration::from_secs(1),
-                        silence: None,
-                        health: Default::default(),
-                        load: None,
-                    },
-                    2,
-                )),
+                pool: NodePool::for_test(7001 + i as u16, 2),
                 offset: 0,
                 replid: Some("r1".into()),
                 lag: None,

@@ -110,6 +110,23 @@ impl std::fmt::Debug for NodePool {
 }
 
 impl NodePool {
+    /// A pool for unit tests: nothing listens there, no watchdog.
+    #[cfg(test)]
+    pub(crate) fn for_test(port: u16, shared_per_lane: usize) -> Arc<NodePool> {
+        Arc::new(NodePool::new(
+            ConnectSpec {
+                addr: format!("127.0.0.1:{port}"),
+                gateway_auth: None,
+                require_master: false,
+                connect_timeout: Duration::from_secs(1),
+                silence: None,
+                health: Default::default(),
+                load: None,
+            },
+            shared_per_lane,
+        ))
+    }
+
     pub fn new(spec: ConnectSpec, shared_per_lane: usize) -> NodePool {
         let shared_per_lane = shared_per_lane.max(1);
         NodePool {

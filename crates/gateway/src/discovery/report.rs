@@ -146,25 +146,14 @@ fn hold_started(why: Option<WriteHold>, t: &Telemetry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{ConnectSpec, NodePool};
+    use crate::backend::NodePool;
     use crate::commands::CommandTable;
     use crate::topology::ReplicaNode;
     use std::sync::Arc;
     use std::time::Duration;
 
     fn pool(port: u16) -> Arc<NodePool> {
-        Arc::new(NodePool::new(
-            ConnectSpec {
-                addr: format!("127.0.0.1:{port}"),
-                gateway_auth: None,
-                require_master: false,
-                connect_timeout: Duration::from_secs(1),
-                silence: None,
-                health: Default::default(),
-                load: None,
-            },
-            1,
-        ))
+        NodePool::for_test(port, 1)
     }
 
     fn held(why: WriteHold) -> Topology {

@@ -112,26 +112,14 @@ impl Choice<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{ConnectSpec, NodePool};
+    use crate::backend::NodePool;
     use crate::commands::{Class, CommandTable, Routing};
     use crate::context::Context;
     use crate::topology::{ReplicaNode, WriteHold};
     use belay_resp::Request;
-    use std::time::Duration;
 
     fn pool(port: u16) -> Arc<NodePool> {
-        Arc::new(NodePool::new(
-            ConnectSpec {
-                addr: format!("127.0.0.1:{port}"),
-                gateway_auth: None,
-                require_master: false,
-                connect_timeout: Duration::from_secs(1),
-                silence: None,
-                health: Default::default(),
-                load: None,
-            },
-            2,
-        ))
+        NodePool::for_test(port, 2)
     }
 
     fn topology() -> Topology {

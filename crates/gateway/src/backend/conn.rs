@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_client::{Auth, ClientError, Connection, Role};
+use belay_client::ClientError;
 use belay_resp::{FrameScanner, Limits};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::confirm::{wait_reply, Confirm, Replication};
 use super::health::NodeHealth;
-use super::watchdog::{self, Silence};
+use super::setup::{set_up, ConnectSpec};
+use super::watchdog;
 use crate::budget::OutputBudget;
 use crate::context::Context;
 use crate::error::{BackendError, LostWhy, NotSentWhy};
@@ -73,30 +74,6 @@ struct InFlight {
     budget: Option<Arc<OutputBudget>>,
     /// Its replies wait for the next `WAIT`'s.
     confirmed: bool,
-}
-
-/// How to open connections to one node: where, with which of the gateway's
-/// own credentials, and what to check first.
-#[derive(Clone, Debug)]
-pub struct ConnectSpec {
-    pub addr: String,
-    /// The gateway's own credentials for the node.
-    pub gateway_auth: Option<Auth>,
-    /// Refuse the connection unless the node answers `ROLE` as master
-    /// (asked as the gateway's own user, whatever context the connection is
-    /// for): a write connection is never opened to a demoted master.
-    pub require_master: bool,
-    pub connect_timeout: Duration,
-    /// When silence while replies are owed makes the node unusable, and
-    /// when the commands in flight are given up on. `None` for connections
-    /// that may block (BLPOP, WAIT).
-    pub silence: Option<Silence>,
-    /// Shared with the node's pool: what the connections notice.
-    pub health: Arc<NodeHealth>,
-    /// A counter this connection's outstanding commands are also added to:
-    /// a pool's shared connections report their load in one place, which
-    /// routing reads once per command.
-    pub load: Option<Arc<AtomicUsize>>,
 }
 
 /// Handle to a live connection. Cloning shares the connection.
@@ -193,41 +170,6 @@ impl ConnState {
             why: NotSentWhy::ConnectionClosed,
         }
     }
-}
-
-/// Connects and sets a connection up for `ctx`: the gateway's own login
-/// and `ROLE` check first when the spec asks for one, then the context's
-/// user, protocol and database, then `extra` (e.g. `CLIENT SETNAME`).
-/// Every step must succeed, or the connection is not used.
-pub async fn set_up(
-    spec: &ConnectSpec,
-    ctx: &Context,
-    extra: &[Vec<Bytes>],
-) -> Result<Connection, ClientError> {
-    let mut conn = Connection::connect(&spec.addr, None, spec.connect_timeout).await?;
-    let as_gateway = ctx.user.is_none() || spec.require_master;
-    if as_gateway {
-        if let Some(auth) = &spec.gateway_auth {
-            conn.auth(auth).await?;
-        }
-    }
-    if spec.require_master {
-        let role = conn.role().await?;
-        if !role.is_master() {
-            return Err(ClientError::Unexpected {
-                addr: spec.addr.clone(),
-                op: "ROLE".into(),
-                detail: format!("expected a master, the node is a {}", role_name(&role)),
-            });
-        }
-    }
-    if let Some(user) = &ctx.user {
-        conn.auth(user).await?;
-    }
-    for cmd in ctx.setup_commands().iter().chain(extra) {
-        conn.call_ok(cmd).await?;
-    }
-    Ok(conn)
 }
 
 impl BackendConn {
@@ -342,13 +284,13 @@ impl BackendConn {
         &self.shared.health
     }
 
-    /// Commands written and not yet answered.
     /// A durable writes' `WAIT` is on the wire: what is sent now runs only
     /// once it answers (up to its timeout).
     pub fn is_waiting(&self) -> bool {
         self.shared.waits.load(Ordering::Relaxed) > 0
     }
 
+    /// Commands written and not yet answered.
     pub fn outstanding(&self) -> usize {
         self.shared.outstanding.load(Ordering::Relaxed)
     }
@@ -357,14 +299,6 @@ impl BackendConn {
     /// in flight as lost, for `why`.
     pub fn close(&self, why: LostWhy) {
         self.shared.close(why);
-    }
-}
-
-fn role_name(role: &Role) -> &'static str {
-    match role {
-        Role::Master { .. } => "master",
-        Role::Replica { .. } => "replica",
-        Role::Sentinel { .. } => "sentinel",
     }
 }
 

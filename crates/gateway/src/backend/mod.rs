@@ -8,10 +8,12 @@ mod confirm;
 mod conn;
 mod health;
 mod pool;
+mod setup;
 mod watchdog;
 
 pub use confirm::{Confirm, Replication};
-pub use conn::{BackendConn, ConnectSpec, ReplyResult};
+pub use conn::{BackendConn, ReplyResult};
 pub use health::NodeHealth;
 pub use pool::NodePool;
+pub use setup::ConnectSpec;
 pub use watchdog::Silence;

@@ -14,8 +14,9 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
 use super::confirm::Confirm;
-use super::conn::{set_up, BackendConn, ConnectSpec, ReplyResult};
+use super::conn::{BackendConn, ReplyResult};
 use super::health::NodeHealth;
+use super::setup::{set_up, ConnectSpec};
 use crate::budget::OutputBudget;
 use crate::context::Context;
 use crate::error::LostWhy;

@@ -1,0 +1,73 @@
+//! How a connection to a node is opened and set up for a context: the
+//! gateway's own login and `ROLE` check, then the context's user, protocol
+//! and database.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_client::{Auth, ClientError, Connection};
+use bytes::Bytes;
+
+use super::health::NodeHealth;
+use super::watchdog::Silence;
+use crate::context::Context;
+
+/// How to open connections to one node: where, with which of the gateway's
+/// own credentials, and what to check first.
+#[derive(Clone, Debug)]
+pub struct ConnectSpec {
+    pub addr: String,
+    /// The gateway's own credentials for the node.
+    pub gateway_auth: Option<Auth>,
+    /// Refuse the connection unless the node answers `ROLE` as master
+    /// (asked as the gateway's own user, whatever context the connection is
+    /// for): a write connection is never opened to a demoted master.
+    pub require_master: bool,
+    pub connect_timeout: Duration,
+    /// When silence while replies are owed makes the node unusable, and
+    /// when the commands in flight are given up on. `None` for connections
+    /// that may block (BLPOP, WAIT).
+    pub silence: Option<Silence>,
+    /// Shared with the node's pool: what the connections notice.
+    pub health: Arc<NodeHealth>,
+    /// A counter this connection's outstanding commands are also added to:
+    /// a pool's shared connections report their load in one place, which
+    /// routing reads once per command.
+    pub load: Option<Arc<AtomicUsize>>,
+}
+
+/// Connects and sets a connection up for `ctx`: the gateway's own login
+/// and `ROLE` check first when the spec asks for one, then the context's
+/// user, protocol and database, then `extra` (e.g. `CLIENT SETNAME`).
+/// Every step must succeed, or the connection is not used.
+pub(super) async fn set_up(
+    spec: &ConnectSpec,
+    ctx: &Context,
+    extra: &[Vec<Bytes>],
+) -> Result<Connection, ClientError> {
+    let mut conn = Connection::connect(&spec.addr, None, spec.connect_timeout).await?;
+    let as_gateway = ctx.user.is_none() || spec.require_master;
+    if as_gateway {
+        if let Some(auth) = &spec.gateway_auth {
+            conn.auth(auth).await?;
+        }
+    }
+    if spec.require_master {
+        let role = conn.role().await?;
+        if !role.is_master() {
+            return Err(ClientError::Unexpected {
+                addr: spec.addr.clone(),
+                op: "ROLE".into(),
+                detail: format!("expected a master, the node is a {}", role.name()),
+            });
+        }
+    }
+    if let Some(user) = &ctx.user {
+        conn.auth(user).await?;
+    }
+    for cmd in ctx.setup_commands().iter().chain(extra) {
+        conn.call_ok(cmd).await?;
+    }
+    Ok(conn)
+}

@@ -5,6 +5,8 @@
 //! and the gateway's and drills' tests (where `Drop` is the guard that
 //! never leaves a redis-server behind).
 
+mod wait;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,10 @@ use nix::sys::signal::Signal;
 
 use crate::config;
 use crate::error::LabError;
-use crate::master::{Watch, POLL};
+use crate::master::Watch;
 use crate::ports;
 use crate::process::{self, Process, ProcessKind, ProcessRecord};
 use crate::progress::Progress;
-use crate::ready::{self, Expected};
 use crate::secrets;
 use crate::spec::LabSpec;
 use crate::state::{self, LabState, STATE_VERSION};
@@ -391,20 +392,6 @@ impl Lab {
         }
     }
 
-    /// Waits until the whole topology is ready again around whatever master
-    /// the Sentinels agree on (after a drill, for instance).
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        self.wait_ready_inner(None, timeout, &crate::NoProgress)
-            .await?;
-        if self.gateway().is_some() {
-            self.wait_gateway(timeout, &crate::NoProgress).await?;
-        }
-        if self.app().is_some() {
-            self.wait_app(timeout, &crate::NoProgress).await?;
-        }
-        Ok(())
-    }
-
     /// The query `belay status` runs for this lab.
     pub fn status_query(&self) -> StatusQuery {
         let target = |p: &Process| Target {
@@ -565,103 +552,6 @@ impl Lab {
             }
         }
         Ok(())
-    }
-
-    async fn wait_ready_inner(
-        &mut self,
-        master: Option<String>,
-        timeout: Duration,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let (auth, sentinel_auth) = (self.auth(), self.sentinel_auth());
-        loop {
-            if self.detached {
-                // Attached labs have no children to watch; the probes tell.
-            } else {
-                self.check_alive()?;
-            }
-            let master_now = match &master {
-                Some(m) => Ok(m.clone()),
-                None => self.current_master().await.map_err(|e| e.to_string()),
-            };
-            let pending = match master_now {
-                Ok(m) => {
-                    let exp = Expected {
-                        master_name: &self.spec.master_name,
-                        auth: &auth,
-                        sentinel_auth: &sentinel_auth,
-                        master: m,
-                        data_nodes: named(&self.data_nodes()),
-                        sentinels: named(&self.sentinels()),
-                    };
-                    ready::topology_pending(&exp).await
-                }
-                Err(e) => vec![e],
-            };
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let pending = pending.join("; ");
-            progress.waiting(&pending);
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    timeout,
-                    pending,
-                    dir: self.spec.dir.clone(),
-                }
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn wait_gateway(&mut self, timeout: Duration, progress: &dyn Progress) -> Result<()> {
-        let addr = self.gateway_addr().expect("gateway started");
-        let password = self.password.clone();
-        self.wait_for(timeout, progress, || {
-            ready::gateway_pending(&addr, &password)
-        })
-        .await
-    }
-
-    async fn wait_app(&mut self, timeout: Duration, progress: &dyn Progress) -> Result<()> {
-        let addr = self.app().expect("app started").addr();
-        self.wait_for(timeout, progress, || ready::app_pending(&addr))
-            .await
-    }
-
-    /// Polls `pending` until it says nothing is missing, failing when a
-    /// child exits or `timeout` passes.
-    async fn wait_for<F, Fut>(
-        &mut self,
-        timeout: Duration,
-        progress: &dyn Progress,
-        pending: F,
-    ) -> Result<()>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Option<String>>,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !self.detached {
-                self.check_alive()?;
-            }
-            let Some(pending) = pending().await else {
-                return Ok(());
-            };
-            progress.waiting(&pending);
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    timeout,
-                    pending,
-                    dir: self.spec.dir.clone(),
-                }
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
     }
 }
 

@@ -24,12 +24,33 @@ pub struct Context {
     pub db: u32,
     /// `HELLO 3`.
     pub resp3: bool,
+    /// `db` was selected under an earlier login: Redis keeps a connection's
+    /// database across `AUTH`, so a user without `SELECT` may work in it.
+    /// A connection for such a context is put in `db` by the gateway's own
+    /// user before it logs in as `user`. Set only by a login, never by the
+    /// session's `SELECT`, which is checked as the user.
+    pub db_from_earlier_login: bool,
 }
 
 impl Context {
     /// The context of a client that changed nothing: most clients.
     pub fn is_default(&self) -> bool {
         self.user.is_none() && self.db == 0 && !self.resp3
+    }
+
+    /// Whether a fresh connection selects the database before it logs in
+    /// as the user, as the gateway's own user (see
+    /// [`Context::db_from_earlier_login`]).
+    pub fn selects_before_login(&self) -> bool {
+        self.user.is_some() && self.db != 0 && self.db_from_earlier_login
+    }
+
+    /// `SELECT db`.
+    pub fn select_command(&self) -> Vec<Bytes> {
+        vec![
+            Bytes::from_static(b"SELECT"),
+            Bytes::from(self.db.to_string()),
+        ]
     }
 
     /// The commands that set a fresh connection up for this context after
@@ -39,13 +60,23 @@ impl Context {
         if self.resp3 {
             out.push(vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")]);
         }
-        if self.db != 0 {
-            out.push(vec![
-                Bytes::from_static(b"SELECT"),
-                Bytes::from(self.db.to_string()),
-            ]);
+        if self.db != 0 && !self.selects_before_login() {
+            out.push(self.select_command());
         }
         out
+    }
+
+    /// This context once the client has logged in as `user`: the database
+    /// stays, as Redis keeps it across `AUTH`.
+    pub fn logged_in_as(&self, user: Option<Arc<Auth>>) -> Context {
+        let db_from_earlier_login =
+            user.is_some() && self.db != 0 && (self.user != user || self.db_from_earlier_login);
+        Context {
+            user,
+            db: self.db,
+            resp3: self.resp3,
+            db_from_earlier_login,
+        }
     }
 
     /// The credentials a connection for this context logs in with, given

@@ -516,3 +516,88 @@ async fn a_limited_user_gets_what_redis_gives_it() {
         );
     }
 }
+
+/// Redis keeps a connection's database across `AUTH`: a user without the
+/// right to `SELECT` works in the database chosen before it logged in, and
+/// is refused `SELECT` itself (`NOPERM`). Through the gateway the same, on
+/// the same keys (this is how Redis's own test suite logs in as a limited
+/// user after selecting database 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_chosen_before_login_stays_and_select_is_checked_as_the_user() {
+    let env = start(|_| {}).await;
+    create_user(&env, &["dave", "on", ">dave-pw", "~*", "+@all", "-select"]).await;
+    create_user(
+        &env,
+        &[
+            "erin",
+            "on",
+            ">erin-pw",
+            "~*",
+            "+@all",
+            "-select",
+            "+select|3",
+        ],
+    )
+    .await;
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["SELECT", "9"],
+        vec!["SET", "db:k", "nine"],
+        vec!["AUTH", "dave", "dave-pw"],
+        vec!["GET", "db:k"],
+        vec!["SET", "db:dave", "v"],
+        vec!["SELECT", "0"],
+        vec!["SELECT", "9"],
+        vec!["GET", "db:dave"],
+        vec!["EVAL", "return redis.call('GET', KEYS[1])", "1", "db:k"],
+        vec!["AUTH", "erin", "erin-pw"],
+        vec!["GET", "db:dave"],
+        vec!["SELECT", "0"],
+        vec!["SELECT", "3"],
+        vec!["SET", "db:erin", "v"],
+        vec!["GET", "db:k"],
+        vec!["AUTH", "dave", "dave-pw"],
+        vec!["GET", "db:erin"],
+        vec!["SELECT", "3"],
+    ];
+    async fn run(c: &mut Connection, commands: &[Vec<&str>]) -> Vec<Value> {
+        let mut replies = Vec::new();
+        for cmd in commands {
+            replies.push(c.call(cmd).await.unwrap());
+        }
+        replies
+    }
+    let master = env.master().await;
+    let mut admin = env.node(&master).await;
+    async fn wipe(admin: &mut Connection) {
+        for db in ["9", "3"] {
+            admin.call_ok(&["SELECT", db]).await.unwrap();
+            admin
+                .call_ok(&["DEL", "db:k", "db:dave", "db:erin"])
+                .await
+                .unwrap();
+        }
+        admin.call_ok(&["SELECT", "0"]).await.unwrap();
+    }
+    let mut direct = env.node(&master).await;
+    let want = run(&mut direct, &commands).await;
+    wipe(&mut admin).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut through = env.client().await;
+    let got = run(&mut through, &commands).await;
+    for ((cmd, want), got) in commands.iter().zip(&want).zip(&got) {
+        assert_eq!(
+            want, got,
+            "{cmd:?}: Redis says {want:?}, the gateway {got:?}"
+        );
+    }
+    // And the keys are where Redis put them.
+    admin.call_ok(&["SELECT", "9"]).await.unwrap();
+    assert_eq!(admin.call(&["GET", "db:dave"]).await.unwrap(), bulk("v"));
+    admin.call_ok(&["SELECT", "3"]).await.unwrap();
+    assert_eq!(admin.call(&["GET", "db:erin"]).await.unwrap(), bulk("v"));
+    admin.call_ok(&["SELECT", "0"]).await.unwrap();
+    assert_eq!(
+        admin.call(&["EXISTS", "db:dave", "db:erin"]).await.unwrap(),
+        Value::Integer(0)
+    );
+}

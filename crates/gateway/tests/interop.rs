@@ -313,6 +313,91 @@ async fn scripts_are_killed_where_they_run_and_busy_replicas_get_no_reads() {
     }
 }
 
+/// While a script or function runs on the master, a client's `PING` gets
+/// Redis's `BUSY` (a health check learns the master cannot take commands),
+/// and the wrong kind of kill gets Redis's `BUSY` too, not a replica's
+/// `NOTBUSY`; once it is killed, `PING` says `PONG` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_master_says_busy_to_ping_as_redis_does() {
+    let env = start_with(
+        |lab| {
+            lab.down_after_ms = 20_000;
+            lab.extra_redis_config
+                .push("busy-reply-threshold 100".into())
+        },
+        |_| {},
+    )
+    .await;
+    let mut c = env.client().await;
+    c.set_timeout(Duration::from_secs(30));
+    assert_eq!(
+        c.call(&["PING"]).await.unwrap(),
+        Value::Simple("PONG".into())
+    );
+    c.call_ok(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=busylib\nredis.register_function('busy', function() while true do end end)",
+    ])
+    .await
+    .unwrap();
+    for (start, wrong_kill, kill) in [
+        (
+            vec!["FCALL", "busy", "0"],
+            vec!["SCRIPT", "KILL"],
+            vec!["FUNCTION", "KILL"],
+        ),
+        (
+            vec!["EVAL", "while true do end", "0"],
+            vec!["FUNCTION", "KILL"],
+            vec!["SCRIPT", "KILL"],
+        ),
+    ] {
+        let mut spinner = env.client().await;
+        spinner.set_timeout(Duration::from_secs(30));
+        spinner.send(&start).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let Value::Error(e) = c.call(&["PING"]).await.unwrap() else {
+            panic!(
+                "PING while {start:?} runs on the master did not say BUSY: {:?}",
+                c.call(&["BELAY", "TOPOLOGY"]).await
+            );
+        };
+        assert!(e.starts_with("BUSY"), "{e}");
+        let Value::Error(e) = c.call(&wrong_kill).await.unwrap() else {
+            panic!("{wrong_kill:?} while {start:?} runs succeeded");
+        };
+        assert!(e.starts_with("BUSY"), "{wrong_kill:?}: {e}");
+        assert_eq!(c.call(&kill).await.unwrap(), Value::Simple("OK".into()));
+        let Value::Error(e) = spinner.read_value().await.unwrap() else {
+            panic!("{start:?} was not killed");
+        };
+        assert!(e.contains("killed"), "{e}");
+        // The master answers again: writes flow, and PING says PONG.
+        c.call_ok(&["SET", "after", "kill"]).await.unwrap();
+        assert_eq!(
+            c.call(&["PING"]).await.unwrap(),
+            Value::Simple("PONG".into())
+        );
+        assert_eq!(c.call(&["PING", "hi"]).await.unwrap(), bulk("hi"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c
+            .call(&["BELAY", "TOPOLOGY"])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("\"writes_held\":true")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "writes still held after the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// A command that legitimately runs longer than the request timeout gets
 /// its real reply (it is not taken for a dead node), and other clients
 /// carry on meanwhile.

@@ -298,6 +298,26 @@ impl NodePool {
         }
     }
 
+    /// A shared connection of `ctx` that owes nothing, starting at `hint`:
+    /// where a command that must not wait behind another session's (a
+    /// `PING` while a script may be running) goes, if there is one.
+    pub fn quiet_shared(&self, ctx: &Context, hint: usize) -> Option<usize> {
+        let find = |lane: &Lane| {
+            let n = lane.conns.len();
+            (0..n).map(|k| (hint + k) % n).find(|&i| {
+                lane.conns[i]
+                    .load()
+                    .as_ref()
+                    .is_some_and(|c| c.is_alive() && c.outstanding() == 0)
+            })
+        };
+        if ctx.is_default() {
+            find(&self.default_lane)
+        } else {
+            self.lane(ctx).and_then(|l| find(&l))
+        }
+    }
+
     /// True when shared connection number `hint % n` of `ctx` is up.
     pub fn shared_is_up(&self, ctx: &Context, hint: usize) -> bool {
         let up = |lane: &Lane| {

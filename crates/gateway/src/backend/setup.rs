@@ -39,7 +39,9 @@ pub struct ConnectSpec {
 
 /// Connects and sets a connection up for `ctx`: the gateway's own login
 /// and `ROLE` check first when the spec asks for one, then the context's
-/// user, protocol and database, then `extra` (e.g. `CLIENT SETNAME`).
+/// user, protocol and database (selected before the user's login, as the
+/// gateway's user, when the client selected it under an earlier login),
+/// then `extra` (e.g. `CLIENT SETNAME`).
 /// Every step must succeed, or the connection is not used.
 pub(super) async fn set_up(
     spec: &ConnectSpec,
@@ -47,7 +49,8 @@ pub(super) async fn set_up(
     extra: &[Vec<Bytes>],
 ) -> Result<Connection, ClientError> {
     let mut conn = Connection::connect(&spec.addr, None, spec.connect_timeout).await?;
-    let as_gateway = ctx.user.is_none() || spec.require_master;
+    let select_first = ctx.selects_before_login();
+    let as_gateway = ctx.user.is_none() || spec.require_master || select_first;
     if as_gateway {
         if let Some(auth) = &spec.gateway_auth {
             conn.auth(auth).await?;
@@ -62,6 +65,9 @@ pub(super) async fn set_up(
                 detail: format!("expected a master, the node is a {}", role.name()),
             });
         }
+    }
+    if select_first {
+        conn.call_ok(&ctx.select_command()).await?;
     }
     if let Some(user) = &ctx.user {
         conn.auth(user).await?;

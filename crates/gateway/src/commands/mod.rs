@@ -24,6 +24,9 @@ pub enum Class {
     CursorRead,
     /// Must run on the master.
     Write,
+    /// Asks the master and changes nothing (`PING`): the confirmed master,
+    /// even while writes are held; safe to send again.
+    Master,
     /// May block its connection (BLPOP, XREAD BLOCK, …): the session's own
     /// master connection.
     Blocking,

@@ -27,11 +27,18 @@ use crate::topology::Topology;
 /// replicates without touching data.
 const WAIT_MARK: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$14\r\n__belay__:wait\r\n$0\r\n\r\n";
 
+/// How long a `PING` waits for a master that has gone quiet.
+const QUIET_PING: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Session {
     pub(super) async fn later(&mut self, later: Later) -> Slot {
         match later {
             Later::OwnConn { job, pool } => self.send_on_own(job, pool).await,
             Later::Login(login) => Slot::Ready(self.login(login).await),
+            Later::PingQuietMaster { req, pool } => {
+                Slot::Ready(self.ping_quiet_master(&req, &pool).await)
+            }
+            Later::SelectAsUser(db) => Slot::Ready(self.select_as_user(db).await),
             Later::Wait(req) => self.wait(req).await,
             Later::Kill(req) => Slot::Ready(self.kill(&req).await),
             Later::GroupAdmin(req) => Slot::Ready(self.group_admin(&req).await),
@@ -115,6 +122,89 @@ impl Session {
         }
     }
 
+    /// `PING` while the master's connections owe replies it does not send:
+    /// a long script (Redis then says `BUSY` to anyone else, and so does the
+    /// gateway, in the master's own words) or a frozen node (the gateway
+    /// answers itself, as it does during a failover). Asked on a fresh
+    /// connection, as the session's user, for at most [`QUIET_PING`].
+    async fn ping_quiet_master(&mut self, req: &Request, pool: &NodePool) -> Bytes {
+        let auth = self.st.ctx.auth(self.shared.cfg.node_auth().as_ref());
+        let asked = tokio::time::timeout(QUIET_PING, async {
+            let mut conn =
+                belay_client::Connection::connect(&pool.addr, auth.as_ref(), QUIET_PING).await?;
+            conn.call(&[b"PING".as_slice()]).await
+        })
+        .await;
+        match asked {
+            Ok(Ok(belay_client::Value::Error(e))) if e.starts_with("BUSY") => reply::error(&e),
+            _ => match req.arg(1) {
+                Some(msg) => reply::bulk(msg),
+                None => reply::simple("PONG"),
+            },
+        }
+    }
+
+    /// `SELECT db` from a session logged in as an ACL user: Redis refuses
+    /// it to a user without the right (`NOPERM`), so the gateway asks a
+    /// node, as that user, before the session moves — unless a shared
+    /// connection already set up for that user and database (by a `SELECT`
+    /// as the user) shows the answer.
+    async fn select_as_user(&mut self, db: u32) -> Bytes {
+        let ctx = Context {
+            db,
+            db_from_earlier_login: false,
+            ..self.st.ctx.clone()
+        };
+        let Some(user) = ctx.user.clone() else {
+            unreachable!("only an ACL user's SELECT is checked")
+        };
+        let topo = self.topology().clone();
+        let slot = self.slot();
+        let known = db != 0 && topo.data_nodes().any(|pool| pool.shared_is_up(&ctx, slot));
+        if !known {
+            let select = ctx.select_command();
+            if let Err(refused) = self.ask_a_node(&user, Some(&select)).await {
+                return refused;
+            }
+        }
+        if ctx != self.st.ctx {
+            self.st.ctx = ctx;
+            let select = self.st.ctx.select_command();
+            self.replay(&[select]);
+        }
+        reply::ok()
+    }
+
+    /// Logs in as `auth` on a data node — the master if it answers, else a
+    /// replica — and sends `cmd` there: the node's own refusal (`WRONGPASS`,
+    /// `NOPERM`), or `TRYAGAIN` when no node answers.
+    async fn ask_a_node(&mut self, auth: &Auth, cmd: Option<&[Bytes]>) -> Result<(), Bytes> {
+        let topo = self.topology().clone();
+        let timeout = self.shared.cfg.control_timeout();
+        for node in topo.data_nodes() {
+            let asked = async {
+                let mut conn =
+                    belay_client::Connection::connect(&node.addr, Some(auth), timeout).await?;
+                if let Some(cmd) = cmd {
+                    conn.call_ok(cmd).await?;
+                }
+                Ok::<(), ClientError>(())
+            };
+            match asked.await {
+                Ok(()) => return Ok(()),
+                // The node's own words (WRONGPASS, NOPERM …): nothing else.
+                Err(ClientError::Reply { message, .. }) => return Err(reply::error(&message)),
+                Err(e) => {
+                    tracing::debug!(session = self.id, node = %node.addr, error = %e, "cannot ask this node")
+                }
+            }
+        }
+        // No address: the client may not be logged in yet.
+        Err(reply::error(
+            "TRYAGAIN belay: no data node answered to check the command; try again",
+        ))
+    }
+
     /// Checks an ACL user's credentials with `AUTH` on a data node — the
     /// master if it answers, else a replica: nothing beyond what `AUTH`
     /// needs, so a user Redis lets in is let in — then logs the session in
@@ -127,37 +217,19 @@ impl Session {
             username: Some(String::from_utf8_lossy(&login.user).into_owned()),
             password: String::from_utf8_lossy(&login.password).into_owned(),
         };
-        let topo = self.topology().clone();
-        let timeout = self.shared.cfg.control_timeout();
-        let mut answered = false;
-        for node in topo.data_nodes() {
-            match belay_client::Connection::connect(&node.addr, Some(&auth), timeout).await {
-                Ok(_) => {
-                    answered = true;
-                    break;
-                }
-                Err(ClientError::Reply { message, .. }) => {
-                    // The node's own words (WRONGPASS …): nothing else.
-                    self.shared.metrics.error(crate::metrics::ErrorKind::Auth);
-                    self.shared.auth_throttle.record(self.io.peer(), true);
-                    return reply::error(&message);
-                }
-                Err(e) => {
-                    tracing::debug!(session = self.id, node = %node.addr, error = %e, "cannot check credentials on this node")
-                }
+        if let Err(refused) = self.ask_a_node(&auth, None).await {
+            if !refused.starts_with(b"-TRYAGAIN") {
+                self.shared.metrics.error(crate::metrics::ErrorKind::Auth);
+                self.shared.auth_throttle.record(self.io.peer(), true);
             }
+            return refused;
         }
-        if !answered {
-            // No address: the client may not be logged in yet.
-            return reply::error(
-                "TRYAGAIN belay: no data node answered to check the credentials; try again",
-            );
-        }
+        let topo = self.topology().clone();
         self.shared.auth_throttle.record(self.io.peer(), false);
         let user = Some(Arc::new(auth));
         self.st.authenticated = true;
         if self.st.ctx.user != user {
-            self.st.ctx.user = user;
+            self.st.ctx = self.st.ctx.logged_in_as(user);
             if self.st.own.take().is_some() && self.st.tx_sent {
                 self.st.tx_broken.get_or_insert(TxBroken::ConnectionLost);
             }

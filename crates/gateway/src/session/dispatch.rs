@@ -78,7 +78,11 @@ impl Choice<'_> {
             }
         }
         // Reads (and WAIT) may use the confirmed master while writes are held.
-        let reads = (job.class().is_read() || job.class() == crate::commands::Class::Wait)
+        let reads = (job.class().is_read()
+            || matches!(
+                job.class(),
+                crate::commands::Class::Wait | crate::commands::Class::Master
+            ))
             && !job.in_transaction();
         let master = if reads {
             topo.read_master.as_ref()

@@ -41,6 +41,13 @@ pub(super) enum Later {
     },
     /// Check an ACL user's credentials.
     Login(builtin::Login),
+    /// `PING` a master that has gone quiet.
+    PingQuietMaster {
+        req: Request,
+        pool: Arc<NodePool>,
+    },
+    /// Check an ACL user may `SELECT` this database.
+    SelectAsUser(u32),
     Wait(Request),
     Kill(Request),
     GroupAdmin(Request),
@@ -283,6 +290,8 @@ impl Session {
             }
             Action::ForwardToAll { routing } => Handled::Later(Later::ToAll { req, routing }),
             Action::Login(login) => Handled::Later(Later::Login(login)),
+            Action::PingQuietMaster(pool) => Handled::Later(Later::PingQuietMaster { req, pool }),
+            Action::SelectAsUser(db) => Handled::Later(Later::SelectAsUser(db)),
             Action::Quit => Handled::Quit,
             Action::Subscribe => Handled::Slot(Slot::Subscribe(req)),
             Action::Wait => Handled::Later(Later::Wait(req)),
@@ -317,7 +326,7 @@ impl Session {
 
     /// Sends state changes on the session's own connection, in order after
     /// what was sent there before.
-    fn replay(&mut self, commands: &[Vec<Bytes>]) {
+    pub(super) fn replay(&mut self, commands: &[Vec<Bytes>]) {
         self.send_batch();
         if let Some(own) = &mut self.st.own {
             for cmd in commands {
@@ -437,7 +446,8 @@ impl Session {
 
     /// Which shared connection of the master a job goes to: where the
     /// session's commands in flight there went; else, with durable writes,
-    /// one chosen so that no read waits behind another session's `WAIT`.
+    /// one chosen so that no read waits behind another session's `WAIT`;
+    /// a `PING`, one that owes nothing.
     pub(super) fn master_slot(
         &self,
         pool: &Arc<NodePool>,
@@ -449,6 +459,10 @@ impl Session {
             return slot;
         }
         match lane {
+            // Not behind another session's long script, if it can help it.
+            Lane::Shared(ctx) if job.class() == Class::Master => {
+                pool.quiet_shared(ctx, hint).unwrap_or(hint)
+            }
             Lane::Shared(ctx) if self.shared.cfg.durable_writes.is_some() => {
                 pool.choose_shared(ctx, hint, job.completes_writes())
             }
@@ -460,7 +474,7 @@ impl Session {
     fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane, slot: usize) {
         self.tally.count(
             match job.class() {
-                Class::Read | Class::CursorRead => Counted::ReadMaster,
+                Class::Read | Class::CursorRead | Class::Master => Counted::ReadMaster,
                 Class::Blocking => Counted::Blocking,
                 Class::Wait => Counted::Wait,
                 Class::Write | Class::Denied(_) => Counted::Write,

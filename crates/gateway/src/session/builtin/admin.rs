@@ -68,8 +68,9 @@ pub fn group_admin_reply(command: &str, results: &[Fanout]) -> Bytes {
 }
 
 /// The reply to `SCRIPT KILL`/`FUNCTION KILL` sent to every data node:
-/// `OK` if one was killed, Redis's `UNKILLABLE` if one could not be, else
-/// `NOTBUSY` (nothing runs anywhere).
+/// `OK` if one was killed, Redis's `UNKILLABLE` if one could not be, its
+/// `BUSY` if what runs is of the other kind (`SCRIPT KILL` while a function
+/// runs), else `NOTBUSY` (nothing runs anywhere).
 pub fn kill_reply(results: &[Fanout]) -> Bytes {
     if results.iter().any(|r| r.ok().is_some()) {
         return reply::ok();
@@ -83,6 +84,9 @@ pub fn kill_reply(results: &[Fanout]) -> Bytes {
     };
     if let Some(unkillable) = refused(b"-UNKILLABLE") {
         return unkillable;
+    }
+    if let Some(other_kind) = refused(b"-BUSY") {
+        return other_kind;
     }
     if let Some(notbusy) = refused(b"-NOTBUSY") {
         return notbusy;
@@ -193,6 +197,14 @@ mod tests {
                 fan("r", "-NOTBUSY No scripts\r\n")
             ]),
             "-NOTBUSY No scripts\r\n"
+        );
+        // SCRIPT KILL while a function runs on the master: Redis's BUSY.
+        assert_eq!(
+            kill_reply(&[
+                fan("m", "-BUSY a function runs, use FUNCTION KILL\r\n"),
+                fan("r", "-NOTBUSY No scripts\r\n")
+            ]),
+            "-BUSY a function runs, use FUNCTION KILL\r\n"
         );
         assert!(kill_reply(&[fan("m", "-UNKILLABLE wrote\r\n")]).starts_with(b"-UNKILLABLE"));
     }

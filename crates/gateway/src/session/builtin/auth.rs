@@ -44,7 +44,7 @@ pub fn wrong_password() -> Bytes {
 /// gateway's credentials for the nodes.
 fn log_in_as_gateway(st: &mut SessionState) {
     st.authenticated = true;
-    st.ctx.user = None;
+    st.ctx = st.ctx.logged_in_as(None);
 }
 
 pub fn auth(req: &Request, st: &mut SessionState, env: &Env) -> Action {

@@ -6,10 +6,34 @@ use belay_resp::Request;
 use bytes::Bytes;
 
 use super::{wrong_args, Action, Env};
+use crate::commands::{Class, Routing};
 use crate::reply;
+use crate::session::job::{Conn, Rewrite};
 use crate::session::state::SessionState;
 
-pub fn ping(req: &Request, st: &SessionState) -> Action {
+/// `PING` is the master's to answer when there is a confirmed one: a
+/// client that pings while a script runs there learns it is `BUSY`, as it
+/// would directly. A master that has gone quiet (a long script, or frozen)
+/// is asked on a connection of its own, briefly. With no confirmed master
+/// (a failover) the gateway answers itself: it is there, holding writes,
+/// and a client's health check must not stall.
+pub fn ping(req: &Request, st: &SessionState, env: &Env) -> Action {
+    let master = env
+        .topology
+        .read_master
+        .as_ref()
+        .filter(|p| st.authenticated && req.argc() <= 2 && !p.is_closed());
+    match master {
+        Some(pool) if pool.is_usable() => {
+            return Action::Forward {
+                routing: Routing::plain(Class::Master),
+                conn: Conn::Shared,
+                rewrite: Rewrite::None,
+            }
+        }
+        Some(pool) => return Action::PingQuietMaster(pool.clone()),
+        None => {}
+    }
     match req.argc() {
         1 => Action::Reply(reply::simple("PONG")),
         2 => Action::Reply(reply::bulk(req.arg(1).unwrap_or_default())),
@@ -77,6 +101,11 @@ pub fn select(req: &Request, st: &mut SessionState, env: &Env) -> Action {
         return Action::Reply(reply::error("ERR DB index is out of range"));
     }
     let db = db as u32;
+    if st.ctx.user.is_some() {
+        // Redis checks the user's right to SELECT (this database), which
+        // only a node can tell.
+        return Action::SelectAsUser(db);
+    }
     if db == st.ctx.db {
         return Action::Reply(reply::ok());
     }

@@ -4,10 +4,13 @@
 //! credentials against a node, run it on every node…). None does I/O.
 //!
 //! Connection set-up commands — `HELLO`, `AUTH` as the gateway's user,
-//! `CLIENT SETINFO/SETNAME/GETNAME/ID/INFO`, `SELECT`, `PING`, `ECHO`,
+//! `CLIENT SETINFO/SETNAME/GETNAME/ID/INFO`, `SELECT`, `ECHO`,
 //! `READONLY`/`READWRITE` — are answered from the session's state and never
 //! wait for the master: every modern client sends some of them on each new
 //! connection, and a failover must not stall connecting clients' reads.
+//! (An ACL user's `SELECT` is checked as that user on a node first; `PING`
+//! goes to the master when one is confirmed, so that it says `BUSY` as
+//! Redis would, and is answered here otherwise.)
 
 mod admin;
 mod auth;
@@ -162,6 +165,12 @@ pub enum Action {
     },
     /// Forward it, and also send it to every replica (script cache).
     ForwardToAll { routing: Routing },
+    /// `PING` while the master owes replies and says nothing: asked on a
+    /// connection of its own.
+    PingQuietMaster(std::sync::Arc<crate::backend::NodePool>),
+    /// `SELECT` from an ACL user: checked as that user on a data node,
+    /// then applied like the gateway's user's.
+    SelectAsUser(u32),
     /// Check the credentials against a data node, then log in.
     Login(Login),
     /// Close once everything before it is written.
@@ -199,7 +208,7 @@ pub fn apply(b: Builtin, name: &[u8], req: &Request, st: &mut SessionState, env:
         Builtin::Select => connection::select(req, st, env),
         Builtin::Quit => Action::Quit,
         Builtin::Reset => connection::reset(st, env),
-        Builtin::Ping => connection::ping(req, st),
+        Builtin::Ping => connection::ping(req, st, env),
         Builtin::Echo => connection::echo(req),
         Builtin::ReadMode => connection::read_mode(req),
         Builtin::Multi | Builtin::Exec | Builtin::Discard | Builtin::Watch | Builtin::Unwatch => {

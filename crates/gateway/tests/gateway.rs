@@ -216,6 +216,7 @@ async fn commands_a_proxy_cannot_honour_are_refused_by_name() {
         vec!["SHUTDOWN"],
         vec!["REPLICAOF", "NO", "ONE"],
         vec!["DEBUG", "SLEEP", "0"],
+        vec!["DEBUG", "PROTOCOL", "push"],
         vec!["CONFIG", "REWRITE"],
         vec!["CLIENT", "KILL", "ID", "1"],
     ] {

@@ -398,6 +398,62 @@ async fn a_busy_master_says_busy_to_ping_as_redis_does() {
     }
 }
 
+/// `DEBUG` runs on the master, as the client's user, only where the master
+/// runs it from any address: with `enable-debug-command local` the gateway
+/// (a local connection) would lend a remote client a right Redis gives only
+/// to local ones. Subcommands that crash a node or answer with push frames
+/// are refused everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_runs_only_where_the_master_runs_it_for_anyone() {
+    for (setting, allowed) in [("yes", true), ("local", false)] {
+        let env = start_with(
+            |lab| {
+                lab.extra_redis_config
+                    .push(format!("enable-debug-command {setting}"))
+            },
+            |_| {},
+        )
+        .await;
+        let mut c = env.client().await;
+        c.call_ok(&["SET", "dbg", "v"]).await.unwrap();
+        let mut direct = env.node(&env.master().await).await;
+        let direct_reply = direct.call(&["DEBUG", "OBJECT", "dbg"]).await.unwrap();
+        assert!(
+            direct_reply
+                .as_str()
+                .is_some_and(|s| s.starts_with("Value at:")),
+            "{direct_reply:?}"
+        );
+        let through = c.call(&["DEBUG", "OBJECT", "dbg"]).await.unwrap();
+        if allowed {
+            assert!(
+                through.as_str().is_some_and(|s| s.starts_with("Value at:")),
+                "{through:?}"
+            );
+            assert_eq!(
+                c.call(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]).await.unwrap(),
+                Value::Simple("OK".into())
+            );
+        } else {
+            let Value::Error(e) = through else {
+                panic!("DEBUG ran through the gateway on a local-only master: {through:?}");
+            };
+            assert!(e.contains("enable-debug-command yes"), "{e}");
+        }
+        for refused in [vec!["DEBUG", "PROTOCOL", "push"], vec!["DEBUG", "SEGFAULT"]] {
+            let Value::Error(e) = c.call(&refused).await.unwrap() else {
+                panic!("{refused:?} was not refused");
+            };
+            assert!(e.contains("not supported through the gateway"), "{e}");
+        }
+        assert_eq!(c.call(&["GET", "dbg"]).await.unwrap(), bulk("v"));
+        assert_eq!(
+            direct.call(&["PING"]).await.unwrap(),
+            Value::Simple("PONG".into())
+        );
+    }
+}
+
 /// A command that legitimately runs longer than the request timeout gets
 /// its real reply (it is not taken for a dead node), and other clients
 /// carry on meanwhile.

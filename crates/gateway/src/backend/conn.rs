@@ -103,6 +103,9 @@ pub(super) struct ConnState {
     pub(super) reads: AtomicU64,
     /// Writes to the node so far (each carries every request collected).
     writes: AtomicU64,
+    /// When the connection last wrote or read, in ms of [`clock_ms`]: how
+    /// long a node that owes replies has been silent, at any moment.
+    last_io_ms: AtomicU64,
     /// Blocking commands (BLPOP, WAIT, …) in flight: silence is expected
     /// while any is, so the watchdog stands down.
     pub(super) blocking: AtomicUsize,
@@ -198,6 +201,7 @@ impl BackendConn {
             waits: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            last_io_ms: AtomicU64::new(clock_ms()),
             closed: CancellationToken::new(),
             answered: Notify::new(),
             health: spec.health.clone(),
@@ -293,6 +297,17 @@ impl BackendConn {
     /// Commands written and not yet answered.
     pub fn outstanding(&self) -> usize {
         self.shared.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// It owes replies to commands that should not take long (no blocking
+    /// command in flight) and has read nothing for `at_least`.
+    pub fn owes_in_silence(&self, at_least: std::time::Duration) -> bool {
+        let s = &self.shared;
+        self.is_alive()
+            && s.outstanding.load(Ordering::Relaxed) > 0
+            && s.blocking.load(Ordering::Relaxed) == 0
+            && clock_ms().saturating_sub(s.last_io_ms.load(Ordering::Relaxed))
+                >= at_least.as_millis() as u64
     }
 
     /// Closes the connection now: queued requests fail as not sent, requests
@@ -447,6 +462,7 @@ async fn write_loop(
         };
         buf.clear();
         state.writes.fetch_add(1, Ordering::Relaxed);
+        state.last_io_ms.store(clock_ms(), Ordering::Relaxed);
         if !written {
             break;
         }
@@ -576,6 +592,7 @@ async fn read_loop(
         }
         // Any bytes are a sign of life for the watchdog, even part of a reply.
         state.reads.fetch_add(1, Ordering::Relaxed);
+        state.last_io_ms.store(clock_ms(), Ordering::Relaxed);
         loop {
             let start = current.as_ref().map_or(0, |c| c.len);
             match scanner.scan(&buf[start..], &limits) {
@@ -703,4 +720,13 @@ fn deliver(reply: oneshot::Sender<ReplyResult>, replies: Replies, budget: Option
             budget.taken(replies.frames.len());
         }
     }
+}
+
+/// Milliseconds since the first call: a clock cheap to store in an atomic.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }

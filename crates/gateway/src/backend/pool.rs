@@ -298,24 +298,19 @@ impl NodePool {
         }
     }
 
-    /// A shared connection of `ctx` that owes nothing, starting at `hint`:
-    /// where a command that must not wait behind another session's (a
-    /// `PING` while a script may be running) goes, if there is one.
-    pub fn quiet_shared(&self, ctx: &Context, hint: usize) -> Option<usize> {
-        let find = |lane: &Lane| {
-            let n = lane.conns.len();
-            (0..n).map(|k| (hint + k) % n).find(|&i| {
-                lane.conns[i]
-                    .load()
+    /// A shared connection of the default context or of `ctx` owes
+    /// replies and has been silent for `at_least`: the node is busy with
+    /// a long command, or frozen.
+    pub fn owes_in_silence(&self, ctx: &Context, at_least: Duration) -> bool {
+        let quiet = |lane: &Lane| {
+            lane.conns.iter().any(|c| {
+                c.load()
                     .as_ref()
-                    .is_some_and(|c| c.is_alive() && c.outstanding() == 0)
+                    .is_some_and(|c| c.owes_in_silence(at_least))
             })
         };
-        if ctx.is_default() {
-            find(&self.default_lane)
-        } else {
-            self.lane(ctx).and_then(|l| find(&l))
-        }
+        quiet(&self.default_lane)
+            || (!ctx.is_default() && self.lane(ctx).is_some_and(|l| quiet(&l)))
     }
 
     /// True when shared connection number `hint % n` of `ctx` is up.

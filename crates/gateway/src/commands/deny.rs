@@ -17,7 +17,14 @@ pub fn denial(name: &[u8], sub: Option<&[u8]>) -> Option<&'static str> {
             "replication is managed by Sentinel; use SENTINEL FAILOVER or the nodes directly"
         }
         b"failover" => "failover is managed by Sentinel; use SENTINEL FAILOVER",
-        b"debug" => "DEBUG is not allowed through the gateway",
+        b"debug" => match sub? {
+            b"protocol" => {
+                "DEBUG PROTOCOL can answer with push and attribute frames, which would break reply ordering on shared connections"
+            }
+            b"segfault" | b"panic" | b"assert" | b"restart" | b"crash-and-recover" | b"oom"
+            | b"kvstore-alloc" => "it would crash or restart a node behind the gateway; run it on the node directly",
+            _ => return None,
+        },
         b"sync" | b"psync" | b"replconf" => "replication streams cannot go through the gateway",
         b"module" => {
             "MODULE is not allowed through the gateway; load modules on every node directly"
@@ -55,7 +62,7 @@ pub fn denial(name: &[u8], sub: Option<&[u8]>) -> Option<&'static str> {
 /// The gateway's rules for `name` depend on its subcommand: its routing
 /// cannot be decided by name alone.
 pub fn by_subcommand(name: &[u8]) -> bool {
-    matches!(name, b"config" | b"acl" | b"client")
+    matches!(name, b"config" | b"acl" | b"client" | b"debug")
 }
 
 #[cfg(test)]
@@ -74,5 +81,8 @@ mod tests {
         assert!(denial(b"config", Some(b"get")).is_none());
         assert!(denial(b"acl", Some(b"save")).is_some());
         assert!(denial(b"get", None).is_none());
+        assert!(denial(b"debug", Some(b"protocol")).is_some());
+        assert!(denial(b"debug", Some(b"segfault")).is_some());
+        assert!(denial(b"debug", Some(b"object")).is_none());
     }
 }

@@ -24,9 +24,6 @@ pub enum Class {
     CursorRead,
     /// Must run on the master.
     Write,
-    /// Asks the master and changes nothing (`PING`): the confirmed master,
-    /// even while writes are held; safe to send again.
-    Master,
     /// May block its connection (BLPOP, XREAD BLOCK, …): the session's own
     /// master connection.
     Blocking,
@@ -98,6 +95,12 @@ pub struct CommandTable {
     resolved: FxHashMap<Box<[u8]>, Routing>,
     /// The server version the table was read from.
     pub version: String,
+    /// The master it was read from.
+    pub master: String,
+    /// That master runs `DEBUG` from any address (`enable-debug-command
+    /// yes`). With `local`, it would run it for the gateway — a local
+    /// connection — on behalf of a client that may be anywhere: refused.
+    pub debug_from_anywhere: bool,
 }
 
 impl CommandTable {
@@ -118,6 +121,8 @@ impl CommandTable {
             overrides,
             resolved: FxHashMap::default(),
             version,
+            master: String::new(),
+            debug_from_anywhere: false,
         };
         let resolved = table
             .commands
@@ -205,6 +210,9 @@ impl CommandTable {
         if self.commands.is_empty() {
             return None;
         }
+        if name == b"debug" && !self.debug_from_anywhere {
+            return Some(Routing::plain(Class::Denied(DEBUG_LOCAL_ONLY)));
+        }
         let scripted = matches!(
             name,
             b"eval" | b"evalsha" | b"eval_ro" | b"evalsha_ro" | b"fcall" | b"fcall_ro"
@@ -227,6 +235,9 @@ impl CommandTable {
         Some(Routing { class, scripted })
     }
 }
+
+/// Why `DEBUG` is refused when the master does not run it from anywhere.
+const DEBUG_LOCAL_ONLY: &str = "DEBUG goes through the gateway only to a master that runs it from any address (enable-debug-command yes); run it on the node directly";
 
 fn overridden(o: CommandOverride) -> Class {
     match o {

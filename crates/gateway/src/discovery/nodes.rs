@@ -182,15 +182,30 @@ impl Nodes {
     ) -> Result<Option<CommandTable>, ClientError> {
         let info = self.info(master, "server").await?;
         let version = info.get("redis_version").unwrap_or("").to_string();
-        if !current.is_empty() && current.version == version {
+        if !current.is_empty() && current.version == version && current.master == master {
             return Ok(None);
         }
         let reply = self.call(master, self.timeout * 5, &["COMMAND"]).await?;
-        Ok(Some(CommandTable::from_command_reply(
-            &reply,
-            version,
-            overrides.clone(),
-        )))
+        let mut table = CommandTable::from_command_reply(&reply, version, overrides.clone());
+        table.master = master.to_string();
+        // Immutable in Redis: read once per master. A gateway user that
+        // may not read it gets DEBUG refused.
+        table.debug_from_anywhere = self
+            .call(
+                master,
+                self.timeout,
+                &["CONFIG", "GET", "enable-debug-command"],
+            )
+            .await
+            .ok()
+            .and_then(|v| match v.as_array() {
+                // No such setting: before Redis 7, DEBUG ran for anyone.
+                Some([]) => Some(true),
+                Some(a) => a.get(1).and_then(|x| x.as_str()).map(|s| s == "yes"),
+                None => None,
+            })
+            .unwrap_or(false);
+        Ok(Some(table))
     }
 
     /// Forgets a node's connection (it left the topology).

@@ -78,11 +78,7 @@ impl Choice<'_> {
             }
         }
         // Reads (and WAIT) may use the confirmed master while writes are held.
-        let reads = (job.class().is_read()
-            || matches!(
-                job.class(),
-                crate::commands::Class::Wait | crate::commands::Class::Master
-            ))
+        let reads = (job.class().is_read() || job.class() == crate::commands::Class::Wait)
             && !job.in_transaction();
         let master = if reads {
             topo.read_master.as_ref()

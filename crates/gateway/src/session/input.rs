@@ -446,8 +446,7 @@ impl Session {
 
     /// Which shared connection of the master a job goes to: where the
     /// session's commands in flight there went; else, with durable writes,
-    /// one chosen so that no read waits behind another session's `WAIT`;
-    /// a `PING`, one that owes nothing.
+    /// one chosen so that no read waits behind another session's `WAIT`.
     pub(super) fn master_slot(
         &self,
         pool: &Arc<NodePool>,
@@ -459,10 +458,6 @@ impl Session {
             return slot;
         }
         match lane {
-            // Not behind another session's long script, if it can help it.
-            Lane::Shared(ctx) if job.class() == Class::Master => {
-                pool.quiet_shared(ctx, hint).unwrap_or(hint)
-            }
             Lane::Shared(ctx) if self.shared.cfg.durable_writes.is_some() => {
                 pool.choose_shared(ctx, hint, job.completes_writes())
             }
@@ -474,7 +469,7 @@ impl Session {
     fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane, slot: usize) {
         self.tally.count(
             match job.class() {
-                Class::Read | Class::CursorRead | Class::Master => Counted::ReadMaster,
+                Class::Read | Class::CursorRead => Counted::ReadMaster,
                 Class::Blocking => Counted::Blocking,
                 Class::Wait => Counted::Wait,
                 Class::Write | Class::Denied(_) => Counted::Write,

@@ -82,8 +82,7 @@ pub fn on_failure(job: &Job, err: &BackendError) -> OnFailure {
     if err.retry_safe() {
         return OnFailure::Resend;
     }
-    if matches!(job.class(), Class::Read | Class::CursorRead | Class::Master) && job.attempts() < 2
-    {
+    if matches!(job.class(), Class::Read | Class::CursorRead) && job.attempts() < 2 {
         return OnFailure::ReadAgain;
     }
     OnFailure::Fail

@@ -6,33 +6,27 @@ use belay_resp::Request;
 use bytes::Bytes;
 
 use super::{wrong_args, Action, Env};
-use crate::commands::{Class, Routing};
 use crate::reply;
-use crate::session::job::{Conn, Rewrite};
 use crate::session::state::SessionState;
 
-/// `PING` is the master's to answer when there is a confirmed one: a
-/// client that pings while a script runs there learns it is `BUSY`, as it
-/// would directly. A master that has gone quiet (a long script, or frozen)
-/// is asked on a connection of its own, briefly. With no confirmed master
-/// (a failover) the gateway answers itself: it is there, holding writes,
-/// and a client's health check must not stall.
+/// Silence, while replies are owed, after which a `PING` asks the master.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `PING` is answered by the gateway: it must not wait for a master that
+/// is paused or failing over (clients ping on every new connection and in
+/// health checks). But when the master has owed replies for a while without
+/// a word — a long script, or frozen — it is asked on a connection of its
+/// own, briefly: a client that pings while a script runs there learns it is
+/// `BUSY`, as it would directly.
 pub fn ping(req: &Request, st: &SessionState, env: &Env) -> Action {
-    let master = env
-        .topology
-        .read_master
-        .as_ref()
-        .filter(|p| st.authenticated && req.argc() <= 2 && !p.is_closed());
-    match master {
-        Some(pool) if pool.is_usable() => {
-            return Action::Forward {
-                routing: Routing::plain(Class::Master),
-                conn: Conn::Shared,
-                rewrite: Rewrite::None,
-            }
-        }
-        Some(pool) => return Action::PingQuietMaster(pool.clone()),
-        None => {}
+    let quiet_master = env.topology.read_master.as_ref().filter(|p| {
+        st.authenticated
+            && req.argc() <= 2
+            && !p.is_closed()
+            && (!p.is_usable() || p.owes_in_silence(&st.ctx, QUIET))
+    });
+    if let Some(pool) = quiet_master {
+        return Action::PingQuietMaster(pool.clone());
     }
     match req.argc() {
         1 => Action::Reply(reply::simple("PONG")),

@@ -4,13 +4,13 @@
 //! credentials against a node, run it on every node…). None does I/O.
 //!
 //! Connection set-up commands — `HELLO`, `AUTH` as the gateway's user,
-//! `CLIENT SETINFO/SETNAME/GETNAME/ID/INFO`, `SELECT`, `ECHO`,
+//! `CLIENT SETINFO/SETNAME/GETNAME/ID/INFO`, `SELECT`, `PING`, `ECHO`,
 //! `READONLY`/`READWRITE` — are answered from the session's state and never
 //! wait for the master: every modern client sends some of them on each new
 //! connection, and a failover must not stall connecting clients' reads.
-//! (An ACL user's `SELECT` is checked as that user on a node first; `PING`
-//! goes to the master when one is confirmed, so that it says `BUSY` as
-//! Redis would, and is answered here otherwise.)
+//! (An ACL user's `SELECT` is checked as that user on a node first; a
+//! `PING` while the master owes replies in silence asks it, briefly, so
+//! that a master busy with a script says `BUSY` as Redis would.)
 
 mod admin;
 mod auth;

@@ -373,14 +373,22 @@ impl Session {
 }
 
 /// Sends `req` to every data node (the master first), each on a connection
-/// of its own set up for `ctx`. With `master_first`, the replicas are asked
-/// only once the master took it.
+/// of its own set up for `ctx`'s user and protocol. With `master_first`,
+/// the replicas are asked only once the master took it.
 async fn on_every_node(
     topo: &Topology,
     ctx: &Context,
     req: &Request,
     master_first: bool,
 ) -> Vec<Fanout> {
+    // These commands act on the node, not on a database; and while a script
+    // runs — when `SCRIPT KILL` is needed most — Redis refuses `SELECT`
+    // (`BUSY`), so the connection is not put in the session's database.
+    let ctx = &Context {
+        db: 0,
+        db_from_earlier_login: false,
+        ..ctx.clone()
+    };
     let args: Vec<&[u8]> = req.args().collect();
     let ask = |pool: Arc<NodePool>| {
         let args = args.clone();

@@ -46,6 +46,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// True for a node's `BUSY` refusal: a script or function is running.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ClientError::Reply { message, .. } if message.starts_with("BUSY"))
+    }
+
     /// True when the server answered (so it is alive) but refused the command.
     pub fn is_reply(&self) -> bool {
         matches!(self, ClientError::Reply { .. })

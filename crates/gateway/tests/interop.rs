@@ -315,8 +315,9 @@ async fn scripts_are_killed_where_they_run_and_busy_replicas_get_no_reads() {
 
 /// While a script or function runs on the master, a client's `PING` gets
 /// Redis's `BUSY` (a health check learns the master cannot take commands),
-/// and the wrong kind of kill gets Redis's `BUSY` too, not a replica's
-/// `NOTBUSY`; once it is killed, `PING` says `PONG` again.
+/// other clients get at once what Redis gives them (`FUNCTION STATS`, a
+/// write's `BUSY`), and the wrong kind of kill gets Redis's `BUSY` too, not
+/// a replica's `NOTBUSY`; once it is killed, `PING` says `PONG` again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_master_says_busy_to_ping_as_redis_does() {
     let env = start_with(
@@ -333,6 +334,9 @@ async fn a_busy_master_says_busy_to_ping_as_redis_does() {
     // In another database, as Redis's own tests are: the kill must not
     // need a SELECT, which a busy node refuses.
     c.call_ok(&["SELECT", "9"]).await.unwrap();
+    let mut same_db = env.client().await;
+    same_db.set_timeout(Duration::from_secs(5));
+    let master = env.master().await;
     assert_eq!(
         c.call(&["PING"]).await.unwrap(),
         Value::Simple("PONG".into())
@@ -365,6 +369,25 @@ async fn a_busy_master_says_busy_to_ping_as_redis_does() {
                 "PING while {start:?} runs on the master did not say BUSY: {:?}",
                 c.call(&["BELAY", "TOPOLOGY"]).await
             );
+        };
+        assert!(e.starts_with("BUSY"), "{e}");
+        // A client in the spinner's own database (its shared connections,
+        // one of them stuck behind the script) gets what Redis gives it at
+        // once: FUNCTION STATS runs while a script does, a write is
+        // refused with BUSY (not held until the script ends).
+        let stats = same_db.call(&["FUNCTION", "STATS"]).await.unwrap();
+        let mut direct = env.node(&master).await;
+        let want = direct.call(&["FUNCTION", "STATS"]).await.unwrap();
+        match (&want, &stats) {
+            // An EVAL runs: Redis says BUSY to FUNCTION STATS.
+            (Value::Error(w), Value::Error(g)) => assert_eq!(w, g),
+            _ => {
+                assert!(format!("{want:?}").contains("running_script"), "{want:?}");
+                assert!(format!("{stats:?}").contains("running_script"), "{stats:?}");
+            }
+        }
+        let Value::Error(e) = same_db.call(&["SET", "while-busy", "x"]).await.unwrap() else {
+            panic!("a write while {start:?} runs was not refused");
         };
         assert!(e.starts_with("BUSY"), "{e}");
         let Value::Error(e) = c.call(&wrong_kill).await.unwrap() else {

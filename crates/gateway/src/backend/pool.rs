@@ -313,6 +313,42 @@ impl NodePool {
             || (!ctx.is_default() && self.lane(ctx).is_some_and(|l| quiet(&l)))
     }
 
+    /// Which shared connection of `ctx` a session with nothing in flight on
+    /// this pool uses: `hint`'s, unless that one owes replies in silence
+    /// for `stuck` (another session's long script is running there: what
+    /// is sent behind it waits for it, where Redis would answer at once)
+    /// and another one does not (or is not connected yet: the session then
+    /// connects it first).
+    pub fn unstuck_shared(&self, ctx: &Context, hint: usize, stuck: Duration) -> usize {
+        let choose = |lane: &Lane| {
+            let n = lane.conns.len();
+            let ok = |i: usize| {
+                lane.conns[i]
+                    .load()
+                    .as_ref()
+                    .is_some_and(|c| c.is_alive() && !c.owes_in_silence(stuck))
+            };
+            let first = lane.slot(hint);
+            if n == 1 || ok(first) {
+                return first;
+            }
+            let others = (1..n).map(|k| (first + k) % n);
+            let unconnected =
+                |i: usize| lane.conns[i].load().as_ref().is_none_or(|c| !c.is_alive());
+            others
+                .clone()
+                .find(|&i| ok(i))
+                // One not connected yet: the session connects it first.
+                .or_else(|| others.clone().find(|&i| unconnected(i)))
+                .unwrap_or(first)
+        };
+        if ctx.is_default() {
+            choose(&self.default_lane)
+        } else {
+            self.lane(ctx).map_or(hint, |l| choose(&l))
+        }
+    }
+
     /// True when shared connection number `hint % n` of `ctx` is up.
     pub fn shared_is_up(&self, ctx: &Context, hint: usize) -> bool {
         let up = |lane: &Lane| {

@@ -57,8 +57,15 @@ pub(super) async fn set_up(
         }
     }
     if spec.require_master {
-        let role = conn.role().await?;
-        if !role.is_master() {
+        let role = match conn.role().await {
+            Ok(role) => Some(role),
+            // Busy with a script: Redis refuses ROLE, and REPLICAOF too, so
+            // the node discovery confirmed as master is still one; it
+            // answers BUSY to what it cannot run now, as it would directly.
+            Err(e) if e.is_busy() => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(role) = role.filter(|r| !r.is_master()) {
             return Err(ClientError::Unexpected {
                 addr: spec.addr.clone(),
                 op: "ROLE".into(),

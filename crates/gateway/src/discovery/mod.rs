@@ -337,6 +337,13 @@ impl Discovery {
                     .as_ref()
                     .is_some_and(|p| p.addr == candidate)
                 {
+                    if is_busy(&e) {
+                        // Busy with a script: it answers, and says BUSY to
+                        // what it cannot run now, as it would directly.
+                        self.master_answers_busy(&candidate);
+                        self.check_replicas(Some(&candidate)).await;
+                        return;
+                    }
                     // Silent, not demoted: busy with a slow command, or
                     // frozen. Writes wait; what was sent there keeps
                     // waiting for its reply (the connections' watchdog,
@@ -473,6 +480,7 @@ impl Discovery {
                 });
                 self.republish();
             }
+            Err(e) if is_busy(&e) => self.master_answers_busy(master),
             Err(e) => {
                 if !self.master_unresponsive {
                     self.seen.failover_noticed(
@@ -485,6 +493,19 @@ impl Discovery {
                     self.republish();
                 }
             }
+        }
+    }
+
+    /// The confirmed master answers `BUSY` (a script or function runs):
+    /// it is there, so writes are not held — Redis answers them `BUSY`, or
+    /// runs those it may (`FUNCTION STATS`, the kills), as it would for a
+    /// client of its own. Should Sentinel replace it meanwhile, the new
+    /// master is confirmed with `ROLE` as always.
+    fn master_answers_busy(&mut self, master: &str) {
+        if self.master_unresponsive {
+            tracing::info!(%master, "the master answers again (BUSY: a script or function runs)");
+            self.master_unresponsive = false;
+            self.republish();
         }
     }
 

@@ -268,7 +268,7 @@ fn was_dropped(e: &ClientError) -> bool {
 
 /// True for a node's `BUSY` refusal: a script or function is running.
 pub(super) fn is_busy(e: &ClientError) -> bool {
-    matches!(e, ClientError::Reply { message, .. } if message.starts_with("BUSY"))
+    e.is_busy()
 }
 
 #[cfg(test)]

@@ -63,6 +63,11 @@ pub(super) enum Later {
     },
 }
 
+/// Silence, while replies are owed, after which a shared connection is
+/// taken to be stuck behind a long command (a script) and new commands go
+/// to another one.
+const STUCK: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Session {
     /// Parses every complete request in the input buffer and handles it.
     pub(super) async fn parse_input(&mut self) {
@@ -446,7 +451,8 @@ impl Session {
 
     /// Which shared connection of the master a job goes to: where the
     /// session's commands in flight there went; else, with durable writes,
-    /// one chosen so that no read waits behind another session's `WAIT`.
+    /// one chosen so that no read waits behind another session's `WAIT`;
+    /// else not one stuck behind another session's long script.
     pub(super) fn master_slot(
         &self,
         pool: &Arc<NodePool>,
@@ -461,6 +467,7 @@ impl Session {
             Lane::Shared(ctx) if self.shared.cfg.durable_writes.is_some() => {
                 pool.choose_shared(ctx, hint, job.completes_writes())
             }
+            Lane::Shared(ctx) => pool.unstuck_shared(ctx, hint, STUCK),
             _ => hint,
         }
     }

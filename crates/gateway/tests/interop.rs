@@ -332,10 +332,12 @@ async fn a_busy_master_says_busy_to_ping_as_redis_does() {
     let mut c = env.client().await;
     c.set_timeout(Duration::from_secs(30));
     // In another database, as Redis's own tests are: the kill must not
-    // need a SELECT, which a busy node refuses.
+    // need a SELECT, which a busy node refuses, nor may a connection the
+    // others need.
     c.call_ok(&["SELECT", "9"]).await.unwrap();
     let mut same_db = env.client().await;
     same_db.set_timeout(Duration::from_secs(5));
+    same_db.call_ok(&["SELECT", "9"]).await.unwrap();
     let master = env.master().await;
     assert_eq!(
         c.call(&["PING"]).await.unwrap(),
@@ -362,6 +364,7 @@ async fn a_busy_master_says_busy_to_ping_as_redis_does() {
     ] {
         let mut spinner = env.client().await;
         spinner.set_timeout(Duration::from_secs(30));
+        spinner.call_ok(&["SELECT", "9"]).await.unwrap();
         spinner.send(&start).await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         let Value::Error(e) = c.call(&["PING"]).await.unwrap() else {

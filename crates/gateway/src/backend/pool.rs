@@ -377,6 +377,21 @@ impl NodePool {
         if lane.conns[i].load().as_ref().is_some_and(|c| c.is_alive()) {
             return Ok(());
         }
+        self.connect_slot(lane, i, ctx).await?;
+        // A lane's other connections are made with its first: later, a
+        // node busy with a script would refuse their `SELECT`, just when a
+        // session stuck behind that script on one needs another.
+        for j in (0..lane.conns.len()).filter(|&j| j != i) {
+            if lane.conns[j].load().is_none() {
+                let _ = self.connect_slot(lane, j, ctx).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects shared connection `i` of `lane` (for `ctx`) unless another
+    /// session just did.
+    async fn connect_slot(&self, lane: &Lane, i: usize, ctx: &Context) -> Result<(), PoolError> {
         self.check_open()?;
         let _guard = lane.connecting[i].lock().await;
         if lane.conns[i].load().as_ref().is_some_and(|c| c.is_alive()) {

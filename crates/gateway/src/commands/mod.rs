@@ -24,6 +24,11 @@ pub enum Class {
     CursorRead,
     /// Must run on the master.
     Write,
+    /// Must run on the master and writes no data (`INFO`, `FUNCTION
+    /// STATS`, `CLIENT LIST`…): the confirmed master, even while writes are
+    /// held — Redis runs `FUNCTION STATS` while a script does, and a
+    /// client asking for `INFO` during a failover gets it.
+    Admin,
     /// May block its connection (BLPOP, XREAD BLOCK, …): the session's own
     /// master connection.
     Blocking,
@@ -77,6 +82,9 @@ struct CommandInfo {
     write: bool,
     blocking: bool,
     pubsub: bool,
+    /// Writes nothing itself but may replicate something (`EVAL`,
+    /// `PUBLISH`, `SCRIPT LOAD`…): a write for the gateway.
+    may_replicate: bool,
     subcommands: FxHashMap<String, CommandInfo>,
 }
 
@@ -229,6 +237,14 @@ impl CommandTable {
             } else {
                 Class::Read
             }
+        } else if !info.write
+            && !info.may_replicate
+            && !info.pubsub
+            && !scripted
+            && !info.blocking
+            && name != b"debug"
+        {
+            Class::Admin
         } else {
             Class::Write
         };
@@ -275,6 +291,7 @@ fn parse_entry(entry: &Value) -> Option<(String, CommandInfo)> {
             Some("write") => info.write = true,
             Some("blocking") => info.blocking = true,
             Some("pubsub") => info.pubsub = true,
+            Some("may_replicate") => info.may_replicate = true,
             _ => {}
         }
     }
@@ -338,6 +355,11 @@ mod tests {
                 ],
             ),
             entry("publish", &["pubsub", "fast"], vec![]),
+            entry("info", &["loading", "stale"], vec![]),
+            entry("eval", &["noscript", "may_replicate"], vec![]),
+            entry("fcall", &["noscript"], vec![]),
+            entry("save", &["admin", "noscript"], vec![]),
+            entry("bgsave", &["admin", "noscript"], vec![]),
         ]);
         CommandTable::from_command_reply(&reply, "7.0".into(), overrides)
     }
@@ -355,7 +377,13 @@ mod tests {
         );
         assert_eq!(class(&t, "SCAN 0"), Some(Class::CursorRead));
         assert_eq!(class(&t, "OBJECT ENCODING k"), Some(Class::Read));
-        assert_eq!(class(&t, "CONFIG GET x"), Some(Class::Write));
+        // Writes no data: the confirmed master, even while writes wait.
+        assert_eq!(class(&t, "CONFIG GET x"), Some(Class::Admin));
+        assert_eq!(class(&t, "INFO"), Some(Class::Admin));
+        assert_eq!(class(&t, "SAVE"), Some(Class::Admin));
+        // What may replicate, and scripts whatever their flags, are writes.
+        assert_eq!(class(&t, "EVAL x 0"), Some(Class::Write));
+        assert_eq!(class(&t, "FCALL f 0"), Some(Class::Write));
         assert!(matches!(class(&t, "MONITOR"), Some(Class::Denied(_))));
         assert_eq!(class(&t, "PUBLISH c m"), Some(Class::Write));
         assert_eq!(class(&t, "NOSUCHCMD"), Some(Class::Write));
@@ -398,7 +426,7 @@ mod tests {
             class(&t, "CLIENT PAUSE 100"),
             Some(Class::Denied(_))
         ));
-        assert_eq!(class(&t, "CLIENT LIST"), Some(Class::Write));
+        assert_eq!(class(&t, "CLIENT LIST"), Some(Class::Admin));
     }
 
     #[test]

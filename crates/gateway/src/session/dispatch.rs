@@ -77,8 +77,13 @@ impl Choice<'_> {
                 return Route::Wait(Waiting::NoReplica);
             }
         }
-        // Reads (and WAIT) may use the confirmed master while writes are held.
-        let reads = (job.class().is_read() || job.class() == crate::commands::Class::Wait)
+        // Reads (and WAIT, and what writes no data) may use the confirmed
+        // master while writes are held.
+        let reads = (job.class().is_read()
+            || matches!(
+                job.class(),
+                crate::commands::Class::Wait | crate::commands::Class::Admin
+            ))
             && !job.in_transaction();
         let master = if reads {
             topo.read_master.as_ref()

@@ -476,7 +476,7 @@ impl Session {
     fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane, slot: usize) {
         self.tally.count(
             match job.class() {
-                Class::Read | Class::CursorRead => Counted::ReadMaster,
+                Class::Read | Class::CursorRead | Class::Admin => Counted::ReadMaster,
                 Class::Blocking => Counted::Blocking,
                 Class::Wait => Counted::Wait,
                 Class::Write | Class::Denied(_) => Counted::Write,

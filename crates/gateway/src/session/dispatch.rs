@@ -272,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn held_writes_wait_and_reads_use_the_confirmed_master() {
+    fn held_writes_wait_and_reads_and_admin_commands_use_the_confirmed_master() {
         let mut topo = topology();
         topo.master = None;
         topo.write_hold = Some(WriteHold::FailoverInProgress);
@@ -291,6 +291,16 @@ mod tests {
             addr(&c.route(&job(Class::Wait, Conn::Pinned), &topo)),
             "127.0.0.1:7000"
         );
+        // What writes no data (INFO, FUNCTION STATS) does not wait either,
+        // but inside a transaction it waits with the transaction.
+        assert_eq!(
+            addr(&c.route(&job(Class::Admin, Conn::Shared), &topo)),
+            "127.0.0.1:7000"
+        );
+        assert!(matches!(
+            c.route(&job(Class::Admin, Conn::Transaction), &topo),
+            Route::Wait(Waiting::NoMaster)
+        ));
         // A silent master takes nothing new.
         topo.read_master.as_ref().unwrap().health().set_silent(true);
         assert!(matches!(

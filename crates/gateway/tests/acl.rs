@@ -38,6 +38,15 @@ async fn connect(addr: &str, auth: &Auth) -> Connection {
         .unwrap_or_else(|e| panic!("{auth:?} connects to {addr}: {e}"))
 }
 
+/// Runs `commands` one after another on `c`, returning every reply.
+async fn run(c: &mut Connection, commands: &[Vec<&str>]) -> Vec<Value> {
+    let mut replies = Vec::new();
+    for cmd in commands {
+        replies.push(c.call(cmd).await.unwrap());
+    }
+    replies
+}
+
 fn error(v: Value) -> String {
     match v {
         Value::Error(e) => e,
@@ -490,13 +499,6 @@ async fn a_limited_user_gets_what_redis_gives_it() {
         vec!["SCRIPT", "KILL"],
         vec!["DEL", "app:1", "app:n", "app:h", "app:2"],
     ];
-    async fn run(c: &mut Connection, commands: &[Vec<&str>]) -> Vec<Value> {
-        let mut replies = Vec::new();
-        for cmd in commands {
-            replies.push(c.call(cmd).await.unwrap());
-        }
-        replies
-    }
     let master = env.master().await;
     let mut direct = connect(&master, &carol).await;
     let want = run(&mut direct, &commands).await;
@@ -559,13 +561,6 @@ async fn a_database_chosen_before_login_stays_and_select_is_checked_as_the_user(
         vec!["GET", "db:erin"],
         vec!["SELECT", "3"],
     ];
-    async fn run(c: &mut Connection, commands: &[Vec<&str>]) -> Vec<Value> {
-        let mut replies = Vec::new();
-        for cmd in commands {
-            replies.push(c.call(cmd).await.unwrap());
-        }
-        replies
-    }
     let master = env.master().await;
     let mut admin = env.node(&master).await;
     async fn wipe(admin: &mut Connection) {

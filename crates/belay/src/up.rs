@@ -100,6 +100,14 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub min_replicas_max_lag: u32,
 
+    /// TLS on every hop: makes a private CA and certificates in <DIR>/tls/
+    /// (files 0600), runs every node and Sentinel TLS-only (`tls-port`,
+    /// `port 0`, replication and Sentinel links over TLS, client
+    /// certificates required), and the gateway with a TLS listener and TLS
+    /// to the nodes. `up` prints the redis-cli flags to use.
+    #[arg(long, conflicts_with = "app")]
+    pub tls: bool,
+
     /// Turn off persistence (AOF and RDB snapshots are on by default).
     #[arg(long)]
     pub no_persistence: bool,
@@ -158,6 +166,7 @@ impl UpArgs {
             extra_redis_config: self.extra_redis_config.clone(),
             extra_sentinel_config: self.extra_sentinel_config.clone(),
             own_loopback_addrs: false,
+            tls: self.tls,
             reassign_busy_ports: false,
         };
         if !self.no_gateway {
@@ -309,11 +318,23 @@ fn ready_text(lab: &Lab) -> String {
         ]);
     }
     let pw = shell_quote(lab.password());
-    let host = if lab.spec().bind == "127.0.0.1" {
+    let mut host = if lab.spec().bind == "127.0.0.1" {
         String::new()
     } else {
         format!("-h {} ", lab.spec().bind)
     };
+    // The gateway needs no client certificate; the nodes and Sentinels do.
+    let mut direct = host.clone();
+    if lab.spec().tls {
+        let tls = lab.spec().tls_files();
+        let ca = shell_quote(&show_path(&tls.ca()));
+        host = format!("{host}--tls --cacert {ca} ");
+        direct = format!(
+            "{host}--cert {} --key {} ",
+            shell_quote(&show_path(&tls.client_cert())),
+            shell_quote(&show_path(&tls.client_key()))
+        );
+    }
     let mut out = format!(
         "\nbelay lab is ready: master name {:?}, quorum {}/{}, state in {}\n\n",
         lab.master_name(),
@@ -334,17 +355,17 @@ fn ready_text(lab: &Lab) -> String {
             gw.port()
         ));
         out.push_str(&format!(
-            "             redis-cli {host}-p {} -a {pw}    # the master directly\n",
+            "             redis-cli {direct}-p {} -a {pw}    # the master directly\n",
             lab.spec().base_port
         ));
     } else {
         out.push_str(&format!(
-            "  connect:   redis-cli {host}-p {} -a {pw}    # the master\n",
+            "  connect:   redis-cli {direct}-p {} -a {pw}    # the master\n",
             lab.spec().base_port
         ));
     }
     out.push_str(&format!(
-        "             redis-cli {host}-p {} -a {pw} SENTINEL get-master-addr-by-name {}\n",
+        "             redis-cli {direct}-p {} -a {pw} SENTINEL get-master-addr-by-name {}\n",
         lab.spec().sentinel_port(),
         lab.master_name()
     ));

@@ -5,6 +5,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls::{Stream, TlsClient};
 use crate::{ClientError, Info, Role};
 
 /// Credentials for a Redis node or a Sentinel: a password, with an ACL user
@@ -38,36 +39,65 @@ impl std::fmt::Debug for Auth {
 /// operation is bounded by `timeout`.
 pub struct Connection {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     read_buf: BytesMut,
     timeout: Duration,
 }
 
 impl Connection {
-    /// Connects, authenticates when `auth` is given, and returns a ready
-    /// connection. `timeout` bounds the connect and every later call.
+    /// Connects over plain TCP, authenticates when `auth` is given, and
+    /// returns a ready connection. `timeout` bounds the connect and every
+    /// later call.
     pub async fn connect(
         addr: &str,
         auth: Option<&Auth>,
         timeout: Duration,
     ) -> Result<Connection, ClientError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                return Err(ClientError::Connect {
+        Connection::connect_with(addr, None, auth, timeout).await
+    }
+
+    /// [`Connection::connect`], over TLS when `tls` is given (the handshake
+    /// is bounded by `timeout` too).
+    pub async fn connect_with(
+        addr: &str,
+        tls: Option<&TlsClient>,
+        auth: Option<&Auth>,
+        timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        let opened = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ClientError::Connect {
                     addr: addr.to_string(),
                     source,
-                })
+                })?;
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(tls) => tls
+                    .handshake(addr, tcp)
+                    .await
+                    .map_err(|source| ClientError::Tls {
+                        addr: addr.to_string(),
+                        source,
+                    }),
             }
+        };
+        let stream = match tokio::time::timeout(timeout, opened).await {
+            Ok(r) => r?,
             Err(_) => {
                 return Err(ClientError::Timeout {
                     addr: addr.to_string(),
-                    op: "connect".into(),
+                    op: if tls.is_some() {
+                        "connect (TLS)"
+                    } else {
+                        "connect"
+                    }
+                    .into(),
                     timeout,
                 })
             }
         };
-        let _ = stream.set_nodelay(true);
         let mut conn = Connection {
             addr: addr.to_string(),
             stream,
@@ -107,7 +137,7 @@ impl Connection {
     /// Gives up the socket, for callers that take over the byte stream after
     /// setting the connection up (the gateway's backend connections). Bytes
     /// already buffered would be lost, so this is only valid between calls.
-    pub fn into_stream(self) -> TcpStream {
+    pub fn into_stream(self) -> Stream {
         debug_assert!(self.read_buf.is_empty());
         self.stream
     }
@@ -141,7 +171,12 @@ impl Connection {
     pub async fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), ClientError> {
         let wire = encode_command(args);
         let op = op_name(args);
-        match tokio::time::timeout(self.timeout, self.stream.write_all(&wire)).await {
+        // A TLS stream keeps what it was given until flushed.
+        let write = async {
+            self.stream.write_all(&wire).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(ClientError::Io {
                 addr: self.addr.clone(),

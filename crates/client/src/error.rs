@@ -11,6 +11,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("i/o error talking to {addr}: {source}")]
     Io {
         addr: String,

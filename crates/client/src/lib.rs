@@ -14,6 +14,7 @@ mod password_file;
 mod role;
 pub mod sentinel;
 pub mod switchover;
+mod tls;
 
 pub use belay_resp::Value;
 pub use connection::{Auth, Connection};
@@ -21,3 +22,4 @@ pub use error::ClientError;
 pub use info::Info;
 pub use password_file::{read_password_file, PasswordFileError};
 pub use role::Role;
+pub use tls::{provider, read_certs, read_key, read_roots, Stream, TlsClient, TlsError, TlsFiles};

@@ -55,7 +55,17 @@ impl Connection {
         auth: &SentinelAuth,
         timeout: std::time::Duration,
     ) -> Result<(Connection, SentinelLogin), ClientError> {
-        let mut conn = Connection::connect(addr, None, timeout).await?;
+        Connection::connect_sentinel_with(addr, None, auth, timeout).await
+    }
+
+    /// [`Connection::connect_sentinel`], over TLS when `tls` is given.
+    pub async fn connect_sentinel_with(
+        addr: &str,
+        tls: Option<&crate::TlsClient>,
+        auth: &SentinelAuth,
+        timeout: std::time::Duration,
+    ) -> Result<(Connection, SentinelLogin), ClientError> {
+        let mut conn = Connection::connect_with(addr, tls, None, timeout).await?;
         match auth {
             SentinelAuth::None => {}
             SentinelAuth::Required(a) => conn.auth(a).await?,

@@ -98,7 +98,8 @@ impl ErrorKind {
     /// reply it carries (a refused `AUTH`) by its code.
     pub fn from_client_error(e: &ClientError) -> ErrorKind {
         match e {
-            ClientError::Connect { .. } => ErrorKind::Refused,
+            // A failed TLS handshake is a connection not opened: nothing ran.
+            ClientError::Connect { .. } | ClientError::Tls { .. } => ErrorKind::Refused,
             ClientError::Timeout { .. } => ErrorKind::Timeout,
             ClientError::Closed { .. } | ClientError::Io { .. } => ErrorKind::Closed,
             ClientError::Reply { message, .. } => ErrorKind::from_reply(message),

@@ -35,7 +35,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_MASTER_NAME")]
     pub master_name: Option<String>,
 
-    /// Address clients connect to [default: 127.0.0.1:6390, the lab's gateway port].
+    /// Address clients connect to in plaintext; `none` for none (with
+    /// --tls-listen) [default: 127.0.0.1:6390, the lab's gateway port].
     #[arg(long, env = "BELAY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
 
@@ -228,6 +229,9 @@ pub struct GatewayArgs {
     /// `client-query-buffer-limit` [default: 1gb].
     #[arg(long, env = "BELAY_CLIENT_QUERY_BUFFER_LIMIT", value_name = "SIZE")]
     pub client_query_buffer_limit: Option<String>,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl GatewayArgs {
@@ -304,6 +308,7 @@ impl GatewayArgs {
         if self.no_metrics {
             cfg.metrics = false;
         }
+        self.tls.apply(&mut cfg);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -327,7 +332,12 @@ fn parse_config(text: &str) -> Result<GatewayConfig, String> {
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
     let gateway = Gateway::bind(cfg).await?;
-    tracing::info!(addr = %gateway.local_addr(), "gateway listening");
+    if gateway.plain_addr().is_some() {
+        tracing::info!(addr = %gateway.local_addr(), "gateway listening");
+    }
+    if let Some(tls) = gateway.tls_addr() {
+        tracing::info!(addr = %tls, "gateway listening for TLS clients");
+    }
     if let Some(admin) = gateway.admin_addr() {
         tracing::info!(%admin, "admin endpoint: http://{admin}/ (dashboard), /metrics, /topology, /events, /healthz, /readyz");
     }

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
-use belay_client::Auth;
+use belay_client::{Auth, TlsClient};
 use belay_resp::Limits;
 use serde::Deserialize;
 
@@ -143,6 +144,31 @@ pub struct GatewayConfig {
     /// Per-command routing overrides, keyed by lower-case name (`config|set`
     /// for a subcommand).
     pub commands: HashMap<String, CommandOverride>,
+    /// Address of a TLS listener for clients, beside `listen` (or alone,
+    /// with `listen = "none"`).
+    pub tls_listen: Option<String>,
+    /// The TLS listener's certificate chain (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The TLS listener's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// CA (PEM) that must have signed every TLS client's certificate: with
+    /// it, clients without one are refused.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Talk TLS to data nodes and Sentinels.
+    pub backend_tls: bool,
+    /// CA (PEM) that signed the nodes' and Sentinels' certificates.
+    pub backend_tls_ca_file: Option<PathBuf>,
+    /// Certificate (PEM) the gateway shows nodes and Sentinels: Redis asks
+    /// for one unless `tls-auth-clients no`.
+    pub backend_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `backend_tls_cert_file`.
+    pub backend_tls_key_file: Option<PathBuf>,
+    /// Name every node's certificate is checked against, instead of the
+    /// host Sentinel names it by.
+    pub backend_tls_server_name: Option<String>,
+    /// `backend_tls_*` read into a client, by [`GatewayConfig::load_tls`].
+    #[serde(skip)]
+    pub backend_tls_client: Option<TlsClient>,
 }
 
 impl Default for GatewayConfig {
@@ -187,6 +213,16 @@ impl Default for GatewayConfig {
             max_inline_len: Limits::default().max_inline_len,
             max_multibulk_len: Limits::default().max_array_len,
             commands: HashMap::new(),
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            backend_tls: false,
+            backend_tls_ca_file: None,
+            backend_tls_cert_file: None,
+            backend_tls_key_file: None,
+            backend_tls_server_name: None,
+            backend_tls_client: None,
         }
     }
 }
@@ -223,6 +259,15 @@ impl std::fmt::Debug for GatewayConfig {
             .field("connections_per_node", &self.connections_per_node)
             .field("max_clients", &self.max_clients)
             .field("commands", &self.commands)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("backend_tls", &self.backend_tls)
+            .field("backend_tls_ca_file", &self.backend_tls_ca_file)
+            .field("backend_tls_cert_file", &self.backend_tls_cert_file)
+            .field("backend_tls_key_file", &self.backend_tls_key_file)
+            .field("backend_tls_server_name", &self.backend_tls_server_name)
             .finish_non_exhaustive()
     }
 }
@@ -422,6 +467,76 @@ impl GatewayConfig {
         if query < 1024 * 1024 {
             anyhow::bail!("client_query_buffer_limit must be at least 1mb (Redis's own minimum)");
         }
+        self.validate_tls()
+    }
+
+    /// TLS settings that go together: a listener needs its certificate and
+    /// key; a file without what uses it is a mistake, not a default.
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        if self.plain_listen().is_none() && self.tls_listen.is_none() {
+            anyhow::bail!("listen = \"none\" (--listen none) leaves no listener: add --tls-listen");
+        }
+        match &self.tls_listen {
+            Some(_) => {
+                if self.tls_cert_file.is_none() || self.tls_key_file.is_none() {
+                    anyhow::bail!("--tls-listen needs --tls-cert-file and --tls-key-file");
+                }
+            }
+            None => {
+                for (set, flag) in [
+                    (self.tls_cert_file.is_some(), "--tls-cert-file"),
+                    (self.tls_key_file.is_some(), "--tls-key-file"),
+                    (self.tls_ca_file.is_some(), "--tls-ca-file"),
+                ] {
+                    if set {
+                        anyhow::bail!("{flag} is for the TLS listener: add --tls-listen ADDR");
+                    }
+                }
+            }
+        }
+        if self.backend_tls {
+            if self.backend_tls_ca_file.is_none() {
+                anyhow::bail!(
+                    "--backend-tls needs --backend-tls-ca-file, the CA that signed the nodes' certificates"
+                );
+            }
+            if self.backend_tls_cert_file.is_some() != self.backend_tls_key_file.is_some() {
+                anyhow::bail!("--backend-tls-cert-file and --backend-tls-key-file go together");
+            }
+        } else {
+            for (set, flag) in [
+                (self.backend_tls_ca_file.is_some(), "--backend-tls-ca-file"),
+                (
+                    self.backend_tls_cert_file.is_some(),
+                    "--backend-tls-cert-file",
+                ),
+                (
+                    self.backend_tls_key_file.is_some(),
+                    "--backend-tls-key-file",
+                ),
+                (
+                    self.backend_tls_server_name.is_some(),
+                    "--backend-tls-server-name",
+                ),
+            ] {
+                if set {
+                    anyhow::bail!("{flag} has no effect without --backend-tls");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plaintext listener's address; `None` for `listen = "none"`.
+    pub fn plain_listen(&self) -> Option<&str> {
+        (!self.listen.eq_ignore_ascii_case("none")).then_some(self.listen.as_str())
+    }
+
+    /// Reads the TLS files the nodes are reached with (the client side;
+    /// the listener's are read by `tls::ClientTls`), so that a missing or
+    /// bad file is an error at start or reload, not at the first connection.
+    pub fn load_tls(&mut self) -> anyhow::Result<()> {
+        self.backend_tls_client = crate::tls::backend_client(self)?;
         Ok(())
     }
 }

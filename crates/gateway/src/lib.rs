@@ -33,6 +33,7 @@ mod reply;
 mod router;
 mod server;
 mod session;
+mod tls;
 mod topology;
 
 pub use activity::{Episode, Step as EpisodeStep};

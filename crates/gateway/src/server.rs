@@ -26,7 +26,8 @@ use crate::auth_throttle::AuthThrottle;
 use crate::config::{AdminListen, GatewayConfig};
 use crate::discovery::{Discovery, Event};
 use crate::metrics::{Metrics, Telemetry};
-use crate::session::Session;
+use crate::session::{ClientStream, Session};
+use crate::tls::ClientTls;
 use crate::topology::Topology;
 
 /// What every session of one worker reads: settings, the current topology,
@@ -58,6 +59,8 @@ pub struct Shared {
     pub clients: Arc<AtomicUsize>,
     /// Session ids, unique across workers.
     pub next_id: Arc<AtomicU64>,
+    /// The TLS listener's handshakes, when there is one.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Shared {
@@ -84,6 +87,7 @@ impl Shared {
             workers: 1,
             clients: Arc::new(AtomicUsize::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
+            tls: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl Shared {
             workers,
             clients: self.clients.clone(),
             next_id: self.next_id.clone(),
+            tls: self.tls.clone(),
         }
     }
 
@@ -129,11 +134,40 @@ impl Shared {
 
 /// A bound gateway. Dropping it stops discovery.
 pub struct Gateway {
-    listener: TcpListener,
+    listeners: Listeners,
     shared: Arc<Shared>,
     _discovery: AbortOnDrop,
     /// The admin endpoint's address and task, if it is on.
     admin: Option<(SocketAddr, AbortOnDrop)>,
+}
+
+/// The client listeners of one worker: plaintext, TLS, or both.
+struct Listeners {
+    plain: Option<TcpListener>,
+    tls: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The first listener's address: the plaintext one if there is one.
+    fn addr(&self) -> SocketAddr {
+        let l = self.plain.as_ref().or(self.tls.as_ref());
+        addr_of(l.expect("validation leaves at least one listener"))
+    }
+}
+
+/// Resolves and binds one listen address (see [`bind_reuseport`]).
+async fn bind_listen(listen: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    let listen_err = || {
+        format!(
+            "cannot listen on {listen} (is another process using it? choose another with {flag})"
+        )
+    };
+    let addr = tokio::net::lookup_host(listen)
+        .await
+        .with_context(listen_err)?
+        .next()
+        .with_context(listen_err)?;
+    bind_reuseport(addr).with_context(listen_err)
 }
 
 /// Binds with `SO_REUSEPORT`, so several workers can listen on one address.
@@ -153,18 +187,18 @@ impl Gateway {
     /// Binds the listen address and starts discovery.
     pub async fn bind(mut cfg: GatewayConfig) -> anyhow::Result<Gateway> {
         cfg.validate()?;
-        let listen_err = || {
-            format!(
-                "cannot listen on {} (is another process using it? choose another with --listen)",
-                cfg.listen
-            )
+        cfg.load_tls()?;
+        let tls = ClientTls::from_config(&cfg)?.map(Arc::new);
+        let listeners = Listeners {
+            plain: match cfg.plain_listen() {
+                Some(listen) => Some(bind_listen(listen, "--listen").await?),
+                None => None,
+            },
+            tls: match &cfg.tls_listen {
+                Some(listen) => Some(bind_listen(listen, "--tls-listen").await?),
+                None => None,
+            },
         };
-        let addr = tokio::net::lookup_host(&cfg.listen)
-            .await
-            .with_context(listen_err)?
-            .next()
-            .with_context(listen_err)?;
-        let listener = bind_reuseport(addr).with_context(listen_err)?;
         // Every worker gets shared connections of its own.
         let workers = cfg.threads.max(1);
         cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
@@ -172,10 +206,12 @@ impl Gateway {
         let telemetry = Telemetry::default();
         let (discovery, topology, events) = Discovery::new(cfg.clone(), telemetry.clone());
         let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
-        let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
-        let admin = start_admin(&shared, addr_of(&listener)).await?;
+        let mut shared = Shared::new(cfg, topology, events, telemetry);
+        shared.tls = tls;
+        let shared = Arc::new(shared);
+        let admin = start_admin(&shared, listeners.addr()).await?;
         Ok(Gateway {
-            listener,
+            listeners,
             shared,
             _discovery: discovery,
             admin,
@@ -187,10 +223,20 @@ impl Gateway {
         self.admin.as_ref().map(|(addr, _)| *addr)
     }
 
+    /// The plaintext listener's address, or the TLS listener's when it is
+    /// the only one.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listeners.addr()
+    }
+
+    /// The plaintext listener's address, if there is one.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.listeners.plain.as_ref().map(addr_of)
+    }
+
+    /// The TLS listener's address, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners.tls.as_ref().map(addr_of)
     }
 
     /// The topology as discovery currently sees it.
@@ -212,7 +258,7 @@ impl Gateway {
     /// Accepts clients on the caller's runtime until `shutdown` completes.
     /// Tests and embedders use this; `belay gateway` uses [`Gateway::run_workers`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        accept_loop(&self.listener, self.shared.clone(), shutdown).await;
+        accept_loop(&self.listeners, self.shared.clone(), shutdown).await;
         Ok(())
     }
 
@@ -220,24 +266,29 @@ impl Gateway {
     /// single-threaded runtime and listener, until `shutdown` completes.
     pub async fn run_workers(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let workers = self.shared.cfg.threads.max(1);
-        let addr = self.local_addr();
+        let plain_addr = self.listeners.plain.as_ref().map(addr_of);
+        let tls_addr = self.tls_addr();
         // Keep discovery running (on this runtime) while the workers serve.
         let stop = CancellationToken::new();
         let mut threads = Vec::new();
         let Gateway {
-            listener,
+            listeners,
             shared: base,
             _discovery,
             admin: _admin,
         } = self;
-        let mut first = Some(listener.into_std()?);
+        let mut first = Some(listeners);
         for worker in 0..workers {
-            let listener = match first.take() {
+            let listeners = match first.take() {
                 Some(l) => l,
-                None => bind_reuseport(addr)
-                    .with_context(|| format!("cannot open listener {worker} on {addr}"))?
-                    .into_std()?,
+                None => Listeners {
+                    plain: plain_addr.map(|a| worker_listener(worker, a)).transpose()?,
+                    tls: tls_addr.map(|a| worker_listener(worker, a)).transpose()?,
+                },
             };
+            // Moved to the worker's runtime as std sockets.
+            let plain = listeners.plain.map(|l| l.into_std()).transpose()?;
+            let tls = listeners.tls.map(|l| l.into_std()).transpose()?;
             let shared = Arc::new(base.for_worker(worker, workers));
             let stop = stop.clone();
             let thread = std::thread::Builder::new()
@@ -248,8 +299,11 @@ impl Gateway {
                         .build()
                         .context("cannot start a worker runtime")?;
                     rt.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        accept_loop(&listener, shared, stop.cancelled()).await;
+                        let listeners = Listeners {
+                            plain: plain.map(TcpListener::from_std).transpose()?,
+                            tls: tls.map(TcpListener::from_std).transpose()?,
+                        };
+                        accept_loop(&listeners, shared, stop.cancelled()).await;
                         Ok::<_, anyhow::Error>(())
                     })
                 })
@@ -263,6 +317,11 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Another worker's listener on a bound address.
+fn worker_listener(worker: usize, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    bind_reuseport(addr).with_context(|| format!("cannot open listener {worker} on {addr}"))
 }
 
 fn addr_of(listener: &TcpListener) -> SocketAddr {
@@ -324,15 +383,16 @@ async fn start_admin(
 
 /// Accepts clients and spawns a session for each, until `shutdown`.
 async fn accept_loop(
-    listener: &TcpListener,
+    listeners: &Listeners,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let max_clients = shared.cfg.max_clients;
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (accepted, tls) = tokio::select! {
+            a = accept(listeners.plain.as_ref()) => (a, false),
+            a = accept(listeners.tls.as_ref()) => (a, true),
             _ = &mut shutdown => return,
         };
         let (mut stream, peer) = match accepted {
@@ -356,12 +416,54 @@ async fn accept_loop(
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(session = id, %peer, worker = shared.worker, "client connected");
         shared.clients.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(id, stream, shared.clone());
-        let clients = shared.clients.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            session.run().await;
-            clients.fetch_sub(1, Ordering::Relaxed);
+            let tls = if tls { shared.tls.clone() } else { None };
+            if let Some(stream) = client_stream(stream, tls.as_deref(), &shared).await {
+                Session::new(id, stream, shared.clone()).run().await;
+            }
+            shared.clients.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// The next client of a listener; never, without one.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The client's stream: as accepted, or after the TLS handshake (bounded by
+/// the login deadline, so a client that connects and says nothing is not
+/// kept). A failed handshake closes the client, and is logged at debug: a
+/// port scanner or a plaintext client on the TLS port is no event.
+async fn client_stream(
+    tcp: tokio::net::TcpStream,
+    tls: Option<&ClientTls>,
+    shared: &Shared,
+) -> Option<ClientStream> {
+    let Some(tls) = tls else {
+        return Some(ClientStream::Plain(tcp));
+    };
+    let peer = tcp.peer_addr().ok();
+    let deadline = shared
+        .cfg
+        .auth_timeout()
+        .unwrap_or(std::time::Duration::from_secs(10));
+    match tokio::time::timeout(deadline, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(ClientStream::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "no TLS handshake within {deadline:?}");
+            None
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub fn redis_conf(
     let mut c = String::new();
     let pw = quote(password);
     header(&mut c, &node.name);
-    line(&mut c, "port", &node.port.to_string());
+    listen(&mut c, spec, node.port);
     line(&mut c, "bind", &node.host);
     // Protected mode stays on: with `bind` and `requirepass` set it does not
     // get in the way, and it guards against a misconfigured bind.
@@ -82,7 +82,7 @@ pub fn sentinel_conf(
     let pw = quote(password);
     let name = &spec.master_name;
     header(&mut c, &sentinel.name);
-    line(&mut c, "port", &sentinel.port.to_string());
+    listen(&mut c, spec, sentinel.port);
     line(&mut c, "bind", &sentinel.host);
     if spec.own_loopback_addrs {
         // Connect from, and tell the other Sentinels about, its own address.
@@ -123,6 +123,27 @@ pub fn sentinel_conf(
         c.push('\n');
     }
     c
+}
+
+/// The port a process listens on: plain, or (with `tls`) TLS only, with
+/// its outgoing links (replication, Sentinel to nodes and to Sentinels)
+/// over TLS too, and client certificates required (Redis's default).
+fn listen(c: &mut String, spec: &LabSpec, port: u16) {
+    if !spec.tls {
+        line(c, "port", &port.to_string());
+        return;
+    }
+    let tls = spec.tls_files();
+    let path = |p: std::path::PathBuf| quote(&p.display().to_string());
+    line(c, "port", "0");
+    line(c, "tls-port", &port.to_string());
+    line(c, "tls-cert-file", &path(tls.server_cert()));
+    line(c, "tls-key-file", &path(tls.server_key()));
+    line(c, "tls-client-cert-file", &path(tls.client_cert()));
+    line(c, "tls-client-key-file", &path(tls.client_key()));
+    line(c, "tls-ca-cert-file", &path(tls.ca()));
+    line(c, "tls-auth-clients", "yes");
+    line(c, "tls-replication", "yes");
 }
 
 fn header(c: &mut String, name: &str) {
@@ -219,6 +240,31 @@ mod tests {
         let plain_spec = super::tests::spec();
         let plain = redis_conf(&plain_spec, &plain_spec.plan()[1], None, "pw");
         assert!(!plain.contains("bind-source-addr"));
+    }
+
+    #[test]
+    fn tls_listens_only_on_tls_and_links_over_it() {
+        let spec = LabSpec {
+            tls: true,
+            ..spec()
+        };
+        let plan = spec.plan();
+        for conf in [
+            redis_conf(&spec, &plan[1], Some(("127.0.0.1", 6379)), "pw"),
+            sentinel_conf(&spec, &plan[3], ("127.0.0.1", 6379), "pw"),
+        ] {
+            for want in [
+                "port 0\n",
+                "tls-cert-file \"/tmp/lab/tls/server.crt\"\n",
+                "tls-ca-cert-file \"/tmp/lab/tls/ca.crt\"\n",
+                "tls-client-cert-file \"/tmp/lab/tls/client.crt\"\n",
+                "tls-auth-clients yes\n",
+                "tls-replication yes\n",
+            ] {
+                assert!(conf.contains(want), "missing {want:?} in\n{conf}");
+            }
+        }
+        assert!(redis_conf(&spec, &plan[1], None, "pw").contains("tls-port 6380\n"));
     }
 
     #[test]

@@ -382,6 +382,7 @@ impl SeedDeployment {
 
     fn watch(&self) -> Watch<'_> {
         Watch {
+            tls: None,
             master_name: &self.spec.master_name,
             sentinels: self.sentinel_addrs(),
             sentinel_auth: self.sentinel_auth(),
@@ -400,6 +401,7 @@ impl SeedDeployment {
                 .collect::<Vec<_>>()
         };
         let exp = Expected {
+            tls: None,
             master_name: &self.spec.master_name,
             auth: &auth,
             sentinel_auth: &sentinel_auth,

@@ -42,6 +42,7 @@ pub mod state;
 pub mod status;
 pub mod testing;
 pub mod text;
+pub mod tls;
 pub mod why;
 
 pub use error::LabError;

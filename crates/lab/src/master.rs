@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use belay_client::sentinel::SentinelAuth;
-use belay_client::{Auth, Connection, Role};
+use belay_client::{Auth, Connection, Role, TlsClient};
 
 use crate::why;
 
@@ -22,6 +22,7 @@ pub(crate) struct Watch<'a> {
     pub sentinels: Vec<String>,
     pub sentinel_auth: SentinelAuth,
     pub auth: Option<Auth>,
+    pub tls: Option<TlsClient>,
 }
 
 impl Watch<'_> {
@@ -30,8 +31,13 @@ impl Watch<'_> {
         let mut views = Vec::new();
         for addr in &self.sentinels {
             let view = async {
-                let (mut c, _) =
-                    Connection::connect_sentinel(addr, &self.sentinel_auth, CALL_TIMEOUT).await?;
+                let (mut c, _) = Connection::connect_sentinel_with(
+                    addr,
+                    self.tls.as_ref(),
+                    &self.sentinel_auth,
+                    CALL_TIMEOUT,
+                )
+                .await?;
                 c.sentinel_master_addr(self.master_name).await
             }
             .await;
@@ -59,9 +65,10 @@ impl Watch<'_> {
                     .join("; ")
             );
         };
-        let mut c = Connection::connect(&master, self.auth.as_ref(), CALL_TIMEOUT)
-            .await
-            .with_context(|| format!("the Sentinels name {master} as master"))?;
+        let mut c =
+            Connection::connect_with(&master, self.tls.as_ref(), self.auth.as_ref(), CALL_TIMEOUT)
+                .await
+                .with_context(|| format!("the Sentinels name {master} as master"))?;
         let role = c.role().await?;
         if !role.is_master() {
             bail!(
@@ -103,7 +110,13 @@ impl Watch<'_> {
         let mut last;
         loop {
             let probe = async {
-                let mut c = Connection::connect(addr, self.auth.as_ref(), CALL_TIMEOUT).await?;
+                let mut c = Connection::connect_with(
+                    addr,
+                    self.tls.as_ref(),
+                    self.auth.as_ref(),
+                    CALL_TIMEOUT,
+                )
+                .await?;
                 let role = c.role().await?;
                 let link = c.info("replication").await?;
                 Ok::<_, belay_client::ClientError>((role, link))

@@ -90,7 +90,19 @@ impl ProcessKind {
                     cmd.arg("--sentinel").arg(s);
                 }
                 cmd.arg("--master-name").arg(&spec.master_name);
-                cmd.arg("--listen").arg(rec.addr());
+                if spec.tls {
+                    let tls = spec.tls_files();
+                    cmd.arg("--listen").arg("none");
+                    cmd.arg("--tls-listen").arg(rec.addr());
+                    cmd.arg("--tls-cert-file").arg(tls.server_cert());
+                    cmd.arg("--tls-key-file").arg(tls.server_key());
+                    cmd.arg("--backend-tls");
+                    cmd.arg("--backend-tls-ca-file").arg(tls.ca());
+                    cmd.arg("--backend-tls-cert-file").arg(tls.client_cert());
+                    cmd.arg("--backend-tls-key-file").arg(tls.client_key());
+                } else {
+                    cmd.arg("--listen").arg(rec.addr());
+                }
                 if let Some(n) = &gw.durable_writes {
                     cmd.arg("--durable-writes").arg(n);
                 }
@@ -104,6 +116,15 @@ impl ProcessKind {
                     "BELAY_NO_ADMIN",
                     "BELAY_ADMIN_PASSWORD_FILE",
                     "BELAY_DURABLE_WRITES",
+                    "BELAY_TLS_LISTEN",
+                    "BELAY_TLS_CERT_FILE",
+                    "BELAY_TLS_KEY_FILE",
+                    "BELAY_TLS_CA_FILE",
+                    "BELAY_BACKEND_TLS",
+                    "BELAY_BACKEND_TLS_CA_FILE",
+                    "BELAY_BACKEND_TLS_CERT_FILE",
+                    "BELAY_BACKEND_TLS_KEY_FILE",
+                    "BELAY_BACKEND_TLS_SERVER_NAME",
                 ] {
                     cmd.env_remove(var);
                 }

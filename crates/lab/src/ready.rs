@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
-use belay_client::{Auth, ClientError, Connection};
+use belay_client::{Auth, ClientError, Connection, TlsClient};
 
 /// Per-call deadline for readiness probes: short, so that a paused process
 /// slows a poll down instead of stalling it.
@@ -22,6 +22,8 @@ pub(crate) struct Expected<'a> {
     pub auth: &'a Auth,
     /// How to log in to the Sentinels.
     pub sentinel_auth: &'a SentinelAuth,
+    /// TLS to nodes and Sentinels, when the lab runs it.
+    pub tls: Option<&'a TlsClient>,
     /// `host:port` of the master every node and Sentinel must agree on.
     pub master: String,
     /// `(name, addr)` of every data node, the master included.
@@ -30,8 +32,8 @@ pub(crate) struct Expected<'a> {
     pub sentinels: Vec<(String, String)>,
 }
 
-async fn connect(addr: &str, auth: &Auth) -> Result<Connection, String> {
-    Connection::connect(addr, Some(auth), PROBE_TIMEOUT)
+async fn connect(addr: &str, tls: Option<&TlsClient>, auth: &Auth) -> Result<Connection, String> {
+    Connection::connect_with(addr, tls, Some(auth), PROBE_TIMEOUT)
         .await
         .map_err(|e| short(&e))
 }
@@ -67,7 +69,7 @@ pub(crate) async fn topology_pending(exp: &Expected<'_>) -> Vec<String> {
 }
 
 async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
-    let mut c = connect(addr, exp.auth).await?;
+    let mut c = connect(addr, exp.tls, exp.auth).await?;
     let info = c.info("replication").await.map_err(|e| short(&e))?;
     let role = info.get("role").unwrap_or("?");
     if *addr == exp.master {
@@ -96,9 +98,10 @@ async fn data_node_ready(exp: &Expected<'_>, addr: &str) -> Result<(), String> {
 async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Result<(), String> {
     let name = exp.master_name;
     let err = |e: ClientError| short(&e);
-    let (mut c, _) = Connection::connect_sentinel(addr, exp.sentinel_auth, PROBE_TIMEOUT)
-        .await
-        .map_err(err)?;
+    let (mut c, _) =
+        Connection::connect_sentinel_with(addr, exp.tls, exp.sentinel_auth, PROBE_TIMEOUT)
+            .await
+            .map_err(err)?;
     let master = c.sentinel_master(name).await.map_err(err)?;
     let believed = master.addr().unwrap_or_default();
     if believed != exp.master {
@@ -135,8 +138,12 @@ async fn sentinel_ready(exp: &Expected<'_>, addr: &str, replicas: usize) -> Resu
 }
 
 /// `None` once the gateway at `addr` answers `PING` with `PONG` after `AUTH`.
-pub(crate) async fn gateway_pending(addr: &str, password: &str) -> Option<String> {
-    let mut c = match connect(addr, &Auth::password(password)).await {
+pub(crate) async fn gateway_pending(
+    addr: &str,
+    tls: Option<&TlsClient>,
+    password: &str,
+) -> Option<String> {
+    let mut c = match connect(addr, tls, &Auth::password(password)).await {
         Ok(c) => c,
         Err(why) => return Some(format!("gateway: {why}")),
     };

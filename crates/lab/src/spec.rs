@@ -75,6 +75,12 @@ pub struct LabSpec {
     /// `bind`. Off by default; ignored fields of old state files read as off.
     #[serde(default)]
     pub own_loopback_addrs: bool,
+    /// TLS only, on every hop: a private CA and certificates in
+    /// `<dir>/tls/` (see `tls`), data nodes and Sentinels on `tls-port`
+    /// with `port 0`, replication and Sentinel links over TLS, the gateway's
+    /// listener and its connections to nodes over TLS.
+    #[serde(default)]
+    pub tls: bool,
     /// The ports came from [`crate::ports::reserve_block`] (tests): if one is
     /// taken between reserving and starting, take a new block instead of
     /// failing. Never set for ports a user chose.
@@ -145,6 +151,7 @@ impl Default for LabSpec {
             extra_redis_config: Vec::new(),
             extra_sentinel_config: Vec::new(),
             own_loopback_addrs: false,
+            tls: false,
             reassign_busy_ports: false,
         }
     }
@@ -210,6 +217,9 @@ impl LabSpec {
     /// is started.
     pub fn validate(&self) -> Result<(), LabError> {
         let bad = |m: String| Err(LabError::InvalidSpec(m));
+        if self.tls && self.app.is_some() {
+            return bad("the web app does not speak TLS yet: drop --app, or --tls".into());
+        }
         if self.sentinels == 0 {
             return bad("at least one Sentinel is needed (--sentinels)".into());
         }
@@ -348,6 +358,11 @@ impl LabSpec {
     /// `host:port` of the initial master.
     pub fn initial_master_addr(&self) -> String {
         format!("{}:{}", self.data_node_host(0), self.base_port)
+    }
+
+    /// Where the lab's TLS files are (whether or not it uses TLS).
+    pub fn tls_files(&self) -> crate::tls::LabTls {
+        crate::tls::LabTls::in_state_dir(&self.dir)
     }
 
     /// The address data node `i` (0 = the initial master) binds to.

@@ -25,6 +25,10 @@ pub fn verdict(e: &ClientError) -> String {
             "refuses connections (is it running?)".into()
         }
         ClientError::Connect { .. } => "cannot be reached".into(),
+        ClientError::Tls { .. } => {
+            "failed the TLS handshake (plaintext port, or a certificate it or we do not trust?)"
+                .into()
+        }
         ClientError::Io { .. } => "broke the connection".into(),
         ClientError::Closed { .. } => "closed the connection".into(),
         ClientError::Timeout { .. } => "does not answer".into(),

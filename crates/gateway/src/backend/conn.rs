@@ -18,12 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_client::ClientError;
+use belay_client::{ClientError, Stream};
 use belay_resp::{FrameScanner, Limits};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -186,8 +184,27 @@ impl BackendConn {
         Ok(BackendConn::start(conn.into_stream(), spec))
     }
 
-    fn start(stream: TcpStream, spec: &ConnectSpec) -> BackendConn {
-        let (read, write) = stream.into_split();
+    /// Plain TCP is split into owned halves (no lock between reader and
+    /// writer); TLS, one state machine for both directions, with
+    /// `tokio::io::split`.
+    fn start(stream: Stream, spec: &ConnectSpec) -> BackendConn {
+        match stream {
+            Stream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                BackendConn::start_halves(read, write, spec)
+            }
+            Stream::Tls(tls) => {
+                let (read, write) = tokio::io::split(tls);
+                BackendConn::start_halves(read, write, spec)
+            }
+        }
+    }
+
+    fn start_halves<R, W>(read: R, write: W, spec: &ConnectSpec) -> BackendConn
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         let (inflight_tx, inflight_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(ConnState {
@@ -374,8 +391,8 @@ fn stage_wait(
     ok
 }
 
-async fn write_loop(
-    mut write: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut rx: mpsc::UnboundedReceiver<BackendRequest>,
     inflight: mpsc::UnboundedSender<InFlight>,
     state: Arc<ConnState>,
@@ -457,7 +474,8 @@ async fn write_loop(
         state.health.count_commands(commands);
         let written = tokio::select! {
             biased;
-            r = write.write_all(&buf) => r.is_ok(),
+            // Flushed: TLS keeps what it is given until then.
+            r = async { write.write_all(&buf).await?; write.flush().await } => r.is_ok(),
             _ = &mut closed => false,
         };
         buf.clear();
@@ -552,8 +570,8 @@ impl Collecting {
     }
 }
 
-async fn read_loop(
-    mut read: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut read: R,
     mut inflight: mpsc::UnboundedReceiver<InFlight>,
     state: Arc<ConnState>,
 ) {

@@ -118,6 +118,7 @@ impl NodePool {
             ConnectSpec {
                 addr: format!("127.0.0.1:{port}"),
                 gateway_auth: None,
+                tls: None,
                 require_master: false,
                 connect_timeout: Duration::from_secs(1),
                 silence: None,

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_client::{Auth, ClientError, Connection};
+use belay_client::{Auth, ClientError, Connection, TlsClient};
 use bytes::Bytes;
 
 use super::health::NodeHealth;
@@ -20,6 +20,8 @@ pub struct ConnectSpec {
     pub addr: String,
     /// The gateway's own credentials for the node.
     pub gateway_auth: Option<Auth>,
+    /// TLS to the node, when it speaks it.
+    pub tls: Option<TlsClient>,
     /// Refuse the connection unless the node answers `ROLE` as master
     /// (asked as the gateway's own user, whatever context the connection is
     /// for): a write connection is never opened to a demoted master.
@@ -48,7 +50,8 @@ pub(super) async fn set_up(
     ctx: &Context,
     extra: &[Vec<Bytes>],
 ) -> Result<Connection, ClientError> {
-    let mut conn = Connection::connect(&spec.addr, None, spec.connect_timeout).await?;
+    let mut conn =
+        Connection::connect_with(&spec.addr, spec.tls.as_ref(), None, spec.connect_timeout).await?;
     let select_first = ctx.selects_before_login();
     let as_gateway = ctx.user.is_none() || spec.require_master || select_first;
     if as_gateway {

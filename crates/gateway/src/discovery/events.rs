@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
-use belay_client::{ClientError, Connection, Value};
+use belay_client::{ClientError, Connection, TlsClient, Value};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -123,6 +123,7 @@ pub(super) fn parse_event(channel: &str, payload: &str, master_name: &str) -> Op
 pub(super) async fn subscribe_events(
     addr: String,
     auth: SentinelAuth,
+    tls: Option<TlsClient>,
     master_name: String,
     events: mpsc::UnboundedSender<Event>,
     activity: Arc<ActivityLog>,
@@ -132,7 +133,7 @@ pub(super) async fn subscribe_events(
         if events.is_closed() {
             return;
         }
-        match listen_once(&addr, &auth, &master_name, &events, &activity).await {
+        match listen_once(&addr, &auth, tls.as_ref(), &master_name, &events, &activity).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(sentinel = %addr, error = %e, "Sentinel event subscription dropped; retrying")
@@ -147,11 +148,13 @@ pub(super) async fn subscribe_events(
 async fn listen_once(
     addr: &str,
     auth: &SentinelAuth,
+    tls: Option<&TlsClient>,
     master_name: &str,
     events: &mpsc::UnboundedSender<Event>,
     activity: &ActivityLog,
 ) -> Result<(), ClientError> {
-    let (mut conn, _) = Connection::connect_sentinel(addr, auth, Duration::from_secs(2)).await?;
+    let (mut conn, _) =
+        Connection::connect_sentinel_with(addr, tls, auth, Duration::from_secs(2)).await?;
     let mut cmd = vec!["SUBSCRIBE"];
     cmd.extend_from_slice(SENTINEL_CHANNELS);
     conn.send(&cmd).await?;

@@ -135,9 +135,17 @@ impl Discovery {
         let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands.clone())));
         let (events_tx, events) = mpsc::unbounded_channel();
         let d = Discovery {
-            sentinels: Sentinels::new(cfg.sentinels.clone(), cfg.sentinel_auth()),
+            sentinels: Sentinels::new(
+                cfg.sentinels.clone(),
+                cfg.sentinel_auth(),
+                cfg.backend_tls_client.clone(),
+            ),
             subscribed: HashSet::new(),
-            nodes: Nodes::new(cfg.node_auth(), cfg.control_timeout()),
+            nodes: Nodes::new(
+                cfg.node_auth(),
+                cfg.backend_tls_client.clone(),
+                cfg.control_timeout(),
+            ),
             master_pool: None,
             replica_pools: HashMap::new(),
             commands,
@@ -680,6 +688,7 @@ impl Discovery {
                 tokio::spawn(events::subscribe_events(
                     addr.clone(),
                     self.sentinels.auth().clone(),
+                    self.sentinels.tls().cloned(),
                     self.cfg.master_name.clone(),
                     self.events_tx.clone(),
                     self.telemetry.activity.clone(),
@@ -702,6 +711,7 @@ fn spec_for(cfg: &GatewayConfig, addr: &str, require_master: bool) -> ConnectSpe
     ConnectSpec {
         addr: addr.to_string(),
         gateway_auth: cfg.node_auth(),
+        tls: cfg.backend_tls_client.clone(),
         require_master,
         connect_timeout: cfg.control_timeout(),
         silence: Some(Silence {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use belay_client::{Auth, ClientError, Connection, Info, Role, Value};
+use belay_client::{Auth, ClientError, Connection, Info, Role, TlsClient, Value};
 use futures::future::join_all;
 use tokio::time::Instant;
 
@@ -20,6 +20,8 @@ use crate::topology::OffsetSample;
 pub(super) struct Nodes {
     conns: HashMap<String, Connection>,
     auth: Option<Auth>,
+    /// TLS to the nodes, when they speak it.
+    tls: Option<TlsClient>,
     timeout: Duration,
 }
 
@@ -87,10 +89,11 @@ pub(super) fn judge_replica(
 }
 
 impl Nodes {
-    pub fn new(auth: Option<Auth>, timeout: Duration) -> Nodes {
+    pub fn new(auth: Option<Auth>, tls: Option<TlsClient>, timeout: Duration) -> Nodes {
         Nodes {
             conns: HashMap::new(),
             auth,
+            tls,
             timeout,
         }
     }
@@ -106,6 +109,7 @@ impl Nodes {
             addr,
             self.conns.remove(addr),
             self.auth.as_ref(),
+            self.tls.as_ref(),
             timeout,
             args,
         )
@@ -153,13 +157,12 @@ impl Nodes {
         addrs: &[String],
         timeout: Duration,
     ) -> Vec<(String, Result<Info, ClientError>)> {
-        let auth = self.auth.clone();
+        let (auth, tls) = (self.auth.as_ref(), self.tls.as_ref());
         let jobs = addrs.iter().map(|addr| {
             let conn = self.conns.remove(addr);
-            let auth = auth.clone();
             async move {
                 let (conn, r) =
-                    call_on(addr, conn, auth.as_ref(), timeout, &["INFO", "replication"]).await;
+                    call_on(addr, conn, auth, tls, timeout, &["INFO", "replication"]).await;
                 (addr.clone(), conn, r.and_then(|v| to_info(addr, &v)))
             }
         });
@@ -222,6 +225,7 @@ async fn call_on(
     addr: &str,
     conn: Option<Connection>,
     auth: Option<&Auth>,
+    tls: Option<&TlsClient>,
     timeout: Duration,
     args: &[&str],
 ) -> (Option<Connection>, Result<Value, ClientError>) {
@@ -235,7 +239,7 @@ async fn call_on(
             Err(e) => return (None, Err(e)),
         }
     }
-    let mut conn = match Connection::connect(addr, auth, timeout).await {
+    let mut conn = match Connection::connect_with(addr, tls, auth, timeout).await {
         Ok(c) => c,
         Err(e) => return (None, Err(e)),
     };

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use belay_client::sentinel::{agreed_master, Entry, SentinelAuth, SentinelLogin};
-use belay_client::{ClientError, Connection};
+use belay_client::{ClientError, Connection, TlsClient};
 use futures::future::join_all;
 
 use crate::topology::SentinelStatus;
@@ -124,6 +124,8 @@ pub(super) struct Sentinels {
     pub addrs: Vec<String>,
     conns: HashMap<String, Connection>,
     auth: SentinelAuth,
+    /// TLS to the Sentinels, when they speak it.
+    tls: Option<TlsClient>,
     /// Sentinels found to have no password, already reported (once each).
     without_password: HashSet<String>,
     /// The last failure report logged, so a lasting one is logged once.
@@ -131,11 +133,12 @@ pub(super) struct Sentinels {
 }
 
 impl Sentinels {
-    pub fn new(addrs: Vec<String>, auth: SentinelAuth) -> Sentinels {
+    pub fn new(addrs: Vec<String>, auth: SentinelAuth, tls: Option<TlsClient>) -> Sentinels {
         Sentinels {
             addrs,
             conns: HashMap::new(),
             auth,
+            tls,
             without_password: HashSet::new(),
             last_report: String::new(),
         }
@@ -145,13 +148,18 @@ impl Sentinels {
         &self.auth
     }
 
+    pub fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
+    }
+
     /// Asks every known Sentinel about `name`, concurrently.
     pub async fn ask(&mut self, name: &str, timeout: Duration) -> Answers {
         let jobs = self.addrs.clone().into_iter().map(|addr| {
             let conn = self.conns.remove(&addr);
             let auth = self.auth.clone();
+            let tls = self.tls.clone();
             async move {
-                let r = ask_one(&addr, conn, &auth, timeout, name).await;
+                let r = ask_one(&addr, conn, &auth, tls.as_ref(), timeout, name).await;
                 (addr, r)
             }
         });
@@ -222,12 +230,13 @@ async fn ask_one(
     addr: &str,
     conn: Option<Connection>,
     auth: &SentinelAuth,
+    tls: Option<&TlsClient>,
     timeout: Duration,
     name: &str,
 ) -> Result<(Connection, SentinelLogin, SentinelView), ClientError> {
     let (mut conn, login) = match conn {
         Some(c) => (c, SentinelLogin::AsConfigured),
-        None => Connection::connect_sentinel(addr, auth, timeout).await?,
+        None => Connection::connect_sentinel_with(addr, tls, auth, timeout).await?,
     };
     let master = conn
         .sentinel_master_addr(name)

@@ -130,8 +130,13 @@ impl Session {
     async fn ping_quiet_master(&mut self, req: &Request, pool: &NodePool) -> Bytes {
         let auth = self.st.ctx.auth(self.shared.cfg.node_auth().as_ref());
         let asked = tokio::time::timeout(QUIET_PING, async {
-            let mut conn =
-                belay_client::Connection::connect(&pool.addr, auth.as_ref(), QUIET_PING).await?;
+            let mut conn = belay_client::Connection::connect_with(
+                &pool.addr,
+                self.shared.cfg.backend_tls_client.as_ref(),
+                auth.as_ref(),
+                QUIET_PING,
+            )
+            .await?;
             conn.call(&[b"PING".as_slice()]).await
         })
         .await;
@@ -183,8 +188,13 @@ impl Session {
         let timeout = self.shared.cfg.control_timeout();
         for node in topo.data_nodes() {
             let asked = async {
-                let mut conn =
-                    belay_client::Connection::connect(&node.addr, Some(auth), timeout).await?;
+                let mut conn = belay_client::Connection::connect_with(
+                    &node.addr,
+                    self.shared.cfg.backend_tls_client.as_ref(),
+                    Some(auth),
+                    timeout,
+                )
+                .await?;
                 if let Some(cmd) = cmd {
                     conn.call_ok(cmd).await?;
                 }

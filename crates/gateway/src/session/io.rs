@@ -5,13 +5,16 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use belay_resp::{Limits, ProtocolError, Request, RequestParser};
 use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::budget::OutputBudget;
 
@@ -19,9 +22,26 @@ use crate::budget::OutputBudget;
 /// that does not read gets no more work done for it.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 
+/// A client's connection as accepted: plain TCP, or TLS after the handshake.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Plain TCP as two owned halves, so readiness can be asked without
+/// reading (an idle client costs no buffer) and replies written with
+/// `try_write`; TLS as one stream (rustls is one state machine for both
+/// directions), written through `poll_write` and flushed.
+enum Transport {
+    Plain {
+        read: OwnedReadHalf,
+        write: OwnedWriteHalf,
+    },
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 pub struct ClientIo {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    transport: Transport,
     /// Bytes read and not yet parsed; allocated on first use, so ten
     /// thousand idle clients cost no buffers.
     pub inbuf: BytesMut,
@@ -32,12 +52,20 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
-    pub fn new(stream: TcpStream, budget: Arc<OutputBudget>) -> ClientIo {
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+    pub fn new(stream: ClientStream, budget: Arc<OutputBudget>) -> ClientIo {
+        let transport = match stream {
+            ClientStream::Plain(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                let (read, write) = tcp.into_split();
+                Transport::Plain { read, write }
+            }
+            ClientStream::Tls(tls) => {
+                let _ = tls.get_ref().0.set_nodelay(true);
+                Transport::Tls(tls)
+            }
+        };
         ClientIo {
-            read,
-            write,
+            transport,
             inbuf: BytesMut::new(),
             parser: RequestParser::default(),
             out: BytesMut::new(),
@@ -48,12 +76,18 @@ impl ClientIo {
     /// The client's address (asked of the socket: kept by every idle
     /// client, it would cost more than asking the few times it is needed).
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.write.peer_addr().ok()
+        match &self.transport {
+            Transport::Plain { write, .. } => write.peer_addr().ok(),
+            Transport::Tls(tls) => tls.get_ref().0.peer_addr().ok(),
+        }
     }
 
     /// The gateway's address the client connected to.
     pub fn local(&self) -> Option<SocketAddr> {
-        self.write.local_addr().ok()
+        match &self.transport {
+            Transport::Plain { write, .. } => write.local_addr().ok(),
+            Transport::Tls(tls) => tls.get_ref().0.local_addr().ok(),
+        }
     }
 
     /// Reads what the client sent, once the socket says there is something.
@@ -65,7 +99,9 @@ impl ClientIo {
     /// input; a short read tells tokio the socket is drained, which saves
     /// an EAGAIN syscall per request.
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.read.as_ref().poll_read_ready(cx))?;
+        if let Transport::Plain { read, .. } = &self.transport {
+            std::task::ready!(read.as_ref().poll_read_ready(cx))?;
+        }
         if self.inbuf.is_empty() && self.inbuf.capacity() > 1024 * 1024 {
             // Give back what a huge request grew it to (nothing is parsed
             // half-way in an empty buffer).
@@ -74,7 +110,14 @@ impl ClientIo {
         if self.inbuf.capacity() - self.inbuf.len() < 4096 {
             self.inbuf.reserve(16 * 1024);
         }
-        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.read), cx, &mut self.inbuf)
+        match &mut self.transport {
+            Transport::Plain { read, .. } => {
+                tokio_util::io::poll_read_buf(Pin::new(read), cx, &mut self.inbuf)
+            }
+            Transport::Tls(tls) => {
+                tokio_util::io::poll_read_buf(Pin::new(tls.as_mut()), cx, &mut self.inbuf)
+            }
+        }
     }
 
     /// The next complete request, if one has arrived.
@@ -87,8 +130,11 @@ impl ClientIo {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Replies wait to be written (for TLS, also records rustls has made
+    /// of them and not yet handed to the socket).
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+            || matches!(&self.transport, Transport::Tls(tls) if tls.get_ref().1.wants_write())
     }
 
     /// Enough output waits that reading more from the client can wait too.
@@ -100,15 +146,28 @@ impl ClientIo {
     /// was written.
     pub fn try_flush(&mut self) -> io::Result<bool> {
         let mut progressed = false;
-        while !self.out.is_empty() {
-            match self.write.try_write(&self.out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out.advance(n);
-                    progressed = true;
+        match &mut self.transport {
+            Transport::Plain { write, .. } => {
+                while !self.out.is_empty() {
+                    match write.try_write(&self.out) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            self.out.advance(n);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+            }
+            Transport::Tls(tls) => {
+                // Without waiting: a no-op waker. What cannot go now is
+                // waited for by `poll_writable` with the session's own waker
+                // (`has_output` stays true until rustls has sent it all).
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Poll::Ready(r) = write_tls(tls, &mut self.out, &mut cx) {
+                    progressed = r?;
+                }
             }
         }
         if self.out.is_empty() {
@@ -122,8 +181,12 @@ impl ClientIo {
     }
 
     /// Resolves when the socket may take more output.
-    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.write.as_ref().poll_write_ready(cx)
+    pub fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.transport {
+            Transport::Plain { write, .. } => write.as_ref().poll_write_ready(cx),
+            // TLS has no readiness of its own: writing is how to find out.
+            Transport::Tls(tls) => write_tls(tls, &mut self.out, cx).map_ok(|_| ()),
+        }
     }
 
     /// Input arrived (when `read`), the socket takes output again (when
@@ -167,6 +230,34 @@ impl ClientIo {
             }
         }
         Ok(())
+    }
+}
+
+/// Hands `out` to rustls and rustls's records to the socket, as far as
+/// they go now. Ready (with whether anything moved) once something moved or
+/// everything is out; pending, with `cx` woken later, when nothing could.
+fn write_tls(
+    tls: &mut TlsStream<TcpStream>,
+    out: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<bool>> {
+    let mut progressed = false;
+    while !out.is_empty() {
+        match Pin::new(&mut *tls).poll_write(cx, out) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                out.advance(n);
+                progressed = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => break,
+        }
+    }
+    match Pin::new(&mut *tls).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(progressed || out.is_empty())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending if progressed => Poll::Ready(Ok(true)),
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -42,7 +42,6 @@ mod subscribed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -53,6 +52,7 @@ use crate::metrics::{ErrorKind, Tally};
 use crate::server::Shared;
 use crate::topology::Topology;
 use batch::Batcher;
+pub use io::ClientStream;
 use io::{ClientIo, Ready};
 use queue::ReplyQueue;
 use state::SessionState;
@@ -133,7 +133,7 @@ enum End {
 }
 
 impl Session {
-    pub fn new(id: u64, stream: TcpStream, shared: Arc<Shared>) -> Session {
+    pub fn new(id: u64, stream: ClientStream, shared: Arc<Shared>) -> Session {
         let authenticated = shared.cfg.required_client_password().is_none();
         let limit = shared.cfg.output_limit_normal().hard as usize;
         let mut topo_rx = shared.topology.clone();
@@ -349,7 +349,7 @@ mod tests {
             let (_discovery, topology, events) =
                 crate::discovery::Discovery::new(cfg.clone(), telemetry.clone());
             let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
-            let session = Session::new(1, stream, shared);
+            let session = Session::new(1, ClientStream::Plain(stream), shared);
             let size = std::mem::size_of_val(&session.run());
             // About 2 KiB: 10 000 idle clients cost 21 MB of futures. (The
             // last 8 bytes: the open batch's shared connection, for durable

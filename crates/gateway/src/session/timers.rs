@@ -54,7 +54,7 @@ async fn session(cfg: GatewayConfig, commands: Arc<CommandTable>) -> (TcpStream,
     let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands)));
     let (events, events_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(Arc::new(cfg), rx, events, Default::default()));
-    tokio::spawn(Session::new(1, stream, shared).run());
+    tokio::spawn(Session::new(1, super::ClientStream::Plain(stream), shared).run());
     (client, (tx, events_rx))
 }
 

@@ -74,16 +74,30 @@ pub async fn start_with(
     }
 }
 
-/// A gateway's settings for `lab`: its Sentinels, master name and password.
+/// A gateway's settings for `lab`: its Sentinels, master name and
+/// password; for a TLS lab, a TLS listener only and TLS to the nodes, with
+/// the lab's certificates.
 pub fn gateway_config(lab: &Lab) -> GatewayConfig {
-    GatewayConfig {
+    let mut cfg = GatewayConfig {
         listen: "127.0.0.1:0".into(),
         sentinels: lab.sentinel_addrs(),
         master_name: lab.master_name().to_string(),
         password: Some(lab.password().to_string()),
         poll_interval_ms: 500,
         ..GatewayConfig::default()
+    };
+    if lab.spec().tls {
+        let tls = lab.spec().tls_files();
+        cfg.listen = "none".into();
+        cfg.tls_listen = Some("127.0.0.1:0".into());
+        cfg.tls_cert_file = Some(tls.server_cert());
+        cfg.tls_key_file = Some(tls.server_key());
+        cfg.backend_tls = true;
+        cfg.backend_tls_ca_file = Some(tls.ca());
+        cfg.backend_tls_cert_file = Some(tls.client_cert());
+        cfg.backend_tls_key_file = Some(tls.client_key());
     }
+    cfg
 }
 
 impl Env {
@@ -106,8 +120,9 @@ impl Env {
     /// once the Sentinels agree on it and it answers ROLE master.
     pub async fn sentinel_failover(&self) -> String {
         let old = self.master().await;
-        let mut sentinel = Connection::connect(
+        let mut sentinel = Connection::connect_with(
             &self.lab.sentinel_addrs()[0],
+            self.lab.tls(),
             Some(&self.auth()),
             Duration::from_secs(5),
         )
@@ -204,11 +219,17 @@ impl Env {
         }
     }
 
-    /// An authenticated client of the gateway.
+    /// An authenticated client of the gateway (over TLS in a TLS lab).
     pub async fn client(&self) -> Connection {
-        Connection::connect(&self.gateway, Some(&self.auth()), Duration::from_secs(10))
-            .await
-            .expect("connect to the gateway")
+        let tls = self.lab.tls();
+        Connection::connect_with(
+            &self.gateway,
+            tls,
+            Some(&self.auth()),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("connect to the gateway")
     }
 
     pub fn auth(&self) -> Auth {
@@ -217,9 +238,14 @@ impl Env {
 
     /// A direct connection to a data node.
     pub async fn node(&self, addr: &str) -> Connection {
-        Connection::connect(addr, Some(&self.auth()), Duration::from_secs(5))
-            .await
-            .expect("connect to a node")
+        Connection::connect_with(
+            addr,
+            self.lab.tls(),
+            Some(&self.auth()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect to a node")
     }
 
     pub async fn master(&self) -> String {

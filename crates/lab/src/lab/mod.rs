@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use belay_client::sentinel::SentinelAuth;
-use belay_client::Auth;
+use belay_client::{Auth, TlsClient};
 use nix::sys::signal::Signal;
 
 use crate::config;
@@ -38,6 +38,8 @@ pub struct Lab {
     processes: Vec<Process>,
     /// Leave the processes running on drop (`up --detach`, attached labs).
     detached: bool,
+    /// How the lab's own checks reach its nodes, when it runs TLS.
+    tls: Option<TlsClient>,
 }
 
 /// What [`Lab::stop`] / [`down`] did, process by process.
@@ -124,6 +126,14 @@ impl Lab {
         }
         let password = state::password(&spec.dir, spec.password.as_deref())?;
         spec.password = Some(password.clone());
+        let tls = if spec.tls {
+            let mut hosts: Vec<String> = plan.iter().map(|r| r.host.clone()).collect();
+            hosts.push(spec.bind.clone());
+            spec.tls_files().generate(&hosts)?;
+            Some(spec.tls_files().client()?)
+        } else {
+            None
+        };
         write_configs(&spec, &plan, &password)?;
 
         let timeout = Duration::from_millis(spec.ready_timeout_ms);
@@ -133,6 +143,7 @@ impl Lab {
             password,
             processes: Vec::new(),
             detached: false,
+            tls,
         };
         // Data nodes first, and Sentinels only once the replicas are linked:
         // a Sentinel learns the replicas from the master's INFO, which it
@@ -175,7 +186,13 @@ impl Lab {
         })?;
         let mut spec = state.spec;
         spec.password = Some(password.clone());
+        let tls = if spec.tls {
+            Some(spec.tls_files().client()?)
+        } else {
+            None
+        };
         Ok(Lab {
+            tls,
             spec,
             password,
             processes: state
@@ -212,6 +229,11 @@ impl Lab {
     /// password), for [`belay_client::Connection::connect_sentinel`].
     pub fn sentinel_auth(&self) -> SentinelAuth {
         SentinelAuth::Required(self.auth())
+    }
+    /// TLS to the lab's nodes and Sentinels (and gateway), when it runs
+    /// TLS: for [`belay_client::Connection::connect_with`].
+    pub fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
     }
     /// The name the Sentinels monitor the master under.
     pub fn master_name(&self) -> &str {
@@ -389,6 +411,7 @@ impl Lab {
             sentinels: self.sentinel_addrs(),
             sentinel_auth: self.sentinel_auth(),
             auth: Some(self.auth()),
+            tls: self.tls.clone(),
         }
     }
 
@@ -403,6 +426,7 @@ impl Lab {
             master_name: self.spec.master_name.clone(),
             auth: Some(self.auth()),
             sentinel_auth: self.sentinel_auth(),
+            tls: self.tls.clone(),
             sentinels: self.sentinels().into_iter().map(target).collect(),
             data_nodes: self.data_nodes().into_iter().map(target).collect(),
             gateway: self.gateway().map(target),

@@ -38,6 +38,8 @@ impl Lab {
         let master_name = self.spec.master_name.clone();
         let (auth, sentinel_auth) = (self.auth(), self.sentinel_auth());
         let sentinels = self.sentinel_addrs();
+        let tls = self.tls.clone();
+        let tls = tls.as_ref();
         let data_nodes = named(&self.data_nodes());
         let sentinel_names = named(&self.sentinels());
         let (master_name, auth, sentinel_auth, master) =
@@ -51,6 +53,7 @@ impl Lab {
                     sentinels: sentinels.clone(),
                     sentinel_auth: sentinel_auth.clone(),
                     auth: Some(auth.clone()),
+                    tls: tls.cloned(),
                 }
                 .current_master()
                 .await
@@ -62,6 +65,7 @@ impl Lab {
                         master_name,
                         auth,
                         sentinel_auth,
+                        tls,
                         master: m,
                         data_nodes: data_nodes.clone(),
                         sentinels: sentinel_names.clone(),
@@ -82,8 +86,9 @@ impl Lab {
     ) -> Result<()> {
         let addr = self.gateway_addr().expect("gateway started");
         let password = self.password.clone();
+        let tls = self.tls.clone();
         self.wait_for(timeout, progress, || {
-            ready::gateway_pending(&addr, &password)
+            ready::gateway_pending(&addr, tls.as_ref(), &password)
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! The gateway: does it answer, and its own view of the topology
 //! (`BELAY TOPOLOGY`).
 
-use belay_client::Auth;
+use belay_client::{Auth, TlsClient};
 use serde::Serialize;
 
 use super::{connect, Target};
@@ -53,7 +53,7 @@ struct GatewayView {
 }
 
 /// Asks the gateway for `PING`, then for its view.
-pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> GatewayStatus {
+pub(super) async fn ask(t: &Target, tls: Option<&TlsClient>, auth: Option<&Auth>) -> GatewayStatus {
     let mut g = GatewayStatus {
         addr: t.addr.clone(),
         pid: t.pid,
@@ -65,7 +65,7 @@ pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> GatewayStatus {
         replicas: Vec::new(),
         admin_drift: Default::default(),
     };
-    let mut c = match connect(&t.addr, auth).await {
+    let mut c = match connect(&t.addr, tls, auth).await {
         Ok(c) => c,
         Err(e) => {
             g.error = Some(why::failure(&e));

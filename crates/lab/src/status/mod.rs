@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use belay_client::sentinel::SentinelAuth;
-use belay_client::{Auth, ClientError, Connection};
+use belay_client::{Auth, ClientError, Connection, TlsClient};
 use serde::Serialize;
 
 use crate::secrets;
@@ -43,6 +43,8 @@ pub struct StatusQuery {
     /// How to log in to the Sentinels: often they have no password even
     /// where the nodes have one (see [`SentinelAuth::choose`]).
     pub sentinel_auth: SentinelAuth,
+    /// TLS to every process asked, when they speak it.
+    pub tls: Option<TlsClient>,
     /// Sentinels to ask: `(name if known, addr, pid if known)`.
     pub sentinels: Vec<Target>,
     /// Data nodes known in advance (a lab's); more are discovered through
@@ -116,8 +118,12 @@ impl StatusReport {
 }
 
 /// Connects to a data node or the gateway within [`TIMEOUT`].
-async fn connect(addr: &str, auth: Option<&Auth>) -> Result<Connection, ClientError> {
-    Connection::connect(addr, auth, TIMEOUT).await
+async fn connect(
+    addr: &str,
+    tls: Option<&TlsClient>,
+    auth: Option<&Auth>,
+) -> Result<Connection, ClientError> {
+    Connection::connect_with(addr, tls, auth, TIMEOUT).await
 }
 
 /// Asks every Sentinel and every data node, and works out the problems.
@@ -126,7 +132,8 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
     let mut sentinels = Vec::new();
     let mut discovered: Vec<String> = Vec::new();
     for t in &q.sentinels {
-        let (status, seen) = sentinel::ask(t, &q.master_name, &q.sentinel_auth).await;
+        let (status, seen) =
+            sentinel::ask(t, &q.master_name, q.tls.as_ref(), &q.sentinel_auth).await;
         sentinels.push(status);
         discovered.extend(seen);
     }
@@ -143,7 +150,7 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
     }
     let mut nodes = Vec::new();
     for t in &targets {
-        nodes.push(node::ask(t, auth).await);
+        nodes.push(node::ask(t, q.tls.as_ref(), auth).await);
     }
     // Bytes behind: against the master each replica follows.
     let offsets: BTreeMap<String, i64> = nodes
@@ -158,7 +165,7 @@ pub async fn gather(q: &StatusQuery) -> StatusReport {
     }
 
     let gateway = match &q.gateway {
-        Some(t) => Some(gateway::ask(t, auth).await),
+        Some(t) => Some(gateway::ask(t, q.tls.as_ref(), auth).await),
         None => None,
     };
     let app = match &q.app {

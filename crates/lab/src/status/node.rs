@@ -1,7 +1,7 @@
 //! A data node's view of itself: `ROLE`, offsets, its link to its master,
 //! and that master's view of its ack lag.
 
-use belay_client::{Auth, Role};
+use belay_client::{Auth, Role, TlsClient};
 use serde::Serialize;
 
 use super::{connect, Target};
@@ -36,7 +36,7 @@ pub struct NodeStatus {
 }
 
 /// Asks a data node for its role, offset and link.
-pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> NodeStatus {
+pub(super) async fn ask(t: &Target, tls: Option<&TlsClient>, auth: Option<&Auth>) -> NodeStatus {
     let mut n = NodeStatus {
         name: t.name.clone(),
         addr: t.addr.clone(),
@@ -51,7 +51,7 @@ pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> NodeStatus {
         lag_bytes: None,
         lag_seconds: None,
     };
-    let role = match connect(&t.addr, auth).await {
+    let role = match connect(&t.addr, tls, auth).await {
         Ok(mut c) => c.role().await.map(|r| (c, r)),
         Err(e) => Err(e),
     };
@@ -93,7 +93,7 @@ pub(super) async fn ask(t: &Target, auth: Option<&Auth>) -> NodeStatus {
     // The master's view of this replica's ack lag, when we can ask it (when
     // we cannot, the master's own line says why).
     if let Some(up) = n.replicates_from.clone() {
-        if let Ok(mut m) = connect(&up, auth).await {
+        if let Ok(mut m) = connect(&up, tls, auth).await {
             if let Ok(info) = m.info("replication").await {
                 let (host, port) = t.addr.rsplit_once(':').unwrap_or((&t.addr, ""));
                 for i in 0..info.get_i64("connected_slaves").unwrap_or(0) {

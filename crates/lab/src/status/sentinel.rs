@@ -37,6 +37,7 @@ pub struct SentinelStatus {
 pub(super) async fn ask(
     t: &Target,
     name: &str,
+    tls: Option<&belay_client::TlsClient>,
     auth: &SentinelAuth,
 ) -> (SentinelStatus, Vec<String>) {
     let mut s = SentinelStatus {
@@ -54,7 +55,7 @@ pub(super) async fn ask(
         quorum_ok: false,
     };
     let mut seen = Vec::new();
-    let mut c = match Connection::connect_sentinel(&t.addr, auth, TIMEOUT).await {
+    let mut c = match Connection::connect_sentinel_with(&t.addr, tls, auth, TIMEOUT).await {
         Ok((c, _)) => c,
         Err(e) => {
             s.refused = e.is_reply();

@@ -20,7 +20,7 @@ use std::time::Duration;
 use belay_resp::{FrameScanner, Limits, Request};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -51,8 +51,10 @@ pub struct Pipe<'a> {
 
 /// A subscription connection.
 struct Node {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    // Split with `tokio::io::split` (TLS is one state machine for both
+    // directions); its lock costs nothing next to a subscription's traffic.
+    read: ReadHalf<belay_client::Stream>,
+    write: WriteHalf<belay_client::Stream>,
     buf: BytesMut,
     scanner: FrameScanner,
     addr: String,
@@ -82,6 +84,7 @@ impl Pipe<'_> {
             if let Some(req) = first.take() {
                 subs.track(&req);
                 let _ = node.write.write_all(&req.raw).await;
+                let _ = node.write.flush().await;
             } else {
                 for (cmd, set) in subs.groups() {
                     if set.is_empty() {
@@ -187,7 +190,7 @@ impl Pipe<'_> {
             if let Some(master) = master {
                 match master.control_connection(self.ctx).await {
                     Ok(conn) => {
-                        let (read, write) = conn.into_stream().into_split();
+                        let (read, write) = tokio::io::split(conn.into_stream());
                         return Some(Node {
                             read,
                             write,
@@ -253,7 +256,10 @@ impl Pipe<'_> {
                     markers.add(Some(rules::refusal(&req)), AfterMarker::Continue)
                 }
             };
-            let write = node.write.write_all(&raw);
+            let write = async {
+                node.write.write_all(&raw).await?;
+                node.write.flush().await
+            };
             match tokio::time::timeout(self.cfg.request_timeout(), write).await {
                 Ok(Ok(())) => {}
                 // Lost: subscribe again and answer the markers.

@@ -269,7 +269,7 @@ async fn busy_port_is_reported_and_nothing_starts() {
 async fn missing_binary_says_what_to_install() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = LabSpec::for_tests(dir.path());
-    spec.redis_sentinel = "/nonexistent/redis-sentinel".into();
+    spec.redis_sentinel = Some("/nonexistent/redis-sentinel".into());
     let err = Lab::start(spec, &NoProgress).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(
@@ -325,7 +325,7 @@ async fn readiness_timeout_names_what_is_missing_and_stops_everything() {
     std::fs::write(&silent, "#!/bin/sh\nexec sleep 600\n").unwrap();
     std::fs::set_permissions(&silent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut spec = LabSpec::for_tests(&dir.path().join("lab"));
-    spec.redis_sentinel = silent;
+    spec.redis_sentinel = Some(silent);
     spec.ready_timeout_ms = 1500;
     let err = Lab::start(spec, &NoProgress).await.unwrap_err();
     assert!(

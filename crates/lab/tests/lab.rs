@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use belay_client::{Connection, Role};
 use belay_lab::testing::{pid_alive, processes_under};
-use belay_lab::{Lab, LabError, LabSpec, NoProgress};
+use belay_lab::{Lab, LabError, LabSpec, NoProgress, SentinelProgram, ServerPrograms};
 
 /// Asserts no process is left under `dir` (waiting briefly for reaping).
 fn assert_no_orphans(dir: &Path) {
@@ -208,6 +208,42 @@ async fn down_stops_every_recorded_pid() {
             .downcast_ref::<LabError>(),
         Some(LabError::NoLab { .. })
     ));
+    assert_no_orphans(dir.path());
+}
+
+/// A `lab.json` written before Valkey (no `server`, no `programs`; the two
+/// paths were the resolved programs) still attaches, and its restarts run
+/// the programs it recorded.
+#[tokio::test]
+async fn a_lab_json_from_before_valkey_keeps_its_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("lab starts");
+    let programs = lab.spec().programs().clone();
+    let sentinel = match &programs.sentinel {
+        SentinelProgram::Program(p) | SentinelProgram::ServerMode(p) => p.clone(),
+    };
+    let path = dir.path().join("lab.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let spec = state["spec"].as_object_mut().unwrap();
+    spec.remove("server");
+    spec.remove("programs");
+    spec.insert("redis_server".into(), serde_json::json!(programs.server));
+    spec.insert("redis_sentinel".into(), serde_json::json!(sentinel));
+    std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+
+    let attached = Lab::attach(dir.path()).unwrap();
+    assert_eq!(
+        attached.spec().programs(),
+        &ServerPrograms {
+            server: programs.server.clone(),
+            sentinel: SentinelProgram::Program(sentinel),
+        }
+    );
+    drop(attached);
+    drop(lab);
     assert_no_orphans(dir.path());
 }
 

@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a Redis HA lab on this machine: 1 master, N replicas, M Sentinels
-    /// and the gateway, from the system's redis-server and redis-sentinel.
+    /// and the gateway, from the system's redis-server and redis-sentinel, or
+    /// Valkey's valkey-server (--server).
     ///
     /// Each process gets its own config, data and log under the state dir
     /// (--dir). `up` waits until the topology is really ready (every replica

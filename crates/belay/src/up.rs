@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use belay_lab::{AppSpec, GatewaySpec, Lab, LabError, LabSpec, ProcessKind};
+use belay_lab::{AppSpec, GatewaySpec, Lab, LabError, LabSpec, ProcessKind, ServerChoice};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -112,13 +112,23 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_persistence: bool,
 
-    /// The redis-server to run (a bare name is looked up on PATH).
-    #[arg(long, default_value = "redis-server", value_name = "PATH")]
-    pub redis_server: PathBuf,
+    /// Which server to run: redis (redis-server, redis-sentinel), valkey
+    /// (valkey-server; Sentinels as valkey-sentinel, or valkey-server
+    /// --sentinel when there is no such program), or auto (redis when
+    /// redis-server is on PATH, else valkey). --redis-server and
+    /// --redis-sentinel win over it.
+    #[arg(long, default_value = "auto", value_name = "redis|valkey|auto", value_parser = parse_server)]
+    pub server: ServerChoice,
 
-    /// The redis-sentinel to run (a bare name is looked up on PATH).
-    #[arg(long, default_value = "redis-sentinel", value_name = "PATH")]
-    pub redis_sentinel: PathBuf,
+    /// The data nodes' program, e.g. a redis-server or valkey-server build of
+    /// your own (a bare name is looked up on PATH) [default: the --server's].
+    #[arg(long, value_name = "PATH")]
+    pub redis_server: Option<PathBuf>,
+
+    /// The Sentinels' program (a bare name is looked up on PATH) [default:
+    /// the --server's; with --redis-server alone, that program with --sentinel].
+    #[arg(long, value_name = "PATH")]
+    pub redis_sentinel: Option<PathBuf>,
 
     /// Return once the lab is ready and leave it running; stop it with `belay down`.
     #[arg(long)]
@@ -157,8 +167,10 @@ impl UpArgs {
             min_replicas_to_write: self.min_replicas_to_write,
             min_replicas_max_lag: self.min_replicas_max_lag,
             persistence: !self.no_persistence,
+            server: self.server,
             redis_server: self.redis_server.clone(),
             redis_sentinel: self.redis_sentinel.clone(),
+            programs: None,
             gateway: None,
             app: None,
             detach: self.detach,
@@ -344,6 +356,12 @@ fn ready_text(lab: &Lab) -> String {
     );
     out.push_str(&ui::table(&rows));
     out.push('\n');
+    let programs = lab.spec().programs();
+    out.push_str(&format!(
+        "  server:    {}    (Sentinels: {})\n",
+        show_path(&programs.server),
+        programs.sentinel
+    ));
     out.push_str(&format!(
         "  password:  {}   (also in {})\n",
         lab.password(),
@@ -395,6 +413,7 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
         "gateway_admin": lab.gateway_admin_addr(),
         "app": lab.app_url(),
         "sentinels": lab.sentinel_addrs(),
+        "programs": lab.spec().programs(),
         "processes": lab.processes().iter().map(|p| serde_json::json!({
             "name": p.name(),
             "kind": p.kind(),
@@ -405,6 +424,10 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
             "config": p.config_path(),
         })).collect::<Vec<_>>(),
     })
+}
+
+fn parse_server(s: &str) -> Result<ServerChoice, String> {
+    s.parse()
 }
 
 /// Checks `--durable-writes` here, so a bad value is refused before

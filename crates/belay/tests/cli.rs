@@ -573,3 +573,124 @@ fn status_reads_the_seed_notes_deployment() {
     drop(seed);
     assert!(processes_under(dir.path()).is_empty());
 }
+
+/// `INFO server` of `addr` (a data node or a Sentinel of a sandbox lab).
+fn info_server(addr: &str) -> belay_client::Info {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = belay_client::Connection::connect(
+            addr,
+            Some(&belay_client::Auth::password(PASSWORD)),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        c.info("server").await.expect("INFO server")
+    })
+}
+
+/// The lab's `programs` in lab.json.
+fn recorded_programs(sb: &Sandbox) -> serde_json::Value {
+    let text = std::fs::read_to_string(sb.state_dir().join("lab.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["spec"]["programs"].clone()
+}
+
+/// A `PATH` like this process's without the directories that hold any of
+/// `hide`, plus `extra` first.
+fn path_without(hide: &[&str], extra: &Path) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kept = std::env::split_paths(&path).filter(|d| !hide.iter().any(|h| d.join(h).exists()));
+    std::env::join_paths(std::iter::once(extra.to_path_buf()).chain(kept)).unwrap()
+}
+
+fn valkey_server() -> PathBuf {
+    belay_lab::process::find_on_path(Path::new("valkey-server"))
+        .expect("valkey-server on PATH: run scripts/setup --valkey")
+}
+
+#[test]
+fn up_with_the_valkey_server_status_and_down() {
+    let sb = Sandbox::new();
+    let mut up = sb.belay("up");
+    up.args(["--server", "valkey", "--detach"]);
+    let (code, out, err) = run(up);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    // Chosen although redis-server is on PATH too (CI installs both).
+    assert!(out.contains("server:    "), "{out}");
+    assert!(out.contains("valkey-server"), "{out}");
+    let master = format!("127.0.0.1:{}", sb.port);
+    let sentinel = format!("127.0.0.1:{}", sb.port + 3);
+    for addr in [&master, &sentinel] {
+        let info = info_server(addr);
+        assert_eq!(info.get("server_name"), Some("valkey"), "{addr}: {info:?}");
+    }
+    assert_eq!(
+        info_server(&sentinel).get("server_mode"),
+        Some("sentinel"),
+        "the Sentinels are Valkey's, in Sentinel mode (Valkey says server_mode, Redis redis_mode)"
+    );
+
+    let (code, out, err) = run(sb.belay("status"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!(
+            "healthy: 1 master ({master}), 2 linked replicas, 3/3 Sentinels agreeing"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("answers PING; writes to {master}")),
+        "the gateway found the Valkey master: {out}"
+    );
+
+    let pids = sb.recorded_pids();
+    let (code, out, err) = run(sb.belay("down"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} survived `belay down`");
+    }
+    sb.assert_no_orphans();
+}
+
+/// Without redis-server on PATH, `auto` runs Valkey; without a
+/// valkey-sentinel program, the Sentinels are `valkey-server --sentinel`.
+#[test]
+fn auto_runs_valkey_without_redis_and_its_sentinels_in_server_mode() {
+    let sb = Sandbox::new();
+    let bin = sb.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(valkey_server(), bin.join("valkey-server")).unwrap();
+    let mut up = sb.belay("up");
+    up.args(["--detach", "--no-gateway"]).env(
+        "PATH",
+        path_without(&["redis-server", "valkey-sentinel"], &bin),
+    );
+    let (code, out, err) = run(up);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let server = bin.join("valkey-server");
+    assert_eq!(
+        recorded_programs(&sb),
+        serde_json::json!({
+            "server": server,
+            "sentinel": {"server-mode": server},
+        })
+    );
+    assert!(
+        out.contains(&format!("(Sentinels: {} --sentinel)", server.display())),
+        "{out}"
+    );
+    let sentinel = format!("127.0.0.1:{}", sb.port + 3);
+    let info = info_server(&sentinel);
+    assert_eq!(info.get("server_name"), Some("valkey"), "{info:?}");
+    assert_eq!(info.get("server_mode"), Some("sentinel"), "{info:?}");
+
+    let (code, out, _) = run(sb.belay("status"));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, err) = run(sb.belay("down"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    sb.assert_no_orphans();
+}

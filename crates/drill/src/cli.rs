@@ -113,6 +113,12 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub down_after_ms: u64,
 
+    /// Server of the temporary lab (ignored for a running lab): redis,
+    /// valkey, or auto (redis when redis-server is on PATH, else valkey).
+    #[arg(long, default_value = "auto", value_name = "redis|valkey|auto",
+          value_parser = |s: &str| s.parse::<belay_lab::ServerChoice>())]
+    pub server: belay_lab::ServerChoice,
+
     /// Durable writes in the drill's own gateway: a write is acknowledged
     /// only once N replicas (or a majority of them; `--durable` alone)
     /// confirm it with WAIT. For a lab in --dir, start its gateway with
@@ -213,6 +219,7 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
             .context("creating a temporary dir for the drill's lab")?;
         let mut spec = LabSpec::for_tests(dir.path());
         spec.password = None;
+        spec.server = args.server;
         spec.down_after_ms = args.down_after_ms;
         spec.failover_timeout_ms = (args.down_after_ms * 4).max(4000);
         spec.own_loopback_addrs = true;

@@ -2,6 +2,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::commands::Software;
+
 pub fn ok() -> Bytes {
     Bytes::from_static(b"+OK\r\n")
 }
@@ -68,11 +70,17 @@ pub fn integer(n: i64) -> Bytes {
     b.freeze()
 }
 
-/// The `HELLO` reply, in the protocol the client asked for.
-pub fn hello(resp3: bool, version: &str, id: u64) -> Bytes {
-    let version = if version.is_empty() { "7.0.0" } else { version };
+/// The `HELLO` reply, in the protocol the client asked for, naming the
+/// master's server and version as its own `HELLO` would (Redis 7.0 before
+/// the master is known).
+pub fn hello(resp3: bool, server: &Software, id: u64) -> Bytes {
+    let (name, version) = if server.version.is_empty() {
+        ("redis", "7.0.0")
+    } else {
+        (server.name.as_str(), server.version.as_str())
+    };
     let fields: [(&str, Field); 7] = [
-        ("server", Field::Text("redis")),
+        ("server", Field::Text(name)),
         ("version", Field::Text(version)),
         ("proto", Field::Int(if resp3 { 3 } else { 2 })),
         ("id", Field::Int(id as i64)),

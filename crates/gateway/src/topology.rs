@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::NodePool;
-use crate::commands::CommandTable;
+use crate::commands::{CommandTable, Software};
 
 /// The master's replication position at one moment. Offsets mean something
 /// only within one replication history, named by its replication ID: after
@@ -95,8 +95,9 @@ pub struct Topology {
     pub master_sample: Option<OffsetSample>,
     /// How commands route (from the master's `COMMAND`).
     pub commands: Arc<CommandTable>,
-    /// The master's `redis_version`, for `HELLO` replies.
-    pub server_version: String,
+    /// What the master runs (`redis 7.0.15`, `valkey 8.1.8`), for `HELLO`
+    /// replies.
+    pub server: Software,
     /// What each Sentinel said in the last full round.
     pub sentinels: Arc<[SentinelStatus]>,
     /// Replicas that follow the master's replication history (a node that
@@ -131,7 +132,7 @@ impl Topology {
             replicas: Vec::new(),
             master_sample: None,
             commands,
-            server_version: String::new(),
+            server: Software::default(),
             sentinels: Arc::from([]),
             followers: 0,
         }
@@ -180,7 +181,8 @@ pub fn to_json(topo: &Topology) -> serde_json::Value {
         "master_replid": topo.master_sample.as_ref().map(|s| s.replid.to_string()),
         "replicas": replicas,
         "generation": topo.generation,
-        "server_version": topo.server_version,
+        "server_name": topo.server.name,
+        "server_version": topo.server.version,
         "commands_known": topo.commands.len(),
         "sentinels": &*topo.sentinels,
     })

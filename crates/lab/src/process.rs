@@ -28,9 +28,10 @@ use crate::spec::LabSpec;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProcessKind {
-    /// A `redis-server` (master or replica: roles change, the kind doesn't).
+    /// A `redis-server` or `valkey-server` (master or replica: roles
+    /// change, the kind doesn't).
     DataNode,
-    /// A `redis-sentinel`.
+    /// A Sentinel (`redis-sentinel`, `valkey-sentinel`, `valkey-server --sentinel`).
     Sentinel,
     /// `belay gateway`, the RESP proxy in front of the topology.
     Gateway,
@@ -73,15 +74,14 @@ impl ProcessKind {
     ) -> Command {
         match self {
             ProcessKind::DataNode => {
-                let mut cmd = Command::new(&spec.redis_server);
+                let mut cmd = Command::new(&spec.programs().server);
                 cmd.arg(rec.config.as_ref().expect("data nodes have a config"));
                 cmd
             }
-            ProcessKind::Sentinel => {
-                let mut cmd = Command::new(&spec.redis_sentinel);
-                cmd.arg(rec.config.as_ref().expect("sentinels have a config"));
-                cmd
-            }
+            ProcessKind::Sentinel => spec
+                .programs()
+                .sentinel
+                .command(rec.config.as_ref().expect("sentinels have a config")),
             ProcessKind::Gateway => {
                 let gw = spec.gateway.as_ref().expect("gateway spec");
                 let mut cmd = Command::new(&gw.exe);
@@ -351,40 +351,51 @@ pub(crate) fn spawn(rec: &mut ProcessRecord, mut cmd: Command, detached: bool) -
 }
 
 /// Finds a program: a path with a `/` must exist and be executable; a bare
-/// name is looked up on `PATH`.
-pub fn resolve_binary(program: &Path, flag: &'static str) -> Result<PathBuf, LabError> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
+/// name is looked up on `PATH`. `flag` names the option that points belay
+/// at it, `install` how to get it.
+pub fn resolve_binary(
+    program: &Path,
+    flag: &'static str,
+    install: &'static str,
+) -> Result<PathBuf, LabError> {
     let name = program.display().to_string();
     if name.contains('/') {
-        if executable(program) {
+        if is_executable(program) {
             return Ok(program.to_path_buf());
         }
         return Err(LabError::BinaryNotFound {
             program: name.clone(),
             looked: format!("{name} does not exist or is not executable"),
             flag,
+            install,
         });
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(program);
-        if executable(&candidate) {
-            return Ok(candidate);
-        }
-    }
-    Err(LabError::BinaryNotFound {
+    find_on_path(program).ok_or_else(|| LabError::BinaryNotFound {
         program: name.clone(),
         looked: format!(
             "no executable `{name}` on PATH ({})",
-            path.to_string_lossy()
+            std::env::var_os("PATH")
+                .unwrap_or_default()
+                .to_string_lossy()
         ),
         flag,
+        install,
     })
+}
+
+/// The first executable file named `program` in a directory of `PATH`.
+pub fn find_on_path(program: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// The start time of `pid` in clock ticks since boot (field 22 of
@@ -462,7 +473,12 @@ mod tests {
 
     #[test]
     fn missing_binary_names_the_fix() {
-        let err = resolve_binary(Path::new("no-such-redis-xyz"), "--redis-server").unwrap_err();
+        let err = resolve_binary(
+            Path::new("no-such-redis-xyz"),
+            "--redis-server",
+            "apt-get install redis-server redis-sentinel",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("apt-get install redis-server redis-sentinel"),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
 use crate::process::{ProcessKind, ProcessRecord};
+use crate::server::{ServerChoice, ServerPrograms};
 
 /// Everything that decides the shape of a lab. `Default` gives the safe
 /// topology the issue asks for: 1 master + 2 replicas, 3 Sentinels (quorum
@@ -46,10 +47,19 @@ pub struct LabSpec {
     pub min_replicas_max_lag: u32,
     /// AOF + RDB snapshots on (`false`: no persistence at all).
     pub persistence: bool,
-    /// `redis-server` to run; a bare name is looked up on `PATH`.
-    pub redis_server: PathBuf,
-    /// `redis-sentinel` to run; a bare name is looked up on `PATH`.
-    pub redis_sentinel: PathBuf,
+    /// Redis or Valkey (`--server`); a program named below wins.
+    #[serde(default)]
+    pub server: ServerChoice,
+    /// The data nodes' program, when named (`--redis-server`; a bare name is
+    /// looked up on `PATH`). `None`: the chosen server's own.
+    pub redis_server: Option<PathBuf>,
+    /// The Sentinels' program, when named (`--redis-sentinel`). `None`: the
+    /// chosen server's own, or the named `redis_server` in Sentinel mode.
+    pub redis_sentinel: Option<PathBuf>,
+    /// What runs, found by `Lab::start` from the three fields above (see
+    /// [`ServerPrograms::find`]) and kept in `lab.json` for restarts.
+    #[serde(default)]
+    pub programs: Option<ServerPrograms>,
     /// The gateway to start in front of the topology, if any.
     pub gateway: Option<GatewaySpec>,
     /// The web app to start on the gateway, if any (needs `gateway`).
@@ -142,8 +152,10 @@ impl Default for LabSpec {
             min_replicas_to_write: 1,
             min_replicas_max_lag: 10,
             persistence: true,
-            redis_server: PathBuf::from("redis-server"),
-            redis_sentinel: PathBuf::from("redis-sentinel"),
+            server: ServerChoice::Auto,
+            redis_server: None,
+            redis_sentinel: None,
+            programs: None,
             gateway: None,
             app: None,
             detach: false,
@@ -161,9 +173,12 @@ impl LabSpec {
     /// A spec for tests: state in `dir`, a fresh block of free ports (see
     /// [`crate::ports::reserve_block`]), short Sentinel timers (down-after
     /// 1000 ms, failover-timeout 4000 ms) and a fixed password. No gateway.
+    /// The server is `BELAY_TEST_SERVER` (`redis`, `valkey`; default
+    /// `auto`), so a suite runs against Valkey unchanged.
     pub fn for_tests(dir: &Path) -> LabSpec {
         let mut spec = LabSpec {
             dir: dir.to_path_buf(),
+            server: ServerChoice::for_tests(),
             password: Some("belay-test-password".into()),
             down_after_ms: 1000,
             failover_timeout_ms: 4000,
@@ -200,6 +215,16 @@ impl LabSpec {
     /// the votes needed to authorize a failover.
     pub fn quorum(&self) -> usize {
         self.sentinels / 2 + 1
+    }
+
+    /// The programs found by `Lab::start`.
+    ///
+    /// # Panics
+    /// Before `Lab::start` (or `Lab::attach`) filled them in.
+    pub fn programs(&self) -> &ServerPrograms {
+        self.programs
+            .as_ref()
+            .expect("the server programs are found by Lab::start")
     }
 
     /// The first Sentinel's port.

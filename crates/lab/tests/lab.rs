@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use belay_client::{Connection, Role};
 use belay_lab::testing::{pid_alive, processes_under};
-use belay_lab::{Lab, LabError, LabSpec, NoProgress};
+use belay_lab::{Lab, LabError, LabSpec, NoProgress, SentinelProgram, ServerPrograms};
 
 /// Asserts no process is left under `dir` (waiting briefly for reaping).
 fn assert_no_orphans(dir: &Path) {
@@ -211,6 +211,42 @@ async fn down_stops_every_recorded_pid() {
     assert_no_orphans(dir.path());
 }
 
+/// A `lab.json` written before Valkey (no `server`, no `programs`; the two
+/// paths were the resolved programs) still attaches, and its restarts run
+/// the programs it recorded.
+#[tokio::test]
+async fn a_lab_json_from_before_valkey_keeps_its_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(LabSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("lab starts");
+    let programs = lab.spec().programs().clone();
+    let sentinel = match &programs.sentinel {
+        SentinelProgram::Program(p) | SentinelProgram::ServerMode(p) => p.clone(),
+    };
+    let path = dir.path().join("lab.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let spec = state["spec"].as_object_mut().unwrap();
+    spec.remove("server");
+    spec.remove("programs");
+    spec.insert("redis_server".into(), serde_json::json!(programs.server));
+    spec.insert("redis_sentinel".into(), serde_json::json!(sentinel));
+    std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+
+    let attached = Lab::attach(dir.path()).unwrap();
+    assert_eq!(
+        attached.spec().programs(),
+        &ServerPrograms {
+            server: programs.server.clone(),
+            sentinel: SentinelProgram::Program(sentinel),
+        }
+    );
+    drop(attached);
+    drop(lab);
+    assert_no_orphans(dir.path());
+}
+
 #[tokio::test]
 async fn second_start_on_a_running_lab_is_refused_and_stale_state_is_cleaned() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,7 +305,7 @@ async fn busy_port_is_reported_and_nothing_starts() {
 async fn missing_binary_says_what_to_install() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = LabSpec::for_tests(dir.path());
-    spec.redis_sentinel = "/nonexistent/redis-sentinel".into();
+    spec.redis_sentinel = Some("/nonexistent/redis-sentinel".into());
     let err = Lab::start(spec, &NoProgress).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(
@@ -325,7 +361,7 @@ async fn readiness_timeout_names_what_is_missing_and_stops_everything() {
     std::fs::write(&silent, "#!/bin/sh\nexec sleep 600\n").unwrap();
     std::fs::set_permissions(&silent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut spec = LabSpec::for_tests(&dir.path().join("lab"));
-    spec.redis_sentinel = silent;
+    spec.redis_sentinel = Some(silent);
     spec.ready_timeout_ms = 1500;
     let err = Lab::start(spec, &NoProgress).await.unwrap_err();
     assert!(

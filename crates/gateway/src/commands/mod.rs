@@ -3,6 +3,7 @@
 //! the gateway's own refusals ([`deny`]) come first and need no table.
 
 mod deny;
+mod software;
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use rustc_hash::FxHashMap;
 use crate::config::CommandOverride;
 
 pub use deny::denial;
+pub use software::Software;
 
 /// What a forwarded command needs from the backend side: the one
 /// classification routing, retries and the reply path work from.
@@ -101,8 +103,8 @@ pub struct CommandTable {
     /// hot path. Clients choose the names looked up, but a miss only costs
     /// the full rules.
     resolved: FxHashMap<Box<[u8]>, Routing>,
-    /// The server version the table was read from.
-    pub version: String,
+    /// The server (name and version) the table was read from.
+    pub software: Software,
     /// The master it was read from.
     pub master: String,
     /// That master runs `DEBUG` from any address (`enable-debug-command
@@ -115,7 +117,7 @@ impl CommandTable {
     /// Builds the table from a `COMMAND` reply.
     pub fn from_command_reply(
         reply: &Value,
-        version: String,
+        software: Software,
         overrides: HashMap<String, CommandOverride>,
     ) -> CommandTable {
         let mut commands = FxHashMap::default();
@@ -128,7 +130,7 @@ impl CommandTable {
             commands,
             overrides,
             resolved: FxHashMap::default(),
-            version,
+            software,
             master: String::new(),
             debug_from_anywhere: false,
         };
@@ -361,7 +363,7 @@ mod tests {
             entry("save", &["admin", "noscript"], vec![]),
             entry("bgsave", &["admin", "noscript"], vec![]),
         ]);
-        CommandTable::from_command_reply(&reply, "7.0".into(), overrides)
+        CommandTable::from_command_reply(&reply, Software::redis("7.0"), overrides)
     }
 
     #[test]
@@ -417,7 +419,7 @@ mod tests {
     fn denials_hold_for_a_table_without_subcommands() {
         // Redis 6's COMMAND lists no subcommands.
         let reply = Value::Array(vec![entry("client", &["admin"], vec![])]);
-        let t = CommandTable::from_command_reply(&reply, "6.2".into(), HashMap::new());
+        let t = CommandTable::from_command_reply(&reply, Software::redis("6.2"), HashMap::new());
         assert!(matches!(
             class(&t, "CLIENT REPLY OFF"),
             Some(Class::Denied(_))

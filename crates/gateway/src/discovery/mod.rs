@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::backend::{ConnectSpec, NodeHealth, NodePool, Silence};
-use crate::commands::CommandTable;
+use crate::commands::{CommandTable, Software};
 use crate::config::GatewayConfig;
 use crate::metrics::Telemetry;
 use crate::topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};
@@ -64,7 +64,7 @@ pub struct Discovery {
     master_pool: Option<Arc<NodePool>>,
     replica_pools: HashMap<String, Arc<NodePool>>,
     commands: Arc<CommandTable>,
-    server_version: String,
+    server: Software,
     generation: u64,
     /// Times the master was asked its role (see `Topology::master_checks`).
     master_checks: u64,
@@ -149,7 +149,7 @@ impl Discovery {
             master_pool: None,
             replica_pools: HashMap::new(),
             commands,
-            server_version: String::new(),
+            server: Software::default(),
             generation: 0,
             master_checks: 0,
             known_replicas: Vec::new(),
@@ -524,8 +524,8 @@ impl Discovery {
             .await
         {
             Ok(Some(table)) => {
-                tracing::info!(commands = table.len(), version = %table.version, "command table loaded from the master");
-                self.server_version = table.version.clone();
+                tracing::info!(commands = table.len(), server = %table.software, "command table loaded from the master");
+                self.server = table.software.clone();
                 self.commands = Arc::new(table);
             }
             Ok(None) => {}
@@ -627,7 +627,7 @@ impl Discovery {
             replicas,
             master_sample: self.sample.clone().filter(|_| self.master_pool.is_some()),
             commands: self.commands.clone(),
-            server_version: self.server_version.clone(),
+            server: self.server.clone(),
             sentinels: self.sentinel_status.clone(),
             followers: 0,
         };

@@ -12,7 +12,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::replication::OffsetHistory;
-use crate::commands::CommandTable;
+use crate::commands::{CommandTable, Software};
 use crate::config::CommandOverride;
 use crate::topology::OffsetSample;
 
@@ -184,12 +184,12 @@ impl Nodes {
         overrides: &HashMap<String, CommandOverride>,
     ) -> Result<Option<CommandTable>, ClientError> {
         let info = self.info(master, "server").await?;
-        let version = info.get("redis_version").unwrap_or("").to_string();
-        if !current.is_empty() && current.version == version && current.master == master {
+        let software = Software::from_info(&info);
+        if !current.is_empty() && current.software == software && current.master == master {
             return Ok(None);
         }
         let reply = self.call(master, self.timeout * 5, &["COMMAND"]).await?;
-        let mut table = CommandTable::from_command_reply(&reply, version, overrides.clone());
+        let mut table = CommandTable::from_command_reply(&reply, software, overrides.clone());
         table.master = master.to_string();
         // Immutable in Redis: read once per master. A gateway user that
         // may not read it gets DEBUG refused.

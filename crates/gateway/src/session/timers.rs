@@ -31,7 +31,7 @@ fn table() -> Arc<CommandTable> {
     let reply = Value::Array(vec![entry("get", "readonly"), entry("set", "write")]);
     Arc::new(CommandTable::from_command_reply(
         &reply,
-        "7.0.15".into(),
+        crate::commands::Software::redis("7.0.15"),
         Default::default(),
     ))
 }

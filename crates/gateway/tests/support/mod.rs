@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use belay_client::{Auth, Connection, Value};
 use belay_gateway::{Gateway, GatewayConfig};
-use belay_lab::{Lab, LabSpec, NoProgress};
+use belay_lab::{Lab, LabSpec, NoProgress, ServerChoice};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,6 +51,7 @@ pub async fn start_with(
     lab(&mut spec);
     let replicas = spec.replicas;
     let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
+    assert_runs_the_chosen_server(&lab).await;
     let mut cfg = gateway_config(&lab);
     tweak(&mut cfg);
     let gw = Gateway::bind(cfg).await.expect("gateway binds");
@@ -72,6 +73,32 @@ pub async fn start_with(
         task,
         _dir: dir,
     }
+}
+
+/// Checks that the lab's master runs the server `BELAY_TEST_SERVER` asks
+/// for (its `INFO server` names Valkey in `server_name`; Redis has no such
+/// field), so a run meant for Valkey cannot pass on Redis unnoticed.
+pub async fn assert_runs_the_chosen_server(lab: &Lab) {
+    let want = match ServerChoice::for_tests() {
+        ServerChoice::Auto => return,
+        ServerChoice::Redis => "redis",
+        ServerChoice::Valkey => "valkey",
+    };
+    let master = lab.current_master().await.expect("the lab's master");
+    let mut c = Connection::connect_with(
+        &master,
+        lab.tls(),
+        Some(&Auth::password(lab.password())),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect to the master");
+    let info = c.info("server").await.expect("INFO server");
+    let runs = info.get("server_name").unwrap_or("redis");
+    assert_eq!(
+        runs, want,
+        "BELAY_TEST_SERVER asks for {want}; the lab runs {runs}"
+    );
 }
 
 /// A gateway's settings for `lab`: its Sentinels, master name and

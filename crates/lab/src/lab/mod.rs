@@ -22,9 +22,13 @@ use crate::ports;
 use crate::process::{self, Process, ProcessKind, ProcessRecord};
 use crate::progress::Progress;
 use crate::secrets;
+use crate::server::ServerPrograms;
 use crate::spec::LabSpec;
 use crate::state::{self, LabState, STATE_VERSION};
 use crate::status::{self, StatusQuery, StatusReport, Target};
+
+/// How to get the gateway's and the app's program (the `belay` binary).
+const BUILD_BELAY: &str = "cargo build --release -p belay";
 
 /// A lab topology: its spec, its password and its processes.
 ///
@@ -72,13 +76,16 @@ impl Lab {
     /// through a static started by whichever test came first.
     pub async fn start(mut spec: LabSpec, progress: &dyn Progress) -> Result<Lab> {
         spec.validate()?;
-        spec.redis_server = process::resolve_binary(&spec.redis_server, "--redis-server")?;
-        spec.redis_sentinel = process::resolve_binary(&spec.redis_sentinel, "--redis-sentinel")?;
+        spec.programs = Some(ServerPrograms::find(
+            spec.server,
+            spec.redis_server.as_deref(),
+            spec.redis_sentinel.as_deref(),
+        )?);
         if let Some(gw) = &mut spec.gateway {
-            gw.exe = process::resolve_binary(&gw.exe, "--gateway-exe")?;
+            gw.exe = process::resolve_binary(&gw.exe, "--gateway-exe", BUILD_BELAY)?;
         }
         if let Some(app) = &mut spec.app {
-            app.exe = process::resolve_binary(&app.exe, "--app-exe")?;
+            app.exe = process::resolve_binary(&app.exe, "--app-exe", BUILD_BELAY)?;
         }
         // 0700: Redis and Sentinel rewrite the config files below as 0644.
         secrets::private_dir(&spec.dir)
@@ -186,6 +193,12 @@ impl Lab {
         })?;
         let mut spec = state.spec;
         spec.password = Some(password.clone());
+        if spec.programs.is_none() {
+            // A lab.json from before Valkey: the two paths were the programs.
+            if let (Some(server), Some(sentinel)) = (&spec.redis_server, &spec.redis_sentinel) {
+                spec.programs = Some(ServerPrograms::recorded(server.clone(), sentinel.clone()));
+            }
+        }
         let tls = if spec.tls {
             Some(spec.tls_files().client()?)
         } else {

@@ -154,7 +154,7 @@ pub fn apply_hello(args: HelloArgs, st: &mut SessionState, env: &Env) -> Action 
         ]);
         st.name = Some(name).filter(|n| !n.is_empty());
     }
-    let reply = reply::hello(st.ctx.resp3, &env.topology.server_version, env.id);
+    let reply = reply::hello(st.ctx.resp3, &env.topology.server, env.id);
     if replay.is_empty() {
         Action::Reply(reply)
     } else {

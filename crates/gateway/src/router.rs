@@ -262,6 +262,28 @@ mod tests {
     }
 
     #[test]
+    fn read_your_writes_holds_across_tiers() {
+        let mut topo = topology(2);
+        topo.read_tiers = vec![1];
+        let taken_at = Instant::now();
+        topo.master_sample = Some(OffsetSample {
+            replid: "r1".into(),
+            offset: 100,
+            taken_at,
+        });
+        topo.replicas[0].offset = 50;
+        topo.replicas[1].offset = 100;
+        let fence = Fence {
+            acked_at: taken_at - Duration::from_millis(1),
+        };
+        // The preferred tier's replica lacks the write: the next tier's has it.
+        let picked = pick_replica(&topo, Some(fence), Prefer::Any, 0).unwrap();
+        assert_eq!(picked.pool.addr, "127.0.0.1:7002");
+        topo.replicas[1].offset = 60;
+        assert!(pick_replica(&topo, Some(fence), Prefer::Any, 0).is_none());
+    }
+
+    #[test]
     fn a_silent_or_busy_replica_gets_no_reads() {
         let topo = topology(2);
         topo.replicas[0].pool.health().set_busy(true);

@@ -278,25 +278,37 @@ fn render(r: &StatusReport, title: &str) -> String {
             },
         ]]));
         if !g.replicas.is_empty() {
+            let zoned = g.zone.is_some() || g.replicas.iter().any(|r| r.zone.is_some());
             let mut rows = vec![vec![
                 "  REPLICA".to_string(),
                 "OFFSET".into(),
                 "LAG".into(),
+                "RTT".into(),
                 "READS".into(),
             ]];
+            if zoned {
+                rows[0].insert(1, format!("ZONE (gateway: {})", opt(&g.zone)));
+            }
             for rep in &g.replicas {
-                rows.push(vec![
+                let mut row = vec![
                     format!("  {}", rep.addr),
                     rep.offset.to_string(),
                     rep.lag_ms
                         .map(|l| format!("{l} ms"))
+                        .unwrap_or_else(|| "-".into()),
+                    rep.rtt_ms
+                        .map(|ms| format!("{ms:.2} ms"))
                         .unwrap_or_else(|| "-".into()),
                     if rep.eligible {
                         "yes".into()
                     } else {
                         "no".into()
                     },
-                ]);
+                ];
+                if zoned {
+                    row.insert(1, opt(&rep.zone));
+                }
+                rows.push(row);
             }
             out.push_str(&ui::table(&rows));
         }

@@ -57,6 +57,28 @@ pub struct UpArgs {
     #[arg(long, value_name = "N|majority", value_parser = parse_durable)]
     pub durable_writes: Option<String>,
 
+    /// Availability zones for the data nodes, round-robin (redis-1, the
+    /// first master, gets the first): the gateway is told each node's zone
+    /// and is itself in the first (or --gateway-zone). See "Zone-aware
+    /// reads" in the README.
+    #[arg(long, value_delimiter = ',', value_name = "ZONE,ZONE,...")]
+    pub zones: Vec<String>,
+
+    /// The gateway's own zone [default: the first of --zones].
+    #[arg(long, value_name = "ZONE", conflicts_with = "no_gateway")]
+    pub gateway_zone: Option<String>,
+
+    /// Where the gateway sends reads: replica-preferred (its default),
+    /// replica, master, zone-replica (a replica of its zone first) or
+    /// nearest (the replica with the lowest measured round-trip time).
+    #[arg(
+        long,
+        value_name = "MODE",
+        conflicts_with = "no_gateway",
+        value_parser = ["replica", "replica-preferred", "master", "zone-replica", "nearest"]
+    )]
+    pub read_from: Option<String>,
+
     /// Do not start the gateway (only Redis and Sentinel).
     #[arg(long, conflicts_with = "app")]
     pub no_gateway: bool,
@@ -179,6 +201,7 @@ impl UpArgs {
             extra_sentinel_config: self.extra_sentinel_config.clone(),
             own_loopback_addrs: false,
             tls: self.tls,
+            zones: self.zones.clone(),
             reassign_busy_ports: false,
         };
         if !self.no_gateway {
@@ -198,6 +221,8 @@ impl UpArgs {
                 port,
                 admin_port: Some(admin_port),
                 durable_writes: self.durable_writes.clone(),
+                zone: self.gateway_zone.clone(),
+                read_from: self.read_from.clone(),
             });
         }
         if self.app {
@@ -311,6 +336,18 @@ fn role_at_start(lab: &Lab, kind: ProcessKind, addr: &str) -> &'static str {
     }
 }
 
+/// The zone the lab gave a process (data nodes and the gateway).
+fn zone_of<'a>(lab: &'a Lab, p: &belay_lab::Process) -> Option<&'a str> {
+    let spec = lab.spec();
+    match p.kind() {
+        ProcessKind::DataNode => {
+            spec.data_node_zone(p.port().checked_sub(spec.base_port)? as usize)
+        }
+        ProcessKind::Gateway => spec.gateway_zone(),
+        _ => None,
+    }
+}
+
 /// The table and connect lines printed once the lab is ready.
 fn ready_text(lab: &Lab) -> String {
     let mut rows = vec![vec![
@@ -320,14 +357,22 @@ fn ready_text(lab: &Lab) -> String {
         "PID".into(),
         "LOG".into(),
     ]];
+    let zoned = !lab.spec().zones.is_empty();
+    if zoned {
+        rows[0].insert(2, "ZONE".into());
+    }
     for p in lab.processes() {
-        rows.push(vec![
+        let mut row = vec![
             p.name().to_string(),
             role_at_start(lab, p.kind(), &p.addr()).into(),
             p.addr(),
             p.pid().map(|x| x.to_string()).unwrap_or_default(),
             show_path(p.log_path()),
-        ]);
+        ];
+        if zoned {
+            row.insert(2, zone_of(lab, p).unwrap_or_default().to_string());
+        }
+        rows.push(row);
     }
     let pw = shell_quote(lab.password());
     let mut host = if lab.spec().bind == "127.0.0.1" {
@@ -422,6 +467,7 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
             "pid": p.pid(),
             "log": p.log_path(),
             "config": p.config_path(),
+            "zone": zone_of(lab, p),
         })).collect::<Vec<_>>(),
     })
 }

@@ -694,3 +694,74 @@ fn auto_runs_valkey_without_redis_and_its_sentinels_in_server_mode() {
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
     sb.assert_no_orphans();
 }
+
+/// `belay up --zones a,b,c --gateway-zone c --read-from zone-replica`: the
+/// table shows each node's zone, the gateway knows them (`BELAY TOPOLOGY`,
+/// `belay status`), and its reads go to the replica of its zone (redis-3).
+#[test]
+fn up_with_zones_gives_the_gateway_each_nodes_zone() {
+    let sb = Sandbox::new();
+    let mut up = sb.belay("up");
+    up.args(["--detach", "--zones", "a,b,c", "--gateway-zone", "c"])
+        .args(["--read-from", "zone-replica"]);
+    let (code, out, err) = run(up);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let line_of = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert!(out.contains("ZONE"), "{out}");
+    for (name, zone) in [
+        ("redis-1", "a"),
+        ("redis-2", "b"),
+        ("redis-3", "c"),
+        ("gateway", "c"),
+    ] {
+        assert_eq!(line_of(name)[2], zone, "{name} in\n{out}");
+    }
+    let home = format!("127.0.0.1:{}", sb.port + 2);
+    let gateway = format!("127.0.0.1:{}", sb.port + 6);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = belay_client::Connection::connect(
+            &gateway,
+            Some(&belay_client::Auth::password(PASSWORD)),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let topo: serde_json::Value = serde_json::from_str(
+            &c.call_ok(&["BELAY", "TOPOLOGY"])
+                .await
+                .unwrap()
+                .to_text()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(topo["gateway_zone"], "c", "{topo}");
+        assert_eq!(topo["master_zone"], "a", "{topo}");
+        for i in 0..50 {
+            c.send(&["GET", "k"]).await.unwrap();
+            c.send(&["BELAY", "WHERE"]).await.unwrap();
+            c.read_value().await.unwrap();
+            let at = c.read_value().await.unwrap().to_text().unwrap();
+            assert_eq!(at, format!("{home} replica"), "read {i}");
+        }
+    });
+
+    let (code, out, err) = run(sb.belay("status"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("ZONE (gateway: c)"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&home))
+        .unwrap_or_else(|| panic!("no {home} row in\n{out}"));
+    assert!(row.contains(" c ") && row.contains(" ms"), "{row}");
+
+    let (code, out, err) = run(sb.belay("down"));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    sb.assert_no_orphans();
+}

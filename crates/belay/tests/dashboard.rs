@@ -131,6 +131,8 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
         port: 0,
         admin_port: Some(0),
         durable_writes: None,
+        zone: None,
+        read_from: None,
     });
     spec.assign_free_ports();
     let mut lab = Lab::start(spec, &NoProgress).await.unwrap();

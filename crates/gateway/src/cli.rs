@@ -135,9 +135,30 @@ pub struct GatewayArgs {
     #[arg(long, env = "BELAY_NO_METRICS")]
     pub no_metrics: bool,
 
-    /// Where reads go [default: replica-preferred].
+    /// Where reads go [default: replica-preferred]. zone-replica: a replica
+    /// in the gateway's --zone, else another replica, else the master;
+    /// nearest: the replica with the lowest round-trip time the gateway
+    /// measures (its control connections ask every node ~10 times a
+    /// second), else the master. The lag bound and read-your-writes apply
+    /// first: a replica that may not serve is never chosen for being close.
     #[arg(long, env = "BELAY_READ_FROM", value_enum)]
     pub read_from: Option<ReadFrom>,
+
+    /// The gateway's own availability zone (needed by --read-from zone-replica).
+    #[arg(long, env = "BELAY_ZONE", value_name = "ZONE")]
+    pub zone: Option<String>,
+
+    /// A data node's zone, the address as the Sentinels report it (repeat
+    /// for each node). Wins over the zone a node reports itself (Valkey
+    /// 8.1+'s `availability-zone`, read from its HELLO reply).
+    #[arg(
+        long = "node-zone",
+        env = "BELAY_NODE_ZONES",
+        value_delimiter = ',',
+        value_name = "HOST:PORT=ZONE",
+        value_parser = parse_node_zone
+    )]
+    pub node_zones: Vec<(String, String)>,
 
     /// How long a write waits for a confirmed master during a failover before
     /// failing with TRYAGAIN [default: 15000].
@@ -250,6 +271,8 @@ impl GatewayArgs {
         if !self.sentinels.is_empty() {
             cfg.sentinels = self.sentinels;
         }
+        // Flags name nodes one by one: they add to (and win over) the file's.
+        cfg.node_zones.extend(self.node_zones);
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { cfg.$field = v; } )* };
         }
@@ -294,7 +317,8 @@ impl GatewayArgs {
             sentinel_username,
             sentinel_password,
             client_password,
-            admin_listen
+            admin_listen,
+            zone
         );
         if let Some(DurableFlag(durable)) = self.durable_writes {
             cfg.durable_writes = durable;
@@ -312,6 +336,23 @@ impl GatewayArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// `HOST:PORT=ZONE` as (address, zone).
+fn parse_node_zone(text: &str) -> Result<(String, String), String> {
+    let (addr, zone) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{text:?} is not HOST:PORT=ZONE"))?;
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+    {
+        return Err(format!("{addr:?} is not HOST:PORT"));
+    }
+    if zone.is_empty() {
+        return Err(format!("{text:?} names no zone"));
+    }
+    Ok((addr.to_string(), zone.to_string()))
 }
 
 /// The config file, or an error that says where it is wrong and why, but
@@ -415,6 +456,49 @@ read_from = "master"
             cfg.commands.get("config|set"),
             Some(&crate::config::CommandOverride::Allow)
         );
+    }
+
+    #[test]
+    fn zones_come_from_flags_and_the_file_and_zone_replica_needs_a_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("belay.toml");
+        std::fs::write(
+            &file,
+            "sentinels = [\"a:1\"]\nzone = \"eu-1a\"\nread_from = \"zone_replica\"\n[node_zones]\n\"10.0.0.1:6379\" = \"eu-1a\"\n\"10.0.0.2:6379\" = \"eu-1b\"\n",
+        )
+        .unwrap();
+        let c = Cli::parse_from([
+            "belay",
+            "--config",
+            file.to_str().unwrap(),
+            "--node-zone",
+            "10.0.0.2:6379=eu-1c",
+            "--node-zone",
+            "10.0.0.3:6379=eu-1b",
+        ])
+        .args
+        .resolve()
+        .unwrap();
+        assert_eq!(c.read_from, ReadFrom::ZoneReplica);
+        assert_eq!(c.zone.as_deref(), Some("eu-1a"));
+        let zone = |addr: &str| c.node_zones.get(addr).map(String::as_str);
+        assert_eq!(zone("10.0.0.1:6379"), Some("eu-1a"));
+        assert_eq!(zone("10.0.0.2:6379"), Some("eu-1c"), "the flag wins");
+        assert_eq!(zone("10.0.0.3:6379"), Some("eu-1b"));
+        let nearest = Cli::parse_from(["belay", "--sentinel", "a:1", "--read-from", "nearest"]);
+        assert_eq!(nearest.args.resolve().unwrap().read_from, ReadFrom::Nearest);
+        let err = Cli::parse_from(["belay", "--sentinel", "a:1", "--read-from", "zone-replica"])
+            .args
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--zone"), "{err}");
+        for bad in ["10.0.0.1:6379", "10.0.0.1=a", "10.0.0.1:6379="] {
+            assert!(
+                Cli::try_parse_from(["belay", "--node-zone", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub enum ReadFrom {
     ReplicaPreferred,
     /// Everything to the master (no splitting).
     Master,
+    /// An eligible replica in the gateway's own zone (`zone`), else any
+    /// eligible replica, else the master: reads stay in the zone while it
+    /// can serve them (cross-zone traffic costs time and money).
+    ZoneReplica,
+    /// The eligible replica with the lowest round-trip time the gateway
+    /// measured on its control connections, else the master.
+    Nearest,
 }
 
 /// How the gateway treats one command, overriding what `COMMAND` says.
@@ -79,6 +86,13 @@ pub struct GatewayConfig {
     pub durable_timeout_ms: u64,
     /// Where reads go.
     pub read_from: ReadFrom,
+    /// The gateway's own availability zone (what `read_from = "zone_replica"`
+    /// prefers).
+    pub zone: Option<String>,
+    /// Data nodes' zones by address (`"host:port" = "zone"`, the address as
+    /// the Sentinels report it). Wins over what a node says of itself
+    /// (Valkey's `availability-zone`).
+    pub node_zones: HashMap<String, String>,
     /// How long a write waits for a confirmed master before failing.
     pub failover_hold_ms: u64,
     /// A node that owes replies and sends nothing for this long gets no new
@@ -190,6 +204,8 @@ impl Default for GatewayConfig {
             durable_writes: None,
             durable_timeout_ms: 1_000,
             read_from: ReadFrom::ReplicaPreferred,
+            zone: None,
+            node_zones: HashMap::new(),
             failover_hold_ms: 15_000,
             request_timeout_ms: 2_000,
             abandon_after_ms: 30_000,
@@ -246,6 +262,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("metrics", &self.metrics)
             .field("admin_password", &redact(&self.admin_password))
             .field("read_from", &self.read_from)
+            .field("zone", &self.zone)
+            .field("node_zones", &self.node_zones)
             .field("durable_writes", &self.durable_writes)
             .field("durable_timeout_ms", &self.durable_timeout_ms)
             .field("failover_hold_ms", &self.failover_hold_ms)
@@ -426,6 +444,19 @@ impl GatewayConfig {
             if value == 0 {
                 anyhow::bail!("{key} ({flag}) must be at least 1");
             }
+        }
+        if self.read_from == ReadFrom::ZoneReplica && self.zone.is_none() {
+            anyhow::bail!("read_from = zone-replica needs the gateway's own zone: pass --zone ZONE or set `zone` in the config file");
+        }
+        if let Some(zone) = self
+            .zone
+            .iter()
+            .chain(self.node_zones.values())
+            .find(|z| z.is_empty())
+        {
+            anyhow::bail!(
+                "an empty zone name ({zone:?}): zones in --zone and --node-zone must not be empty"
+            );
         }
         if self.durable_writes.is_some() {
             if self.durable_timeout_ms == 0 {

@@ -28,6 +28,7 @@ mod config;
 mod context;
 mod discovery;
 mod error;
+mod locality;
 mod metrics;
 mod reply;
 mod router;
@@ -44,5 +45,6 @@ pub use config::{
 };
 pub use context::Context;
 pub use error::{BackendError, LostWhy, NotSentWhy};
+pub use locality::Locality;
 pub use server::{wait_ready, Gateway};
 pub use topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};

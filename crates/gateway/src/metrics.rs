@@ -475,6 +475,31 @@ fn encode_nodes(e: &mut DescriptorEncoder, topo: &Topology) -> std::fmt::Result 
         }
     }
     let mut f = e.encode_descriptor(
+        "belay_node_rtt",
+        "Smoothed round-trip time of the gateway's control calls to a node (ROLE, INFO, HELLO; what read_from = nearest goes by), with the node's zone (empty when unknown).",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    let places = topo
+        .read_master
+        .iter()
+        .map(|p| (&p.addr, "master", &topo.master_locality))
+        .chain(
+            topo.replicas
+                .iter()
+                .map(|r| (&r.pool.addr, "replica", &r.locality)),
+        );
+    for (addr, role, at) in places {
+        if let Some(rtt) = at.rtt {
+            let zone = at.zone.as_deref().unwrap_or("");
+            ConstGauge::new(rtt.as_secs_f64()).encode(f.encode_family(&[
+                ("node", addr.as_str()),
+                ("role", role),
+                ("zone", zone),
+            ])?)?;
+        }
+    }
+    let mut f = e.encode_descriptor(
         "belay_replica_eligible",
         "1 while a replica may serve reads (linked to the master, within the lag bound, answering), else 0.",
         None,

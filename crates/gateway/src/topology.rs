@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::backend::NodePool;
 use crate::commands::{CommandTable, Software};
+use crate::locality::Locality;
 
 /// The master's replication position at one moment. Offsets mean something
 /// only within one replication history, named by its replication ID: after
@@ -40,6 +41,8 @@ pub struct ReplicaNode {
     /// May serve reads: linked to the current master, not down, not
     /// loading, within the lag bound.
     pub eligible: bool,
+    /// Its zone and round-trip time from the gateway.
+    pub locality: Locality,
 }
 
 impl ReplicaNode {
@@ -89,7 +92,17 @@ pub struct Topology {
     /// The confirmed master even while writes are held: reads that must see
     /// the latest data (read-your-writes, no eligible replica) may use it.
     pub read_master: Option<Arc<NodePool>>,
+    /// In order of preference for reads when `read_from` prefers by place
+    /// (`zone_replica`, `nearest`), else as discovery found them.
     pub replicas: Vec<ReplicaNode>,
+    /// Where each tier of `replicas` but the last ends: a read takes a
+    /// replica of the first tier that has a usable one (see
+    /// `locality::read_tiers`). Empty: one tier.
+    pub read_tiers: Vec<usize>,
+    /// The master's zone and round-trip time from the gateway.
+    pub master_locality: Locality,
+    /// The gateway's own zone.
+    pub zone: Option<Arc<str>>,
     /// The master's position when this snapshot's replica offsets were
     /// asked for; `None` when unknown.
     pub master_sample: Option<OffsetSample>,
@@ -130,6 +143,9 @@ impl Topology {
             write_hold: Some(WriteHold::NoMaster),
             read_master: None,
             replicas: Vec::new(),
+            read_tiers: Vec::new(),
+            master_locality: Locality::default(),
+            zone: None,
             master_sample: None,
             commands,
             server: Software::default(),
@@ -170,11 +186,16 @@ pub fn to_json(topo: &Topology) -> serde_json::Value {
                 "eligible": r.usable(),
                 "silent": r.pool.health().is_silent(),
                 "busy": r.pool.health().is_busy(),
+                "zone": r.locality.zone.as_deref(),
+                "rtt_ms": rtt_ms(&r.locality),
             })
         })
         .collect();
     serde_json::json!({
         "master": topo.read_master.as_ref().map(|m| m.addr.clone()),
+        "master_zone": topo.master_locality.zone.as_deref(),
+        "master_rtt_ms": rtt_ms(&topo.master_locality),
+        "gateway_zone": topo.zone.as_deref(),
         "writes_held": topo.master.is_none(),
         "writes_held_because": topo.write_hold.map(WriteHold::describe),
         "master_offset": topo.master_sample.as_ref().map_or(0, |s| s.offset),
@@ -186,4 +207,9 @@ pub fn to_json(topo: &Topology) -> serde_json::Value {
         "commands_known": topo.commands.len(),
         "sentinels": &*topo.sentinels,
     })
+}
+
+/// Milliseconds with microseconds (loopback round trips are ~0.1 ms).
+fn rtt_ms(at: &Locality) -> Option<f64> {
+    at.rtt.map(|d| (d.as_micros() as f64) / 1000.0)
 }

@@ -106,6 +106,19 @@ impl ProcessKind {
                 if let Some(n) = &gw.durable_writes {
                     cmd.arg("--durable-writes").arg(n);
                 }
+                if let Some(zone) = spec.gateway_zone() {
+                    cmd.arg("--zone").arg(zone);
+                }
+                for i in 0..=spec.replicas {
+                    if let Some(zone) = spec.data_node_zone(i) {
+                        let port = spec.base_port.saturating_add(i as u16);
+                        let node = format!("{}:{port}", spec.data_node_host(i));
+                        cmd.arg("--node-zone").arg(format!("{node}={zone}"));
+                    }
+                }
+                if let Some(read_from) = &gw.read_from {
+                    cmd.arg("--read-from").arg(read_from);
+                }
                 if let Some(port) = rec.admin_port {
                     cmd.arg("--admin-listen")
                         .arg(format!("{}:{port}", rec.admin_host()));
@@ -125,6 +138,9 @@ impl ProcessKind {
                     "BELAY_BACKEND_TLS_CERT_FILE",
                     "BELAY_BACKEND_TLS_KEY_FILE",
                     "BELAY_BACKEND_TLS_SERVER_NAME",
+                    "BELAY_ZONE",
+                    "BELAY_NODE_ZONES",
+                    "BELAY_READ_FROM",
                 ] {
                     cmd.env_remove(var);
                 }

@@ -91,11 +91,25 @@ pub struct LabSpec {
     /// listener and its connections to nodes over TLS.
     #[serde(default)]
     pub tls: bool,
+    /// Availability zones given to the data nodes round-robin (`redis-1`
+    /// gets the first): the lab's gateway is told each node's zone
+    /// (`--node-zone`) and its own (`GatewaySpec::zone`, else the first).
+    /// Empty: no zones. Absent from older state files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     /// The ports came from [`crate::ports::reserve_block`] (tests): if one is
     /// taken between reserving and starting, take a new block instead of
     /// failing. Never set for ports a user chose.
     #[serde(skip)]
     pub reassign_busy_ports: bool,
+}
+
+/// A zone name: safe in a flag, a config file and a metric label.
+fn valid_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The gateway process: `<exe> gateway --sentinel A ... --master-name N
@@ -114,6 +128,12 @@ pub struct GatewaySpec {
     /// `--durable-writes` for the gateway (`N` or `majority`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable_writes: Option<String>,
+    /// The gateway's own zone; `None`: the first of `LabSpec::zones`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// `--read-from` for the gateway (`zone-replica`, `nearest`, …), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
 }
 
 /// The web app process: `<exe> app --gateway BIND:GATEWAY_PORT --listen
@@ -164,6 +184,7 @@ impl Default for LabSpec {
             extra_sentinel_config: Vec::new(),
             own_loopback_addrs: false,
             tls: false,
+            zones: Vec::new(),
             reassign_busy_ports: false,
         }
     }
@@ -256,6 +277,24 @@ impl LabSpec {
         }
         if self.replicas == 0 {
             return bad("at least one replica is needed for failover (--replicas)".into());
+        }
+        if let Some(z) = self.zones.iter().find(|z| !valid_zone(z)) {
+            return bad(format!(
+                "zone {z:?} must be letters, digits, '-', '_' or '.' (--zones)"
+            ));
+        }
+        if let Some(gw) = &self.gateway {
+            if let Some(z) = gw.zone.as_deref().filter(|z| !valid_zone(z)) {
+                return bad(format!(
+                    "zone {z:?} must be letters, digits, '-', '_' or '.' (--gateway-zone)"
+                ));
+            }
+            if gw.read_from.as_deref() == Some("zone-replica") && self.gateway_zone().is_none() {
+                return bad(
+                    "--read-from zone-replica needs zones: give the nodes zones with --zones (the gateway takes the first, or --gateway-zone)"
+                        .into(),
+                );
+            }
         }
         if self.master_name.is_empty()
             || !self
@@ -380,6 +419,19 @@ impl LabSpec {
         out
     }
 
+    /// The zone of data node `i` (0 = the initial master): `zones` round-robin.
+    pub fn data_node_zone(&self, i: usize) -> Option<&str> {
+        (!self.zones.is_empty()).then(|| self.zones[i % self.zones.len()].as_str())
+    }
+
+    /// The zone the lab's gateway is in: its own, else the first node zone.
+    pub fn gateway_zone(&self) -> Option<&str> {
+        let gw = self.gateway.as_ref()?;
+        gw.zone
+            .as_deref()
+            .or(self.zones.first().map(String::as_str))
+    }
+
     /// `host:port` of the initial master.
     pub fn initial_master_addr(&self) -> String {
         format!("{}:{}", self.data_node_host(0), self.base_port)
@@ -412,6 +464,8 @@ mod tests {
                 port: 6390,
                 admin_port: None,
                 durable_writes: None,
+                zone: None,
+                read_from: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -447,6 +501,8 @@ mod tests {
                 port: 6390,
                 admin_port: None,
                 durable_writes: None,
+                zone: None,
+                read_from: None,
             }),
             app: Some(AppSpec {
                 exe: "belay".into(),
@@ -480,12 +536,45 @@ mod tests {
                 port: 6390,
                 admin_port: None,
                 durable_writes: None,
+                zone: None,
+                read_from: None,
             }),
             ..LabSpec::default()
         };
         let err = spec.validate().unwrap_err().to_string();
         assert!(err.contains("port 6390"), "{err}");
         assert!(err.contains("--gateway-port"), "{err}");
+    }
+
+    #[test]
+    fn zones_go_round_robin_and_the_gateway_takes_the_first_unless_told() {
+        let mut spec = LabSpec {
+            replicas: 3,
+            zones: vec!["a".into(), "b".into()],
+            gateway: Some(GatewaySpec {
+                exe: "belay".into(),
+                port: 6390,
+                admin_port: None,
+                durable_writes: None,
+                zone: None,
+                read_from: Some("zone-replica".into()),
+            }),
+            ..LabSpec::default()
+        };
+        spec.validate().unwrap();
+        let zones: Vec<_> = (0..4).map(|i| spec.data_node_zone(i)).collect();
+        assert_eq!(zones, [Some("a"), Some("b"), Some("a"), Some("b")]);
+        assert_eq!(spec.gateway_zone(), Some("a"));
+        spec.gateway.as_mut().unwrap().zone = Some("b".into());
+        assert_eq!(spec.gateway_zone(), Some("b"));
+        spec.gateway.as_mut().unwrap().zone = Some("b c".into());
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("--gateway-zone"), "{err}");
+        spec.gateway.as_mut().unwrap().zone = None;
+        spec.zones.clear();
+        assert_eq!(spec.data_node_zone(0), None);
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("--zones"), "{err}");
     }
 
     #[test]
@@ -509,6 +598,8 @@ mod tests {
             port: 0,
             admin_port: None,
             durable_writes: None,
+            zone: None,
+            read_from: None,
         });
         spec.app = Some(AppSpec {
             exe: "belay".into(),

@@ -25,11 +25,12 @@ use tokio::time::Instant;
 use crate::backend::{ConnectSpec, NodeHealth, NodePool, Silence};
 use crate::commands::{CommandTable, Software};
 use crate::config::GatewayConfig;
+use crate::locality::{read_tiers, Locality, Zones};
 use crate::metrics::Telemetry;
 use crate::topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};
 
 pub use events::Event;
-use nodes::{is_busy, judge_replica, Nodes};
+use nodes::{is_busy, judge_replica, Nodes, ReplicaAnswer};
 use replication::{OffsetHistory, WriteGuard};
 use report::Seen;
 use sentinels::{reason, Answers, Sentinels};
@@ -89,6 +90,11 @@ pub struct Discovery {
     /// a fence compares its time with writes' acknowledgements).
     sample: Option<OffsetSample>,
     guard: WriteGuard,
+    /// Nodes' zones, configured and reported.
+    zones: Zones,
+    /// Ask the replicas' zones in the next replica check (once per full
+    /// round: a zone changes only by a `CONFIG SET`).
+    zones_due: bool,
     telemetry: Telemetry,
     /// What each Sentinel said in the last full round.
     sentinel_status: Arc<[SentinelStatus]>,
@@ -162,6 +168,8 @@ impl Discovery {
             history: OffsetHistory::default(),
             sample: None,
             guard: WriteGuard::new(cfg.min_synced_replicas, cfg.write_guard_lag()),
+            zones: Zones::new(&cfg),
+            zones_due: true,
             telemetry,
             sentinel_status: Arc::from([]),
             seen: Seen::default(),
@@ -279,6 +287,7 @@ impl Discovery {
 
     /// Asks every Sentinel, confirms the master with ROLE, checks replicas.
     async fn full_round(&mut self) {
+        self.zones_due = true;
         let answers = self
             .sentinels
             .ask(&self.cfg.master_name, self.cfg.control_timeout())
@@ -384,6 +393,12 @@ impl Discovery {
             self.republish();
         }
         self.refresh_commands(&candidate).await;
+        match self.nodes.zone(&candidate).await {
+            Ok(zone) => self.zones.reported(&candidate, zone.as_deref()),
+            Err(e) => {
+                tracing::debug!(master = %candidate, "HELLO for its zone failed: {}", reason(&e))
+            }
+        }
         self.sample_master(&candidate).await;
         self.check_replicas(Some(&candidate)).await;
     }
@@ -543,10 +558,19 @@ impl Discovery {
         // A paused or cut-off replica must not hold up the whole round (and
         // with it the news of a new master): healthy ones answer in ms.
         let timeout = self.cfg.control_timeout().min(REPLICA_CHECK_BUDGET);
-        let results = self.nodes.replicas_info(&addrs, timeout).await;
+        let ask_zone = std::mem::take(&mut self.zones_due);
+        let results = self.nodes.replicas_info(&addrs, timeout, ask_zone).await;
         let now = Instant::now();
         let mut out = Vec::new();
-        for (addr, result) in results {
+        for ReplicaAnswer {
+            addr,
+            info: result,
+            zone,
+        } in results
+        {
+            if let Some(zone) = zone {
+                self.zones.reported(&addr, zone.as_deref());
+            }
             let pool = self
                 .replica_pools
                 .entry(addr.clone())
@@ -590,6 +614,7 @@ impl Discovery {
                         replid: s.replid,
                         lag: s.lag,
                         eligible: s.eligible,
+                        locality: Locality::default(),
                     }
                 }
                 None => ReplicaNode {
@@ -598,26 +623,39 @@ impl Discovery {
                     replid: None,
                     lag: None,
                     eligible: false,
+                    locality: Locality::default(),
                 },
             });
         }
         // Pools of nodes that left the replica set are closed.
         let current: HashSet<&String> = addrs.iter().collect();
         let nodes = &mut self.nodes;
+        let zones = &mut self.zones;
         self.replica_pools.retain(|addr, pool| {
             let keep = current.contains(addr);
             if !keep {
                 pool.close();
                 nodes.forget(addr);
+                zones.forget(addr);
             }
             keep
         });
         self.publish(out);
     }
 
-    fn publish(&mut self, replicas: Vec<ReplicaNode>) {
+    fn publish(&mut self, mut replicas: Vec<ReplicaNode>) {
         self.generation += 1;
         let (master, write_hold) = self.writable_master(&replicas);
+        for r in &mut replicas {
+            r.locality = self.locality_of(&r.pool.addr);
+        }
+        let own_zone = self.cfg.zone.as_deref();
+        let read_tiers = read_tiers(&mut replicas, self.cfg.read_from, own_zone);
+        let master_locality = self
+            .master_pool
+            .as_ref()
+            .map(|m| self.locality_of(&m.addr))
+            .unwrap_or_default();
         let mut topo = Topology {
             generation: self.generation,
             master_checks: self.master_checks,
@@ -625,6 +663,9 @@ impl Discovery {
             write_hold,
             read_master: self.master_pool.clone(),
             replicas,
+            read_tiers,
+            master_locality,
+            zone: own_zone.map(Into::into),
             master_sample: self.sample.clone().filter(|_| self.master_pool.is_some()),
             commands: self.commands.clone(),
             server: self.server.clone(),
@@ -641,6 +682,13 @@ impl Discovery {
         };
         self.seen.report(&topo, &self.telemetry);
         self.tx.send_replace(Arc::new(topo));
+    }
+
+    fn locality_of(&self, addr: &str) -> Locality {
+        Locality {
+            zone: self.zones.zone_of(addr),
+            rtt: self.nodes.rtt(addr),
+        }
     }
 
     /// The master writes may go to now, or why they are held: no confirmed

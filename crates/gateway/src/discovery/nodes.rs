@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::replication::OffsetHistory;
 use crate::commands::{CommandTable, Software};
 use crate::config::CommandOverride;
+use crate::locality::Rtts;
 use crate::topology::OffsetSample;
 
 /// Control connections to the data nodes, kept between rounds.
@@ -23,6 +24,17 @@ pub(super) struct Nodes {
     /// TLS to the nodes, when they speak it.
     tls: Option<TlsClient>,
     timeout: Duration,
+    /// Round trips of the small calls (`ROLE`, `INFO`, `HELLO`), smoothed:
+    /// what `read_from = "nearest"` goes by.
+    rtts: Rtts,
+}
+
+/// A replica's answers in a round.
+pub(super) struct ReplicaAnswer {
+    pub addr: String,
+    pub info: Result<Info, ClientError>,
+    /// The zone it reports (`Some(None)`: none set), when asked and answered.
+    pub zone: Option<Option<String>>,
 }
 
 /// What a replica's `INFO replication` says, judged against the master.
@@ -95,7 +107,13 @@ impl Nodes {
             auth,
             tls,
             timeout,
+            rtts: Rtts::default(),
         }
+    }
+
+    /// The smoothed round-trip time to `addr`, once measured.
+    pub fn rtt(&self, addr: &str) -> Option<Duration> {
+        self.rtts.get(addr)
     }
 
     /// A command on `addr`'s kept connection (see [`call_on`]).
@@ -105,7 +123,7 @@ impl Nodes {
         timeout: Duration,
         args: &[&str],
     ) -> Result<Value, ClientError> {
-        let (conn, r) = call_on(
+        let (conn, r, _) = call_on(
             addr,
             self.conns.remove(addr),
             self.auth.as_ref(),
@@ -120,14 +138,43 @@ impl Nodes {
         r
     }
 
+    /// [`Nodes::call`] for a small, fast command, whose round trip is a
+    /// sample of the node's RTT.
+    async fn call_timed(&mut self, addr: &str, args: &[&str]) -> Result<Value, ClientError> {
+        let (conn, r, rtt) = call_on(
+            addr,
+            self.conns.remove(addr),
+            self.auth.as_ref(),
+            self.tls.as_ref(),
+            self.timeout,
+            args,
+        )
+        .await;
+        if let Some(conn) = conn {
+            self.conns.insert(addr.to_string(), conn);
+        }
+        if let Some(rtt) = rtt {
+            self.rtts.record(addr, rtt);
+        }
+        r
+    }
+
     /// `ROLE`, as the node says it.
     pub async fn role(&mut self, addr: &str) -> Result<Role, ClientError> {
-        let v = self.call(addr, self.timeout, &["ROLE"]).await?;
+        let v = self.call_timed(addr, &["ROLE"]).await?;
         Role::from_value(&v).ok_or_else(|| unexpected(addr, "ROLE", &v))
     }
 
+    /// The zone the node reports of itself (Valkey 8.1+'s
+    /// `availability-zone`, in its `HELLO` reply); `None` when it has none
+    /// set or is a server without the setting (Redis).
+    pub async fn zone(&mut self, addr: &str) -> Result<Option<String>, ClientError> {
+        let v = self.call_timed(addr, &["HELLO"]).await?;
+        Ok(zone_in_hello(&v))
+    }
+
     async fn info(&mut self, addr: &str, section: &str) -> Result<Info, ClientError> {
-        let v = self.call(addr, self.timeout, &["INFO", section]).await?;
+        let v = self.call_timed(addr, &["INFO", section]).await?;
         to_info(addr, &v)
     }
 
@@ -150,28 +197,42 @@ impl Nodes {
         })
     }
 
-    /// `INFO replication` of every address, concurrently, each within
-    /// `timeout`: a paused replica must not hold up the round.
+    /// `INFO replication` of every address (and, with `ask_zone`, `HELLO`
+    /// for the zone it reports), concurrently, each within `timeout`: a
+    /// paused replica must not hold up the round.
     pub async fn replicas_info(
         &mut self,
         addrs: &[String],
         timeout: Duration,
-    ) -> Vec<(String, Result<Info, ClientError>)> {
+        ask_zone: bool,
+    ) -> Vec<ReplicaAnswer> {
         let (auth, tls) = (self.auth.as_ref(), self.tls.as_ref());
         let jobs = addrs.iter().map(|addr| {
             let conn = self.conns.remove(addr);
             async move {
-                let (conn, r) =
+                let (conn, r, rtt) =
                     call_on(addr, conn, auth, tls, timeout, &["INFO", "replication"]).await;
-                (addr.clone(), conn, r.and_then(|v| to_info(addr, &v)))
+                let info = r.and_then(|v| to_info(addr, &v));
+                let (conn, zone) = match conn {
+                    Some(conn) if ask_zone && info.is_ok() => {
+                        let (conn, r, _) =
+                            call_on(addr, Some(conn), auth, tls, timeout, &["HELLO"]).await;
+                        (conn, r.ok().map(|v| zone_in_hello(&v)))
+                    }
+                    conn => (conn, None),
+                };
+                (addr.clone(), conn, info, zone, rtt)
             }
         });
         let mut out = Vec::new();
-        for (addr, conn, r) in join_all(jobs).await {
+        for (addr, conn, info, zone, rtt) in join_all(jobs).await {
             if let Some(conn) = conn {
                 self.conns.insert(addr.clone(), conn);
             }
-            out.push((addr, r));
+            if let Some(rtt) = rtt {
+                self.rtts.record(&addr, rtt);
+            }
+            out.push(ReplicaAnswer { addr, info, zone });
         }
         out
     }
@@ -211,16 +272,18 @@ impl Nodes {
         Ok(Some(table))
     }
 
-    /// Forgets a node's connection (it left the topology).
+    /// Forgets a node's connection and round-trip time (it left the topology).
     pub fn forget(&mut self, addr: &str) {
         self.conns.remove(addr);
+        self.rtts.forget(addr);
     }
 }
 
 /// Runs `args` on `conn` (or a fresh connection), once more on a fresh one
 /// if the kept connection had been dropped (Sentinel kills client
 /// connections of nodes it reconfigures). An error reply is an error.
-/// Returns the connection worth keeping, if any.
+/// Returns the connection worth keeping, if any, and the round trip of the
+/// command that was answered (connecting and logging in not counted).
 async fn call_on(
     addr: &str,
     conn: Option<Connection>,
@@ -228,26 +291,42 @@ async fn call_on(
     tls: Option<&TlsClient>,
     timeout: Duration,
     args: &[&str],
-) -> (Option<Connection>, Result<Value, ClientError>) {
+) -> (
+    Option<Connection>,
+    Result<Value, ClientError>,
+    Option<Duration>,
+) {
     if let Some(mut conn) = conn {
         conn.set_timeout(timeout);
+        let sent = Instant::now();
         match conn.call_ok(args).await {
-            Ok(v) => return (Some(conn), Ok(v)),
+            Ok(v) => return (Some(conn), Ok(v), Some(sent.elapsed())),
             Err(e) if was_dropped(&e) => {}
             // Answered with an error (BUSY, NOPERM): alive, keep it.
-            Err(e @ ClientError::Reply { .. }) => return (Some(conn), Err(e)),
-            Err(e) => return (None, Err(e)),
+            Err(e @ ClientError::Reply { .. }) => return (Some(conn), Err(e), None),
+            Err(e) => return (None, Err(e), None),
         }
     }
     let mut conn = match Connection::connect_with(addr, tls, auth, timeout).await {
         Ok(c) => c,
-        Err(e) => return (None, Err(e)),
+        Err(e) => return (None, Err(e), None),
     };
+    let sent = Instant::now();
     match conn.call_ok(args).await {
-        Ok(v) => (Some(conn), Ok(v)),
-        Err(e @ ClientError::Reply { .. }) => (Some(conn), Err(e)),
-        Err(e) => (None, Err(e)),
+        Ok(v) => (Some(conn), Ok(v), Some(sent.elapsed())),
+        Err(e @ ClientError::Reply { .. }) => (Some(conn), Err(e), None),
+        Err(e) => (None, Err(e), None),
     }
+}
+
+/// `availability_zone` in a `HELLO` reply (a RESP3 map or a RESP2 flat
+/// list); an empty one is none.
+fn zone_in_hello(v: &Value) -> Option<String> {
+    v.to_pairs()?
+        .into_iter()
+        .find(|(k, _)| k == "availability_zone")
+        .map(|(_, zone)| zone)
+        .filter(|zone| !zone.is_empty())
 }
 
 fn to_info(addr: &str, v: &Value) -> Result<Info, ClientError> {

@@ -188,6 +188,7 @@ mod tests {
             replid: None,
             lag: Some(Duration::from_millis(2)),
             eligible: true,
+            locality: Default::default(),
         }];
         seen.report(&before, &t);
         seen.report(&before, &t);

@@ -140,6 +140,7 @@ mod tests {
             replid: None,
             lag: None,
             eligible: true,
+            locality: Default::default(),
         }];
         topo
     }

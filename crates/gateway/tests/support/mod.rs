@@ -2,6 +2,7 @@
 //! gateway in front of it. Dropping the `Env` kills every process.
 #![allow(dead_code)]
 
+pub mod delay;
 pub mod workload;
 
 use std::time::Duration;
@@ -46,14 +47,31 @@ pub async fn start_with(
     lab: impl FnOnce(&mut LabSpec),
     tweak: impl FnOnce(&mut GatewayConfig),
 ) -> Env {
+    let (dir, lab) = start_lab(lab).await;
+    gateway_on(dir, lab, |_, cfg| tweak(cfg)).await
+}
+
+/// A lab made from [`LabSpec::for_tests`] changed by `lab`, without a
+/// gateway yet (see [`gateway_on`]); the state dir goes last.
+pub async fn start_lab(lab: impl FnOnce(&mut LabSpec)) -> (tempfile::TempDir, Lab) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = LabSpec::for_tests(dir.path());
     lab(&mut spec);
-    let replicas = spec.replicas;
     let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
     assert_runs_the_chosen_server(&lab).await;
+    (dir, lab)
+}
+
+/// A gateway in front of a running lab, its settings changed by `tweak`
+/// (which sees the lab: node addresses), ready.
+pub async fn gateway_on(
+    dir: tempfile::TempDir,
+    lab: Lab,
+    tweak: impl FnOnce(&Lab, &mut GatewayConfig),
+) -> Env {
+    let replicas = lab.spec().replicas;
     let mut cfg = gateway_config(&lab);
-    tweak(&mut cfg);
+    tweak(&lab, &mut cfg);
     let gw = Gateway::bind(cfg).await.expect("gateway binds");
     let gateway = gw.local_addr().to_string();
     let topology = gw.topology();

@@ -16,6 +16,8 @@ pub struct GatewayStatus {
     pub error: Option<String>,
     /// The master the gateway has confirmed.
     pub master: Option<String>,
+    /// The gateway's own zone, if it has one.
+    pub zone: Option<String>,
     /// The gateway holds writes (no confirmed master, a failover under way,
     /// or no replica in sync with the master).
     pub writes_held: bool,
@@ -37,12 +39,21 @@ pub struct GatewayReplica {
     pub lag_ms: Option<u64>,
     /// Whether the gateway currently sends it reads.
     pub eligible: bool,
+    /// Its availability zone, when the gateway knows one (`--node-zone`,
+    /// Valkey's `availability-zone`). Absent from older gateways.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The gateway's smoothed round-trip time to it, in milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
 }
 
 /// The part of `BELAY TOPOLOGY` that status shows.
 #[derive(serde::Deserialize)]
 struct GatewayView {
     master: Option<String>,
+    #[serde(default)]
+    gateway_zone: Option<String>,
     #[serde(default)]
     writes_held: bool,
     #[serde(default)]
@@ -60,6 +71,7 @@ pub(super) async fn ask(t: &Target, tls: Option<&TlsClient>, auth: Option<&Auth>
         reachable: false,
         error: None,
         master: None,
+        zone: None,
         writes_held: false,
         writes_held_because: None,
         replicas: Vec::new(),
@@ -90,6 +102,7 @@ pub(super) async fn ask(t: &Target, tls: Option<&TlsClient>, auth: Option<&Auth>
         {
             Some(view) => {
                 g.master = view.master;
+                g.zone = view.gateway_zone;
                 g.writes_held = view.writes_held;
                 g.writes_held_because = view.writes_held_because;
                 g.replicas = view.replicas;

@@ -19,6 +19,8 @@ pub fn app_lab_spec(dir: &Path, belay: &Path) -> LabSpec {
         port: 0,
         admin_port: Some(0),
         durable_writes: None,
+        zone: None,
+        read_from: None,
     });
     spec.app = Some(AppSpec {
         exe: belay.to_path_buf(),

@@ -219,6 +219,8 @@ function renderNodes() {
         el("td", { class: "addr" }, t.master),
         el("td", {}, t.master_offset),
         el("td", {}, "—"),
+        el("td", {}, t.master_zone || "—"),
+        el("td", {}, fmt.ms(t.master_rtt_ms)),
         el("td", {}, t.writes_held ? tag("writes held", "bad") : tag("taking writes", "ok")),
         el("td", {}, fmt.rate(f.ops)),
         el("td", {}, f.inFlight ?? "—")));
@@ -231,6 +233,8 @@ function renderNodes() {
       el("tr", { "data-addr": down, "data-role": "master-down" },
         el("td", {}, "master?"),
         el("td", { class: "addr" }, down),
+        el("td", {}, "—"),
+        el("td", {}, "—"),
         el("td", {}, "—"),
         el("td", {}, "—"),
         el("td", {}, tag("not confirmed: down or not answering", "bad")),
@@ -250,6 +254,8 @@ function renderNodes() {
         el("td", { class: "addr" }, r.addr),
         el("td", {}, r.offset),
         el("td", {}, lag),
+        el("td", {}, r.zone || "—"),
+        el("td", {}, fmt.ms(r.rtt_ms)),
         link,
         el("td", {}, fmt.rate(f.ops)),
         el("td", {}, f.inFlight ?? "—")));

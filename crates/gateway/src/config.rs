@@ -140,6 +140,13 @@ pub struct GatewayConfig {
     pub max_inline_len: usize,
     /// Most arguments in one request.
     pub max_multibulk_len: usize,
+    /// A Unix socket where this gateway hands its listening sockets to a
+    /// new gateway process (`belay gateway --upgrade`), then drains; none:
+    /// no hand-off.
+    pub upgrade_socket: Option<std::path::PathBuf>,
+    /// How long a draining gateway (SIGTERM, or replaced by an upgrade)
+    /// waits for its clients' commands in flight before it exits.
+    pub drain_timeout_secs: u64,
     /// Per-command routing overrides, keyed by lower-case name (`config|set`
     /// for a subcommand).
     pub commands: HashMap<String, CommandOverride>,
@@ -187,6 +194,8 @@ impl Default for GatewayConfig {
             max_inline_len: Limits::default().max_inline_len,
             max_multibulk_len: Limits::default().max_array_len,
             commands: HashMap::new(),
+            upgrade_socket: None,
+            drain_timeout_secs: 30,
         }
     }
 }
@@ -223,6 +232,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("connections_per_node", &self.connections_per_node)
             .field("max_clients", &self.max_clients)
             .field("commands", &self.commands)
+            .field("upgrade_socket", &self.upgrade_socket)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
             .finish_non_exhaustive()
     }
 }
@@ -376,6 +387,11 @@ impl GatewayConfig {
                 self.client_write_timeout_secs,
                 "client_write_timeout_secs",
                 "--client-write-timeout-secs",
+            ),
+            (
+                self.drain_timeout_secs,
+                "drain_timeout_secs",
+                "--drain-timeout-secs",
             ),
         ] {
             if value == 0 {

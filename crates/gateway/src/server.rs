@@ -10,8 +10,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use belay_resp::Limits;
@@ -25,14 +27,17 @@ use crate::admin_log::AdminLog;
 use crate::auth_throttle::AuthThrottle;
 use crate::config::{AdminListen, GatewayConfig};
 use crate::discovery::{Discovery, Event};
+use crate::drain::Drain;
 use crate::metrics::{Metrics, Telemetry};
+use crate::reload::{ConfigSource, LiveConfig};
 use crate::session::Session;
 use crate::topology::Topology;
 
 /// What every session of one worker reads: settings, the current topology,
 /// and where to report signs of a topology change.
 pub struct Shared {
-    pub cfg: Arc<GatewayConfig>,
+    /// The settings in effect; a reload swaps them (see `reload`).
+    pub config: Arc<LiveConfig>,
     pub topology: watch::Receiver<Arc<Topology>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub limits: Limits,
@@ -46,6 +51,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// What the gateway saw and did (the admin endpoint's `/events`).
     pub activity: Arc<ActivityLog>,
+    /// Sessions asked to close between replies, across workers.
+    pub drain: Arc<Drain>,
     /// Reads this worker routed to replicas: the turn that decides which
     /// replica is the current one (see `router::pick_replica`). Per worker,
     /// so the sessions routing in one turn of its event loop agree.
@@ -64,14 +71,14 @@ impl Shared {
     /// The state of a single-worker gateway (workers get theirs from
     /// [`Shared::for_worker`]).
     pub fn new(
-        cfg: Arc<GatewayConfig>,
+        config: Arc<LiveConfig>,
         topology: watch::Receiver<Arc<Topology>>,
         events: mpsc::UnboundedSender<Event>,
         telemetry: Telemetry,
     ) -> Shared {
         Shared {
-            limits: cfg.limits(),
-            cfg,
+            limits: config.load().limits(),
+            config,
             topology,
             events,
             databases: 16,
@@ -79,6 +86,7 @@ impl Shared {
             admin_log: Arc::new(AdminLog::default()),
             metrics: telemetry.metrics,
             activity: telemetry.activity,
+            drain: Arc::new(Drain::default()),
             reads: AtomicUsize::new(0),
             worker: 0,
             workers: 1,
@@ -90,7 +98,7 @@ impl Shared {
     /// The same state for another worker.
     fn for_worker(&self, worker: usize, workers: usize) -> Shared {
         Shared {
-            cfg: self.cfg.clone(),
+            config: self.config.clone(),
             topology: self.topology.clone(),
             events: self.events.clone(),
             limits: self.limits,
@@ -99,6 +107,7 @@ impl Shared {
             admin_log: self.admin_log.clone(),
             metrics: self.metrics.clone(),
             activity: self.activity.clone(),
+            drain: self.drain.clone(),
             reads: AtomicUsize::new(0),
             worker,
             workers,
@@ -129,11 +138,39 @@ impl Shared {
 
 /// A bound gateway. Dropping it stops discovery.
 pub struct Gateway {
-    listener: TcpListener,
+    /// The clients' listening sockets: one bound here, or every one a
+    /// gateway being upgraded handed over (see `upgrade`).
+    listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     _discovery: AbortOnDrop,
-    /// The admin endpoint's address and task, if it is on.
-    admin: Option<(SocketAddr, AbortOnDrop)>,
+    /// The admin endpoint, if it is on.
+    admin: Option<AdminEndpoint>,
+}
+
+/// The admin endpoint's address, its task and (for a hand-off) a copy of
+/// its listening socket.
+struct AdminEndpoint {
+    addr: SocketAddr,
+    socket: OwnedFd,
+    _task: AbortOnDrop,
+}
+
+/// Listening sockets passed from one gateway process to the next.
+#[derive(Debug)]
+pub struct Sockets {
+    pub clients: Vec<OwnedFd>,
+    pub admin: Option<OwnedFd>,
+}
+
+/// How a gateway starts besides its config.
+#[derive(Default)]
+pub struct Start {
+    /// Where `reload` reads the config again; without one a reload is
+    /// refused.
+    pub source: Option<ConfigSource>,
+    /// Listening sockets taken over from a running gateway, used instead
+    /// of binding new ones.
+    pub inherited: Option<Sockets>,
 }
 
 /// Binds with `SO_REUSEPORT`, so several workers can listen on one address.
@@ -149,33 +186,64 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// A listening socket handed over by another process, for this runtime.
+fn adopt_listener(fd: OwnedFd) -> std::io::Result<TcpListener> {
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// What `bind` makes of the config before it runs with it (and a reload
+/// before it compares): every worker gets shared connections of its own.
+pub(crate) fn normalize(cfg: &mut GatewayConfig) {
+    let workers = cfg.threads.max(1);
+    cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
+}
+
 impl Gateway {
     /// Binds the listen address and starts discovery.
-    pub async fn bind(mut cfg: GatewayConfig) -> anyhow::Result<Gateway> {
+    pub async fn bind(cfg: GatewayConfig) -> anyhow::Result<Gateway> {
+        Gateway::start(cfg, Start::default()).await
+    }
+
+    /// Binds the listen address (or takes over `start.inherited`) and
+    /// starts discovery.
+    pub async fn start(mut cfg: GatewayConfig, start: Start) -> anyhow::Result<Gateway> {
         cfg.validate()?;
-        let listen_err = || {
-            format!(
-                "cannot listen on {} (is another process using it? choose another with --listen)",
-                cfg.listen
-            )
+        let (mut listeners, inherited_admin) = match start.inherited {
+            Some(sockets) => {
+                let listeners = sockets
+                    .clients
+                    .into_iter()
+                    .map(adopt_listener)
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .context("cannot use the listening sockets handed over")?;
+                (listeners, sockets.admin)
+            }
+            None => (vec![bind_listen(&cfg.listen).await?], None),
         };
-        let addr = tokio::net::lookup_host(&cfg.listen)
-            .await
-            .with_context(listen_err)?
-            .next()
-            .with_context(listen_err)?;
-        let listener = bind_reuseport(addr).with_context(listen_err)?;
-        // Every worker gets shared connections of its own.
-        let workers = cfg.threads.max(1);
-        cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
-        let cfg = Arc::new(cfg);
+        let Some(first) = listeners.first() else {
+            anyhow::bail!("no listening socket to accept clients on");
+        };
+        // One listener per worker, all bound here, so that a hand-off
+        // passes every one of them on (a listener closed with clients in
+        // its queue would reset them).
+        let addr = addr_of(first);
+        for worker in listeners.len()..cfg.threads.max(1) {
+            listeners.push(
+                bind_reuseport(addr)
+                    .with_context(|| format!("cannot open listener {worker} on {addr}"))?,
+            );
+        }
+        normalize(&mut cfg);
+        let config = Arc::new(LiveConfig::new(cfg, start.source));
         let telemetry = Telemetry::default();
-        let (discovery, topology, events) = Discovery::new(cfg.clone(), telemetry.clone());
+        let (discovery, topology, events) = Discovery::new(config.clone(), telemetry.clone());
         let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
-        let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
-        let admin = start_admin(&shared, addr_of(&listener)).await?;
+        let shared = Arc::new(Shared::new(config, topology, events, telemetry));
+        let admin = start_admin(&shared, addr_of(&listeners[0]), inherited_admin).await?;
         Ok(Gateway {
-            listener,
+            listeners,
             shared,
             _discovery: discovery,
             admin,
@@ -184,13 +252,33 @@ impl Gateway {
 
     /// Where the admin endpoint listens, if it is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|(addr, _)| *addr)
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        addr_of(&self.listeners[0])
+    }
+
+    /// The settings in effect, and the handle to reload them.
+    pub fn config(&self) -> Arc<LiveConfig> {
+        self.shared.config.clone()
+    }
+
+    /// Copies of the listening sockets, for a new gateway process to take
+    /// over (see `upgrade`).
+    pub fn sockets(&self) -> std::io::Result<Sockets> {
+        use std::os::fd::AsFd;
+        Ok(Sockets {
+            clients: self
+                .listeners
+                .iter()
+                .map(|l| l.as_fd().try_clone_to_owned())
+                .collect::<std::io::Result<_>>()?,
+            admin: match &self.admin {
+                Some(a) => Some(a.socket.try_clone()?),
+                None => None,
+            },
+        })
     }
 
     /// The topology as discovery currently sees it.
@@ -212,34 +300,47 @@ impl Gateway {
     /// Accepts clients on the caller's runtime until `shutdown` completes.
     /// Tests and embedders use this; `belay gateway` uses [`Gateway::run_workers`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        accept_loop(&self.listener, self.shared.clone(), shutdown).await;
+        let stop = CancellationToken::new();
+        for listener in self.listeners {
+            tokio::spawn(accept_loop(
+                listener,
+                self.shared.clone(),
+                stop.clone().cancelled_owned(),
+            ));
+        }
+        shutdown.await;
+        stop.cancel();
         Ok(())
     }
 
     /// Serves with `cfg.threads` worker threads, each with its own
-    /// single-threaded runtime and listener, until `shutdown` completes.
-    pub async fn run_workers(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let workers = self.shared.cfg.threads.max(1);
-        let addr = self.local_addr();
-        // Keep discovery running (on this runtime) while the workers serve.
+    /// single-threaded runtime, until `drain` completes; then stops
+    /// accepting, lets every session close between replies (see `drain`)
+    /// for up to `drain_timeout_secs`, and returns.
+    pub async fn run_workers(self, drain: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let cfg = self.shared.config.load();
+        let workers = cfg.threads.max(1);
+        // Accepting stops at `stop`; the workers' runtimes (and with them
+        // the sessions left) end at `done`.
         let stop = CancellationToken::new();
-        let mut threads = Vec::new();
+        let done = CancellationToken::new();
         let Gateway {
-            listener,
+            listeners,
             shared: base,
             _discovery,
-            admin: _admin,
+            admin,
         } = self;
-        let mut first = Some(listener.into_std()?);
-        for worker in 0..workers {
-            let listener = match first.take() {
-                Some(l) => l,
-                None => bind_reuseport(addr)
-                    .with_context(|| format!("cannot open listener {worker} on {addr}"))?
-                    .into_std()?,
-            };
+        // Every listener is accepted on (a socket nobody accepts on would
+        // keep its clients waiting): `start` bound at least one per worker,
+        // a hand-off from a gateway with more workers brings more.
+        let mut sets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, l) in listeners.into_iter().enumerate() {
+            sets[i % workers].push(l.into_std()?);
+        }
+        let mut threads = Vec::new();
+        for (worker, set) in sets.into_iter().enumerate() {
             let shared = Arc::new(base.for_worker(worker, workers));
-            let stop = stop.clone();
+            let (stop, done) = (stop.clone(), done.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("belay-worker-{worker}"))
                 .spawn(move || -> anyhow::Result<()> {
@@ -248,20 +349,73 @@ impl Gateway {
                         .build()
                         .context("cannot start a worker runtime")?;
                     rt.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        accept_loop(&listener, shared, stop.cancelled()).await;
+                        for listener in set {
+                            let listener = TcpListener::from_std(listener)?;
+                            tokio::spawn(accept_loop(
+                                listener,
+                                shared.clone(),
+                                stop.clone().cancelled_owned(),
+                            ));
+                        }
+                        done.cancelled().await;
                         Ok::<_, anyhow::Error>(())
                     })
                 })
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
-        shutdown.await;
+        drain.await;
         stop.cancel();
+        // Health checks and operators now reach the successor, if any.
+        drop(admin);
+        drain_sessions(&base, Duration::from_secs(cfg.drain_timeout_secs)).await;
+        done.cancel();
         for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         Ok(())
+    }
+}
+
+/// Binds the clients' address.
+async fn bind_listen(listen: &str) -> anyhow::Result<TcpListener> {
+    let listen_err = || {
+        format!(
+            "cannot listen on {listen} (is another process using it? choose another with --listen)"
+        )
+    };
+    let addr = tokio::net::lookup_host(listen)
+        .await
+        .with_context(listen_err)?
+        .next()
+        .with_context(listen_err)?;
+    bind_reuseport(addr).with_context(listen_err)
+}
+
+/// Asks every session to close between replies and waits until all have,
+/// or `timeout` passed.
+async fn drain_sessions(shared: &Shared, timeout: Duration) {
+    let clients = shared.clients.load(Ordering::Relaxed);
+    tracing::info!(
+        clients,
+        "draining: no new clients; each client is closed between replies (at most {timeout:?})"
+    );
+    shared.drain.start();
+    let started = tokio::time::Instant::now();
+    loop {
+        let left = shared.clients.load(Ordering::Relaxed);
+        if left == 0 {
+            tracing::info!(took = ?started.elapsed(), "drained: every client closed");
+            return;
+        }
+        if started.elapsed() >= timeout {
+            tracing::warn!(
+                clients = left,
+                "drain time is up; closing the clients left (their commands in flight may or may not have run)"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -273,20 +427,26 @@ fn addr_of(listener: &TcpListener) -> SocketAddr {
 
 /// Binds the admin endpoint (see `admin`) and serves it on this runtime.
 /// An address asked for must work, and must be loopback unless a password
-/// protects it; the default address, if taken, only earns a warning.
+/// protects it; the default address, if taken, only earns a warning. A
+/// socket handed over by the gateway this one replaces is used as it is.
 async fn start_admin(
     shared: &Arc<Shared>,
     listen: SocketAddr,
-) -> anyhow::Result<Option<(SocketAddr, AbortOnDrop)>> {
-    let cfg = &shared.cfg;
+    inherited: Option<OwnedFd>,
+) -> anyhow::Result<Option<AdminEndpoint>> {
+    use std::os::fd::AsFd;
+    let cfg = shared.config.load();
     let Some(plan) = cfg.admin_plan(listen) else {
         return Ok(None);
     };
-    let listener = match &plan {
-        AdminListen::Explicit(addr) => TcpListener::bind(addr.as_str())
+    let listener = match (inherited, &plan) {
+        (Some(fd), _) => {
+            adopt_listener(fd).context("cannot use the admin socket handed over")?
+        }
+        (None, AdminListen::Explicit(addr)) => TcpListener::bind(addr.as_str())
             .await
             .with_context(|| format!("cannot listen on {addr} for the admin endpoint (--admin-listen; --no-admin turns it off)"))?,
-        AdminListen::Derived(addr) => match TcpListener::bind(addr).await {
+        (None, AdminListen::Derived(addr)) => match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(%addr, error = %e, "the admin endpoint cannot listen on its default address; going on without it (choose one with --admin-listen)");
@@ -300,6 +460,7 @@ async fn start_admin(
             "the admin endpoint would listen on {addr}, reachable from other machines, without a password: give it one with --admin-password-file, or listen on 127.0.0.1"
         );
     }
+    let socket = listener.as_fd().try_clone_to_owned()?;
     let state = Arc::new(crate::admin::AdminState {
         registry: crate::metrics::registry(crate::metrics::Exporter {
             metrics: shared.metrics.clone(),
@@ -309,27 +470,25 @@ async fn start_admin(
         topology: shared.topology.clone(),
         activity: shared.activity.clone(),
         admin_log: shared.admin_log.clone(),
-        password: cfg.admin_password.clone(),
-        switchover: crate::admin::SwitchoverTarget {
-            master_name: cfg.master_name.clone(),
-            sentinels: cfg.sentinels.clone(),
-            sentinel_auth: cfg.sentinel_auth(),
-            node_auth: cfg.node_auth(),
-            running: Default::default(),
-        },
+        config: shared.config.clone(),
+        switchover_running: Default::default(),
     });
     let task = AbortOnDrop(tokio::spawn(crate::admin::serve(listener, state)));
-    Ok(Some((addr, task)))
+    Ok(Some(AdminEndpoint {
+        addr,
+        socket,
+        _task: task,
+    }))
 }
 
 /// Accepts clients and spawns a session for each, until `shutdown`.
 async fn accept_loop(
-    listener: &TcpListener,
+    listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let max_clients = shared.cfg.max_clients;
+    let max_clients = shared.config.load().max_clients;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

@@ -13,13 +13,46 @@ use super::health::NodeHealth;
 use super::watchdog::Silence;
 use crate::context::Context;
 
+/// The gateway's own credentials for the nodes, one value shared by every
+/// pool: a reload that changes the password (see `reload`) is used by the
+/// next connection any pool opens; open connections stay logged in.
+#[derive(Clone, Default)]
+pub struct GatewayAuth(Arc<arc_swap::ArcSwapOption<Auth>>);
+
+impl GatewayAuth {
+    pub fn new(auth: Option<Auth>) -> GatewayAuth {
+        GatewayAuth(Arc::new(arc_swap::ArcSwapOption::from(auth.map(Arc::new))))
+    }
+
+    pub fn set(&self, auth: Option<Auth>) {
+        self.0.store(auth.map(Arc::new));
+    }
+
+    pub fn get(&self) -> Option<Arc<Auth>> {
+        self.0.load_full()
+    }
+}
+
+impl From<Option<Auth>> for GatewayAuth {
+    fn from(auth: Option<Auth>) -> GatewayAuth {
+        GatewayAuth::new(auth)
+    }
+}
+
+impl std::fmt::Debug for GatewayAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `Auth`'s own Debug redacts the password.
+        self.get().fmt(f)
+    }
+}
+
 /// How to open connections to one node: where, with which of the gateway's
 /// own credentials, and what to check first.
 #[derive(Clone, Debug)]
 pub struct ConnectSpec {
     pub addr: String,
     /// The gateway's own credentials for the node.
-    pub gateway_auth: Option<Auth>,
+    pub gateway_auth: GatewayAuth,
     /// Refuse the connection unless the node answers `ROLE` as master
     /// (asked as the gateway's own user, whatever context the connection is
     /// for): a write connection is never opened to a demoted master.
@@ -52,8 +85,8 @@ pub(super) async fn set_up(
     let select_first = ctx.selects_before_login();
     let as_gateway = ctx.user.is_none() || spec.require_master || select_first;
     if as_gateway {
-        if let Some(auth) = &spec.gateway_auth {
-            conn.auth(auth).await?;
+        if let Some(auth) = spec.gateway_auth.get() {
+            conn.auth(&auth).await?;
         }
     }
     if spec.require_master {

@@ -128,7 +128,7 @@ impl Session {
     /// answers itself, as it does during a failover). Asked on a fresh
     /// connection, as the session's user, for at most [`QUIET_PING`].
     async fn ping_quiet_master(&mut self, req: &Request, pool: &NodePool) -> Bytes {
-        let auth = self.st.ctx.auth(self.shared.cfg.node_auth().as_ref());
+        let auth = self.st.ctx.auth(self.cfg.node_auth().as_ref());
         let asked = tokio::time::timeout(QUIET_PING, async {
             let mut conn =
                 belay_client::Connection::connect(&pool.addr, auth.as_ref(), QUIET_PING).await?;
@@ -180,7 +180,7 @@ impl Session {
     /// `NOPERM`), or `TRYAGAIN` when no node answers.
     async fn ask_a_node(&mut self, auth: &Auth, cmd: Option<&[Bytes]>) -> Result<(), Bytes> {
         let topo = self.topology().clone();
-        let timeout = self.shared.cfg.control_timeout();
+        let timeout = self.cfg.control_timeout();
         for node in topo.data_nodes() {
             let asked = async {
                 let mut conn =
@@ -238,7 +238,7 @@ impl Session {
             return reply::ok();
         };
         let env = Env {
-            cfg: &self.shared.cfg,
+            cfg: &self.cfg,
             admin_log: &self.shared.admin_log,
             databases: self.shared.databases,
             topology: &topo,

@@ -170,6 +170,29 @@ impl ClientIo {
     }
 }
 
+impl ClientIo {
+    /// Closes the connection in order between replies: the client reads
+    /// every reply, then the end of the stream. What it still sends is
+    /// read and dropped until it closes too (or `linger` passes): closing
+    /// with unread input would send a reset, which can destroy replies the
+    /// client has not read yet.
+    pub async fn close_gracefully(&mut self, linger: std::time::Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.write.shutdown().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(linger, async {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = self.read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// What [`ClientIo::poll_ready`] found.
 pub enum Ready {
     /// Bytes read (0: the client closed).

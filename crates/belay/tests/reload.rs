@@ -454,3 +454,75 @@ async fn an_upgrade_under_load_fails_no_reconnecting_client_and_loses_no_write()
     wait_serving(&addr, lab.password()).await;
     drop(new);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start_lab(dir.path()).await;
+    let config = dir.path().join("gateway.toml");
+    write_config(&config, &lab, "drain_timeout_secs = 20");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut gateway = GatewayProcess::start(&[
+        "--config".into(),
+        config.display().to_string(),
+        "--password".into(),
+        lab.password().into(),
+        "--listen".into(),
+        addr.clone(),
+        "--no-admin".into(),
+    ]);
+    wait_serving(&addr, lab.password()).await;
+    let auth = lab.auth();
+    let connect = || Connection::connect(&addr, Some(&auth), Duration::from_secs(2));
+    let mut blocked = connect().await.unwrap();
+    blocked.set_timeout(Duration::from_secs(30));
+    blocked.send(&["BLPOP", "drain:list", "0"]).await.unwrap();
+    let mut tx = connect().await.unwrap();
+    tx.call(&["MULTI"]).await.unwrap();
+    assert_eq!(
+        tx.call(&["SET", "drain:tx", "1"]).await.unwrap().as_str(),
+        Some("QUEUED")
+    );
+    let mut idle = connect().await.unwrap();
+    idle.call(&["PING"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An idle client is closed (in order: it reads the end of the stream),
+    // no new client is taken, and the gateway waits for the other two.
+    assert!(idle.call(&["PING"]).await.is_err(), "the idle client was not closed");
+    assert!(
+        TcpStream::connect(&addr).await.is_err(),
+        "a draining gateway still accepts clients"
+    );
+    assert!(gateway.0.try_wait().unwrap().is_none(), "the gateway exited with replies owed");
+
+    // The blocked command gets its reply once there is something to pop.
+    let master = lab.current_master().await.unwrap();
+    let mut m = Connection::connect(&master, Some(&auth), Duration::from_secs(2))
+        .await
+        .unwrap();
+    m.call(&["RPUSH", "drain:list", "x"]).await.unwrap();
+    let popped = blocked.read_value().await.unwrap();
+    assert_eq!(
+        format!("{popped:?}").matches("drain:list").count(),
+        1,
+        "{popped:?}"
+    );
+    // The transaction finishes: EXEC runs it.
+    let exec = tx.call(&["EXEC"]).await.unwrap();
+    assert!(exec.as_array().is_some_and(|a| a.len() == 1), "{exec:?}");
+    let v = m.call(&["GET", "drain:tx"]).await.unwrap();
+    assert_eq!(v.as_str(), Some("1"));
+
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gateway.wait_exit(Duration::from_secs(10));
+        (s, gateway)
+    })
+    .await
+    .unwrap()
+    .0
+    .expect("the gateway did not exit once its clients were answered");
+    assert!(status.success(), "{status}");
+}

@@ -488,15 +488,22 @@ async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_f
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     gateway.signal(nix::sys::signal::Signal::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An idle client is closed after a second of quiet.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // An idle client is closed (in order: it reads the end of the stream),
     // no new client is taken, and the gateway waits for the other two.
-    assert!(idle.call(&["PING"]).await.is_err(), "the idle client was not closed");
+    assert!(
+        idle.call(&["PING"]).await.is_err(),
+        "the idle client was not closed"
+    );
     assert!(
         TcpStream::connect(&addr).await.is_err(),
         "a draining gateway still accepts clients"
     );
-    assert!(gateway.0.try_wait().unwrap().is_none(), "the gateway exited with replies owed");
+    assert!(
+        gateway.0.try_wait().unwrap().is_none(),
+        "the gateway exited with replies owed"
+    );
 
     // The blocked command gets its reply once there is something to pop.
     let master = lab.current_master().await.unwrap();

@@ -128,8 +128,10 @@ impl LastCommand {
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// A draining session that owes nothing and has heard nothing for this
-/// long is closed (one that just got its reply is closed at once).
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// long is closed (one that just got its reply is closed at once). Long
+/// enough that a client between two commands of a loop (descheduled, or
+/// waiting for its interpreter's lock) does not send one into the close.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
 /// How the session loop was woken.
 enum Wake {

@@ -21,20 +21,8 @@ use crate::upgrade;
 ///
 /// Every option can also come from a TOML file (`--config`, keys named like
 /// the long flags with `_`) or an environment variable (shown below). Flags
-/// win over the environment, which wins over the file.
-///
-/// Reload: SIGHUP (or `POST /reload` on the admin endpoint) reads the file
-/// and password files again; Sentinels, passwords, lag bounds, hold times,
-/// read routing, durable writes and `commands` change without dropping a
-/// client. A file that does not parse or validate is refused and the
-/// running config kept; settings that need a restart (listen address,
-/// threads, limits…) are named in the log and the answer.
-///
-/// Stop and upgrade: SIGTERM (or Ctrl-C) drains: no new clients, each
-/// client closed between replies (after its transaction or blocking
-/// command), then exit, within --drain-timeout-secs. With --upgrade-socket
-/// a new gateway started with --upgrade (and the same socket) takes the
-/// listening sockets over, and the old one drains: no client is refused.
+/// win over the environment, which wins over the file. Reload, drain and
+/// upgrade: see `belay gateway --help` (the CLI's own text) and `run`.
 #[derive(Debug, Args, Default, Clone)]
 pub struct GatewayArgs {
     /// TOML file with gateway settings.
@@ -247,7 +235,7 @@ pub struct GatewayArgs {
     /// --upgrade-socket, start, wait until ready, then tell it to drain and
     /// exit: an upgrade (or a restart with new settings) that refuses no
     /// client. If this one fails before it is ready, the old one goes on.
-    #[arg(long, requires = "upgrade_socket")]
+    #[arg(long)]
     pub upgrade: bool,
 
     /// Unix socket (mode 0600, same user only) on which this gateway hands
@@ -382,7 +370,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             );
             (Some(sockets), Some(predecessor))
         }
-        _ => (None, None),
+        (None, true) => anyhow::bail!(
+            "--upgrade takes the sockets of the gateway running with the same --upgrade-socket (or `upgrade_socket` in the file): none is set"
+        ),
+        (_, false) => (None, None),
     };
     let start = Start {
         source: Some(source),

@@ -89,7 +89,7 @@ async fn wait_serving(addr: &str, password: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut c) = Connection::connect(addr, Some(&auth), Duration::from_secs(1)).await {
-            if c.call(&["PING"]).await.is_ok() {
+            if c.call_ok(&["PING"]).await.is_ok() {
                 return;
             }
         }
@@ -108,7 +108,7 @@ async fn logs_in(addr: &str, password: &str) -> bool {
         password: password.into(),
     };
     match Connection::connect(addr, Some(&auth), Duration::from_secs(2)).await {
-        Ok(mut c) => c.call(&["PING"]).await.is_ok(),
+        Ok(mut c) => c.call_ok(&["PING"]).await.is_ok(),
         Err(_) => false,
     }
 }
@@ -212,12 +212,17 @@ async fn sighup_and_post_reload_apply_a_new_config_without_dropping_clients() {
         .contains("--request-timeout-ms"));
     assert!(logs_in(&addr, "second").await && !logs_in(&addr, "third").await);
 
-    // A setting that needs a restart is named, not applied; the others are.
-    // (`listen` in the file would not count: the flag wins, as at start.)
+    // A setting that needs a restart is named, not applied; the others are,
+    // command overrides included. (`listen` in the file would not count:
+    // the flag wins, as at start.)
+    assert_eq!(
+        kept.call(&["STRLEN", "reload:k"]).await.unwrap().as_int(),
+        Some(2)
+    );
     write_config(
         &config,
         &lab,
-        "client_password = \"third\"\nlisten = \"127.0.0.1:1\"\nthreads = 3\nmax_clients = 7\nmax_replica_lag_ms = 400",
+        "client_password = \"third\"\nlisten = \"127.0.0.1:1\"\nthreads = 3\nmax_clients = 7\nmax_replica_lag_ms = 400\n[commands]\n\"strlen\" = \"deny\"",
     );
     let (status, body) = post_reload(&admin).await;
     assert_eq!(status, 200, "{body}");
@@ -227,8 +232,16 @@ async fn sighup_and_post_reload_apply_a_new_config_without_dropping_clients() {
     );
     assert_eq!(
         body["applied"],
-        serde_json::json!(["client_password", "max_replica_lag_ms"])
+        serde_json::json!(["client_password", "max_replica_lag_ms", "commands"])
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kept.call_ok(&["STRLEN", "reload:k"]).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded override does not deny STRLEN"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(logs_in(&addr, "third").await);
     let v = kept.call(&["GET", "reload:k"]).await.unwrap();
     assert_eq!(
@@ -532,4 +545,64 @@ async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_f
     .0
     .expect("the gateway did not exit once its clients were answered");
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_the_right_sentinels_brings_up_a_gateway_started_with_wrong_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start_lab(dir.path()).await;
+    let config = dir.path().join("gateway.toml");
+    let nobody = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "sentinels = [{nobody:?}]\nmaster_name = {:?}\n",
+            lab.master_name()
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let gateway = GatewayProcess::start(&[
+        "--config".into(),
+        config.display().to_string(),
+        "--password".into(),
+        lab.password().into(),
+        "--listen".into(),
+        addr.clone(),
+        "--admin-listen".into(),
+        admin.clone(),
+    ]);
+    let readyz = || async {
+        match reqwest::get(format!("http://{admin}/readyz")).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz().await != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "the admin endpoint never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(readyz().await, 503, "ready without a Sentinel that answers");
+
+    write_config(&config, &lab, "");
+    gateway.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while readyz().await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded Sentinels were not asked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = Connection::connect(&addr, Some(&lab.auth()), Duration::from_secs(2))
+        .await
+        .unwrap();
+    c.call(&["SET", "reload:sentinels", "1"]).await.unwrap();
+    drop(gateway);
 }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub activity: Arc<ActivityLog>,
     /// Sessions asked to close between replies, across workers.
     pub drain: Arc<Drain>,
+    /// Accept loops running, across workers.
+    accepting: Arc<AtomicUsize>,
     /// Reads this worker routed to replicas: the turn that decides which
     /// replica is the current one (see `router::pick_replica`). Per worker,
     /// so the sessions routing in one turn of its event loop agree.
@@ -87,6 +89,7 @@ impl Shared {
             metrics: telemetry.metrics,
             activity: telemetry.activity,
             drain: Arc::new(Drain::default()),
+            accepting: Arc::new(AtomicUsize::new(0)),
             reads: AtomicUsize::new(0),
             worker: 0,
             workers: 1,
@@ -108,6 +111,7 @@ impl Shared {
             metrics: self.metrics.clone(),
             activity: self.activity.clone(),
             drain: self.drain.clone(),
+            accepting: self.accepting.clone(),
             reads: AtomicUsize::new(0),
             worker,
             workers,
@@ -366,6 +370,13 @@ impl Gateway {
         }
         drain.await;
         stop.cancel();
+        // Every accept loop has stopped before the first session closes:
+        // a client closed by the drain reconnects at once, and must reach
+        // the successor (or be refused), not a worker still accepting.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while base.accepting.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // Health checks and operators now reach the successor, if any.
         drop(admin);
         drain_sessions(&base, Duration::from_secs(cfg.drain_timeout_secs)).await;
@@ -489,10 +500,13 @@ async fn accept_loop(
 ) {
     tokio::pin!(shutdown);
     let max_clients = shared.config.load().max_clients;
+    shared.accepting.fetch_add(1, Ordering::AcqRel);
+    let _stopped = Stopped(&shared.accepting);
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            biased;
             _ = &mut shutdown => return,
+            a = listener.accept() => a,
         };
         let (mut stream, peer) = match accepted {
             Ok(x) => x,
@@ -552,6 +566,15 @@ pub async fn wait_ready(
             anyhow::bail!("the gateway is not ready after {timeout:?}: {missing}");
         }
         let _ = tokio::time::timeout_at(deadline, topology.changed()).await;
+    }
+}
+
+/// Counts an accept loop out however it ends.
+struct Stopped<'a>(&'a AtomicUsize);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

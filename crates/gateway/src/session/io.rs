@@ -121,6 +121,34 @@ impl ClientIo {
         Ok(progressed)
     }
 
+    /// [`ClientIo::try_flush`] for the last reply before a drain closes
+    /// the connection: the kernel holds it back (`MSG_MORE`) until
+    /// [`ClientIo::close_gracefully`] ends the stream, so reply and end
+    /// arrive together. Written alone, the reply can wake the client and
+    /// the scheduler run it at once (wake-up preemption), before the end
+    /// is sent: it would find the connection open and send its next
+    /// command into the close.
+    pub fn try_flush_held(&mut self) -> io::Result<bool> {
+        use nix::sys::socket::{send, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let fd = self.write.as_ref().as_raw_fd();
+        let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
+        let mut progressed = false;
+        while !self.out.is_empty() {
+            match send(fd, &self.out, flags) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.advance(n);
+                    progressed = true;
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.budget.set_unsent(self.out.len());
+        Ok(progressed)
+    }
+
     /// Resolves when the socket may take more output.
     pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.write.as_ref().poll_write_ready(cx)

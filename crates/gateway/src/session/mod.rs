@@ -133,6 +133,13 @@ const DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// waiting for its interpreter's lock) does not send one into the close.
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
+/// A connection younger than this may be in its client's handshake (AUTH,
+/// HELLO, CLIENT SETINFO sent one after the other without a look at the
+/// socket in between): a drain closes it only once it is quiet.
+fn set_up(started: Instant) -> bool {
+    started.elapsed() >= DRAIN_QUIET
+}
+
 /// How the session loop was woken.
 enum Wake {
     Reply(Result<ReplyResult, oneshot::error::RecvError>),
@@ -226,7 +233,7 @@ impl Session {
             if self.settle_head().await? {
                 return Ok(());
             }
-            if self.io.has_output() && self.io.try_flush()? {
+            if self.io.has_output() && self.flush(started)? {
                 last_write = Instant::now();
                 wrote = true;
             }
@@ -237,9 +244,10 @@ impl Session {
                 // Right after its last reply (the end of the stream follows
                 // it at once, before the client can send again), or once
                 // it has been quiet a while: never while a command it just
-                // sent may be on its way.
+                // sent may be on its way (nor in a handshake, `set_up`).
                 let now = Instant::now();
-                if wrote || quiet_since.is_some_and(|s| now >= s + DRAIN_QUIET) {
+                if (wrote && set_up(started)) || quiet_since.is_some_and(|s| now >= s + DRAIN_QUIET)
+                {
                     // Boxed: rare, and its buffer and timer would grow every
                     // session's future.
                     Box::pin(self.io.close_gracefully(DRAIN_LINGER)).await;
@@ -305,7 +313,7 @@ impl Session {
                 }
                 Wake::Io(Ready::Writable(r)) => {
                     r?;
-                    if self.io.try_flush()? {
+                    if self.flush(started)? {
                         last_write = Instant::now();
                         wrote = true;
                     }
@@ -354,6 +362,21 @@ impl Session {
             && !self.io.has_output()
             && self.io.inbuf.is_empty()
             && !self.st.in_transaction()
+    }
+
+    /// Writes what the client is owed; held back by the kernel until the
+    /// end of the stream when a drain closes the connection after it (see
+    /// [`ClientIo::try_flush_held`]).
+    fn flush(&mut self, started: Instant) -> std::io::Result<bool> {
+        let last = self.drain.is_asked()
+            && set_up(started)
+            && self.queue.is_empty()
+            && self.io.inbuf.is_empty()
+            && !self.st.in_transaction();
+        match last {
+            true => self.io.try_flush_held(),
+            false => self.io.try_flush(),
+        }
     }
 
     /// The current topology; re-read only when discovery published a new one.

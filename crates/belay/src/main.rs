@@ -94,6 +94,22 @@ enum Command {
     /// configs and logs stay in the state dir.
     Down(down::DownArgs),
     /// Run the gateway (the RESP proxy) in the foreground.
+    ///
+    /// Settings come from flags, then environment variables, then the TOML
+    /// file (--config, keys named like the long flags with `_`).
+    ///
+    /// SIGHUP (or `POST /reload` on the admin endpoint) reads the file and
+    /// the password files again: Sentinels, passwords, lag bounds, hold
+    /// times, read routing, durable writes and `commands` change without
+    /// dropping a client. A file that does not parse or validate is refused
+    /// and the running config kept; settings that need a restart (listen
+    /// addresses, threads, limits…) keep their values and are named.
+    ///
+    /// SIGTERM or Ctrl-C drains: no new clients, each client closed between
+    /// replies (a MULTI or a blocking command answered first), exit within
+    /// --drain-timeout-secs. With --upgrade-socket, a new gateway started
+    /// with the same socket and --upgrade takes the listening sockets over,
+    /// then the old one drains: an upgrade that refuses no client.
     // Boxed: its many flags would make every `Command` as large as it.
     Gateway(Box<belay_gateway::GatewayArgs>),
     /// Break the master under load and report what the application saw.

@@ -50,8 +50,8 @@ pub struct StatusArgs {
 /// Where the report comes from: Sentinels named on the command line, or
 /// a lab's state dir.
 enum Source {
-    Sentinels(StatusQuery),
-    Lab(Lab),
+    Sentinels(Box<StatusQuery>),
+    Lab(Box<Lab>),
 }
 
 impl Source {
@@ -82,7 +82,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
             ..StatusQuery::default()
         };
         (
-            Source::Sentinels(q),
+            Source::Sentinels(Box::new(q)),
             format!("Sentinels {}", args.deployment.sentinels.join(", ")),
             None,
         )
@@ -104,7 +104,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
         }
         let lab = Lab::attach(&args.deployment.dir)?;
         let admin = lab.gateway_admin_addr();
-        (Source::Lab(lab), format!("lab in {dir}"), admin)
+        (Source::Lab(Box::new(lab)), format!("lab in {dir}"), admin)
     };
 
     if args.watch {

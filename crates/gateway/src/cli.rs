@@ -6,8 +6,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
 use crate::config::{GatewayConfig, ReadFrom};
-use crate::server::Gateway;
+use crate::reload::{reload_and_log, ConfigSource};
+use crate::server::{Gateway, Start};
+use crate::upgrade;
 
 /// Run the gateway: a Redis-compatible endpoint that finds the master and
 /// replicas through Sentinel, sends writes to the master and reads to
@@ -15,8 +21,9 @@ use crate::server::Gateway;
 ///
 /// Every option can also come from a TOML file (`--config`, keys named like
 /// the long flags with `_`) or an environment variable (shown below). Flags
-/// win over the environment, which wins over the file.
-#[derive(Debug, Args, Default)]
+/// win over the environment, which wins over the file. Reload, drain and
+/// upgrade: see `belay gateway --help` (the CLI's own text) and `run`.
+#[derive(Debug, Args, Default, Clone)]
 pub struct GatewayArgs {
     /// TOML file with gateway settings.
     #[arg(long, env = "BELAY_GATEWAY_CONFIG", value_name = "FILE")]
@@ -246,6 +253,23 @@ pub struct GatewayArgs {
     )]
     pub client_output_buffer_limit_pubsub: Option<String>,
 
+    /// Take over the listening sockets of the gateway running with the same
+    /// --upgrade-socket, start, wait until ready, then tell it to drain and
+    /// exit: an upgrade (or a restart with new settings) that refuses no
+    /// client. If this one fails before it is ready, the old one goes on.
+    #[arg(long)]
+    pub upgrade: bool,
+
+    /// Unix socket (mode 0600, same user only) on which this gateway hands
+    /// its listening sockets to a `belay gateway --upgrade` [default: none].
+    #[arg(long, env = "BELAY_UPGRADE_SOCKET", value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
+
+    /// On SIGTERM or after an upgrade: how long to wait for clients'
+    /// commands in flight before exiting [default: 30].
+    #[arg(long, env = "BELAY_DRAIN_TIMEOUT_SECS", value_name = "SECS")]
+    pub drain_timeout_secs: Option<u64>,
+
     /// Largest request a client may send, as Redis's
     /// `client-query-buffer-limit` [default: 1gb].
     #[arg(long, env = "BELAY_CLIENT_QUERY_BUFFER_LIMIT", value_name = "SIZE")]
@@ -258,6 +282,7 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     /// Merges the file (if any) under the flags and environment.
     pub fn resolve(self) -> anyhow::Result<GatewayConfig> {
+        let _ = self.upgrade; // how to start, not a setting
         let mut cfg = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -299,6 +324,7 @@ impl GatewayArgs {
             min_synced_replicas,
             write_guard_lag_ms,
             durable_timeout_ms,
+            drain_timeout_secs,
             threads
         );
         for (file, field) in [
@@ -318,7 +344,8 @@ impl GatewayArgs {
             sentinel_password,
             client_password,
             admin_listen,
-            zone
+            zone,
+            upgrade_socket
         );
         if let Some(DurableFlag(durable)) = self.durable_writes {
             cfg.durable_writes = durable;
@@ -369,28 +396,89 @@ fn parse_config(text: &str) -> Result<GatewayConfig, String> {
     })
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM.
+/// How long a gateway started with `--upgrade` may take to get ready
+/// before it gives up (and the running one goes on serving).
+const UPGRADE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the gateway until Ctrl-C or SIGTERM (then drains), or until a new
+/// gateway took its sockets over (`--upgrade`). SIGHUP reloads the config.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let upgrade = args.upgrade;
+    let again = args.clone();
     let cfg = args.resolve()?;
-    let gateway = Gateway::bind(cfg).await?;
-    if gateway.plain_addr().is_some() {
-        tracing::info!(addr = %gateway.local_addr(), "gateway listening");
+    let source: ConfigSource = Box::new(move || again.clone().resolve());
+    let (inherited, predecessor) = match (&cfg.upgrade_socket, upgrade) {
+        (Some(path), true) => {
+            let (sockets, predecessor) = upgrade::take_over(path).await?;
+            tracing::info!(
+                sockets = sockets.clients.len(),
+                tls_sockets = sockets.tls_clients.len(),
+                "upgrade: took over the running gateway's listening sockets"
+            );
+            (Some(sockets), Some(predecessor))
+        }
+        (None, true) => anyhow::bail!(
+            "--upgrade takes the sockets of the gateway running with the same --upgrade-socket (or `upgrade_socket` in the file): none is set"
+        ),
+        (_, false) => (None, None),
+    };
+    let start = Start {
+        source: Some(source),
+        inherited,
+    };
+    let gateway = Gateway::start(cfg.clone(), start).await?;
+    if let Some(addr) = gateway.plain_addr() {
+        tracing::info!(%addr, "gateway listening");
     }
-    if let Some(tls) = gateway.tls_addr() {
-        tracing::info!(addr = %tls, "gateway listening for TLS clients");
+    if let Some(addr) = gateway.tls_addr() {
+        tracing::info!(%addr, "gateway listening for TLS clients");
     }
     if let Some(admin) = gateway.admin_addr() {
         tracing::info!(%admin, "admin endpoint: http://{admin}/ (dashboard), /metrics, /topology, /events, /healthz, /readyz");
     }
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+    if predecessor.is_some() {
+        gateway
+            .wait_ready(0, UPGRADE_READY_TIMEOUT)
+            .await
+            .context("upgrade abandoned, the running gateway goes on serving")?;
+    }
+    let offer = match &cfg.upgrade_socket {
+        Some(path) => Some(upgrade::offer(
+            path,
+            gateway.sockets()?,
+            predecessor.is_some(),
+        )?),
+        None => None,
+    };
+    if let Some(predecessor) = predecessor {
+        predecessor.drain().await.context(
+            "the old gateway did not confirm it drains (it may still be serving beside this one)",
+        )?;
+        tracing::info!("upgrade: the old gateway drains; this one serves");
+    }
+    let config = gateway.config();
+    let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let reloads = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let config = config.clone();
+            let _ = tokio::task::spawn_blocking(move || reload_and_log(&config)).await;
+        }
+    });
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let (_offer, upgraded) = match offer {
+        Some((offer, upgraded)) => (Some(offer), Some(upgraded)),
+        None => (None, None),
+    };
+    let drain = async {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: draining"),
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            Ok(()) = async { match upgraded { Some(rx) => rx.await, None => std::future::pending().await } } => {}
         }
     };
-    gateway.run_workers(shutdown).await
+    let result = gateway.run_workers(drain).await;
+    reloads.abort();
+    result
 }
 
 /// `--durable-writes`: `N`, `majority`, or `off` (also an empty value, as

@@ -155,6 +155,13 @@ pub struct GatewayConfig {
     pub max_inline_len: usize,
     /// Most arguments in one request.
     pub max_multibulk_len: usize,
+    /// A Unix socket where this gateway hands its listening sockets to a
+    /// new gateway process (`belay gateway --upgrade`), then drains; none:
+    /// no hand-off.
+    pub upgrade_socket: Option<std::path::PathBuf>,
+    /// How long a draining gateway (SIGTERM, or replaced by an upgrade)
+    /// waits for its clients' commands in flight before it exits.
+    pub drain_timeout_secs: u64,
     /// Per-command routing overrides, keyed by lower-case name (`config|set`
     /// for a subcommand).
     pub commands: HashMap<String, CommandOverride>,
@@ -183,6 +190,9 @@ pub struct GatewayConfig {
     /// `backend_tls_*` read into a client, by [`GatewayConfig::load_tls`].
     #[serde(skip)]
     pub backend_tls_client: Option<TlsClient>,
+    /// `tls_*` read into the listener's acceptor, by [`GatewayConfig::load_tls`].
+    #[serde(skip)]
+    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Default for GatewayConfig {
@@ -239,6 +249,9 @@ impl Default for GatewayConfig {
             backend_tls_key_file: None,
             backend_tls_server_name: None,
             backend_tls_client: None,
+            tls_acceptor: None,
+            upgrade_socket: None,
+            drain_timeout_secs: 30,
         }
     }
 }
@@ -286,6 +299,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("backend_tls_cert_file", &self.backend_tls_cert_file)
             .field("backend_tls_key_file", &self.backend_tls_key_file)
             .field("backend_tls_server_name", &self.backend_tls_server_name)
+            .field("upgrade_socket", &self.upgrade_socket)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
             .finish_non_exhaustive()
     }
 }
@@ -440,6 +455,11 @@ impl GatewayConfig {
                 "client_write_timeout_secs",
                 "--client-write-timeout-secs",
             ),
+            (
+                self.drain_timeout_secs,
+                "drain_timeout_secs",
+                "--drain-timeout-secs",
+            ),
         ] {
             if value == 0 {
                 anyhow::bail!("{key} ({flag}) must be at least 1");
@@ -563,11 +583,12 @@ impl GatewayConfig {
         (!self.listen.eq_ignore_ascii_case("none")).then_some(self.listen.as_str())
     }
 
-    /// Reads the TLS files the nodes are reached with (the client side;
-    /// the listener's are read by `tls::ClientTls`), so that a missing or
+    /// Reads every TLS file (the listener's certificate and key, the
+    /// nodes' CA and the gateway's client certificate), so that a missing or
     /// bad file is an error at start or reload, not at the first connection.
     pub fn load_tls(&mut self) -> anyhow::Result<()> {
         self.backend_tls_client = crate::tls::backend_client(self)?;
+        self.tls_acceptor = crate::tls::server_acceptor(self)?;
         Ok(())
     }
 }

@@ -27,18 +27,21 @@ mod commands;
 mod config;
 mod context;
 mod discovery;
+mod drain;
 mod error;
 mod locality;
 mod metrics;
+mod reload;
 mod reply;
 mod router;
 mod server;
 mod session;
 mod tls;
 mod topology;
+mod upgrade;
 
 pub use activity::{Episode, Step as EpisodeStep};
-pub use backend::{BackendConn, ConnectSpec, NodeHealth, ReplyResult, Silence};
+pub use backend::{BackendConn, ConnectSpec, GatewayAuth, NodeHealth, ReplyResult, Silence};
 pub use cli::{run, GatewayArgs};
 pub use config::{
     parse_size, AdminListen, CommandOverride, Durable, GatewayConfig, OutputLimit, ReadFrom,
@@ -46,5 +49,6 @@ pub use config::{
 pub use context::Context;
 pub use error::{BackendError, LostWhy, NotSentWhy};
 pub use locality::Locality;
-pub use server::{wait_ready, Gateway};
+pub use reload::{LiveConfig, ReloadError, Reloaded};
+pub use server::{wait_ready, Gateway, Sockets, Start};
 pub use topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};

@@ -10,8 +10,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use belay_resp::Limits;
@@ -25,15 +27,17 @@ use crate::admin_log::AdminLog;
 use crate::auth_throttle::AuthThrottle;
 use crate::config::{AdminListen, GatewayConfig};
 use crate::discovery::{Discovery, Event};
+use crate::drain::Drain;
 use crate::metrics::{Metrics, Telemetry};
+use crate::reload::{ConfigSource, LiveConfig};
 use crate::session::{ClientStream, Session};
-use crate::tls::ClientTls;
 use crate::topology::Topology;
 
 /// What every session of one worker reads: settings, the current topology,
 /// and where to report signs of a topology change.
 pub struct Shared {
-    pub cfg: Arc<GatewayConfig>,
+    /// The settings in effect; a reload swaps them (see `reload`).
+    pub config: Arc<LiveConfig>,
     pub topology: watch::Receiver<Arc<Topology>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub limits: Limits,
@@ -47,6 +51,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// What the gateway saw and did (the admin endpoint's `/events`).
     pub activity: Arc<ActivityLog>,
+    /// Sessions asked to close between replies, across workers.
+    pub drain: Arc<Drain>,
+    /// Accept loops running, across workers.
+    accepting: Arc<AtomicUsize>,
     /// Reads this worker routed to replicas: the turn that decides which
     /// replica is the current one (see `router::pick_replica`). Per worker,
     /// so the sessions routing in one turn of its event loop agree.
@@ -59,22 +67,20 @@ pub struct Shared {
     pub clients: Arc<AtomicUsize>,
     /// Session ids, unique across workers.
     pub next_id: Arc<AtomicU64>,
-    /// The TLS listener's handshakes, when there is one.
-    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Shared {
     /// The state of a single-worker gateway (workers get theirs from
     /// [`Shared::for_worker`]).
     pub fn new(
-        cfg: Arc<GatewayConfig>,
+        config: Arc<LiveConfig>,
         topology: watch::Receiver<Arc<Topology>>,
         events: mpsc::UnboundedSender<Event>,
         telemetry: Telemetry,
     ) -> Shared {
         Shared {
-            limits: cfg.limits(),
-            cfg,
+            limits: config.load().limits(),
+            config,
             topology,
             events,
             databases: 16,
@@ -82,19 +88,20 @@ impl Shared {
             admin_log: Arc::new(AdminLog::default()),
             metrics: telemetry.metrics,
             activity: telemetry.activity,
+            drain: Arc::new(Drain::default()),
+            accepting: Arc::new(AtomicUsize::new(0)),
             reads: AtomicUsize::new(0),
             worker: 0,
             workers: 1,
             clients: Arc::new(AtomicUsize::new(0)),
             next_id: Arc::new(AtomicU64::new(1)),
-            tls: None,
         }
     }
 
     /// The same state for another worker.
     fn for_worker(&self, worker: usize, workers: usize) -> Shared {
         Shared {
-            cfg: self.cfg.clone(),
+            config: self.config.clone(),
             topology: self.topology.clone(),
             events: self.events.clone(),
             limits: self.limits,
@@ -103,12 +110,13 @@ impl Shared {
             admin_log: self.admin_log.clone(),
             metrics: self.metrics.clone(),
             activity: self.activity.clone(),
+            drain: self.drain.clone(),
+            accepting: self.accepting.clone(),
             reads: AtomicUsize::new(0),
             worker,
             workers,
             clients: self.clients.clone(),
             next_id: self.next_id.clone(),
-            tls: self.tls.clone(),
         }
     }
 
@@ -134,40 +142,48 @@ impl Shared {
 
 /// A bound gateway. Dropping it stops discovery.
 pub struct Gateway {
-    listeners: Listeners,
+    /// The clients' listening sockets: one bound here, or every one a
+    /// gateway being upgraded handed over (see `upgrade`); plaintext and
+    /// TLS, at least one per worker of each kind configured.
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     _discovery: AbortOnDrop,
-    /// The admin endpoint's address and task, if it is on.
-    admin: Option<(SocketAddr, AbortOnDrop)>,
+    /// The admin endpoint, if it is on.
+    admin: Option<AdminEndpoint>,
 }
 
-/// The client listeners of one worker: plaintext, TLS, or both.
-struct Listeners {
-    plain: Option<TcpListener>,
-    tls: Option<TcpListener>,
+/// A client listening socket, and whether its clients speak TLS.
+struct Listener {
+    socket: TcpListener,
+    tls: bool,
 }
 
-impl Listeners {
-    /// The first listener's address: the plaintext one if there is one.
-    fn addr(&self) -> SocketAddr {
-        let l = self.plain.as_ref().or(self.tls.as_ref());
-        addr_of(l.expect("validation leaves at least one listener"))
-    }
+/// The admin endpoint's address, its task and (for a hand-off) a copy of
+/// its listening socket.
+struct AdminEndpoint {
+    addr: SocketAddr,
+    socket: OwnedFd,
+    _task: AbortOnDrop,
 }
 
-/// Resolves and binds one listen address (see [`bind_reuseport`]).
-async fn bind_listen(listen: &str, flag: &str) -> anyhow::Result<TcpListener> {
-    let listen_err = || {
-        format!(
-            "cannot listen on {listen} (is another process using it? choose another with {flag})"
-        )
-    };
-    let addr = tokio::net::lookup_host(listen)
-        .await
-        .with_context(listen_err)?
-        .next()
-        .with_context(listen_err)?;
-    bind_reuseport(addr).with_context(listen_err)
+/// Listening sockets passed from one gateway process to the next.
+#[derive(Debug)]
+pub struct Sockets {
+    pub clients: Vec<OwnedFd>,
+    /// The TLS listener's sockets.
+    pub tls_clients: Vec<OwnedFd>,
+    pub admin: Option<OwnedFd>,
+}
+
+/// How a gateway starts besides its config.
+#[derive(Default)]
+pub struct Start {
+    /// Where `reload` reads the config again; without one a reload is
+    /// refused.
+    pub source: Option<ConfigSource>,
+    /// Listening sockets taken over from a running gateway, used instead
+    /// of binding new ones.
+    pub inherited: Option<Sockets>,
 }
 
 /// Binds with `SO_REUSEPORT`, so several workers can listen on one address.
@@ -183,33 +199,83 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// A listening socket handed over by another process, for this runtime.
+fn adopt_listener(fd: OwnedFd) -> std::io::Result<TcpListener> {
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// What `bind` makes of the config before it runs with it (and a reload
+/// before it compares): every worker gets shared connections of its own.
+pub(crate) fn normalize(cfg: &mut GatewayConfig) {
+    let workers = cfg.threads.max(1);
+    cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
+}
+
 impl Gateway {
     /// Binds the listen address and starts discovery.
-    pub async fn bind(mut cfg: GatewayConfig) -> anyhow::Result<Gateway> {
+    pub async fn bind(cfg: GatewayConfig) -> anyhow::Result<Gateway> {
+        Gateway::start(cfg, Start::default()).await
+    }
+
+    /// Binds the listen address (or takes over `start.inherited`) and
+    /// starts discovery.
+    pub async fn start(mut cfg: GatewayConfig, start: Start) -> anyhow::Result<Gateway> {
         cfg.validate()?;
         cfg.load_tls()?;
-        let tls = ClientTls::from_config(&cfg)?.map(Arc::new);
-        let listeners = Listeners {
-            plain: match cfg.plain_listen() {
-                Some(listen) => Some(bind_listen(listen, "--listen").await?),
-                None => None,
-            },
-            tls: match &cfg.tls_listen {
-                Some(listen) => Some(bind_listen(listen, "--tls-listen").await?),
-                None => None,
-            },
+        let (plain, tls, inherited_admin) = match start.inherited {
+            Some(sockets) => {
+                let adopt = |fds: Vec<OwnedFd>| {
+                    fds.into_iter()
+                        .map(adopt_listener)
+                        .collect::<std::io::Result<Vec<_>>>()
+                        .context("cannot use the listening sockets handed over")
+                };
+                (
+                    adopt(sockets.clients)?,
+                    adopt(sockets.tls_clients)?,
+                    sockets.admin,
+                )
+            }
+            None => (Vec::new(), Vec::new(), None),
         };
-        // Every worker gets shared connections of its own.
-        let workers = cfg.threads.max(1);
-        cfg.connections_per_node = cfg.connections_per_node.div_ceil(workers) * workers;
-        let cfg = Arc::new(cfg);
+        // A kind of listener the running gateway did not hand over (or
+        // none at all) is bound here.
+        let plain = match (plain.is_empty(), cfg.plain_listen()) {
+            (true, Some(listen)) => vec![bind_listen(listen, "--listen").await?],
+            _ => plain,
+        };
+        let tls = match (tls.is_empty(), &cfg.tls_listen) {
+            (true, Some(listen)) => vec![bind_listen(listen, "--tls-listen").await?],
+            _ => tls,
+        };
+        if plain.is_empty() && tls.is_empty() {
+            anyhow::bail!("no listening socket to accept clients on");
+        }
+        // One listener per worker, all bound here, so that a hand-off
+        // passes every one of them on (a listener closed with clients in
+        // its queue would reset them).
+        let mut listeners = Vec::new();
+        for (mut sockets, tls) in [(plain, false), (tls, true)] {
+            if let Some(first) = sockets.first() {
+                let addr = addr_of(first);
+                for worker in sockets.len()..cfg.threads.max(1) {
+                    sockets.push(
+                        bind_reuseport(addr)
+                            .with_context(|| format!("cannot open listener {worker} on {addr}"))?,
+                    );
+                }
+            }
+            listeners.extend(sockets.into_iter().map(|socket| Listener { socket, tls }));
+        }
+        normalize(&mut cfg);
+        let config = Arc::new(LiveConfig::new(cfg, start.source));
         let telemetry = Telemetry::default();
-        let (discovery, topology, events) = Discovery::new(cfg.clone(), telemetry.clone());
+        let (discovery, topology, events) = Discovery::new(config.clone(), telemetry.clone());
         let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
-        let mut shared = Shared::new(cfg, topology, events, telemetry);
-        shared.tls = tls;
-        let shared = Arc::new(shared);
-        let admin = start_admin(&shared, listeners.addr()).await?;
+        let shared = Arc::new(Shared::new(config, topology, events, telemetry));
+        let admin = start_admin(&shared, addr_of(&listeners[0].socket), inherited_admin).await?;
         Ok(Gateway {
             listeners,
             shared,
@@ -220,23 +286,55 @@ impl Gateway {
 
     /// Where the admin endpoint listens, if it is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|(addr, _)| *addr)
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// The plaintext listener's address, or the TLS listener's when it is
     /// the only one.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listeners.addr()
+        addr_of(&self.listeners[0].socket)
     }
 
     /// The plaintext listener's address, if there is one.
     pub fn plain_addr(&self) -> Option<SocketAddr> {
-        self.listeners.plain.as_ref().map(addr_of)
+        self.listeners
+            .iter()
+            .find(|l| !l.tls)
+            .map(|l| addr_of(&l.socket))
     }
 
     /// The TLS listener's address, if there is one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.listeners.tls.as_ref().map(addr_of)
+        self.listeners
+            .iter()
+            .find(|l| l.tls)
+            .map(|l| addr_of(&l.socket))
+    }
+
+    /// The settings in effect, and the handle to reload them.
+    pub fn config(&self) -> Arc<LiveConfig> {
+        self.shared.config.clone()
+    }
+
+    /// Copies of the listening sockets, for a new gateway process to take
+    /// over (see `upgrade`).
+    pub fn sockets(&self) -> std::io::Result<Sockets> {
+        use std::os::fd::AsFd;
+        let of_kind = |tls: bool| {
+            self.listeners
+                .iter()
+                .filter(|l| l.tls == tls)
+                .map(|l| l.socket.as_fd().try_clone_to_owned())
+                .collect::<std::io::Result<Vec<_>>>()
+        };
+        Ok(Sockets {
+            clients: of_kind(false)?,
+            tls_clients: of_kind(true)?,
+            admin: match &self.admin {
+                Some(a) => Some(a.socket.try_clone()?),
+                None => None,
+            },
+        })
     }
 
     /// The topology as discovery currently sees it.
@@ -258,39 +356,52 @@ impl Gateway {
     /// Accepts clients on the caller's runtime until `shutdown` completes.
     /// Tests and embedders use this; `belay gateway` uses [`Gateway::run_workers`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        accept_loop(&self.listeners, self.shared.clone(), shutdown).await;
+        let stop = CancellationToken::new();
+        for listener in self.listeners {
+            tokio::spawn(accept_loop(
+                listener.socket,
+                listener.tls,
+                self.shared.clone(),
+                stop.clone().cancelled_owned(),
+            ));
+        }
+        shutdown.await;
+        stop.cancel();
         Ok(())
     }
 
     /// Serves with `cfg.threads` worker threads, each with its own
-    /// single-threaded runtime and listener, until `shutdown` completes.
-    pub async fn run_workers(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let workers = self.shared.cfg.threads.max(1);
-        let plain_addr = self.listeners.plain.as_ref().map(addr_of);
-        let tls_addr = self.tls_addr();
-        // Keep discovery running (on this runtime) while the workers serve.
+    /// single-threaded runtime, until `drain` completes; then stops
+    /// accepting, lets every session close between replies (see `drain`)
+    /// for up to `drain_timeout_secs`, and returns.
+    pub async fn run_workers(self, drain: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let cfg = self.shared.config.load();
+        let workers = cfg.threads.max(1);
+        // Accepting stops at `stop`; the workers' runtimes (and with them
+        // the sessions left) end at `done`.
         let stop = CancellationToken::new();
-        let mut threads = Vec::new();
+        let done = CancellationToken::new();
         let Gateway {
             listeners,
             shared: base,
             _discovery,
-            admin: _admin,
+            admin,
         } = self;
-        let mut first = Some(listeners);
-        for worker in 0..workers {
-            let listeners = match first.take() {
-                Some(l) => l,
-                None => Listeners {
-                    plain: plain_addr.map(|a| worker_listener(worker, a)).transpose()?,
-                    tls: tls_addr.map(|a| worker_listener(worker, a)).transpose()?,
-                },
-            };
-            // Moved to the worker's runtime as std sockets.
-            let plain = listeners.plain.map(|l| l.into_std()).transpose()?;
-            let tls = listeners.tls.map(|l| l.into_std()).transpose()?;
+        // Every listener is accepted on (a socket nobody accepts on would
+        // keep its clients waiting): `start` bound at least one per worker,
+        // a hand-off from a gateway with more workers brings more.
+        let mut sets: Vec<Vec<(std::net::TcpListener, bool)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let (plain, tls): (Vec<_>, Vec<_>) = listeners.into_iter().partition(|l| !l.tls);
+        for kind in [plain, tls] {
+            for (i, l) in kind.into_iter().enumerate() {
+                sets[i % workers].push((l.socket.into_std()?, l.tls));
+            }
+        }
+        let mut threads = Vec::new();
+        for (worker, set) in sets.into_iter().enumerate() {
             let shared = Arc::new(base.for_worker(worker, workers));
-            let stop = stop.clone();
+            let (stop, done) = (stop.clone(), done.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("belay-worker-{worker}"))
                 .spawn(move || -> anyhow::Result<()> {
@@ -299,19 +410,35 @@ impl Gateway {
                         .build()
                         .context("cannot start a worker runtime")?;
                     rt.block_on(async move {
-                        let listeners = Listeners {
-                            plain: plain.map(TcpListener::from_std).transpose()?,
-                            tls: tls.map(TcpListener::from_std).transpose()?,
-                        };
-                        accept_loop(&listeners, shared, stop.cancelled()).await;
+                        for (listener, tls) in set {
+                            let listener = TcpListener::from_std(listener)?;
+                            tokio::spawn(accept_loop(
+                                listener,
+                                tls,
+                                shared.clone(),
+                                stop.clone().cancelled_owned(),
+                            ));
+                        }
+                        done.cancelled().await;
                         Ok::<_, anyhow::Error>(())
                     })
                 })
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
-        shutdown.await;
+        drain.await;
         stop.cancel();
+        // Every accept loop has stopped before the first session closes:
+        // a client closed by the drain reconnects at once, and must reach
+        // the successor (or be refused), not a worker still accepting.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while base.accepting.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Health checks and operators now reach the successor, if any.
+        drop(admin);
+        drain_sessions(&base, Duration::from_secs(cfg.drain_timeout_secs)).await;
+        done.cancel();
         for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
@@ -319,9 +446,46 @@ impl Gateway {
     }
 }
 
-/// Another worker's listener on a bound address.
-fn worker_listener(worker: usize, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    bind_reuseport(addr).with_context(|| format!("cannot open listener {worker} on {addr}"))
+/// Binds a clients' address (`flag` names where it came from).
+async fn bind_listen(listen: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    let listen_err = || {
+        format!(
+            "cannot listen on {listen} (is another process using it? choose another with {flag})"
+        )
+    };
+    let addr = tokio::net::lookup_host(listen)
+        .await
+        .with_context(listen_err)?
+        .next()
+        .with_context(listen_err)?;
+    bind_reuseport(addr).with_context(listen_err)
+}
+
+/// Asks every session to close between replies and waits until all have,
+/// or `timeout` passed.
+async fn drain_sessions(shared: &Shared, timeout: Duration) {
+    let clients = shared.clients.load(Ordering::Relaxed);
+    tracing::info!(
+        clients,
+        "draining: no new clients; each client is closed between replies (at most {timeout:?})"
+    );
+    shared.drain.start();
+    let started = tokio::time::Instant::now();
+    loop {
+        let left = shared.clients.load(Ordering::Relaxed);
+        if left == 0 {
+            tracing::info!(took = ?started.elapsed(), "drained: every client closed");
+            return;
+        }
+        if started.elapsed() >= timeout {
+            tracing::warn!(
+                clients = left,
+                "drain time is up; closing the clients left (their commands in flight may or may not have run)"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn addr_of(listener: &TcpListener) -> SocketAddr {
@@ -332,20 +496,26 @@ fn addr_of(listener: &TcpListener) -> SocketAddr {
 
 /// Binds the admin endpoint (see `admin`) and serves it on this runtime.
 /// An address asked for must work, and must be loopback unless a password
-/// protects it; the default address, if taken, only earns a warning.
+/// protects it; the default address, if taken, only earns a warning. A
+/// socket handed over by the gateway this one replaces is used as it is.
 async fn start_admin(
     shared: &Arc<Shared>,
     listen: SocketAddr,
-) -> anyhow::Result<Option<(SocketAddr, AbortOnDrop)>> {
-    let cfg = &shared.cfg;
+    inherited: Option<OwnedFd>,
+) -> anyhow::Result<Option<AdminEndpoint>> {
+    use std::os::fd::AsFd;
+    let cfg = shared.config.load();
     let Some(plan) = cfg.admin_plan(listen) else {
         return Ok(None);
     };
-    let listener = match &plan {
-        AdminListen::Explicit(addr) => TcpListener::bind(addr.as_str())
+    let listener = match (inherited, &plan) {
+        (Some(fd), _) => {
+            adopt_listener(fd).context("cannot use the admin socket handed over")?
+        }
+        (None, AdminListen::Explicit(addr)) => TcpListener::bind(addr.as_str())
             .await
             .with_context(|| format!("cannot listen on {addr} for the admin endpoint (--admin-listen; --no-admin turns it off)"))?,
-        AdminListen::Derived(addr) => match TcpListener::bind(addr).await {
+        (None, AdminListen::Derived(addr)) => match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(%addr, error = %e, "the admin endpoint cannot listen on its default address; going on without it (choose one with --admin-listen)");
@@ -359,6 +529,7 @@ async fn start_admin(
             "the admin endpoint would listen on {addr}, reachable from other machines, without a password: give it one with --admin-password-file, or listen on 127.0.0.1"
         );
     }
+    let socket = listener.as_fd().try_clone_to_owned()?;
     let state = Arc::new(crate::admin::AdminState {
         registry: crate::metrics::registry(crate::metrics::Exporter {
             metrics: shared.metrics.clone(),
@@ -368,32 +539,33 @@ async fn start_admin(
         topology: shared.topology.clone(),
         activity: shared.activity.clone(),
         admin_log: shared.admin_log.clone(),
-        password: cfg.admin_password.clone(),
-        switchover: crate::admin::SwitchoverTarget {
-            master_name: cfg.master_name.clone(),
-            sentinels: cfg.sentinels.clone(),
-            sentinel_auth: cfg.sentinel_auth(),
-            node_auth: cfg.node_auth(),
-            running: Default::default(),
-        },
+        config: shared.config.clone(),
+        switchover_running: Default::default(),
     });
     let task = AbortOnDrop(tokio::spawn(crate::admin::serve(listener, state)));
-    Ok(Some((addr, task)))
+    Ok(Some(AdminEndpoint {
+        addr,
+        socket,
+        _task: task,
+    }))
 }
 
 /// Accepts clients and spawns a session for each, until `shutdown`.
 async fn accept_loop(
-    listeners: &Listeners,
+    listener: TcpListener,
+    tls: bool,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let max_clients = shared.cfg.max_clients;
+    let max_clients = shared.config.load().max_clients;
+    shared.accepting.fetch_add(1, Ordering::AcqRel);
+    let _stopped = Stopped(&shared.accepting);
     loop {
-        let (accepted, tls) = tokio::select! {
-            a = accept(listeners.plain.as_ref()) => (a, false),
-            a = accept(listeners.tls.as_ref()) => (a, true),
+        let accepted = tokio::select! {
+            biased;
             _ = &mut shutdown => return,
+            a = listener.accept() => a,
         };
         let (mut stream, peer) = match accepted {
             Ok(x) => x,
@@ -418,8 +590,7 @@ async fn accept_loop(
         shared.clients.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let tls = if tls { shared.tls.clone() } else { None };
-            if let Some(stream) = client_stream(stream, tls.as_deref(), &shared).await {
+            if let Some(stream) = client_stream(stream, tls, &shared).await {
                 Session::new(id, stream, shared.clone()).run().await;
             }
             shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -427,34 +598,25 @@ async fn accept_loop(
     }
 }
 
-/// The next client of a listener; never, without one.
-async fn accept(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The client's stream: as accepted, or after the TLS handshake (bounded by
-/// the login deadline, so a client that connects and says nothing is not
-/// kept). A failed handshake closes the client, and is logged at debug: a
-/// port scanner or a plaintext client on the TLS port is no event.
+/// The client's stream: as accepted, or after the TLS handshake with the
+/// certificate of the settings in effect (a reload's new one from the next
+/// handshake on), bounded by the login deadline, so a client that connects
+/// and says nothing is not kept. A failed handshake closes the client and
+/// is logged at debug: a port scanner or a plaintext client on the TLS
+/// port is no event.
 async fn client_stream(
     tcp: tokio::net::TcpStream,
-    tls: Option<&ClientTls>,
+    tls: bool,
     shared: &Shared,
 ) -> Option<ClientStream> {
-    let Some(tls) = tls else {
+    if !tls {
         return Some(ClientStream::Plain(tcp));
-    };
+    }
+    let cfg = shared.config.load();
+    let acceptor = cfg.tls_acceptor.clone()?;
     let peer = tcp.peer_addr().ok();
-    let deadline = shared
-        .cfg
-        .auth_timeout()
-        .unwrap_or(std::time::Duration::from_secs(10));
-    match tokio::time::timeout(deadline, tls.accept(tcp)).await {
+    let deadline = cfg.auth_timeout().unwrap_or(Duration::from_secs(10));
+    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => Some(ClientStream::Tls(Box::new(stream))),
         Ok(Err(e)) => {
             tracing::debug!(?peer, error = %e, "TLS handshake failed");
@@ -495,6 +657,15 @@ pub async fn wait_ready(
             anyhow::bail!("the gateway is not ready after {timeout:?}: {missing}");
         }
         let _ = tokio::time::timeout_at(deadline, topology.changed()).await;
+    }
+}
+
+/// Counts an accept loop out however it ends.
+struct Stopped<'a>(&'a AtomicUsize);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1,22 +1,21 @@
 //! TLS on both sides of the gateway: the listener clients connect to
-//! (rustls via tokio-rustls, certificates reloadable without a restart) and
-//! the client that reaches data nodes and Sentinels (`belay_client::TlsClient`).
+//! (rustls via tokio-rustls) and the client that reaches data nodes and
+//! Sentinels (`belay_client::TlsClient`). Both are built from their files
+//! into the config (`GatewayConfig::load_tls`), at start and on each
+//! reload, so new certificates apply without a restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use belay_client::{provider, read_certs, read_key, read_roots, TlsClient, TlsFiles};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::GatewayConfig;
 
 /// TLS flags of `belay gateway` (over the config file's keys of the same
 /// names).
-#[derive(Debug, clap::Args, Default)]
+#[derive(Debug, clap::Args, Default, Clone)]
 #[command(next_help_heading = "TLS")]
 pub struct TlsArgs {
     /// Address of a TLS listener for clients, beside --listen (or alone
@@ -101,36 +100,14 @@ pub fn backend_client(cfg: &GatewayConfig) -> anyhow::Result<Option<TlsClient>> 
         .context("cannot set up TLS to the nodes (--backend-tls-*)")
 }
 
-/// The TLS side of the client listener. The acceptor is swapped whole on
-/// [`ClientTls::reload`]: handshakes already under way finish with the old
-/// certificate, later ones get the new one.
-pub struct ClientTls {
-    acceptor: ArcSwap<TlsAcceptor>,
-}
-
-impl ClientTls {
-    /// `None` when there is no TLS listener.
-    pub fn from_config(cfg: &GatewayConfig) -> anyhow::Result<Option<ClientTls>> {
-        if cfg.tls_listen.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(ClientTls {
-            acceptor: ArcSwap::from_pointee(acceptor(cfg)?),
-        }))
+/// The TLS listener's acceptor, from `tls_*`: built at start and on every
+/// reload (the files are read again even when their names did not change:
+/// a rotated certificate keeps its path), used from the next handshake on.
+pub fn server_acceptor(cfg: &GatewayConfig) -> anyhow::Result<Option<TlsAcceptor>> {
+    if cfg.tls_listen.is_none() {
+        return Ok(None);
     }
-
-    /// Reads the certificate, key and client CA again. On an error the
-    /// current ones stay.
-    pub fn reload(&self, cfg: &GatewayConfig) -> anyhow::Result<()> {
-        self.acceptor.store(Arc::new(acceptor(cfg)?));
-        Ok(())
-    }
-
-    /// The handshake with a client that just connected.
-    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        let acceptor = self.acceptor.load_full();
-        acceptor.accept(tcp).await
-    }
+    acceptor(cfg).map(Some)
 }
 
 fn acceptor(cfg: &GatewayConfig) -> anyhow::Result<TlsAcceptor> {

@@ -36,8 +36,7 @@ async fn writes_wait_for_the_nodes_answer_and_never_leave_for_a_silent_node() {
     let conn = BackendConn::open(
         &ConnectSpec {
             addr: node.clone(),
-            gateway_auth: Some(lab.auth()),
-            tls: None,
+            gateway_auth: Some(lab.auth()).into(),
             require_master: false,
             connect_timeout: Duration::from_secs(5),
             silence: Some(Silence {

@@ -10,16 +10,16 @@
 //! - `/healthz`: the process answers; `/readyz`: a master taking writes and
 //!   the command table loaded (503 with the reason otherwise);
 //! - `/`: the dashboard, a page that shows all of it live;
-//! - `POST /switchover`: a planned master change (see `switchover`).
+//! - `POST /switchover`: a planned master change (see `switchover`);
+//! - `POST /reload`: read the config again, as SIGHUP does (see `reload`).
 //!
-//! With `--admin-password` every request needs it (HTTP Basic with any user
+//! With `--admin-password` (reloadable) every request needs it (HTTP Basic with any user
 //! name, or `Authorization: Bearer <password>`); without one the endpoint
 //! only listens on a loopback address.
 
 mod dashboard;
+mod reload;
 mod switchover;
-
-pub use switchover::SwitchoverTarget;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,10 +49,11 @@ pub struct AdminState {
     pub topology: watch::Receiver<Arc<Topology>>,
     pub activity: Arc<ActivityLog>,
     pub admin_log: Arc<AdminLog>,
-    /// Required of every request when set.
-    pub password: Option<String>,
-    /// What `POST /switchover` switches.
-    pub switchover: SwitchoverTarget,
+    /// The settings in effect (the password, what `POST /switchover`
+    /// switches) and what `POST /reload` reloads.
+    pub config: Arc<crate::reload::LiveConfig>,
+    /// Set while a switchover runs: one at a time.
+    pub switchover_running: std::sync::atomic::AtomicBool,
 }
 
 /// The routes, behind the password check.
@@ -68,6 +69,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/switchover", post(switchover::switchover))
+        .route("/reload", post(reload::reload))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -87,7 +89,8 @@ pub fn safe_without_password(addr: &SocketAddr) -> bool {
 }
 
 async fn authorize(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    match &s.password {
+    let cfg = s.config.load();
+    match &cfg.admin_password {
         Some(password) if !presented(req.headers(), password) => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"belay gateway\"")],

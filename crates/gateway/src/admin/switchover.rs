@@ -15,22 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use belay_client::sentinel::SentinelAuth;
 use belay_client::switchover::Switchover;
-use belay_client::Auth;
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
-
-/// What the gateway knows of its deployment, to switch its master.
-pub struct SwitchoverTarget {
-    pub master_name: String,
-    pub sentinels: Vec<String>,
-    pub sentinel_auth: SentinelAuth,
-    pub node_auth: Option<Auth>,
-    /// Set while one runs.
-    pub running: AtomicBool,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,8 +73,7 @@ pub async fn switchover(
     State(s): State<Arc<AdminState>>,
     Json(req): Json<SwitchoverRequest>,
 ) -> Response {
-    let target = &s.switchover;
-    if target.running.swap(true, Ordering::AcqRel) {
+    if s.switchover_running.swap(true, Ordering::AcqRel) {
         return (
             StatusCode::CONFLICT,
             Json(Outcome::failed(
@@ -96,10 +83,13 @@ pub async fn switchover(
         )
             .into_response();
     }
-    let _running = Running(&target.running);
-    let mut plan = Switchover::new(&target.master_name, target.sentinels.clone());
-    plan.sentinel_auth = target.sentinel_auth.clone();
-    plan.node_auth = target.node_auth.clone();
+    let _running = Running(&s.switchover_running);
+    // The deployment as the gateway knows it now (a reload may have
+    // changed the Sentinels or the passwords).
+    let cfg = s.config.load();
+    let mut plan = Switchover::new(&cfg.master_name, cfg.sentinels.clone());
+    plan.sentinel_auth = cfg.sentinel_auth();
+    plan.node_auth = cfg.node_auth();
     plan.to = req.to;
     let steps = Mutex::new(Vec::new());
     let tell = |step: &str| {

@@ -15,5 +15,5 @@ pub use confirm::{Confirm, Replication};
 pub use conn::{BackendConn, ReplyResult};
 pub use health::NodeHealth;
 pub use pool::NodePool;
-pub use setup::ConnectSpec;
+pub use setup::{ConnectSpec, GatewayAuth};
 pub use watchdog::Silence;

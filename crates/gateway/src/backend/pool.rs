@@ -117,8 +117,7 @@ impl NodePool {
         Arc::new(NodePool::new(
             ConnectSpec {
                 addr: format!("127.0.0.1:{port}"),
-                gateway_auth: None,
-                tls: None,
+                gateway_auth: Default::default(),
                 require_master: false,
                 connect_timeout: Duration::from_secs(1),
                 silence: None,

@@ -13,15 +13,71 @@ use super::health::NodeHealth;
 use super::watchdog::Silence;
 use crate::context::Context;
 
+/// The gateway's own credentials for the nodes, one value shared by every
+/// pool: a reload that changes the password (see `reload`) is used by the
+/// next connection any pool opens; open connections stay logged in.
+#[derive(Clone, Default)]
+pub struct GatewayAuth(Arc<Credentials>);
+
+/// The gateway's login and its TLS client (with the certificate it shows
+/// the nodes): both change on reload, and every pool's next connection
+/// uses the new ones.
+#[derive(Default)]
+struct Credentials {
+    auth: arc_swap::ArcSwapOption<Auth>,
+    tls: arc_swap::ArcSwapOption<TlsClient>,
+}
+
+impl GatewayAuth {
+    pub fn new(auth: Option<Auth>) -> GatewayAuth {
+        GatewayAuth::with_tls(auth, None)
+    }
+
+    pub fn with_tls(auth: Option<Auth>, tls: Option<TlsClient>) -> GatewayAuth {
+        GatewayAuth(Arc::new(Credentials {
+            auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
+            tls: arc_swap::ArcSwapOption::from(tls.map(Arc::new)),
+        }))
+    }
+
+    pub fn set(&self, auth: Option<Auth>) {
+        self.0.auth.store(auth.map(Arc::new));
+    }
+
+    pub fn set_tls(&self, tls: Option<TlsClient>) {
+        self.0.tls.store(tls.map(Arc::new));
+    }
+
+    pub fn get(&self) -> Option<Arc<Auth>> {
+        self.0.auth.load_full()
+    }
+
+    /// TLS to the node, when it speaks it.
+    pub fn tls(&self) -> Option<Arc<TlsClient>> {
+        self.0.tls.load_full()
+    }
+}
+
+impl From<Option<Auth>> for GatewayAuth {
+    fn from(auth: Option<Auth>) -> GatewayAuth {
+        GatewayAuth::new(auth)
+    }
+}
+
+impl std::fmt::Debug for GatewayAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `Auth`'s own Debug redacts the password.
+        self.get().fmt(f)
+    }
+}
+
 /// How to open connections to one node: where, with which of the gateway's
 /// own credentials, and what to check first.
 #[derive(Clone, Debug)]
 pub struct ConnectSpec {
     pub addr: String,
     /// The gateway's own credentials for the node.
-    pub gateway_auth: Option<Auth>,
-    /// TLS to the node, when it speaks it.
-    pub tls: Option<TlsClient>,
+    pub gateway_auth: GatewayAuth,
     /// Refuse the connection unless the node answers `ROLE` as master
     /// (asked as the gateway's own user, whatever context the connection is
     /// for): a write connection is never opened to a demoted master.
@@ -50,13 +106,18 @@ pub(super) async fn set_up(
     ctx: &Context,
     extra: &[Vec<Bytes>],
 ) -> Result<Connection, ClientError> {
-    let mut conn =
-        Connection::connect_with(&spec.addr, spec.tls.as_ref(), None, spec.connect_timeout).await?;
+    let mut conn = Connection::connect_with(
+        &spec.addr,
+        spec.gateway_auth.tls().as_deref(),
+        None,
+        spec.connect_timeout,
+    )
+    .await?;
     let select_first = ctx.selects_before_login();
     let as_gateway = ctx.user.is_none() || spec.require_master || select_first;
     if as_gateway {
-        if let Some(auth) = &spec.gateway_auth {
-            conn.auth(auth).await?;
+        if let Some(auth) = spec.gateway_auth.get() {
+            conn.auth(&auth).await?;
         }
     }
     if spec.require_master {

@@ -22,11 +22,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::backend::{ConnectSpec, NodeHealth, NodePool, Silence};
+use crate::backend::{ConnectSpec, GatewayAuth, NodeHealth, NodePool, Silence};
 use crate::commands::{CommandTable, Software};
 use crate::config::GatewayConfig;
 use crate::locality::{read_tiers, Locality, Zones};
 use crate::metrics::Telemetry;
+use crate::reload::LiveConfig;
 use crate::topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};
 
 pub use events::Event;
@@ -58,9 +59,16 @@ async fn next_urgent(
 
 /// The discovery task's state.
 pub struct Discovery {
+    /// The settings in effect, re-read once per loop (see `reconfigure`).
+    live: Arc<LiveConfig>,
     cfg: Arc<GatewayConfig>,
+    /// The gateway's credentials, shared by every pool.
+    gateway_auth: GatewayAuth,
+    /// The command overrides changed: read the table again.
+    commands_stale: bool,
     sentinels: Sentinels,
-    subscribed: HashSet<String>,
+    /// One event listener per Sentinel.
+    subscribed: HashMap<String, tokio::task::JoinHandle<()>>,
     nodes: Nodes,
     master_pool: Option<Arc<NodePool>>,
     replica_pools: HashMap<String, Arc<NodePool>>,
@@ -130,13 +138,14 @@ const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 impl Discovery {
     pub fn new(
-        cfg: Arc<GatewayConfig>,
+        live: Arc<LiveConfig>,
         telemetry: Telemetry,
     ) -> (
         Discovery,
         watch::Receiver<Arc<Topology>>,
         mpsc::UnboundedSender<Event>,
     ) {
+        let cfg = live.load();
         let commands = Arc::new(CommandTable::default());
         let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands.clone())));
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -146,7 +155,10 @@ impl Discovery {
                 cfg.sentinel_auth(),
                 cfg.backend_tls_client.clone(),
             ),
-            subscribed: HashSet::new(),
+            subscribed: HashMap::new(),
+            gateway_auth: GatewayAuth::with_tls(cfg.node_auth(), cfg.backend_tls_client.clone()),
+            commands_stale: false,
+            live,
             nodes: Nodes::new(
                 cfg.node_auth(),
                 cfg.backend_tls_client.clone(),
@@ -190,6 +202,11 @@ impl Discovery {
         let mut last_full = Instant::now() - MIN_ROUND_GAP;
         let mut queued: Vec<Event> = Vec::new();
         loop {
+            let old = self.cfg.clone();
+            if self.live.refresh(&mut self.cfg) {
+                self.reconfigure(&old);
+                next_full = Instant::now();
+            }
             self.ensure_subscriptions();
             let full = Instant::now() >= next_full;
             // An urgent event (a switch, a failover starting) interrupts a
@@ -241,6 +258,45 @@ impl Discovery {
                 }
                 next_full = next_full.min(last_full + MIN_ROUND_GAP);
             }
+        }
+    }
+
+    /// Takes a reloaded config in: new Sentinels or their credentials are
+    /// asked (and listened to) from now on, new node credentials are used
+    /// by every connection opened from now on (open ones stay logged in),
+    /// new write-guard bounds apply to the next publish, new command
+    /// overrides to a command table read again. Lag bounds and hold times
+    /// are read off `self.cfg` where they are used.
+    fn reconfigure(&mut self, old: &GatewayConfig) {
+        let cfg = self.cfg.clone();
+        // TLS files are read again on every reload: new ones may sit under
+        // the old names.
+        let tls = cfg.backend_tls_client.is_some();
+        if cfg.sentinels != old.sentinels || cfg.sentinel_auth() != old.sentinel_auth() || tls {
+            tracing::info!(sentinels = ?cfg.sentinels, "reload: asking these Sentinels from now on");
+            self.sentinels = Sentinels::new(
+                cfg.sentinels.clone(),
+                cfg.sentinel_auth(),
+                cfg.backend_tls_client.clone(),
+            );
+            for (_, listener) in self.subscribed.drain() {
+                listener.abort();
+            }
+        }
+        if cfg.node_auth() != old.node_auth() || tls {
+            tracing::info!("reload: new credentials for the data nodes (used by new connections)");
+            self.nodes = Nodes::new(
+                cfg.node_auth(),
+                cfg.backend_tls_client.clone(),
+                cfg.control_timeout(),
+            );
+            self.gateway_auth.set(cfg.node_auth());
+            self.gateway_auth.set_tls(cfg.backend_tls_client.clone());
+        }
+        self.guard
+            .set_bounds(cfg.min_synced_replicas, cfg.write_guard_lag());
+        if cfg.commands != old.commands {
+            self.commands_stale = true;
         }
     }
 
@@ -533,12 +589,18 @@ impl Discovery {
     }
 
     async fn refresh_commands(&mut self, master: &str) {
+        // An empty table as the current one makes it read again.
+        let current = match self.commands_stale {
+            true => Arc::new(CommandTable::default()),
+            false => self.commands.clone(),
+        };
         match self
             .nodes
-            .command_table(master, &self.commands, &self.cfg.commands)
+            .command_table(master, &current, &self.cfg.commands)
             .await
         {
             Ok(Some(table)) => {
+                self.commands_stale = false;
                 tracing::info!(commands = table.len(), server = %table.software, "command table loaded from the master");
                 self.server = table.software.clone();
                 self.commands = Arc::new(table);
@@ -576,7 +638,7 @@ impl Discovery {
                 .entry(addr.clone())
                 .or_insert_with(|| {
                     Arc::new(NodePool::new(
-                        spec_for(&self.cfg, &addr, false),
+                        spec_for(&self.cfg, &self.gateway_auth, &addr, false),
                         self.cfg.connections_per_node,
                     ))
                 })
@@ -726,14 +788,14 @@ impl Discovery {
     }
 
     fn spec(&self, addr: &str, require_master: bool) -> ConnectSpec {
-        spec_for(&self.cfg, addr, require_master)
+        spec_for(&self.cfg, &self.gateway_auth, addr, require_master)
     }
 
     /// One subscriber task per known Sentinel.
     fn ensure_subscriptions(&mut self) {
         for addr in &self.sentinels.addrs {
-            if self.subscribed.insert(addr.clone()) {
-                tokio::spawn(events::subscribe_events(
+            if !self.subscribed.contains_key(addr) {
+                let listener = tokio::spawn(events::subscribe_events(
                     addr.clone(),
                     self.sentinels.auth().clone(),
                     self.sentinels.tls().cloned(),
@@ -741,6 +803,7 @@ impl Discovery {
                     self.events_tx.clone(),
                     self.telemetry.activity.clone(),
                 ));
+                self.subscribed.insert(addr.clone(), listener);
             }
         }
     }
@@ -748,6 +811,9 @@ impl Discovery {
 
 impl Drop for Discovery {
     fn drop(&mut self) {
+        for listener in self.subscribed.values() {
+            listener.abort();
+        }
         self.drop_master();
         for p in self.replica_pools.values() {
             p.close();
@@ -755,11 +821,15 @@ impl Drop for Discovery {
     }
 }
 
-fn spec_for(cfg: &GatewayConfig, addr: &str, require_master: bool) -> ConnectSpec {
+fn spec_for(
+    cfg: &GatewayConfig,
+    gateway_auth: &GatewayAuth,
+    addr: &str,
+    require_master: bool,
+) -> ConnectSpec {
     ConnectSpec {
         addr: addr.to_string(),
-        gateway_auth: cfg.node_auth(),
-        tls: cfg.backend_tls_client.clone(),
+        gateway_auth: gateway_auth.clone(),
         require_master,
         connect_timeout: cfg.control_timeout(),
         silence: Some(Silence {

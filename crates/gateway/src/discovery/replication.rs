@@ -112,6 +112,12 @@ impl WriteGuard {
         }
     }
 
+    /// New bounds from a reload; whether the guard is armed stays as it is.
+    pub fn set_bounds(&mut self, wanted: usize, bound: Duration) {
+        self.wanted = wanted;
+        self.bound = bound;
+    }
+
     /// Whether writes to `master` must be held, given the replicas the
     /// Sentinels know (`known`) and the lags of those that answered.
     pub fn holds(

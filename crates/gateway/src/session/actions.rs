@@ -128,11 +128,11 @@ impl Session {
     /// answers itself, as it does during a failover). Asked on a fresh
     /// connection, as the session's user, for at most [`QUIET_PING`].
     async fn ping_quiet_master(&mut self, req: &Request, pool: &NodePool) -> Bytes {
-        let auth = self.st.ctx.auth(self.shared.cfg.node_auth().as_ref());
+        let auth = self.st.ctx.auth(self.cfg.node_auth().as_ref());
         let asked = tokio::time::timeout(QUIET_PING, async {
             let mut conn = belay_client::Connection::connect_with(
                 &pool.addr,
-                self.shared.cfg.backend_tls_client.as_ref(),
+                self.cfg.backend_tls_client.as_ref(),
                 auth.as_ref(),
                 QUIET_PING,
             )
@@ -185,12 +185,12 @@ impl Session {
     /// `NOPERM`), or `TRYAGAIN` when no node answers.
     async fn ask_a_node(&mut self, auth: &Auth, cmd: Option<&[Bytes]>) -> Result<(), Bytes> {
         let topo = self.topology().clone();
-        let timeout = self.shared.cfg.control_timeout();
+        let timeout = self.cfg.control_timeout();
         for node in topo.data_nodes() {
             let asked = async {
                 let mut conn = belay_client::Connection::connect_with(
                     &node.addr,
-                    self.shared.cfg.backend_tls_client.as_ref(),
+                    self.cfg.backend_tls_client.as_ref(),
                     Some(auth),
                     timeout,
                 )
@@ -248,7 +248,7 @@ impl Session {
             return reply::ok();
         };
         let env = Env {
-            cfg: &self.shared.cfg,
+            cfg: &self.cfg,
             admin_log: &self.shared.admin_log,
             databases: self.shared.databases,
             topology: &topo,

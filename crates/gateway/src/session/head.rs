@@ -132,7 +132,7 @@ impl Session {
                     let pipe = Pipe {
                         io: &mut self.io,
                         ctx: &self.st.ctx,
-                        cfg: &self.shared.cfg,
+                        cfg: &self.cfg,
                         topology: self.shared.topology.clone(),
                         id: self.id,
                     };
@@ -156,7 +156,7 @@ impl Session {
     }
 
     fn write_timeout(&self) -> Duration {
-        Duration::from_secs(self.shared.cfg.client_write_timeout_secs.max(1))
+        Duration::from_secs(self.cfg.client_write_timeout_secs.max(1))
     }
 
     /// At the head, a staged command is sent at once (as a batch of one).
@@ -169,7 +169,7 @@ impl Session {
     /// Waits (up to the failover hold) for discovery to load the master's
     /// command table.
     async fn wait_for_command_table(&mut self) {
-        let deadline = Instant::now() + self.shared.cfg.failover_hold();
+        let deadline = Instant::now() + self.cfg.failover_hold();
         let mut rx = self.shared.topology.clone();
         while self.topology().commands.is_empty() && Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
@@ -181,7 +181,7 @@ impl Session {
     /// the failover hold, counted from when it first waited.
     pub(super) async fn dispatch_held(&mut self, mut job: Job) -> Slot {
         let _waiting = crate::metrics::Waiting::new(&self.shared.metrics);
-        let deadline = job.held_since(Instant::now()) + self.shared.cfg.failover_hold();
+        let deadline = job.held_since(Instant::now()) + self.cfg.failover_hold();
         let mut topo_rx = self.shared.topology.clone();
         loop {
             topo_rx.borrow_and_update();
@@ -212,7 +212,7 @@ impl Session {
     /// Connects the shared connection `job` would go on, if it is down.
     /// False when that failed (the job waits and tries again).
     async fn connect_for(&mut self, job: &Job, topo: &Arc<crate::topology::Topology>) -> bool {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.cfg;
         let route = Choice {
             st: &self.st,
             read_from: cfg.read_from,
@@ -272,7 +272,7 @@ impl Session {
         };
         Slot::Ready(reply::error(&format!(
             "TRYAGAIN belay: {what} for {} ms (failover in progress?); the command was not run",
-            self.shared.cfg.failover_hold_ms
+            self.cfg.failover_hold_ms
         )))
     }
 
@@ -412,7 +412,7 @@ impl Session {
             }
             OnReply::Refused => {
                 let now = Instant::now();
-                if now >= job.held_since(now) + self.shared.cfg.failover_hold() {
+                if now >= job.held_since(now) + self.cfg.failover_hold() {
                     return Slot::Ready(frame);
                 }
                 if from_master {

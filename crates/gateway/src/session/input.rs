@@ -254,7 +254,7 @@ impl Session {
         topo: &Arc<Topology>,
     ) -> Handled {
         let env = Env {
-            cfg: &self.shared.cfg,
+            cfg: &self.cfg,
             admin_log: &self.shared.admin_log,
             databases: self.shared.databases,
             topology: topo,
@@ -344,7 +344,7 @@ impl Session {
 
     /// Stages `job` where `topo` says it goes, or queues it to wait.
     pub(super) fn route_job(&mut self, job: Job, topo: &Arc<Topology>) -> Handled {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.cfg;
         let choice = Choice {
             st: &self.st,
             read_from: cfg.read_from,
@@ -442,7 +442,7 @@ impl Session {
     /// Durable writes: what the writes sent to the master now must be
     /// confirmed by.
     fn confirm(&self, topo: &Topology) -> Option<Confirm> {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.cfg;
         cfg.durable_writes.map(|d| Confirm {
             replicas: d.required(topo.followers),
             timeout_ms: cfg.durable_timeout_ms,
@@ -464,7 +464,7 @@ impl Session {
             return slot;
         }
         match lane {
-            Lane::Shared(ctx) if self.shared.cfg.durable_writes.is_some() => {
+            Lane::Shared(ctx) if self.cfg.durable_writes.is_some() => {
                 pool.choose_shared(ctx, hint, job.completes_writes())
             }
             Lane::Shared(ctx) => pool.unstuck_shared(ctx, hint, STUCK),

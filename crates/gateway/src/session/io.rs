@@ -180,6 +180,39 @@ impl ClientIo {
         Ok(progressed)
     }
 
+    /// [`ClientIo::try_flush`] for the last reply before a drain closes
+    /// the connection: the kernel holds it back (`MSG_MORE`) until
+    /// [`ClientIo::close_gracefully`] ends the stream, so reply and end
+    /// arrive together. Written alone, the reply can wake the client and
+    /// the scheduler run it at once (wake-up preemption), before the end
+    /// is sent: it would find the connection open and send its next
+    /// command into the close.
+    /// TLS cannot be held back this way (rustls frames it first): it is
+    /// flushed as usual, its close_notify follows at once.
+    pub fn try_flush_held(&mut self) -> io::Result<bool> {
+        use nix::sys::socket::{send, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let fd = match &self.transport {
+            Transport::Plain { write, .. } => write.as_ref().as_raw_fd(),
+            Transport::Tls(_) => return self.try_flush(),
+        };
+        let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
+        let mut progressed = false;
+        while !self.out.is_empty() {
+            match send(fd, &self.out, flags) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.advance(n);
+                    progressed = true;
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.budget.set_unsent(self.out.len());
+        Ok(progressed)
+    }
+
     /// Resolves when the socket may take more output.
     pub fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.transport {
@@ -258,6 +291,38 @@ fn write_tls(
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending if progressed => Poll::Ready(Ok(true)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+impl ClientIo {
+    /// Closes the connection in order between replies: the client reads
+    /// every reply, then the end of the stream. What it still sends is
+    /// read and dropped until it closes too (or `linger` passes): closing
+    /// with unread input would send a reset, which can destroy replies the
+    /// client has not read yet.
+    pub async fn close_gracefully(&mut self, linger: std::time::Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let shut = match &mut self.transport {
+            Transport::Plain { write, .. } => write.shutdown().await,
+            // close_notify, then the end of the stream.
+            Transport::Tls(tls) => tls.shutdown().await,
+        };
+        if shut.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(linger, async {
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = match &mut self.transport {
+                    Transport::Plain { read, .. } => read.read(&mut buf).await,
+                    Transport::Tls(tls) => tls.read(&mut buf).await,
+                };
+                if !matches!(n, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -48,6 +48,8 @@ use tokio::time::Instant;
 use crate::backend::{NodePool, ReplyResult};
 use crate::budget::OutputBudget;
 use crate::commands::{CommandTable, Routing};
+use crate::config::GatewayConfig;
+use crate::drain::SessionDrain;
 use crate::metrics::{ErrorKind, Tally};
 use crate::server::Shared;
 use crate::topology::Topology;
@@ -60,6 +62,12 @@ use state::SessionState;
 pub struct Session {
     id: u64,
     shared: Arc<Shared>,
+    /// The settings in effect, re-read once per turn of the loop (a
+    /// reload swaps them; see `reload`).
+    cfg: Arc<GatewayConfig>,
+    /// Raised when the gateway drains: close at the next point between
+    /// replies.
+    drain: Arc<SessionDrain>,
     io: ClientIo,
     queue: ReplyQueue,
     batch: Batcher,
@@ -78,6 +86,8 @@ pub struct Session {
     at_head: bool,
     /// Commands counted since the last flush to the gateway's metrics.
     tally: Tally,
+    /// The loop has been woken for the drain once (it is not woken again).
+    drain_noticed: bool,
 }
 
 /// The last command name the session classified, as the client spelled
@@ -112,11 +122,30 @@ impl LastCommand {
     }
 }
 
+/// How long a drained session's socket stays open after its last reply
+/// to read (and drop) what the client still sends, so that the close is an
+/// orderly one and not a reset that could destroy replies not yet read.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// A draining session that owes nothing and has heard nothing for this
+/// long is closed (one that just got its reply is closed at once). Long
+/// enough that a client between two commands of a loop (descheduled, or
+/// waiting for its interpreter's lock) does not send one into the close.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
+/// A connection younger than this may be in its client's handshake (AUTH,
+/// HELLO, CLIENT SETINFO sent one after the other without a look at the
+/// socket in between): a drain closes it only once it is quiet.
+fn set_up(started: Instant) -> bool {
+    started.elapsed() >= DRAIN_QUIET
+}
+
 /// How the session loop was woken.
 enum Wake {
     Reply(Result<ReplyResult, oneshot::error::RecvError>),
     Io(Ready),
     Timer,
+    Drain,
 }
 
 /// Why a session ended, for its log line.
@@ -130,17 +159,24 @@ enum End {
     AuthTimeout(Duration),
     #[error("it was idle for {0:?}")]
     Idle(Duration),
+    #[error("the gateway is draining (closed between replies)")]
+    Drained,
 }
 
 impl Session {
     pub fn new(id: u64, stream: ClientStream, shared: Arc<Shared>) -> Session {
-        let authenticated = shared.cfg.required_client_password().is_none();
-        let limit = shared.cfg.output_limit_normal().hard as usize;
+        let cfg = shared.config.load();
+        let authenticated = cfg.required_client_password().is_none();
+        let limit = cfg.output_limit_normal().hard as usize;
         let mut topo_rx = shared.topology.clone();
         let topo = topo_rx.borrow_and_update().clone();
-        let timed = shared.cfg.metrics;
+        let timed = cfg.metrics;
+        let drain = shared.drain.register(id);
         Session {
             id,
+            cfg,
+            drain,
+            drain_noticed: false,
             io: ClientIo::new(stream, Arc::new(OutputBudget::new(limit))),
             shared,
             queue: ReplyQueue::default(),
@@ -156,8 +192,13 @@ impl Session {
     }
 
     pub async fn run(mut self) {
-        match self.serve().await {
+        let result = self.serve().await;
+        self.shared.drain.unregister(self.id);
+        match result {
             Ok(()) => {}
+            Err(End::Drained) => {
+                tracing::debug!(session = self.id, "client closed: the gateway drains")
+            }
             Err(End::Io(e)) => {
                 tracing::debug!(session = self.id, error = %e, "client connection ended")
             }
@@ -168,13 +209,15 @@ impl Session {
                 tracing::info!(session = self.id, peer = ?self.io.peer(), "closing the client: {e}")
             }
         }
-        if self.shared.cfg.metrics {
+        if self.cfg.metrics {
             self.tally.flush(&self.shared.metrics);
         }
     }
 
     async fn serve(&mut self) -> Result<(), End> {
-        let cfg = self.shared.cfg.clone();
+        // Timers and limits stay as the session started (they need a
+        // restart to change); what a reload changes is read off `self.cfg`.
+        let cfg = self.cfg.clone();
         let started = Instant::now();
         let idle = (cfg.idle_timeout_secs > 0).then(|| Duration::from_secs(cfg.idle_timeout_secs));
         let auth_timeout = cfg.auth_timeout();
@@ -182,16 +225,38 @@ impl Session {
         let soft = cfg.output_limit_normal();
         let mut last_write = Instant::now();
         let mut over_soft_since: Option<Instant> = None;
+        // Draining: whether this turn wrote a reply, and since when the
+        // client has sent nothing while owed nothing.
+        let mut wrote = false;
+        let mut quiet_since: Option<Instant> = None;
         loop {
             if self.settle_head().await? {
                 return Ok(());
             }
-            if self.io.has_output() && self.io.try_flush()? {
+            if self.io.has_output() && self.flush(started)? {
                 last_write = Instant::now();
+                wrote = true;
             }
             if self.queue.stops_reading() && self.queue.is_empty() && !self.io.has_output() {
                 return Ok(());
             }
+            if self.drain.is_asked() && self.between_replies() {
+                // Right after its last reply (the end of the stream follows
+                // it at once, before the client can send again), or once
+                // it has been quiet a while: never while a command it just
+                // sent may be on its way (nor in a handshake, `set_up`).
+                let now = Instant::now();
+                if (wrote && set_up(started)) || quiet_since.is_some_and(|s| now >= s + DRAIN_QUIET)
+                {
+                    // Boxed: rare, and its buffer and timer would grow every
+                    // session's future.
+                    Box::pin(self.io.close_gracefully(DRAIN_LINGER)).await;
+                    return Err(End::Drained);
+                }
+                quiet_since.get_or_insert(now);
+            }
+            wrote = false;
+            self.shared.config.refresh(&mut self.cfg);
             let held = self.io.budget.held();
             if self.io.budget.is_over() {
                 return Err(End::OutputLimit {
@@ -211,6 +276,7 @@ impl Session {
                     .map(|d| Instant::now() + d),
                 has_output.then(|| last_write + write_timeout),
                 over_soft_since.map(|s| s + Duration::from_secs(soft.soft_secs)),
+                quiet_since.map(|s| s + DRAIN_QUIET),
             ]
             .into_iter()
             .flatten()
@@ -218,7 +284,7 @@ impl Session {
             let can_read = !self.queue.stops_reading()
                 && self.queue.commands() < cfg.max_pipeline
                 && !self.io.output_backlogged();
-            if self.shared.cfg.metrics {
+            if cfg.metrics {
                 self.tally.flush(&self.shared.metrics);
             }
             // Replies waiting beyond the head, or output the client has not
@@ -227,16 +293,19 @@ impl Session {
             let wake = {
                 let head = self.queue.head_receiver();
                 let io = &mut self.io;
+                let drain = &self.drain;
                 tokio::select! {
                     biased;
                     r = async { match head { Some(rx) => rx.await, None => std::future::pending().await } } => Wake::Reply(r),
                     ready = std::future::poll_fn(|cx| io.poll_ready(cx, can_read, has_output, watch_budget)) => Wake::Io(ready),
                     _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Wake::Timer,
+                    _ = std::future::poll_fn(|cx| drain.poll_asked(cx)), if !self.drain_noticed => Wake::Drain,
                 }
             };
             match wake {
                 Wake::Reply(r) => self.resolve_head(r.ok()),
                 Wake::Io(Ready::Read(r)) => {
+                    quiet_since = None;
                     if r? == 0 {
                         return Ok(());
                     }
@@ -244,13 +313,18 @@ impl Session {
                 }
                 Wake::Io(Ready::Writable(r)) => {
                     r?;
-                    if self.io.try_flush()? {
+                    if self.flush(started)? {
                         last_write = Instant::now();
+                        wrote = true;
                     }
                 }
                 Wake::Io(Ready::OverBudget) => {} // judged at the top of the loop
+                Wake::Drain => self.drain_noticed = true, // judged at the top
                 Wake::Timer => {
                     let now = Instant::now();
+                    if quiet_since.is_some_and(|s| now >= s + DRAIN_QUIET) {
+                        continue; // closed at the top
+                    }
                     if let Some(d) =
                         auth_timeout.filter(|d| !self.st.authenticated && now >= started + *d)
                     {
@@ -276,6 +350,32 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// A point where closing costs the client nothing: every reply
+    /// written, no request half-read, no transaction open (a client in
+    /// `MULTI` gets its `EXEC` answered first). A blocking command is a
+    /// reply still owed, so it is answered first too.
+    fn between_replies(&self) -> bool {
+        self.queue.is_empty()
+            && !self.io.has_output()
+            && self.io.inbuf.is_empty()
+            && !self.st.in_transaction()
+    }
+
+    /// Writes what the client is owed; held back by the kernel until the
+    /// end of the stream when a drain closes the connection after it (see
+    /// [`ClientIo::try_flush_held`]).
+    fn flush(&mut self, started: Instant) -> std::io::Result<bool> {
+        let last = self.drain.is_asked()
+            && set_up(started)
+            && self.queue.is_empty()
+            && self.io.inbuf.is_empty()
+            && !self.st.in_transaction();
+        match last {
+            true => self.io.try_flush_held(),
+            false => self.io.try_flush(),
         }
     }
 
@@ -344,17 +444,21 @@ mod tests {
                 .await
                 .unwrap();
             let (stream, _) = listener.accept().await.unwrap();
-            let cfg = Arc::new(crate::config::GatewayConfig::default());
+            let cfg = Arc::new(crate::reload::LiveConfig::new(
+                crate::config::GatewayConfig::default(),
+                None,
+            ));
             let telemetry = crate::metrics::Telemetry::default();
             let (_discovery, topology, events) =
                 crate::discovery::Discovery::new(cfg.clone(), telemetry.clone());
             let shared = Arc::new(Shared::new(cfg, topology, events, telemetry));
             let session = Session::new(1, ClientStream::Plain(stream), shared);
             let size = std::mem::size_of_val(&session.run());
-            // About 2 KiB: 10 000 idle clients cost 21 MB of futures. (The
-            // last 8 bytes: the open batch's shared connection, for durable
-            // writes' choice of connection.)
-            assert!(size <= 2184, "the session future grew to {size} bytes");
+            // About 2 KiB: 10 000 idle clients cost 22 MB of futures. (The
+            // open batch's shared connection, for durable writes' choice of
+            // connection: 8 bytes; the settings a reload swaps, the drain's
+            // flag and its quiet timer: 48.)
+            assert!(size <= 2232, "the session future grew to {size} bytes");
         });
     }
 }

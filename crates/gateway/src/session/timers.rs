@@ -53,7 +53,12 @@ async fn session(cfg: GatewayConfig, commands: Arc<CommandTable>) -> (TcpStream,
     let (stream, _) = listener.accept().await.unwrap();
     let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands)));
     let (events, events_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(Arc::new(cfg), rx, events, Default::default()));
+    let shared = Arc::new(Shared::new(
+        Arc::new(crate::reload::LiveConfig::new(cfg, None)),
+        rx,
+        events,
+        Default::default(),
+    ));
     tokio::spawn(Session::new(1, super::ClientStream::Plain(stream), shared).run());
     (client, (tx, events_rx))
 }

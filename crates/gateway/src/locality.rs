@@ -76,6 +76,11 @@ impl Zones {
         }
     }
 
+    /// The configured zones again (a reload): what nodes reported stays.
+    pub fn configure(&mut self, cfg: &GatewayConfig) {
+        self.configured = Zones::new(cfg).configured;
+    }
+
     /// What `addr` said of itself (`None`: it has no zone set).
     pub fn reported(&mut self, addr: &str, zone: Option<&str>) {
         match zone.filter(|z| !z.is_empty()) {

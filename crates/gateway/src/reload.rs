@@ -75,6 +75,8 @@ macro_rules! reloadable {
             write_guard_lag_ms,
             read_your_writes,
             commands,
+            zone,
+            node_zones,
             tls_cert_file,
             tls_key_file,
             tls_ca_file,

@@ -182,3 +182,56 @@ async fn writes_are_held_through_a_failover_over_tls() {
     let mut direct = env.node(&new).await;
     assert_eq!(direct.call(&["GET", "counter"]).await.unwrap(), bulk("5"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_new_certificates_in_use_and_keeps_the_old_on_a_bad_file() {
+    let (_dir, lab) = support::start_lab(|spec| spec.tls = true).await;
+    let cfg = support::gateway_config(&lab);
+    let gw = belay_gateway::Gateway::bind(cfg.clone()).await.unwrap();
+    let live = gw.config();
+    let addr = gw.local_addr().to_string();
+    gw.wait_ready(2, Duration::from_secs(20)).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = gw.run(std::future::pending()).await;
+    });
+    let auth = lab.auth();
+    let timeout = Duration::from_secs(5);
+    let mut before = Connection::connect_with(&addr, lab.tls(), Some(&auth), timeout)
+        .await
+        .unwrap();
+
+    // New certificates from another CA, in new files.
+    let other = tempfile::tempdir().unwrap();
+    let rotated = belay_lab::tls::LabTls::in_state_dir(other.path());
+    rotated.generate(&["127.0.0.1".into()]).unwrap();
+    let rotated_client = rotated.client().unwrap();
+    let mut new = cfg.clone();
+    new.tls_cert_file = Some(rotated.server_cert());
+    new.tls_key_file = Some(rotated.server_key());
+    let done = live.apply(new).unwrap();
+    assert!(done.applied.contains(&"tls_cert_file"), "{done:?}");
+
+    // The client connected before carries on.
+    before.call_ok(&["SET", "k", "v"]).await.unwrap();
+    // New handshakes get the new certificate.
+    let mut c = Connection::connect_with(&addr, Some(&rotated_client), Some(&auth), timeout)
+        .await
+        .expect("a client of the new CA gets in");
+    assert_eq!(c.call(&["GET", "k"]).await.unwrap(), bulk("v"));
+    let old = Connection::connect_with(&addr, lab.tls(), Some(&auth), timeout).await;
+    assert!(
+        matches!(old, Err(belay_client::ClientError::Tls { .. })),
+        "the old certificate is still served: {:?}",
+        old.err()
+    );
+
+    // A missing file is refused, and what runs stays.
+    let mut bad = cfg.clone();
+    bad.tls_cert_file = Some(other.path().join("missing.crt"));
+    let err = live.apply(bad).unwrap_err().to_string();
+    assert!(err.contains("missing.crt"), "{err}");
+    Connection::connect_with(&addr, Some(&rotated_client), Some(&auth), timeout)
+        .await
+        .expect("the certificate in use is kept");
+    task.abort();
+}

@@ -298,6 +298,9 @@ impl Discovery {
         if cfg.commands != old.commands {
             self.commands_stale = true;
         }
+        if cfg.node_zones != old.node_zones {
+            self.zones.configure(&cfg);
+        }
     }
 
     async fn round(&mut self, full: bool) {

@@ -34,6 +34,7 @@ pub async fn run(args: SwitchoverArgs) -> Result<ExitCode> {
     let mut plan = if d.sentinels.is_empty() {
         let lab = Lab::attach(&d.dir)?;
         let mut plan = Switchover::new(lab.master_name(), lab.sentinel_addrs());
+        plan.tls = lab.tls().cloned();
         plan.node_auth = Some(lab.auth());
         plan.sentinel_auth = lab.sentinel_auth();
         plan

@@ -35,6 +35,8 @@ pub struct Switchover {
     pub sentinel_auth: SentinelAuth,
     /// Credentials for the data nodes.
     pub node_auth: Option<Auth>,
+    /// TLS to the nodes and Sentinels, when they speak it.
+    pub tls: Option<crate::TlsClient>,
     /// The replica to promote (`host:port`); `None`: Sentinel's choice
     /// among the replicas, which all catch up first.
     pub to: Option<String>,
@@ -53,6 +55,7 @@ impl Switchover {
             sentinels,
             sentinel_auth: SentinelAuth::None,
             node_auth: None,
+            tls: None,
             to: None,
             max_pause: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
@@ -390,15 +393,24 @@ impl Switchover {
     }
 
     async fn node(&self, addr: &str) -> Result<Connection, ClientError> {
-        Connection::connect(addr, self.node_auth.as_ref(), self.timeout).await
+        Connection::connect_with(
+            addr,
+            self.tls.as_ref(),
+            self.node_auth.as_ref(),
+            self.timeout,
+        )
+        .await
     }
 
     async fn sentinel(&self, addr: &str) -> Result<Connection, ClientError> {
-        Ok(
-            Connection::connect_sentinel(addr, &self.sentinel_auth, self.timeout)
-                .await?
-                .0,
+        Ok(Connection::connect_sentinel_with(
+            addr,
+            self.tls.as_ref(),
+            &self.sentinel_auth,
+            self.timeout,
         )
+        .await?
+        .0)
     }
 
     /// The master a majority of the answering Sentinels name, and a

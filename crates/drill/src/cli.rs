@@ -119,6 +119,12 @@ pub struct DrillArgs {
           value_parser = |s: &str| s.parse::<belay_lab::ServerChoice>())]
     pub server: belay_lab::ServerChoice,
 
+    /// TLS on every hop in the temporary lab (as `belay up --tls`): the
+    /// workload, the drill's gateway, the faults and the checks all speak
+    /// TLS. A running lab in --dir is used as it runs.
+    #[arg(long)]
+    pub tls: bool,
+
     /// Durable writes in the drill's own gateway: a write is acknowledged
     /// only once N replicas (or a majority of them; `--durable` alone)
     /// confirm it with WAIT. For a lab in --dir, start its gateway with
@@ -220,6 +226,7 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
         let mut spec = LabSpec::for_tests(dir.path());
         spec.password = None;
         spec.server = args.server;
+        spec.tls = args.tls;
         spec.down_after_ms = args.down_after_ms;
         spec.failover_timeout_ms = (args.down_after_ms * 4).max(4000);
         spec.own_loopback_addrs = true;

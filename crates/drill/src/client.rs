@@ -202,14 +202,20 @@ impl Client {
     async fn open(&mut self) -> Result<Connection, Failure> {
         let addr = self.target_addr().await?;
         let opened = if self.spec.reconnect_every == 0 {
-            Connection::connect(&addr, Some(&self.spec.auth), self.connect_timeout())
-                .await
-                .map(|mut c| {
-                    c.set_timeout(self.spec.op_timeout);
-                    c
-                })
+            Connection::connect_with(
+                &addr,
+                self.spec.tls.as_ref(),
+                Some(&self.spec.auth),
+                self.connect_timeout(),
+            )
+            .await
+            .map(|mut c| {
+                c.set_timeout(self.spec.op_timeout);
+                c
+            })
         } else {
-            match Connection::connect(&addr, None, self.connect_timeout()).await {
+            let tls = self.spec.tls.as_ref();
+            match Connection::connect_with(&addr, tls, None, self.connect_timeout()).await {
                 Ok(mut c) => {
                     c.set_timeout(self.spec.op_timeout);
                     handshake(&mut c, &self.spec.auth).await.map(|()| c)
@@ -237,8 +243,9 @@ impl Client {
         for i in 0..sentinels.len() {
             let s = &sentinels[(self.first_sentinel + i) % sentinels.len()];
             let asked = async {
-                let (mut c, _) = Connection::connect_sentinel(
+                let (mut c, _) = Connection::connect_sentinel_with(
                     s,
+                    self.spec.tls.as_ref(),
                     &self.spec.sentinel_auth,
                     Duration::from_millis(500),
                 )
@@ -471,6 +478,7 @@ mod tests {
             target: Target::Gateway { addr: addr.into() },
             auth: Auth::password(password),
             sentinel_auth: SentinelAuth::None,
+            tls: None,
             layout: crate::history::Layout {
                 prefix: "t".into(),
                 writers: 1,

@@ -154,7 +154,7 @@ impl InProcessGateway {
         read_your_writes: bool,
         durable_writes: Option<belay_gateway::Durable>,
     ) -> Result<InProcessGateway> {
-        let cfg = GatewayConfig {
+        let mut cfg = GatewayConfig {
             listen: "127.0.0.1:0".into(),
             sentinels: lab.sentinel_addrs(),
             master_name: lab.master_name().to_string(),
@@ -168,6 +168,19 @@ impl InProcessGateway {
             durable_timeout_ms: 500,
             ..GatewayConfig::default()
         };
+        if lab.spec().tls {
+            // TLS on every hop, as the lab's own gateway: a TLS listener
+            // only, TLS to nodes and Sentinels with the lab's certificates.
+            let tls = lab.spec().tls_files();
+            cfg.listen = "none".into();
+            cfg.tls_listen = Some("127.0.0.1:0".into());
+            cfg.tls_cert_file = Some(tls.server_cert());
+            cfg.tls_key_file = Some(tls.server_key());
+            cfg.backend_tls = true;
+            cfg.backend_tls_ca_file = Some(tls.ca());
+            cfg.backend_tls_cert_file = Some(tls.client_cert());
+            cfg.backend_tls_key_file = Some(tls.client_key());
+        }
         let gw = Gateway::bind(cfg)
             .await
             .context("starting the drill's gateway")?;
@@ -226,6 +239,7 @@ pub async fn run(
         target: target.clone(),
         auth: lab.auth(),
         sentinel_auth: sentinel_auth.clone(),
+        tls: lab.tls().cloned(),
         layout: layout.clone(),
         seed: opts.seed,
         op_timeout: opts.op_timeout(),
@@ -241,7 +255,7 @@ pub async fn run(
 
     let t0 = Instant::now();
     let since = |t0: Instant| t0.elapsed().as_secs_f64() * 1000.0;
-    let watch = SentinelWatch::start(sentinels, sentinel_auth, t0);
+    let watch = SentinelWatch::start(sentinels, sentinel_auth, lab.tls().cloned(), t0);
     let work = Workload::start(&spec, t0);
     let stats = work.stats();
     let mut steps: Vec<(f64, String)> = Vec::new();
@@ -355,7 +369,7 @@ fn unique() -> u64 {
 }
 
 async fn master_conn(lab: &Lab, master: &str) -> Result<Connection> {
-    Connection::connect(master, Some(&lab.auth()), Duration::from_secs(5))
+    Connection::connect_with(master, lab.tls(), Some(&lab.auth()), Duration::from_secs(5))
         .await
         .with_context(|| format!("connecting to the final master {master} to read back"))
 }

@@ -48,6 +48,7 @@ impl SentinelWatch {
     pub fn start(
         sentinels: Vec<(String, String)>,
         auth: SentinelAuth,
+        tls: Option<belay_client::TlsClient>,
         t0: Instant,
     ) -> SentinelWatch {
         let (stop, rx) = watch::channel(false);
@@ -55,8 +56,9 @@ impl SentinelWatch {
         let tasks = sentinels
             .into_iter()
             .map(|(name, addr)| {
-                let (auth, events, rx) = (auth.clone(), events.clone(), rx.clone());
-                tokio::spawn(watch_one(name, addr, auth, t0, events, rx))
+                let (auth, tls, events, rx) =
+                    (auth.clone(), tls.clone(), events.clone(), rx.clone());
+                tokio::spawn(watch_one(name, addr, auth, tls, t0, events, rx))
             })
             .collect();
         SentinelWatch {
@@ -94,14 +96,20 @@ async fn watch_one(
     name: String,
     addr: String,
     auth: SentinelAuth,
+    tls: Option<belay_client::TlsClient>,
     t0: Instant,
     events: Arc<Mutex<Vec<SentinelEvent>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
         let subscribed = async {
-            let (mut c, _) =
-                Connection::connect_sentinel(&addr, &auth, Duration::from_secs(1)).await?;
+            let (mut c, _) = Connection::connect_sentinel_with(
+                &addr,
+                tls.as_ref(),
+                &auth,
+                Duration::from_secs(1),
+            )
+            .await?;
             c.send(&["PSUBSCRIBE", "*"]).await?;
             Ok::<_, belay_client::ClientError>(c)
         }

@@ -211,6 +211,7 @@ pub async fn inject(
         }
         FaultKind::Switchover => {
             let mut plan = Switchover::new(lab.master_name(), lab.sentinel_addrs());
+            plan.tls = lab.tls().cloned();
             plan.node_auth = Some(lab.auth());
             plan.sentinel_auth = SentinelAuth::NodeCredentials(lab.auth());
             // Each step on the drill's clock as it happens.
@@ -301,8 +302,13 @@ async fn manual_failover(lab: &Lab) -> Result<String> {
     let mut why = Vec::new();
     for addr in lab.sentinel_addrs() {
         let r = async {
-            let mut c =
-                Connection::connect(&addr, Some(&lab.auth()), Duration::from_secs(2)).await?;
+            let mut c = Connection::connect_with(
+                &addr,
+                lab.tls(),
+                Some(&lab.auth()),
+                Duration::from_secs(2),
+            )
+            .await?;
             c.call_ok(&["SENTINEL", "FAILOVER", lab.master_name()])
                 .await
         }

@@ -61,6 +61,8 @@ pub struct WorkloadSpec {
     /// have no password of their own where the nodes have one (see
     /// [`SentinelAuth::choose`]).
     pub sentinel_auth: SentinelAuth,
+    /// TLS to the gateway, nodes and Sentinels (a TLS lab).
+    pub tls: Option<belay_client::TlsClient>,
     pub layout: Layout,
     pub seed: u64,
     /// A client-side deadline for each command. Through the gateway it must

@@ -30,9 +30,14 @@ async fn env(gateway: bool) -> Env {
 }
 
 async fn env_with(gateway: bool, durable: Option<belay_gateway::Durable>) -> Env {
+    env_of(gateway, durable, false).await
+}
+
+async fn env_of(gateway: bool, durable: Option<belay_gateway::Durable>, tls: bool) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = LabSpec::for_tests(dir.path());
     spec.own_loopback_addrs = true;
+    spec.tls = tls;
     let lab = Lab::start(spec, &NoProgress).await.expect("lab starts");
     let gateway = if gateway {
         Some(
@@ -133,6 +138,23 @@ async fn pause_through_the_gateway_fails_over_and_loses_nothing() {
 /// connection every 20 operations with a HELLO 3 handshake, through a
 /// pause. The mechanism, the report, and that reads keep flowing: new
 /// connections' handshakes do not wait for the paused master.
+/// The same over TLS on every hop (`belay drill --tls`): the workload's
+/// clients, the drill's gateway, the Sentinel watch, the faults and the
+/// final read-back all speak TLS to a TLS-only lab.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_over_tls_fails_over_and_loses_nothing() {
+    let mut env = env_of(true, None, true).await;
+    let r = drill(&mut env, &short(FaultKind::Pause, TargetKind::Gateway)).await;
+    check_consistent(&r);
+    assert_ne!(r.master_after, r.master_before, "the Sentinels failed over");
+    assert!(
+        saw(&r, "+switch-master").is_some(),
+        "the Sentinel watch works over TLS"
+    );
+    assert_eq!(r.analysis.lost.total, 0, "{:?}", r.analysis.lost);
+    assert!(r.passed, "{}", r.verdict);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_through_the_gateway_with_connection_churn_is_reported() {
     let mut env = env(true).await;
@@ -412,6 +434,7 @@ async fn direct_master_and_the_sentinel_watch_work_with_sentinels_without_a_pass
         },
         auth: seed.auth(),
         sentinel_auth: sentinel_auth.clone(),
+        tls: None,
         layout: Layout {
             prefix: "belay-drill:direct".into(),
             writers: 1,
@@ -432,7 +455,7 @@ async fn direct_master_and_the_sentinel_watch_work_with_sentinels_without_a_pass
     assert_eq!(reply, Value::Simple("OK".into()));
 
     let sentinels = vec![("sentinel-1".to_string(), seed.sentinel_addrs()[0].clone())];
-    let watch = SentinelWatch::start(sentinels, sentinel_auth, Instant::now());
+    let watch = SentinelWatch::start(sentinels, sentinel_auth, None, Instant::now());
     // Subscribed before the replica stops: the watch retries every 200 ms.
     tokio::time::sleep(Duration::from_millis(500)).await;
     seed.pause("redis-2").expect("pause the replica");

@@ -88,6 +88,7 @@ pub async fn switchover(
     // changed the Sentinels or the passwords).
     let cfg = s.config.load();
     let mut plan = Switchover::new(&cfg.master_name, cfg.sentinels.clone());
+    plan.tls = cfg.backend_tls_client.clone();
     plan.sentinel_auth = cfg.sentinel_auth();
     plan.node_auth = cfg.node_auth();
     plan.to = req.to;

@@ -169,17 +169,18 @@ impl InProcessGateway {
             ..GatewayConfig::default()
         };
         if lab.spec().tls {
-            // TLS on every hop, as the lab's own gateway: a TLS listener
-            // only, TLS to nodes and Sentinels with the lab's certificates.
+            // TLS on every hop, as the lab's own gateway.
             let tls = lab.spec().tls_files();
-            cfg.listen = "none".into();
-            cfg.tls_listen = Some("127.0.0.1:0".into());
-            cfg.tls_cert_file = Some(tls.server_cert());
-            cfg.tls_key_file = Some(tls.server_key());
-            cfg.backend_tls = true;
-            cfg.backend_tls_ca_file = Some(tls.ca());
-            cfg.backend_tls_cert_file = Some(tls.client_cert());
-            cfg.backend_tls_key_file = Some(tls.client_key());
+            cfg.tls_everywhere(
+                "127.0.0.1:0",
+                &belay_gateway::TlsEverywhere {
+                    ca: tls.ca(),
+                    server_cert: tls.server_cert(),
+                    server_key: tls.server_key(),
+                    client_cert: tls.client_cert(),
+                    client_key: tls.client_key(),
+                },
+            );
         }
         let gw = Gateway::bind(cfg)
             .await

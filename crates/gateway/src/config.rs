@@ -11,6 +11,17 @@ use belay_client::{Auth, TlsClient};
 use belay_resp::Limits;
 use serde::Deserialize;
 
+/// The files of a deployment with TLS on every hop (see
+/// [`GatewayConfig::tls_everywhere`]).
+#[derive(Clone, Debug)]
+pub struct TlsEverywhere {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// Where reads go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -576,6 +587,20 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// TLS on every hop, from one set of files: a TLS listener on `listen`
+    /// only (no plaintext one) with `server_cert`, and TLS to the nodes and
+    /// Sentinels trusting `ca` and showing `client_cert` (a TLS lab's).
+    pub fn tls_everywhere(&mut self, listen: &str, files: &TlsEverywhere) {
+        self.listen = "none".into();
+        self.tls_listen = Some(listen.into());
+        self.tls_cert_file = Some(files.server_cert.clone());
+        self.tls_key_file = Some(files.server_key.clone());
+        self.backend_tls = true;
+        self.backend_tls_ca_file = Some(files.ca.clone());
+        self.backend_tls_cert_file = Some(files.client_cert.clone());
+        self.backend_tls_key_file = Some(files.client_key.clone());
     }
 
     /// The plaintext listener's address; `None` for `listen = "none"`.

@@ -45,6 +45,7 @@ pub use backend::{BackendConn, ConnectSpec, GatewayAuth, NodeHealth, ReplyResult
 pub use cli::{run, GatewayArgs};
 pub use config::{
     parse_size, AdminListen, CommandOverride, Durable, GatewayConfig, OutputLimit, ReadFrom,
+    TlsEverywhere,
 };
 pub use context::Context;
 pub use error::{BackendError, LostWhy, NotSentWhy};

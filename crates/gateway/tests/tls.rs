@@ -53,7 +53,7 @@ async fn redis_cli_and_redis_py_work_through_the_tls_gateway_to_tls_only_nodes()
 
     let (host, port) = env.gateway.rsplit_once(':').unwrap();
     let script = r#"
-import sys, redis
+import sys, time, redis
 host, port, password, ca = sys.argv[1:5]
 r = redis.Redis(host=host, port=int(port), password=password, ssl=True, ssl_ca_certs=ca,
                 decode_responses=True)
@@ -61,6 +61,10 @@ pipe = r.pipeline(transaction=False)
 for i in range(200):
     pipe.set(f"tls:py:{i}", i)
 pipe.execute()
+# Both replicas have the writes, and the gateway has sampled the master
+# since (read-your-writes then lets them serve this session's reads).
+assert r.execute_command("WAIT", 2, 5000) == 2
+time.sleep(1.5)
 got = [r.get(f"tls:py:{i}") for i in range(200)]
 assert got == [str(i) for i in range(200)], got
 print("ok", r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "redis-py"))

@@ -169,7 +169,7 @@ async fn zone_replica_never_prefers_a_lagging_replica() {
 
     // Stall replication to the home replica only; writes keep the master's
     // offset moving, so its lag grows past the bound.
-    let stall = stall_replication_to(&env, &home).await;
+    let stall = env.stall_replication_to(&home).await;
     let writer = {
         let mut w = env.client().await;
         tokio::spawn(async move {
@@ -192,27 +192,6 @@ async fn zone_replica_never_prefers_a_lagging_replica() {
         .await;
     all_served_by(&mut c, &home, "replica", 50, "zone a's replica caught up").await;
     writer.abort();
-}
-
-/// Drops the replication stream from the master to `replica` (its link
-/// still looks up): it falls behind while everything answers.
-async fn stall_replication_to(env: &Env, replica: &str) -> support::PacketDrop {
-    let master = env.master().await;
-    let master_port: u16 = master.rsplit(':').next().unwrap().parse().unwrap();
-    let mut c = env.node(replica).await;
-    let list = c
-        .call_ok(&["CLIENT", "LIST", "TYPE", "master"])
-        .await
-        .unwrap()
-        .to_text()
-        .unwrap();
-    let link_port: u16 = list
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("laddr="))
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the replica's link to its master");
-    support::PacketDrop::new(master_port, link_port)
 }
 
 /// The gateway's smoothed RTT to `addr` in its topology, if measured.

@@ -188,26 +188,32 @@ impl Env {
     /// Drops the master's replication stream to every replica (their links
     /// still look up): the replicas fall behind while everything answers.
     pub async fn stall_replication(&self) -> Vec<PacketDrop> {
-        let master = self.master().await;
-        let master_port: u16 = master.rsplit(':').next().unwrap().parse().unwrap();
         let mut stalls = Vec::new();
         for r in self.replicas().await {
-            let mut c = self.node(&r).await;
-            let list = c
-                .call_ok(&["CLIENT", "LIST", "TYPE", "master"])
-                .await
-                .unwrap()
-                .to_text()
-                .unwrap();
-            let link_port: u16 = list
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("laddr="))
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-                .expect("the replica's link to its master");
-            stalls.push(PacketDrop::new(master_port, link_port));
+            stalls.push(self.stall_replication_to(&r).await);
         }
         stalls
+    }
+
+    /// Drops the master's replication stream to one replica (its link,
+    /// found by the port the replica connects from), nothing else.
+    pub async fn stall_replication_to(&self, replica: &str) -> PacketDrop {
+        let master = self.master().await;
+        let master_port: u16 = master.rsplit(':').next().unwrap().parse().unwrap();
+        let mut c = self.node(replica).await;
+        let list = c
+            .call_ok(&["CLIENT", "LIST", "TYPE", "master"])
+            .await
+            .unwrap()
+            .to_text()
+            .unwrap();
+        let link_port: u16 = list
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("laddr="))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the replica's link to its master");
+        PacketDrop::new(master_port, link_port)
     }
 
     /// Waits until `old` (name or address) is a replica of the settled

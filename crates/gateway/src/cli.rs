@@ -38,6 +38,19 @@ pub struct GatewayArgs {
     )]
     pub sentinels: Vec<String>,
 
+    /// Redis Cluster node to discover the cluster from, instead of
+    /// Sentinels (repeat for each; the others are learned from `CLUSTER
+    /// SHARDS`). Clients then need no cluster support: keys are routed by
+    /// slot, and MGET/MSET/DEL/UNLINK/EXISTS/TOUCH across slots are split.
+    #[arg(
+        long = "cluster",
+        env = "BELAY_CLUSTER",
+        value_delimiter = ',',
+        value_name = "HOST:PORT",
+        conflicts_with = "sentinels"
+    )]
+    pub cluster: Vec<String>,
+
     /// Name the Sentinels monitor the master under [default: mymaster].
     #[arg(long, env = "BELAY_MASTER_NAME")]
     pub master_name: Option<String>,
@@ -295,6 +308,9 @@ impl GatewayArgs {
         };
         if !self.sentinels.is_empty() {
             cfg.sentinels = self.sentinels;
+        }
+        if !self.cluster.is_empty() {
+            cfg.cluster = self.cluster;
         }
         // Flags name nodes one by one: they add to (and win over) the file's.
         cfg.node_zones.extend(self.node_zones);

@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     pub master_name: String,
     /// Sentinel addresses (`host:port`); more are learned from them.
     pub sentinels: Vec<String>,
+    /// Redis Cluster nodes to discover the cluster from (`host:port`),
+    /// instead of Sentinels; the others are learned from `CLUSTER SHARDS`.
+    pub cluster: Vec<String>,
     /// ACL user for data nodes (none: the default user).
     pub username: Option<String>,
     /// Password for data nodes.
@@ -212,6 +215,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:6390".into(),
             master_name: "mymaster".into(),
             sentinels: Vec::new(),
+            cluster: Vec::new(),
             username: None,
             password: None,
             sentinel_username: None,
@@ -275,6 +279,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("listen", &self.listen)
             .field("master_name", &self.master_name)
             .field("sentinels", &self.sentinels)
+            .field("cluster", &self.cluster)
             .field("username", &self.username)
             .field("password", &redact(&self.password))
             .field("sentinel_username", &self.sentinel_username)
@@ -429,8 +434,10 @@ impl GatewayConfig {
     /// where a time or a count must be positive, a limit that cannot be
     /// read. Each error names the setting and the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.sentinels.is_empty() {
-            anyhow::bail!("no Sentinel configured: pass --sentinel HOST:PORT (repeatable) or set `sentinels` in the config file");
+        match (self.sentinels.is_empty(), self.cluster.is_empty()) {
+            (true, true) => anyhow::bail!("nothing to front: pass --sentinel HOST:PORT (a Sentinel group) or --cluster HOST:PORT (a Redis Cluster), repeatable, or set `sentinels` or `cluster` in the config file"),
+            (false, false) => anyhow::bail!("both Sentinels and Cluster nodes are configured: a gateway fronts one Sentinel group (--sentinel) or one Redis Cluster (--cluster), not both"),
+            _ => {}
         }
         for (value, key, flag) in [
             (self.threads as u64, "threads", "--threads"),

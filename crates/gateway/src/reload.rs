@@ -94,6 +94,7 @@ macro_rules! restart_only {
         $m!(
             listen,
             master_name,
+            cluster,
             admin_listen,
             no_admin,
             metrics,

@@ -26,6 +26,7 @@
 //! them together). [`foreign`] builds, for tests, a deployment belay did
 //! not configure: the seed note's layout.
 
+pub mod cluster;
 pub mod config;
 mod error;
 pub mod foreign;

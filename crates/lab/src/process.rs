@@ -23,6 +23,32 @@ use serde::{Deserialize, Serialize};
 use crate::error::LabError;
 use crate::spec::LabSpec;
 
+/// The gateway's environment variables a lab's gateway must not inherit
+/// from the user's shell: the lab's flags say everything (and a stray
+/// `BELAY_CLUSTER` would clash with `--sentinel`, or `BELAY_SENTINELS` with
+/// `--cluster`).
+pub(crate) const GATEWAY_ENV: &[&str] = &[
+    "BELAY_SENTINELS",
+    "BELAY_CLUSTER",
+    "BELAY_MASTER_NAME",
+    "BELAY_ADMIN_LISTEN",
+    "BELAY_NO_ADMIN",
+    "BELAY_ADMIN_PASSWORD_FILE",
+    "BELAY_DURABLE_WRITES",
+    "BELAY_TLS_LISTEN",
+    "BELAY_TLS_CERT_FILE",
+    "BELAY_TLS_KEY_FILE",
+    "BELAY_TLS_CA_FILE",
+    "BELAY_BACKEND_TLS",
+    "BELAY_BACKEND_TLS_CA_FILE",
+    "BELAY_BACKEND_TLS_CERT_FILE",
+    "BELAY_BACKEND_TLS_KEY_FILE",
+    "BELAY_BACKEND_TLS_SERVER_NAME",
+    "BELAY_ZONE",
+    "BELAY_NODE_ZONES",
+    "BELAY_READ_FROM",
+];
+
 /// What a lab process is; decides its command line, its readiness check and
 /// its place in the stop order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,24 +150,7 @@ impl ProcessKind {
                         .arg(format!("{}:{port}", rec.admin_host()));
                 }
                 // The lab's settings, not whatever the user's shell has.
-                for var in [
-                    "BELAY_ADMIN_LISTEN",
-                    "BELAY_NO_ADMIN",
-                    "BELAY_ADMIN_PASSWORD_FILE",
-                    "BELAY_DURABLE_WRITES",
-                    "BELAY_TLS_LISTEN",
-                    "BELAY_TLS_CERT_FILE",
-                    "BELAY_TLS_KEY_FILE",
-                    "BELAY_TLS_CA_FILE",
-                    "BELAY_BACKEND_TLS",
-                    "BELAY_BACKEND_TLS_CA_FILE",
-                    "BELAY_BACKEND_TLS_CERT_FILE",
-                    "BELAY_BACKEND_TLS_KEY_FILE",
-                    "BELAY_BACKEND_TLS_SERVER_NAME",
-                    "BELAY_ZONE",
-                    "BELAY_NODE_ZONES",
-                    "BELAY_READ_FROM",
-                ] {
+                for var in GATEWAY_ENV {
                     cmd.env_remove(var);
                 }
                 cmd.env("BELAY_PASSWORD", password);

@@ -139,26 +139,10 @@ impl ServerPrograms {
         server: Option<&Path>,
         sentinel: Option<&Path>,
     ) -> Result<ServerPrograms, LabError> {
-        let on_path = |name: &str| find_on_path(Path::new(name)).is_some();
-        let flavor = match choice {
-            ServerChoice::Auto if server.is_none() && !on_path("redis-server") => {
-                if on_path("valkey-server") {
-                    ServerChoice::Valkey
-                } else {
-                    // Neither: look for Redis, and name both ways out.
-                    ServerChoice::Auto
-                }
-            }
-            ServerChoice::Auto => ServerChoice::Redis,
-            other => other,
-        };
+        let flavor = flavor(choice, server);
         let hint = install_hint(flavor);
         let explicit_server = server.is_some();
-        let server = resolve_binary(
-            server.unwrap_or(Path::new(default_server(flavor))),
-            "--redis-server",
-            hint,
-        )?;
+        let server = find_server(choice, server)?;
         let sentinel = match sentinel {
             Some(p) => SentinelProgram::Program(resolve_binary(p, "--redis-sentinel", hint)?),
             None if explicit_server => SentinelProgram::ServerMode(server.clone()),
@@ -184,6 +168,36 @@ impl ServerPrograms {
             server,
             sentinel: SentinelProgram::Program(sentinel),
         }
+    }
+}
+
+/// The data nodes' program alone, for labs without Sentinels (the cluster
+/// lab): the one named (`--redis-server`), else `redis-server` or
+/// `valkey-server` on `PATH` as [`ServerPrograms::find`] chooses.
+pub fn find_server(choice: ServerChoice, server: Option<&Path>) -> Result<PathBuf, LabError> {
+    let flavor = flavor(choice, server);
+    resolve_binary(
+        server.unwrap_or(Path::new(default_server(flavor))),
+        "--redis-server",
+        install_hint(flavor),
+    )
+}
+
+/// Redis or Valkey: `Auto` is Redis when `redis-server` is on `PATH` (or a
+/// program is named), else Valkey when `valkey-server` is, else `Auto`
+/// (neither: the error names both ways out).
+fn flavor(choice: ServerChoice, server: Option<&Path>) -> ServerChoice {
+    let on_path = |name: &str| find_on_path(Path::new(name)).is_some();
+    match choice {
+        ServerChoice::Auto if server.is_none() && !on_path("redis-server") => {
+            if on_path("valkey-server") {
+                ServerChoice::Valkey
+            } else {
+                ServerChoice::Auto
+            }
+        }
+        ServerChoice::Auto => ServerChoice::Redis,
+        other => other,
     }
 }
 

@@ -57,13 +57,106 @@ pub fn password_path(dir: &Path) -> PathBuf {
     dir.join("password")
 }
 
-/// Reads `lab.json`; `Ok(None)` when there is none.
+/// What kind of lab a `lab.json` describes: its `kind` field, absent
+/// (Sentinel) in every file from before the cluster lab.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabKind {
+    /// Master, replicas, Sentinels ([`crate::Lab`]).
+    #[default]
+    Sentinel,
+    /// A Redis Cluster ([`crate::cluster::ClusterLab`]).
+    Cluster,
+}
+
+/// The kind of lab recorded in `dir`; `Ok(None)` when there is none.
+pub fn recorded_kind(dir: &Path) -> Result<Option<LabKind>> {
+    let Some(text) = read_state(dir)? else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(default)]
+        kind: LabKind,
+    }
+    let k: Kind = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a belay lab state file (delete it if no lab is running)",
+            state_path(dir).display()
+        )
+    })?;
+    Ok(Some(k.kind))
+}
+
+/// The processes recorded in `lab.json`, whatever the kind of lab;
+/// `Ok(None)` when there is none.
+pub fn recorded_processes(dir: &Path) -> Result<Option<Vec<ProcessRecord>>> {
+    let Some(text) = read_state(dir)? else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct Processes {
+        processes: Vec<ProcessRecord>,
+    }
+    let p: Processes = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a belay lab state file (delete it if no lab is running)",
+            state_path(dir).display()
+        )
+    })?;
+    Ok(Some(p.processes))
+}
+
+/// Before a lab starts in `dir`: fails with [`LabError::AlreadyRunning`]
+/// when a lab of either kind still runs there, and removes the state of
+/// one that no longer does.
+pub(crate) fn clear_stale(dir: &Path, progress: &dyn crate::Progress) -> Result<()> {
+    let Some(old) = recorded_processes(dir)? else {
+        return Ok(());
+    };
+    let running: Vec<&ProcessRecord> = old.iter().filter(|p| p.is_running()).collect();
+    if !running.is_empty() {
+        let pids = running
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.pid.unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(crate::LabError::AlreadyRunning {
+            dir: dir.to_path_buf(),
+            pids,
+        }
+        .into());
+    }
+    progress.step(&format!(
+        "found state of a lab that is no longer running in {}; cleaning it up",
+        dir.display()
+    ));
+    remove(dir)
+}
+
+/// The text of `lab.json`; `Ok(None)` when there is none.
+pub(crate) fn read_state(dir: &Path) -> Result<Option<String>> {
+    let path = state_path(dir);
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Reads `lab.json`; `Ok(None)` when there is none. A cluster lab's file is
+/// refused with a clear error: it has no Sentinels to offer.
 pub fn load(dir: &Path) -> Result<Option<LabState>> {
     let path = state_path(dir);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    if recorded_kind(dir)? == Some(LabKind::Cluster) {
+        anyhow::bail!(
+            "the lab in {} is a Redis Cluster lab (belay up --cluster), not a Sentinel one: \
+             this works only on a Sentinel lab",
+            dir.display()
+        );
+    }
+    let Some(text) = read_state(dir)? else {
+        return Ok(None);
     };
     let state: LabState = serde_json::from_str(&text).with_context(|| {
         format!(
@@ -77,6 +170,11 @@ pub fn load(dir: &Path) -> Result<Option<LabState>> {
 /// Writes `lab.json` atomically (temp file + rename), so a reader never
 /// sees half a file.
 pub fn save(dir: &Path, state: &LabState) -> Result<()> {
+    save_json(dir, state)
+}
+
+/// Writes any lab's state as `lab.json`, atomically.
+pub(crate) fn save_json<T: Serialize>(dir: &Path, state: &T) -> Result<()> {
     let path = state_path(dir);
     let tmp = dir.join(format!(".lab.json.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(state)?;

@@ -95,26 +95,7 @@ impl Lab {
         spec.dir = std::fs::canonicalize(&spec.dir)
             .with_context(|| format!("resolving {}", spec.dir.display()))?;
 
-        if let Some(old) = state::load(&spec.dir)? {
-            let running = old.running();
-            if !running.is_empty() {
-                let pids = running
-                    .iter()
-                    .map(|p| format!("{} {}", p.name, p.pid.unwrap_or(0)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(LabError::AlreadyRunning {
-                    dir: spec.dir.clone(),
-                    pids,
-                }
-                .into());
-            }
-            progress.step(&format!(
-                "found state of a lab that is no longer running in {}; cleaning it up",
-                spec.dir.display()
-            ));
-            state::remove(&spec.dir)?;
-        }
+        state::clear_stale(&spec.dir, progress)?;
 
         let mut plan = spec.plan();
         let mut reassigned = 0;
@@ -490,51 +471,7 @@ impl Lab {
     /// still runs after `grace`; then removes `lab.json`. Only pids verified
     /// to be the processes the lab started are signalled.
     pub async fn stop(mut self, grace: Duration) -> Result<StopReport> {
-        let mut report = StopReport::default();
-        let last = self
-            .processes
-            .iter()
-            .map(|p| p.kind().stop_rank())
-            .max()
-            .unwrap_or(0);
-        for rank in 0..=last {
-            let group: Vec<usize> = (0..self.processes.len())
-                .filter(|&i| self.processes[i].kind().stop_rank() == rank)
-                .collect();
-            let mut signalled = Vec::new();
-            for &i in &group {
-                let p = &mut self.processes[i];
-                let pid = p.pid();
-                let _ = p.signal(Signal::SIGCONT);
-                match (p.signal(Signal::SIGTERM), pid) {
-                    (Ok(true), Some(pid)) => signalled.push((i, pid)),
-                    (Err(e), _) => return Err(e),
-                    _ => report.already_gone.push(p.name().to_string()),
-                }
-            }
-            let deadline = Instant::now() + grace;
-            loop {
-                let still: Vec<_> = signalled
-                    .iter()
-                    .filter(|(i, _)| self.processes[*i].is_running())
-                    .collect();
-                if still.is_empty() || Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            for (i, pid) in signalled {
-                let p = &mut self.processes[i];
-                let name = p.name().to_string();
-                if p.is_running() {
-                    p.kill_now();
-                    wait_gone(p, Duration::from_secs(5))?;
-                    report.killed.push((name, pid));
-                } else {
-                    report.stopped.push((name, pid));
-                }
-            }
-        }
+        let report = stop_all(&mut self.processes, grace).await?;
         state::remove(self.dir())?;
         self.detached = true; // nothing left for Drop to do
         Ok(report)
@@ -650,9 +587,61 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
     Ok(())
 }
 
+/// Stops `processes` in [`ProcessKind::stop_rank`] order, each rank with
+/// SIGTERM (paused ones get SIGCONT first), SIGKILL for what still runs
+/// after `grace`. Only pids verified to be the processes started are
+/// signalled. Shared by [`Lab::stop`] and the cluster lab's.
+pub(crate) async fn stop_all(processes: &mut [Process], grace: Duration) -> Result<StopReport> {
+    let mut report = StopReport::default();
+    let last = processes
+        .iter()
+        .map(|p| p.kind().stop_rank())
+        .max()
+        .unwrap_or(0);
+    for rank in 0..=last {
+        let group: Vec<usize> = (0..processes.len())
+            .filter(|&i| processes[i].kind().stop_rank() == rank)
+            .collect();
+        let mut signalled = Vec::new();
+        for &i in &group {
+            let p = &mut processes[i];
+            let pid = p.pid();
+            let _ = p.signal(Signal::SIGCONT);
+            match (p.signal(Signal::SIGTERM), pid) {
+                (Ok(true), Some(pid)) => signalled.push((i, pid)),
+                (Err(e), _) => return Err(e),
+                _ => report.already_gone.push(p.name().to_string()),
+            }
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let still: Vec<_> = signalled
+                .iter()
+                .filter(|(i, _)| processes[*i].is_running())
+                .collect();
+            if still.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (i, pid) in signalled {
+            let p = &mut processes[i];
+            let name = p.name().to_string();
+            if p.is_running() {
+                p.kill_now();
+                wait_gone(p, Duration::from_secs(5))?;
+                report.killed.push((name, pid));
+            } else {
+                report.stopped.push((name, pid));
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// Waits until `p` has exited (reaped when it is our child; a zombie of
 /// someone else's counts as gone).
-fn wait_gone(p: &mut Process, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_gone(p: &mut Process, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     if let Some(child) = &mut p.child {
         child

@@ -20,6 +20,7 @@ mod activity;
 mod admin;
 mod admin_log;
 mod auth_throttle;
+mod cluster;
 mod backend;
 mod budget;
 mod cli;

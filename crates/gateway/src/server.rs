@@ -26,7 +26,7 @@ use crate::activity::ActivityLog;
 use crate::admin_log::AdminLog;
 use crate::auth_throttle::AuthThrottle;
 use crate::config::{AdminListen, GatewayConfig};
-use crate::discovery::{Discovery, Event};
+use crate::discovery::{ClusterDiscovery, Discovery, Event};
 use crate::drain::Drain;
 use crate::metrics::{Metrics, Telemetry};
 use crate::reload::{ConfigSource, LiveConfig};
@@ -272,8 +272,13 @@ impl Gateway {
         normalize(&mut cfg);
         let config = Arc::new(LiveConfig::new(cfg, start.source));
         let telemetry = Telemetry::default();
-        let (discovery, topology, events) = Discovery::new(config.clone(), telemetry.clone());
-        let discovery = AbortOnDrop(tokio::spawn(discovery.run()));
+        let (discovery, topology, events) = if config.load().cluster.is_empty() {
+            let (d, topology, events) = Discovery::new(config.clone(), telemetry.clone());
+            (AbortOnDrop(tokio::spawn(d.run())), topology, events)
+        } else {
+            let (d, topology, events) = ClusterDiscovery::new(config.clone(), telemetry.clone());
+            (AbortOnDrop(tokio::spawn(d.run())), topology, events)
+        };
         let shared = Arc::new(Shared::new(config, topology, events, telemetry));
         let admin = start_admin(&shared, addr_of(&listeners[0].socket), inherited_admin).await?;
         Ok(Gateway {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::NodePool;
+use crate::cluster::ShardMap;
 use crate::commands::{CommandTable, Software};
 use crate::locality::Locality;
 
@@ -77,7 +78,9 @@ impl WriteHold {
     }
 }
 
-/// One immutable picture of the deployment.
+/// One immutable picture of the deployment: a Sentinel group, or one
+/// shard of a Redis Cluster — and then the whole cluster in `shards`.
+#[derive(Clone)]
 pub struct Topology {
     /// Bumped on every publish.
     pub generation: u64,
@@ -117,6 +120,10 @@ pub struct Topology {
     /// still calls itself master, not yet converted, does not): what
     /// `durable_writes = "majority"` counts.
     pub followers: usize,
+    /// A Redis Cluster: every shard's topology and who serves each slot.
+    /// The fields above then describe the shard serving slot 0, where
+    /// commands without keys go.
+    pub shards: Option<Arc<ShardMap>>,
 }
 
 /// One Sentinel's answer in a round, as the admin endpoint shows it.
@@ -151,6 +158,24 @@ impl Topology {
             server: Software::default(),
             sentinels: Arc::from([]),
             followers: 0,
+            shards: None,
+        }
+    }
+
+    /// The topology a command with keys in `slot` routes in: its shard's
+    /// in a cluster (`None` while no shard serves the slot), else this one.
+    pub fn group(&self, slot: Option<u16>) -> Option<&Topology> {
+        match (&self.shards, slot) {
+            (Some(map), Some(slot)) => map.shard_of(slot).map(|t| &**t),
+            _ => Some(self),
+        }
+    }
+
+    /// Every group's topology: the shards of a cluster, else this one.
+    pub fn groups(&self) -> Vec<&Topology> {
+        match &self.shards {
+            Some(map) => map.shards.iter().map(|t| &**t).collect(),
+            None => vec![self],
         }
     }
 
@@ -159,11 +184,14 @@ impl Topology {
         self.replicas.iter().filter(|r| r.usable())
     }
 
-    /// Every data node the gateway knows: the master first.
+    /// Every data node the gateway knows (of every shard): each group's
+    /// master first.
     pub fn data_nodes(&self) -> impl Iterator<Item = &Arc<NodePool>> {
-        self.read_master
-            .iter()
-            .chain(self.replicas.iter().map(|r| &r.pool))
+        self.groups().into_iter().flat_map(|g| {
+            g.read_master
+                .iter()
+                .chain(g.replicas.iter().map(|r| &r.pool))
+        })
     }
 
     /// Ready to serve: a confirmed master and a command table.

@@ -123,6 +123,7 @@ impl NodePool {
                 silence: None,
                 health: Default::default(),
                 load: None,
+                cluster_replica: false,
             },
             shared_per_lane,
         ))

@@ -93,6 +93,9 @@ pub struct ConnectSpec {
     /// a pool's shared connections report their load in one place, which
     /// routing reads once per command.
     pub load: Option<Arc<AtomicUsize>>,
+    /// A Redis Cluster replica: each connection says `READONLY`, or the
+    /// replica answers reads of its own slots with `MOVED` to its master.
+    pub cluster_replica: bool,
 }
 
 /// Connects and sets a connection up for `ctx`: the gateway's own login
@@ -145,6 +148,9 @@ pub(super) async fn set_up(
     }
     for cmd in ctx.setup_commands().iter().chain(extra) {
         conn.call_ok(cmd).await?;
+    }
+    if spec.cluster_replica {
+        conn.call_ok(&[Bytes::from_static(b"READONLY")]).await?;
     }
     Ok(conn)
 }

@@ -3,6 +3,7 @@
 //! the gateway's own refusals ([`deny`]) come first and need no table.
 
 mod deny;
+mod keys;
 mod software;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::config::CommandOverride;
 
 pub use deny::denial;
+pub use keys::KeyFinder;
 pub use software::Software;
 
 /// What a forwarded command needs from the backend side: the one
@@ -87,6 +89,8 @@ struct CommandInfo {
     /// Writes nothing itself but may replicate something (`EVAL`,
     /// `PUBLISH`, `SCRIPT LOAD`…): a write for the gateway.
     may_replicate: bool,
+    /// Where its keys are (for routing by hash slot).
+    keys: KeyFinder,
     subcommands: FxHashMap<String, CommandInfo>,
 }
 
@@ -184,6 +188,27 @@ impl CommandTable {
             return Some((*routing, true));
         }
         self.classify_in_full(name, req).map(|r| (r, false))
+    }
+
+    /// The positions of `req`'s keys (`name` in lowercase), by the key
+    /// specs of the command or of its subcommand. Empty for commands the
+    /// table does not know and for those without keys.
+    pub fn key_positions(&self, name: &[u8], req: &Request) -> Vec<usize> {
+        let name_str = std::str::from_utf8(name).unwrap_or("");
+        let Some(info) = self.commands.get(name_str) else {
+            return Vec::new();
+        };
+        let info = match req.arg(1) {
+            Some(sub) if !info.subcommands.is_empty() => {
+                let full = format!("{name_str}|{}", String::from_utf8_lossy(sub).to_ascii_lowercase());
+                match info.subcommands.get(&full) {
+                    Some(sub) => sub,
+                    None => return Vec::new(),
+                }
+            }
+            _ => info,
+        };
+        info.keys.positions(req)
     }
 
     /// The full rules: overrides, denials, subcommands, flags.
@@ -286,7 +311,10 @@ pub fn lower<'a, const N: usize>(name: &[u8], buf: &'a mut [u8; N]) -> &'a [u8] 
 fn parse_entry(entry: &Value) -> Option<(String, CommandInfo)> {
     let items = entry.as_array()?;
     let name = items.first()?.to_text()?.to_ascii_lowercase();
-    let mut info = CommandInfo::default();
+    let mut info = CommandInfo {
+        keys: KeyFinder::from_entry(items),
+        ..CommandInfo::default()
+    };
     for flag in items.get(2).and_then(|f| f.as_array()).unwrap_or_default() {
         match flag.as_str() {
             Some("readonly") => info.readonly = true,

@@ -8,6 +8,7 @@
 //! is down and it reports its link to that master up. Only this task writes
 //! the topology.
 
+mod cluster;
 mod events;
 mod nodes;
 mod react;
@@ -30,8 +31,9 @@ use crate::metrics::Telemetry;
 use crate::reload::LiveConfig;
 use crate::topology::{OffsetSample, ReplicaNode, SentinelStatus, Topology, WriteHold};
 
+pub use cluster::ClusterDiscovery;
 pub use events::Event;
-use nodes::{is_busy, judge_replica, Nodes, ReplicaAnswer};
+use nodes::{is_busy, judge_replica, replica_node, Nodes, ReplicaAnswer};
 use replication::{OffsetHistory, WriteGuard};
 use report::Seen;
 use sentinels::{reason, Answers, Sentinels};
@@ -115,26 +117,26 @@ pub struct Discovery {
 }
 
 /// How often replication offsets are sampled between full rounds.
-const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a master replaced by `+switch-master` stays untrusted: well past
 /// the time every Sentinel needs to learn of the switch.
 const DEMOTED_MEMORY: Duration = Duration::from_secs(60);
 
 /// Full rounds asked for by events are at least this far apart.
-const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
+pub(super) const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
 
 /// A failover hold set by an event is released by a round that shows no
 /// failover only once it is this old.
 const HOLD_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest wait for one replica's INFO in a round.
-const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
+pub(super) const REPLICA_CHECK_BUDGET: Duration = Duration::from_millis(500);
 
 /// How long a replaced master that still answers keeps its connections for
 /// what was in flight (beyond the request timeout): a switchover pauses
 /// writes on it for at most 5 s by default.
-const RETIRE_GRACE: Duration = Duration::from_secs(5);
+pub(super) const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 impl Discovery {
     pub fn new(
@@ -646,51 +648,17 @@ impl Discovery {
                     ))
                 })
                 .clone();
-            let state = match &result {
-                Ok(info) => {
-                    if pool.health().set_busy(false) {
-                        tracing::info!(replica = %addr, "the replica is no longer busy; it serves reads again");
-                    }
-                    Some(judge_replica(
-                        info,
-                        master,
-                        &self.history,
-                        now,
-                        self.cfg.max_replica_lag(),
-                        self.master_unresponsive,
-                    ))
-                }
-                Err(e) => {
-                    if is_busy(e) && pool.health().set_busy(true) {
-                        tracing::warn!(replica = %addr, "the replica answers BUSY (a script or function is running): no reads go there until it is done");
-                    }
-                    tracing::debug!(replica = %addr, "replica check failed: {}", reason(e));
-                    None
-                }
-            };
-            out.push(match state {
-                Some(s) => {
-                    if !s.eligible && master.is_some() {
-                        tracing::debug!(replica = %addr, lag = ?s.lag, "replica not eligible for reads");
-                    }
-                    ReplicaNode {
-                        pool,
-                        offset: s.offset,
-                        replid: s.replid,
-                        lag: s.lag,
-                        eligible: s.eligible,
-                        locality: Locality::default(),
-                    }
-                }
-                None => ReplicaNode {
-                    pool,
-                    offset: 0,
-                    replid: None,
-                    lag: None,
-                    eligible: false,
-                    locality: Locality::default(),
-                },
+            let node = replica_node(pool, &addr, &result, master.is_some(), |info| {
+                judge_replica(
+                    info,
+                    master,
+                    &self.history,
+                    now,
+                    self.cfg.max_replica_lag(),
+                    self.master_unresponsive,
+                )
             });
+            out.push(node);
         }
         // Pools of nodes that left the replica set are closed.
         let current: HashSet<&String> = addrs.iter().collect();
@@ -736,6 +704,7 @@ impl Discovery {
             server: self.server.clone(),
             sentinels: self.sentinel_status.clone(),
             followers: 0,
+            shards: None,
         };
         topo.followers = match &topo.master_sample {
             Some(s) => topo
@@ -824,7 +793,7 @@ impl Drop for Discovery {
     }
 }
 
-fn spec_for(
+pub(super) fn spec_for(
     cfg: &GatewayConfig,
     gateway_auth: &GatewayAuth,
     addr: &str,
@@ -841,5 +810,6 @@ fn spec_for(
         }),
         health: Arc::new(NodeHealth::default()),
         load: None,
+        cluster_replica: !require_master && !cfg.cluster.is_empty(),
     }
 }

@@ -15,7 +15,9 @@ use super::replication::OffsetHistory;
 use crate::commands::{CommandTable, Software};
 use crate::config::CommandOverride;
 use crate::locality::Rtts;
-use crate::topology::OffsetSample;
+use crate::backend::NodePool;
+use crate::locality::Locality;
+use crate::topology::{OffsetSample, ReplicaNode};
 
 /// Control connections to the data nodes, kept between rounds.
 pub(super) struct Nodes {
@@ -97,6 +99,50 @@ pub(super) fn judge_replica(
         replid,
         lag,
         eligible: linked && lag.is_some_and(|l| l <= max_lag),
+    }
+}
+
+/// A replica as routing sees it after a round: judged (`judge`) when it
+/// answered, not eligible when it did not. A `BUSY` answer marks its pool
+/// busy (no reads) until it answers normally again.
+pub(super) fn replica_node(
+    pool: Arc<NodePool>,
+    addr: &str,
+    result: &Result<Info, ClientError>,
+    has_master: bool,
+    judge: impl FnOnce(&Info) -> ReplicaState,
+) -> ReplicaNode {
+    let state = match result {
+        Ok(info) => {
+            if pool.health().set_busy(false) {
+                tracing::info!(replica = %addr, "the replica is no longer busy; it serves reads again");
+            }
+            Some(judge(info))
+        }
+        Err(e) => {
+            if is_busy(e) && pool.health().set_busy(true) {
+                tracing::warn!(replica = %addr, "the replica answers BUSY (a script or function is running): no reads go there until it is done");
+            }
+            tracing::debug!(replica = %addr, "replica check failed: {}", super::sentinels::reason(e));
+            None
+        }
+    };
+    let s = state.unwrap_or(ReplicaState {
+        offset: 0,
+        replid: None,
+        lag: None,
+        eligible: false,
+    });
+    if !s.eligible && has_master && result.is_ok() {
+        tracing::debug!(replica = %addr, lag = ?s.lag, "replica not eligible for reads");
+    }
+    ReplicaNode {
+        pool,
+        offset: s.offset,
+        replid: s.replid,
+        lag: s.lag,
+        eligible: s.eligible,
+        locality: Locality::default(),
     }
 }
 
@@ -270,6 +316,31 @@ impl Nodes {
             })
             .unwrap_or(false);
         Ok(Some(table))
+    }
+
+    /// `args` on every address, concurrently, each within `timeout`.
+    pub async fn ask_all(
+        &mut self,
+        addrs: &[String],
+        timeout: Duration,
+        args: &[&str],
+    ) -> Vec<(String, Result<Value, ClientError>)> {
+        let (auth, tls) = (self.auth.as_ref(), self.tls.as_ref());
+        let jobs = addrs.iter().map(|addr| {
+            let conn = self.conns.remove(addr);
+            async move {
+                let (conn, r, _) = call_on(addr, conn, auth, tls, timeout, args).await;
+                (addr.clone(), conn, r)
+            }
+        });
+        let mut out = Vec::new();
+        for (addr, conn, r) in join_all(jobs).await {
+            if let Some(conn) = conn {
+                self.conns.insert(addr.clone(), conn);
+            }
+            out.push((addr, r));
+        }
+        out
     }
 
     /// Forgets a node's connection and round-trip time (it left the topology).

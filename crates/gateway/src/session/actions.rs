@@ -43,6 +43,7 @@ impl Session {
             Later::Kill(req) => Slot::Ready(self.kill(&req).await),
             Later::GroupAdmin(req) => Slot::Ready(self.group_admin(&req).await),
             Later::ToAll { req, routing } => self.send_to_every_node(req, routing).await,
+            Later::Spanning { req, how } => self.spanning(req, how).await,
             Later::Throttled { req, delay } => {
                 tokio::time::sleep(delay).await;
                 let topo = self.topology().clone();

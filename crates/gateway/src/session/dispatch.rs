@@ -34,6 +34,9 @@ pub struct Choice<'a> {
     pub batch_replica: Option<&'a Arc<NodePool>>,
     /// The worker's turn counter (see [`pick_replica`]).
     pub turn: usize,
+    /// In front of a Redis Cluster: the session's own connection is to one
+    /// shard, so only that shard's commands go there.
+    pub cluster: bool,
 }
 
 impl Choice<'_> {
@@ -102,7 +105,11 @@ impl Choice<'_> {
         }
         // Once a session has a connection of its own, its master commands
         // go there: one connection, so Redis keeps their order.
-        let lane = if job.conn != Conn::Shared || self.st.own.is_some() {
+        let own_here = match &self.st.own {
+            Some(own) if self.cluster => own.serves(pool),
+            own => own.is_some(),
+        };
+        let lane = if job.conn != Conn::Shared || own_here {
             Lane::Own
         } else {
             Lane::Shared(job.ctx.clone())
@@ -161,6 +168,7 @@ mod tests {
             read_your_writes: true,
             batch_replica: None,
             turn: 0,
+            cluster: false,
         }
     }
 

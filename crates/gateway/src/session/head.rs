@@ -213,12 +213,16 @@ impl Session {
     /// False when that failed (the job waits and tries again).
     async fn connect_for(&mut self, job: &Job, topo: &Arc<crate::topology::Topology>) -> bool {
         let cfg = &self.cfg;
+        let Some(topo) = self.group_of(job, topo) else {
+            return true;
+        };
         let route = Choice {
             st: &self.st,
             read_from: cfg.read_from,
             read_your_writes: cfg.read_your_writes,
             batch_replica: None,
             turn: self.shared.reads_turn(),
+            cluster: job.slot.is_some() || self.st.multi_deferred,
         }
         .route(job, topo);
         let (pool, slot) = match route {

@@ -56,6 +56,12 @@ pub(super) enum Later {
         req: Request,
         routing: Routing,
     },
+    /// A command whose keys span a cluster's shards, or that every shard
+    /// answers.
+    Spanning {
+        req: Request,
+        how: super::cluster::Spanning,
+    },
     /// A login from an address that failed too often: answered after `delay`.
     Throttled {
         req: Request,
@@ -208,6 +214,16 @@ impl Session {
                 }
             }
         };
+        let (slot, req) = if topo.shards.is_some() {
+            let mut buf = [0u8; 64];
+            let name = lower(raw_name, &mut buf).to_vec();
+            match self.cluster_slot(&name, req, topo) {
+                Ok(found) => found,
+                Err(handled) => return handled,
+            }
+        } else {
+            (None, req)
+        };
         let conn = if self.st.in_multi {
             Conn::Transaction
         } else if routing.class.may_block() {
@@ -215,7 +231,8 @@ impl Session {
         } else {
             Conn::Shared
         };
-        let job = Job::new(req, routing, conn, self.st.ctx.clone());
+        let mut job = Job::new(req, routing, conn, self.st.ctx.clone());
+        job.slot = slot;
         self.route_job(job, topo)
     }
 
@@ -288,7 +305,34 @@ impl Session {
                 conn,
                 rewrite,
             } => {
+                if topo.shards.is_some() {
+                    match b {
+                        // Sent with the transaction's first command, on
+                        // its shard (see `SessionState::multi_deferred`).
+                        Builtin::Multi => {
+                            self.st.multi_deferred = true;
+                            return Handled::Slot(Slot::Ready(reply::ok()));
+                        }
+                        Builtin::Exec | Builtin::Discard if self.st.multi_deferred => {
+                            // Nothing was queued: nothing was sent.
+                            self.st.multi_deferred = false;
+                            if self.st.own.is_some() {
+                                self.replay(&[vec![Bytes::from_static(b"UNWATCH")]]);
+                            }
+                            return Handled::Slot(Slot::Ready(match b {
+                                Builtin::Exec => Bytes::from_static(b"*0\r\n"),
+                                _ => reply::ok(),
+                            }));
+                        }
+                        _ => {}
+                    }
+                }
+                let (slot, req) = match self.cluster_slot(name, req, topo) {
+                    Ok(found) => found,
+                    Err(handled) => return handled,
+                };
                 let mut job = Job::new(req, routing, conn, self.st.ctx.clone());
+                job.slot = slot;
                 job.rewrite = rewrite;
                 job.ends_tx = matches!(b, Builtin::Exec | Builtin::Discard);
                 self.route_job(job, topo)
@@ -345,12 +389,21 @@ impl Session {
     /// Stages `job` where `topo` says it goes, or queues it to wait.
     pub(super) fn route_job(&mut self, job: Job, topo: &Arc<Topology>) -> Handled {
         let cfg = &self.cfg;
+        let in_cluster = topo.shards.is_some();
+        let group = self.group_of(&job, topo);
+        let Some(topo) = group else {
+            // No shard serves the slot now (a failover, a resharding).
+            let mut job = job;
+            job.retry_mut().waited_for = Some(super::job::Waiting::NoMaster);
+            return Handled::Slot(Slot::Held(job));
+        };
         let choice = Choice {
             st: &self.st,
             read_from: cfg.read_from,
             read_your_writes: cfg.read_your_writes,
             batch_replica: self.batch_replica.as_ref(),
             turn: self.shared.reads_turn(),
+            cluster: job.slot.is_some() || self.st.multi_deferred,
         };
         let route = choice.route(&job, topo);
         if matches!(route, Route::Master { .. }) && choice.is_ryw_fallback(&job, topo) {
@@ -398,6 +451,37 @@ impl Session {
                 pool,
                 lane: Lane::Own,
             } => {
+                if job.in_transaction() && self.st.multi_deferred {
+                    match &self.st.own {
+                        // The transaction's first command: MULTI goes
+                        // first, on its shard's connection.
+                        Some(own) if own.serves(pool) => {
+                            self.send_batch();
+                            if let Some(own) = &self.st.own {
+                                own.conn.send_ignoring_reply(Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"));
+                            }
+                            self.st.multi_deferred = false;
+                        }
+                        // Keys WATCHed on another shard.
+                        Some(own) if self.st.watching && !own.pool.is_closed() => {
+                            self.st.tx_broken.get_or_insert(TxBroken::CommandRefused);
+                            return Handled::Slot(Slot::Ready(reply::error(
+                                crate::cluster::CROSSSLOT,
+                            )));
+                        }
+                        _ => {}
+                    }
+                } else if job.in_transaction() && in_cluster {
+                    if let Some(own) = self.st.own.as_ref().filter(|o| !o.serves(pool)) {
+                        if !own.pool.is_closed() {
+                            // A transaction runs on one shard.
+                            self.st.tx_broken.get_or_insert(TxBroken::CommandRefused);
+                            return Handled::Slot(Slot::Ready(reply::error(
+                                crate::cluster::CROSSSLOT,
+                            )));
+                        }
+                    }
+                }
                 let own = match &self.st.own {
                     Some(own) if own.serves(pool) => own,
                     _ => {
@@ -437,6 +521,27 @@ impl Session {
             self.queue.push_back(sent);
         }
         Handled::Staged
+    }
+
+    /// The topology `job` routes in: in a cluster, the shard of its keys
+    /// (`None` while no shard serves their slot); one without keys goes
+    /// where the session's own connection is, if it needs that connection.
+    pub(super) fn group_of<'t>(&self, job: &Job, topo: &'t Topology) -> Option<&'t Topology> {
+        match (job.slot, &self.st.own) {
+            _ if topo.shards.is_none() => Some(topo),
+            (Some(slot), _) => topo.group(Some(slot)),
+            (None, Some(own)) if job.conn != Conn::Shared => Some(
+                topo.groups()
+                    .into_iter()
+                    .find(|g| {
+                        g.read_master
+                            .as_ref()
+                            .is_some_and(|m| Arc::ptr_eq(m, &own.pool))
+                    })
+                    .unwrap_or(topo),
+            ),
+            (None, _) => Some(topo),
+        }
     }
 
     /// Durable writes: what the writes sent to the master now must be

@@ -59,6 +59,9 @@ pub struct Job {
     pub ends_tx: bool,
     /// Set once it has been held or retried (rare: kept out of line).
     pub retry: Option<Box<Retry>>,
+    /// In front of a Redis Cluster: the hash slot of its keys (`None`: it
+    /// has none), which picks the shard it routes in.
+    pub slot: Option<u16>,
 }
 
 /// A job's history of waiting and retrying.
@@ -92,6 +95,7 @@ impl Job {
             rewrite: Rewrite::None,
             ends_tx: false,
             retry: None,
+            slot: None,
         }
     }
 

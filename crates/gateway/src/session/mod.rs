@@ -29,6 +29,7 @@
 mod actions;
 mod batch;
 mod builtin;
+mod cluster;
 mod dispatch;
 mod head;
 mod input;

@@ -28,13 +28,21 @@ pub enum OnReply {
     ReplicaBusy,
 }
 
-/// The node refuses the command itself, before running it.
-fn is_refusal(frame: &[u8]) -> bool {
+/// The node refuses the command itself, before running it. A cluster
+/// node's `MOVED` and `ASK` (the slot is elsewhere, or moving),
+/// `CLUSTERDOWN` and `TRYAGAIN` (a multi-key command during a resharding)
+/// are refusals too: the command waits for discovery to read the slot map
+/// again and goes where it says.
+pub(super) fn is_refusal(frame: &[u8]) -> bool {
     [
         &b"-READONLY"[..],
         b"-NOREPLICAS",
         b"-LOADING",
         b"-MASTERDOWN",
+        b"-MOVED",
+        b"-ASK ",
+        b"-CLUSTERDOWN",
+        b"-TRYAGAIN",
     ]
     .iter()
     .any(|p| frame.starts_with(p))

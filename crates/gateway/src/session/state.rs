@@ -76,6 +76,10 @@ pub struct SessionState {
     /// Commands of the current transaction went out on the own connection:
     /// losing it loses the transaction.
     pub tx_sent: bool,
+    /// In front of a Redis Cluster, `MULTI` waits to be sent with the
+    /// transaction's first command: that command's shard is where the
+    /// transaction runs.
+    pub multi_deferred: bool,
     pub own: Option<OwnConn>,
     pub inflight: Vec<InFlight>,
     /// Where this session's SCAN cursors live.

@@ -91,6 +91,10 @@ pub fn select(req: &Request, st: &mut SessionState, env: &Env) -> Action {
     else {
         return Action::Reply(reply::error("ERR value is not an integer or out of range"));
     };
+    if env.topology.shards.is_some() && db != 0 {
+        // A Redis Cluster has database 0 only.
+        return Action::Reply(reply::error("ERR SELECT is not allowed in cluster mode"));
+    }
     if !(0..env.databases as i64).contains(&db) {
         return Action::Reply(reply::error("ERR DB index is out of range"));
     }

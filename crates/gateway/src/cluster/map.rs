@@ -1,0 +1,67 @@
+//! Which shard serves each hash slot, and each shard's own topology.
+
+use std::sync::Arc;
+
+use super::slot::SLOTS;
+use crate::topology::Topology;
+
+/// No shard serves the slot (not assigned, or its shard has no master).
+const UNSERVED: u16 = u16::MAX;
+
+/// A Redis Cluster as the gateway routes to it: one [`Topology`] per shard
+/// — master, replicas, offsets, why writes are held — exactly what a
+/// Sentinel group has, so the session routes within a shard as it does
+/// within a group.
+pub struct ShardMap {
+    /// Per shard, in the order of their first slot.
+    pub shards: Vec<Arc<Topology>>,
+    /// The shard index of every slot.
+    slots: Box<[u16]>,
+}
+
+impl ShardMap {
+    /// `ranges[i]` are the slot ranges (inclusive) shard `i` serves.
+    pub fn new(shards: Vec<Arc<Topology>>, ranges: &[Vec<(u16, u16)>]) -> ShardMap {
+        let mut slots = vec![UNSERVED; SLOTS].into_boxed_slice();
+        for (i, shard) in ranges.iter().enumerate() {
+            for &(from, to) in shard {
+                for s in from..=to.min(SLOTS as u16 - 1) {
+                    slots[s as usize] = i as u16;
+                }
+            }
+        }
+        ShardMap { shards, slots }
+    }
+
+    /// The shard that serves `slot`.
+    pub fn shard_of(&self, slot: u16) -> Option<&Arc<Topology>> {
+        let i = *self.slots.get(slot as usize)?;
+        self.shards.get(i as usize)
+    }
+
+    /// The index of the shard that serves `slot`.
+    pub fn index_of(&self, slot: u16) -> Option<usize> {
+        let i = *self.slots.get(slot as usize)?;
+        (i != UNSERVED).then_some(i as usize)
+    }
+
+    /// Slots no shard serves.
+    pub fn unserved(&self) -> usize {
+        self.slots.iter().filter(|&&i| i == UNSERVED).count()
+    }
+
+    /// The slot ranges shard `i` serves.
+    pub fn ranges_of(&self, i: usize) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for (s, &owner) in self.slots.iter().enumerate() {
+            if owner as usize != i {
+                continue;
+            }
+            match out.last_mut() {
+                Some((_, to)) if *to as usize + 1 == s => *to = s as u16,
+                _ => out.push((s as u16, s as u16)),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,16 @@
+//! Redis Cluster as a backend: hash slots, which shard serves which, and
+//! what to do with a command whose keys live on several shards. The
+//! session routes a command to its shard, then within the shard exactly as
+//! within a Sentinel group (see `ShardMap`).
+
+mod map;
+mod slot;
+mod spread;
+mod view;
+
+pub use map::ShardMap;
+pub use spread::{
+    merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies, spread,
+    Everywhere, Part, Split, Spread, CROSSSLOT,
+};
+pub use view::{agree, parse_shards, parse_slots, AgreedShard};

@@ -1,0 +1,562 @@
+//! Discovery for a Redis Cluster: every node is asked `CLUSTER SHARDS`
+//! (`CLUSTER SLOTS` before Redis 7), each shard's master is the one most
+//! nodes name *and* that answers `ROLE` as master, and each shard is then
+//! watched as a Sentinel group is: the master's offsets every 100 ms, each
+//! replica's link and lag, writes held while the master is silent or
+//! failed. It publishes one [`Topology`] per shard inside a
+//! [`ShardMap`]: the session routes within a shard as within a group.
+//!
+//! Shards are watched concurrently: a paused master costs its own shard a
+//! control timeout, never the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::nodes::{is_busy, judge_replica, replica_node, Nodes};
+use super::replication::OffsetHistory;
+use super::report::Seen;
+use super::sentinels::reason;
+use super::{spec_for, Event, MIN_ROUND_GAP, OFFSET_INTERVAL, REPLICA_CHECK_BUDGET, RETIRE_GRACE};
+use crate::backend::{GatewayAuth, NodePool};
+use crate::cluster::{agree, parse_shards, parse_slots, AgreedShard, ShardMap};
+use crate::commands::{CommandTable, Software};
+use crate::config::GatewayConfig;
+use crate::locality::{read_tiers, Locality};
+use crate::metrics::Telemetry;
+use crate::reload::LiveConfig;
+use crate::topology::{OffsetSample, ReplicaNode, Topology, WriteHold};
+
+/// One shard, watched around the master the nodes agree on. A new master
+/// (a failover) is a new `Shard`: offsets of two histories never mix.
+struct Shard {
+    ranges: Vec<(u16, u16)>,
+    master: Arc<NodePool>,
+    /// `ROLE` said master in the last full round.
+    confirmed: bool,
+    /// It did not answer its last offset sample.
+    unresponsive: bool,
+    /// Most nodes mark it failed: the cluster is failing it over.
+    failed: bool,
+    replica_addrs: Vec<String>,
+    replica_pools: HashMap<String, Arc<NodePool>>,
+    /// Control connections to this shard's nodes, its own: shards are asked
+    /// concurrently.
+    nodes: Nodes,
+    history: OffsetHistory,
+    sample: Option<OffsetSample>,
+    replicas: Vec<ReplicaNode>,
+    seen: Seen,
+}
+
+impl Shard {
+    fn new(cfg: &GatewayConfig, auth: &GatewayAuth, agreed: &AgreedShard) -> Shard {
+        tracing::info!(master = %agreed.master, slots = %ranges_text(&agreed.ranges), "cluster shard master named by the nodes");
+        Shard {
+            ranges: agreed.ranges.clone(),
+            master: Arc::new(NodePool::new(
+                spec_for(cfg, auth, &agreed.master, true),
+                cfg.connections_per_node,
+            )),
+            confirmed: false,
+            unresponsive: false,
+            failed: agreed.master_failed,
+            replica_addrs: agreed.replicas.clone(),
+            replica_pools: HashMap::new(),
+            nodes: Nodes::new(
+                cfg.node_auth(),
+                cfg.backend_tls_client.clone(),
+                cfg.control_timeout(),
+            ),
+            history: OffsetHistory::default(),
+            sample: None,
+            replicas: Vec::new(),
+            seen: Seen::default(),
+        }
+    }
+
+    fn addr(&self) -> &str {
+        &self.master.addr
+    }
+
+    /// `ROLE` on the master: only a node that says master gets writes.
+    async fn confirm(&mut self) {
+        let addr = self.addr().to_string();
+        match self.nodes.role(&addr).await {
+            Ok(role) if role.is_master() => {
+                if !self.confirmed {
+                    tracing::info!(master = %addr, "cluster shard master confirmed");
+                }
+                self.confirmed = true;
+                self.unresponsive = false;
+            }
+            Ok(role) => {
+                tracing::warn!(master = %addr, role = role.name(), "the nodes' master of a shard says it is not a master; holding its writes");
+                self.confirmed = false;
+            }
+            Err(e) if is_busy(&e) => self.unresponsive = false,
+            Err(e) => {
+                if !self.unresponsive {
+                    tracing::warn!(master = %addr, "a shard's master does not answer ROLE ({}); holding its writes", reason(&e));
+                }
+                self.unresponsive = true;
+            }
+        }
+    }
+
+    /// The master's offsets, then the replicas'.
+    async fn watch(&mut self, cfg: &GatewayConfig, auth: &GatewayAuth, telemetry: &Telemetry) {
+        let addr = self.addr().to_string();
+        if self.confirmed {
+            match self.nodes.master_sample(&addr).await {
+                Ok(sample) => {
+                    if self.unresponsive {
+                        tracing::info!(master = %addr, "a shard's master answers again");
+                    }
+                    self.unresponsive = false;
+                    self.history.record(&sample);
+                    self.sample = Some(sample);
+                }
+                Err(belay_client::ClientError::Unexpected { detail, .. }) => {
+                    tracing::warn!(master = %addr, "{detail}; holding the shard's writes");
+                    self.confirmed = false;
+                }
+                Err(e) if is_busy(&e) => self.unresponsive = false,
+                Err(e) => {
+                    if !self.unresponsive {
+                        self.seen
+                            .failover_noticed(&addr, "the shard's master does not answer", telemetry);
+                        tracing::warn!(master = %addr, "a shard's master does not answer ({}); holding its writes", reason(&e));
+                    }
+                    self.unresponsive = true;
+                }
+            }
+        }
+        self.check_replicas(cfg, auth).await;
+    }
+
+    async fn check_replicas(&mut self, cfg: &GatewayConfig, auth: &GatewayAuth) {
+        let timeout = cfg.control_timeout().min(REPLICA_CHECK_BUDGET);
+        let addrs = self.replica_addrs.clone();
+        let answers = self.nodes.replicas_info(&addrs, timeout, false).await;
+        let now = Instant::now();
+        let master = self.confirmed.then(|| self.master.addr.clone());
+        let mut out = Vec::new();
+        for answer in answers {
+            let pool = self
+                .replica_pools
+                .entry(answer.addr.clone())
+                .or_insert_with(|| {
+                    Arc::new(NodePool::new(
+                        spec_for(cfg, auth, &answer.addr, false),
+                        cfg.connections_per_node,
+                    ))
+                })
+                .clone();
+            let gone = self.unresponsive;
+            let history = &self.history;
+            out.push(replica_node(
+                pool,
+                &answer.addr,
+                &answer.info,
+                master.is_some(),
+                |info| {
+                    judge_replica(
+                        info,
+                        master.as_deref(),
+                        history,
+                        now,
+                        cfg.max_replica_lag(),
+                        gone,
+                    )
+                },
+            ));
+        }
+        let nodes = &mut self.nodes;
+        self.replica_pools.retain(|addr, pool| {
+            let keep = addrs.contains(addr);
+            if !keep {
+                pool.close();
+                nodes.forget(addr);
+            }
+            keep
+        });
+        self.replicas = out;
+    }
+
+    fn write_hold(&self) -> Option<WriteHold> {
+        if !self.confirmed {
+            Some(WriteHold::NoMaster)
+        } else if self.unresponsive {
+            Some(WriteHold::MasterSilent)
+        } else if self.failed {
+            Some(WriteHold::FailoverInProgress)
+        } else {
+            None
+        }
+    }
+
+    /// The master left the shard (a failover, a resharding): one that
+    /// still answers keeps its connections for what was sent there.
+    fn retire(self, cfg: &GatewayConfig) {
+        if self.confirmed && !self.unresponsive && !self.master.health().is_silent() {
+            self.master.retire(cfg.request_timeout() + RETIRE_GRACE);
+        } else {
+            self.master.close();
+        }
+        for p in self.replica_pools.values() {
+            p.close();
+        }
+    }
+}
+
+/// The discovery task for a cluster.
+pub struct ClusterDiscovery {
+    live: Arc<LiveConfig>,
+    cfg: Arc<GatewayConfig>,
+    gateway_auth: GatewayAuth,
+    /// Connections for asking nodes about the cluster, and for `COMMAND`.
+    views: Nodes,
+    /// Every node to ask: the configured ones and every one learned.
+    known: Vec<String>,
+    /// By master address.
+    shards: HashMap<String, Shard>,
+    commands: Arc<CommandTable>,
+    commands_stale: bool,
+    server: Software,
+    generation: u64,
+    master_checks: u64,
+    unserved_logged: usize,
+    telemetry: Telemetry,
+    tx: watch::Sender<Arc<Topology>>,
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+}
+
+impl ClusterDiscovery {
+    pub fn new(
+        live: Arc<LiveConfig>,
+        telemetry: Telemetry,
+    ) -> (
+        ClusterDiscovery,
+        watch::Receiver<Arc<Topology>>,
+        mpsc::UnboundedSender<Event>,
+    ) {
+        let cfg = live.load();
+        let commands = Arc::new(CommandTable::default());
+        let (tx, rx) = watch::channel(Arc::new(Topology::empty(commands.clone())));
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let d = ClusterDiscovery {
+            gateway_auth: GatewayAuth::with_tls(cfg.node_auth(), cfg.backend_tls_client.clone()),
+            views: Nodes::new(
+                cfg.node_auth(),
+                cfg.backend_tls_client.clone(),
+                cfg.control_timeout(),
+            ),
+            known: cfg.cluster.clone(),
+            shards: HashMap::new(),
+            commands,
+            commands_stale: false,
+            server: Software::default(),
+            generation: 0,
+            master_checks: 0,
+            unserved_logged: 0,
+            telemetry,
+            tx,
+            events: Some(events),
+            live,
+            cfg,
+        };
+        (d, rx, events_tx)
+    }
+
+    /// Runs until the gateway stops (the task is aborted).
+    pub async fn run(mut self) {
+        let Some(mut events) = self.events.take() else {
+            return;
+        };
+        let mut next_full = Instant::now();
+        loop {
+            let old = self.cfg.clone();
+            if self.live.refresh(&mut self.cfg) {
+                self.reconfigure(&old);
+                next_full = Instant::now();
+            }
+            if Instant::now() >= next_full {
+                self.full_round().await;
+                next_full = Instant::now() + self.cfg.poll_interval();
+            } else {
+                self.offsets_round().await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(OFFSET_INTERVAL) => {}
+                ev = events.recv() => {
+                    if ev.is_none() {
+                        return;
+                    }
+                    // A session saw a sign (MOVED, a refusal, a lost
+                    // connection): look at the whole cluster again soon.
+                    while events.try_recv().is_ok() {}
+                    next_full = next_full.min(Instant::now() + MIN_ROUND_GAP);
+                }
+            }
+        }
+    }
+
+    /// New credentials (or TLS files) for connections opened from now on.
+    fn reconfigure(&mut self, old: &GatewayConfig) {
+        let cfg = self.cfg.clone();
+        if cfg.node_auth() != old.node_auth() || cfg.backend_tls_client.is_some() {
+            tracing::info!("reload: new credentials for the cluster's nodes (used by new connections)");
+            self.gateway_auth.set(cfg.node_auth());
+            self.gateway_auth.set_tls(cfg.backend_tls_client.clone());
+            let fresh = || {
+                Nodes::new(
+                    cfg.node_auth(),
+                    cfg.backend_tls_client.clone(),
+                    cfg.control_timeout(),
+                )
+            };
+            self.views = fresh();
+            for shard in self.shards.values_mut() {
+                shard.nodes = fresh();
+            }
+        }
+        if cfg.commands != old.commands {
+            self.commands_stale = true;
+        }
+    }
+
+    /// Every known node's view, agreed; shards re-formed around the masters
+    /// named; each master confirmed with `ROLE`; then the offsets.
+    async fn full_round(&mut self) {
+        let timeout = self.cfg.control_timeout().min(REPLICA_CHECK_BUDGET);
+        let tls = self.cfg.backend_tls_client.is_some();
+        let known = self.known.clone();
+        let answers = self
+            .views
+            .ask_all(&known, timeout, &["CLUSTER", "SHARDS"])
+            .await;
+        let mut views = Vec::new();
+        let mut need_slots = Vec::new();
+        for (addr, answer) in answers {
+            match answer {
+                Ok(v) => match parse_shards(&v, tls) {
+                    Some(view) => views.push(view),
+                    None => tracing::warn!(node = %addr, "CLUSTER SHARDS: a reply the gateway cannot read"),
+                },
+                Err(belay_client::ClientError::Reply { .. }) => need_slots.push(addr),
+                Err(e) => tracing::debug!(node = %addr, "cluster node does not answer: {}", reason(&e)),
+            }
+        }
+        // Before Redis 7: CLUSTER SLOTS.
+        for (addr, answer) in self
+            .views
+            .ask_all(&need_slots, timeout, &["CLUSTER", "SLOTS"])
+            .await
+        {
+            match answer.ok().as_ref().and_then(parse_slots) {
+                Some(view) => views.push(view),
+                None => tracing::warn!(node = %addr, "neither CLUSTER SHARDS nor CLUSTER SLOTS answered: is it a cluster node?"),
+            }
+        }
+        if views.is_empty() {
+            tracing::warn!(nodes = ?self.known, "no cluster node answered; writes are held");
+            for shard in self.shards.values_mut() {
+                shard.unresponsive = true;
+            }
+            self.publish();
+            return;
+        }
+        let agreed = agree(&views);
+        for shard in &agreed {
+            for addr in std::iter::once(&shard.master).chain(&shard.replicas) {
+                if !self.known.contains(addr) {
+                    self.known.push(addr.clone());
+                }
+            }
+        }
+        // Shards whose master is no longer named: retired.
+        let named: Vec<&String> = agreed.iter().map(|s| &s.master).collect();
+        let gone: Vec<String> = self
+            .shards
+            .keys()
+            .filter(|a| !named.contains(a))
+            .cloned()
+            .collect();
+        for addr in gone {
+            if let Some(shard) = self.shards.remove(&addr) {
+                tracing::info!(master = %addr, "no longer a shard's master");
+                shard.retire(&self.cfg);
+            }
+        }
+        for a in &agreed {
+            match self.shards.get_mut(&a.master) {
+                Some(shard) => {
+                    shard.ranges = a.ranges.clone();
+                    shard.replica_addrs = a.replicas.clone();
+                    if a.master_failed && !shard.failed {
+                        tracing::warn!(master = %a.master, "the cluster marks a shard's master failed; holding its writes");
+                        shard
+                            .seen
+                            .failover_noticed(&a.master, "the cluster marks it failed", &self.telemetry);
+                    }
+                    shard.failed = a.master_failed;
+                }
+                None => {
+                    let shard = Shard::new(&self.cfg, &self.gateway_auth, a);
+                    self.shards.insert(a.master.clone(), shard);
+                }
+            }
+        }
+        let (cfg, auth, telemetry) = (&self.cfg, &self.gateway_auth, &self.telemetry);
+        join_all(self.shards.values_mut().map(|s| async move {
+            s.confirm().await;
+            s.watch(cfg, auth, telemetry).await;
+        }))
+        .await;
+        self.master_checks += 2;
+        self.refresh_commands().await;
+        self.publish();
+    }
+
+    async fn offsets_round(&mut self) {
+        let (cfg, auth, telemetry) = (&self.cfg, &self.gateway_auth, &self.telemetry);
+        join_all(
+            self.shards
+                .values_mut()
+                .filter(|s| !s.unresponsive)
+                .map(|s| s.watch(cfg, auth, telemetry)),
+        )
+        .await;
+        self.master_checks += 1;
+        self.publish();
+    }
+
+    /// The command table, from the first confirmed master.
+    async fn refresh_commands(&mut self) {
+        let Some(master) = self
+            .shards
+            .values()
+            .filter(|s| s.confirmed && !s.unresponsive)
+            .map(|s| s.addr().to_string())
+            .min()
+        else {
+            return;
+        };
+        let current = match self.commands_stale {
+            true => Arc::new(CommandTable::default()),
+            false => self.commands.clone(),
+        };
+        match self
+            .views
+            .command_table(&master, &current, &self.cfg.commands)
+            .await
+        {
+            Ok(Some(table)) => {
+                self.commands_stale = false;
+                tracing::info!(commands = table.len(), server = %table.software, "command table loaded from a cluster master");
+                self.server = table.software.clone();
+                self.commands = Arc::new(table);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if self.commands.is_empty() {
+                    tracing::warn!("cannot read COMMAND from {master} ({}); commands the gateway does not answer itself wait for it", reason(&e));
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        self.generation += 1;
+        let mut order: Vec<&mut Shard> = self.shards.values_mut().collect();
+        order.sort_by_key(|s| s.ranges.first().copied());
+        let mut groups = Vec::new();
+        let mut ranges = Vec::new();
+        for shard in order {
+            let mut replicas = shard.replicas.clone();
+            for r in &mut replicas {
+                r.locality = Locality {
+                    zone: None,
+                    rtt: shard.nodes.rtt(&r.pool.addr),
+                };
+            }
+            let tiers = read_tiers(&mut replicas, self.cfg.read_from, self.cfg.zone.as_deref());
+            let write_hold = shard.write_hold();
+            let sample = shard.sample.clone().filter(|_| shard.confirmed);
+            let followers = match &sample {
+                Some(s) => replicas
+                    .iter()
+                    .filter(|r| r.replid.as_deref() == Some(&*s.replid))
+                    .count(),
+                None => replicas.len(),
+            };
+            let topo = Topology {
+                generation: self.generation,
+                master_checks: self.master_checks,
+                master: write_hold.is_none().then(|| shard.master.clone()),
+                write_hold,
+                read_master: Some(shard.master.clone()).filter(|_| shard.confirmed),
+                replicas,
+                read_tiers: tiers,
+                master_locality: Locality {
+                    zone: None,
+                    rtt: shard.nodes.rtt(shard.addr()),
+                },
+                zone: self.cfg.zone.as_deref().map(Into::into),
+                master_sample: sample,
+                commands: self.commands.clone(),
+                server: self.server.clone(),
+                sentinels: Arc::from([]),
+                followers,
+                shards: None,
+            };
+            shard.seen.report(&topo, &self.telemetry);
+            groups.push(Arc::new(topo));
+            ranges.push(shard.ranges.clone());
+        }
+        let map = ShardMap::new(groups, &ranges);
+        let unserved = map.unserved();
+        if unserved != self.unserved_logged {
+            if unserved > 0 {
+                tracing::warn!(slots = unserved, "slots no shard serves: commands for them are held");
+            }
+            self.unserved_logged = unserved;
+        }
+        let mut top = match map.shard_of(0).or(map.shards.first()) {
+            Some(first) => (**first).clone(),
+            None => {
+                let mut t = Topology::empty(self.commands.clone());
+                t.generation = self.generation;
+                t.master_checks = self.master_checks;
+                t.server = self.server.clone();
+                t
+            }
+        };
+        top.shards = Some(Arc::new(map));
+        self.tx.send_replace(Arc::new(top));
+    }
+}
+
+impl Drop for ClusterDiscovery {
+    fn drop(&mut self) {
+        for shard in self.shards.values() {
+            shard.master.close();
+            for p in shard.replica_pools.values() {
+                p.close();
+            }
+        }
+    }
+}
+
+/// `0-5460,6000-6001`, for logs.
+pub(crate) fn ranges_text(ranges: &[(u16, u16)]) -> String {
+    ranges
+        .iter()
+        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(",")
+}

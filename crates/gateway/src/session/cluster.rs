@@ -1,0 +1,317 @@
+//! The session in front of a Redis Cluster: which slot a command's keys
+//! are in (the shard then routes it as a Sentinel group would), and the
+//! commands whose keys span shards or that concern every shard, run at the
+//! head of the queue — once everything the client sent before is answered
+//! — as one command per slot on the shards' shared connections, their
+//! replies merged (`cluster::spread`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use belay_resp::Request;
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::input::{Handled, Later};
+use super::queue::Slot;
+use super::state::TxBroken;
+use super::Session;
+use crate::backend::NodePool;
+use crate::cluster::{
+    merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies, Everywhere,
+    Part, Split, Spread, CROSSSLOT,
+};
+use crate::discovery::Event;
+use crate::reply;
+use crate::topology::Topology;
+
+/// What runs at the head for a command that spans shards.
+pub(super) enum Spanning {
+    Split(Split),
+    Everywhere(Everywhere),
+}
+
+/// How often a part waiting for its shard (no master, a refusal) looks at
+/// the topology again.
+const RECHECK: Duration = Duration::from_millis(50);
+
+impl Session {
+    /// In a cluster: the slot of `req`'s keys, or how the request is
+    /// handled instead (`Err`). Outside one: `Ok(None)`.
+    pub(super) fn cluster_slot(
+        &mut self,
+        name: &[u8],
+        req: Request,
+        topo: &Topology,
+    ) -> Result<(Option<u16>, Request), Handled> {
+        if topo.shards.is_none() {
+            return Ok((None, req));
+        }
+        let keys = topo.commands.key_positions(name, &req);
+        let how = match crate::cluster::spread(name, &req, &keys) {
+            Spread::Slot(slot) => return Ok((slot, req)),
+            Spread::CrossSlot => return Err(self.cross_slot()),
+            Spread::Split(s) => Spanning::Split(s),
+            Spread::Everywhere(e) => Spanning::Everywhere(e),
+        };
+        if self.st.in_multi {
+            // One transaction runs on one node.
+            return Err(self.cross_slot());
+        }
+        if !self.at_head {
+            return Err(Handled::Slot(Slot::Queued(req)));
+        }
+        Err(Handled::Later(Later::Spanning { req, how }))
+    }
+
+    fn cross_slot(&mut self) -> Handled {
+        if self.st.in_multi {
+            self.st.tx_broken.get_or_insert(TxBroken::CommandRefused);
+        }
+        Handled::Slot(Slot::Ready(reply::error(CROSSSLOT)))
+    }
+
+    /// Runs a command that spans shards (see [`Spanning`]).
+    pub(super) async fn spanning(&mut self, req: Request, how: Spanning) -> Slot {
+        Slot::Ready(match how {
+            Spanning::Split(s) => self.split(&req, s).await,
+            Spanning::Everywhere(Everywhere::Scan) => self.scan(&req).await,
+            Spanning::Everywhere(Everywhere::RandomKey) => self.random_key(&req).await,
+            Spanning::Everywhere(e) => self.everywhere(&req, e).await,
+        })
+    }
+
+    async fn split(&mut self, req: &Request, how: Split) -> Bytes {
+        let parts = split(req, how);
+        let writes = how != Split::Values;
+        let mut replies: Vec<Option<Bytes>> = vec![None; parts.len()];
+        let deadline = Instant::now() + self.cfg.failover_hold();
+        loop {
+            let pending: Vec<usize> = (0..parts.len()).filter(|&i| replies[i].is_none()).collect();
+            let topo = self.topology().clone();
+            // Every part's shard must be there before any part is sent: a
+            // write split over shards runs everywhere or, while a shard
+            // fails over, nowhere yet.
+            let pools: Option<Vec<Arc<NodePool>>> = pending
+                .iter()
+                .map(|&i| shard_pool(&topo, Some(parts[i].slot), writes))
+                .collect();
+            match pools {
+                Some(pools) => {
+                    let sent: Vec<(Arc<NodePool>, Bytes)> = pending
+                        .iter()
+                        .zip(pools)
+                        .map(|(&i, p)| (p, parts[i].raw.clone()))
+                        .collect();
+                    let answers = self.ask_each(sent).await;
+                    for (&i, answer) in pending.iter().zip(answers) {
+                        match answer {
+                            Ok(r) if super::retry::is_refusal(&r) => {
+                                self.suspect_map(&parts[i]);
+                                if Instant::now() >= deadline {
+                                    return r;
+                                }
+                            }
+                            Ok(r) => replies[i] = Some(r),
+                            Err(e) => {
+                                let done = replies.iter().any(|r| r.is_some());
+                                return partial(req, e, writes && done);
+                            }
+                        }
+                    }
+                }
+                None if Instant::now() >= deadline => {
+                    return reply::error(&format!(
+                        "TRYAGAIN belay: {} spans shards and one of them has no master now (failover in progress?); {}",
+                        name_of(req),
+                        if replies.iter().any(|r| r.is_some()) {
+                            "part of it ran"
+                        } else {
+                            "the command was not run"
+                        }
+                    ))
+                }
+                None => {}
+            }
+            if replies.iter().all(|r| r.is_some()) {
+                let replies: Vec<Bytes> = replies.into_iter().flatten().collect();
+                let nkeys = parts.iter().map(|p| p.keys.len()).sum();
+                return merge_split(how, &parts, &replies, nkeys);
+            }
+            self.topology_change(RECHECK).await;
+        }
+    }
+
+    /// `KEYS`, `DBSIZE`, `FLUSHDB`, `FLUSHALL`: every shard, merged.
+    async fn everywhere(&mut self, req: &Request, how: Everywhere) -> Bytes {
+        let deadline = Instant::now() + self.cfg.failover_hold();
+        loop {
+            let topo = self.topology().clone();
+            let pools: Option<Vec<Arc<NodePool>>> = topo
+                .groups()
+                .iter()
+                .map(|g| group_pool(g, how.writes()))
+                .collect();
+            if let Some(pools) = pools.filter(|p| !p.is_empty()) {
+                let sent = pools.into_iter().map(|p| (p, req.raw.clone())).collect();
+                let mut replies = Vec::new();
+                for answer in self.ask_each(sent).await {
+                    match answer {
+                        Ok(r) => replies.push(r),
+                        Err(e) => return partial(req, e, how.writes()),
+                    }
+                }
+                return merge_everywhere(how, &replies);
+            }
+            if Instant::now() >= deadline {
+                return reply::error(&format!(
+                    "TRYAGAIN belay: {} goes to every shard and one has no master now (failover in progress?); the command was not run",
+                    name_of(req)
+                ));
+            }
+            self.topology_change(RECHECK).await;
+        }
+    }
+
+    /// `SCAN`: the shard named in the cursor, with its own cursor.
+    async fn scan(&mut self, req: &Request) -> Bytes {
+        let Some((shard, cursor)) = req.arg(1).and_then(scan_cursor) else {
+            return reply::error("ERR invalid cursor");
+        };
+        let deadline = Instant::now() + self.cfg.failover_hold();
+        loop {
+            let topo = self.topology().clone();
+            let groups = topo.groups();
+            let Some(group) = groups.get(shard) else {
+                return reply::error("ERR invalid cursor");
+            };
+            if let Some(pool) = group_pool(group, false) {
+                let mut args: Vec<&[u8]> = req.args().collect();
+                let node_cursor = cursor.to_string();
+                args[1] = node_cursor.as_bytes();
+                let raw = belay_resp::encode_command(&args).freeze();
+                let n = groups.len();
+                return match self.ask_each(vec![(pool, raw)]).await.remove(0) {
+                    Ok(r) if r.first() == Some(&b'-') => r,
+                    Ok(r) => rewrite_scan_reply(&r, shard, n).unwrap_or_else(|| {
+                        reply::error("ERR belay: a shard answered SCAN with a reply the gateway cannot read")
+                    }),
+                    Err(e) => e,
+                };
+            }
+            if Instant::now() >= deadline {
+                return reply::error("TRYAGAIN belay: the shard this SCAN is at has no master now (failover in progress?)");
+            }
+            self.topology_change(RECHECK).await;
+        }
+    }
+
+    /// `RANDOMKEY`: the shards in a random order, the first key found.
+    async fn random_key(&mut self, req: &Request) -> Bytes {
+        let topo = self.topology().clone();
+        let mut pools: Vec<Arc<NodePool>> = topo
+            .groups()
+            .iter()
+            .filter_map(|g| group_pool(g, false))
+            .collect();
+        rand::seq::SliceRandom::shuffle(&mut pools[..], &mut rand::thread_rng());
+        let mut last = reply::null(self.st.ctx.resp3);
+        for pool in pools {
+            match self.ask_each(vec![(pool, req.raw.clone())]).await.remove(0) {
+                Ok(r) if r.first() == Some(&b'$') && r.as_ref() != b"$-1\r\n" => return r,
+                Ok(r) => last = r,
+                Err(e) => return e,
+            }
+        }
+        last
+    }
+
+    /// Sends each command to its node on the session's context's shared
+    /// connection, concurrently; each one's reply, or the client's error
+    /// when it got none (`TRYAGAIN`: not run; `UNCERTAIN`: may have run).
+    async fn ask_each(&mut self, sent: Vec<(Arc<NodePool>, Bytes)>) -> Vec<Result<Bytes, Bytes>> {
+        let ctx = self.st.ctx.clone();
+        let hint = self.slot();
+        let asks = sent.into_iter().map(|(pool, raw)| {
+            let ctx = ctx.clone();
+            async move {
+                if let Err(e) = pool.connect_shared(&ctx, hint).await {
+                    return Err(reply::error(&format!(
+                        "TRYAGAIN belay: cannot reach {} ({e}); the command was not run",
+                        pool.addr
+                    )));
+                }
+                let rx = pool
+                    .try_send_shared(&ctx, hint, raw, 1, None, None)
+                    .map_err(|_| {
+                        reply::error(&format!(
+                            "TRYAGAIN belay: the connection to {} closed; the command was not run",
+                            pool.addr
+                        ))
+                    })?;
+                match rx.await {
+                    Ok(Ok(replies)) => split_replies(&replies.frames, 1)
+                        .and_then(|mut r| r.pop())
+                        .ok_or_else(|| reply::error("ERR belay: an unreadable reply")),
+                    Ok(Err(e)) if e.retry_safe() => Err(reply::error(&format!(
+                        "TRYAGAIN belay: {e}; the command was not run"
+                    ))),
+                    Ok(Err(e)) => Err(reply::error(&format!(
+                        "UNCERTAIN belay: {e}; it may or may not have run"
+                    ))),
+                    Err(_) => Err(reply::error(
+                        "UNCERTAIN belay: the connection went away; it may or may not have run",
+                    )),
+                }
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// A node refused a part (`MOVED`, `CLUSTERDOWN`, …): the slot map may
+    /// be out of date; discovery looks again.
+    fn suspect_map(&self, part: &Part) {
+        let _ = self.shared.events.send(Event::Suspect {
+            addr: format!("slot {}", part.slot),
+        });
+    }
+
+    /// Waits until discovery publishes a new topology, or `at_most`.
+    async fn topology_change(&mut self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.topo_rx.changed()).await;
+    }
+}
+
+/// Where a command for `slot` goes now: the shard's master for writes
+/// (`None` while they are held), its confirmed master for reads.
+fn shard_pool(topo: &Topology, slot: Option<u16>, writes: bool) -> Option<Arc<NodePool>> {
+    group_pool(topo.group(slot)?, writes)
+}
+
+fn group_pool(group: &Topology, writes: bool) -> Option<Arc<NodePool>> {
+    let pool = if writes {
+        group.master.as_ref()
+    } else {
+        group.read_master.as_ref()
+    };
+    pool.filter(|p| p.is_usable() && !p.is_closed()).cloned()
+}
+
+fn name_of(req: &Request) -> String {
+    String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase()
+}
+
+/// A part got no reply. When other parts of a write ran, the client must
+/// know the command ran in part.
+fn partial(req: &Request, err: Bytes, others_ran: bool) -> Bytes {
+    if !others_ran {
+        return err;
+    }
+    let why = String::from_utf8_lossy(&err[1..err.len().saturating_sub(2)]).into_owned();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&reply::error(&format!(
+        "UNCERTAIN belay: {} was split across shards and ran on some of them; for one shard: {why}",
+        name_of(req)
+    )));
+    out.freeze()
+}

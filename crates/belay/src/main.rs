@@ -5,9 +5,11 @@
 mod deployment;
 mod down;
 mod status;
+mod status_cluster;
 mod switchover;
 mod ui;
 mod up;
+mod up_cluster;
 mod watch;
 
 use std::process::ExitCode;

@@ -645,17 +645,9 @@ pub async fn wait_ready(
     loop {
         let missing = {
             let t = topology.borrow_and_update();
-            let eligible = t.eligible_replicas().count();
-            if t.is_ready() && eligible >= replicas {
-                return Ok(());
-            }
-            match (&t.master, t.commands.is_empty()) {
-                (None, _) => format!(
-                    "writes are held ({})",
-                    t.write_hold.map_or("no master", |h| h.describe())
-                ),
-                (_, true) => "the master's command table is not loaded".to_string(),
-                _ => format!("{eligible} of {replicas} replicas are eligible for reads"),
+            match not_ready(&t, replicas) {
+                None => return Ok(()),
+                Some(why) => why,
             }
         };
         if tokio::time::Instant::now() >= deadline {
@@ -663,6 +655,38 @@ pub async fn wait_ready(
         }
         let _ = tokio::time::timeout_at(deadline, topology.changed()).await;
     }
+}
+
+/// What keeps `t` from serving with `replicas` eligible replicas (per
+/// shard, in a cluster), if anything.
+fn not_ready(t: &Topology, replicas: usize) -> Option<String> {
+    if let Some(map) = &t.shards {
+        if map.shards.is_empty() {
+            return Some("no cluster node answered".into());
+        }
+        let unserved = map.unserved();
+        if unserved > 0 {
+            return Some(format!("{unserved} slots are served by no shard"));
+        }
+        return map.shards.iter().find_map(|shard| {
+            not_ready(shard, replicas).map(|why| {
+                let at = shard.read_master.as_ref().map_or("?", |m| m.addr.as_str());
+                format!("shard of {at}: {why}")
+            })
+        });
+    }
+    let eligible = t.eligible_replicas().count();
+    if t.is_ready() && eligible >= replicas {
+        return None;
+    }
+    Some(match (&t.master, t.commands.is_empty()) {
+        (None, _) => format!(
+            "writes are held ({})",
+            t.write_hold.map_or("no master", |h| h.describe())
+        ),
+        (_, true) => "the master's command table is not loaded".to_string(),
+        _ => format!("{eligible} of {replicas} replicas are eligible for reads"),
+    })
 }
 
 /// Counts an accept loop out however it ends.

@@ -234,7 +234,26 @@ pub fn to_json(topo: &Topology) -> serde_json::Value {
         "server_version": topo.server.version,
         "commands_known": topo.commands.len(),
         "sentinels": &*topo.sentinels,
+        "shards": topo.shards.as_ref().map(|map| shards_json(map)),
     })
+}
+
+/// Each shard of a cluster: its slots and its own topology.
+fn shards_json(map: &ShardMap) -> serde_json::Value {
+    map.shards
+        .iter()
+        .enumerate()
+        .map(|(i, shard)| {
+            let mut one = to_json(shard);
+            let slots: Vec<String> = map
+                .ranges_of(i)
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect();
+            one["slots"] = serde_json::json!(slots);
+            one
+        })
+        .collect()
 }
 
 /// Milliseconds with microseconds (loopback round trips are ~0.1 ms).

@@ -9,8 +9,9 @@ mod spread;
 mod view;
 
 pub use map::ShardMap;
+pub use slot::key_slot;
 pub use spread::{
     merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies, spread,
     Everywhere, Part, Split, Spread, CROSSSLOT,
 };
-pub use view::{agree, parse_shards, parse_slots, AgreedShard};
+pub use view::{agree, flags_failing, parse_shards, parse_slots, AgreedShard};

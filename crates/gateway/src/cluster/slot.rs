@@ -44,7 +44,10 @@ mod tests {
         assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
         assert_eq!(key_slot(b"{user1000}.followers"), key_slot(b"user1000"));
         // An empty tag hashes the whole key; only the first tag counts.
-        assert_eq!(key_slot(b"foo{}{bar}"), CRC16.checksum(b"foo{}{bar}") % 16384);
+        assert_eq!(
+            key_slot(b"foo{}{bar}"),
+            CRC16.checksum(b"foo{}{bar}") % 16384
+        );
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
         assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
     }

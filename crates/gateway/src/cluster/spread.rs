@@ -306,10 +306,16 @@ mod tests {
 
     #[test]
     fn one_slot_many_slots_and_hash_tags() {
-        assert_eq!(spread(b"get", &req("GET foo"), &[1]), Spread::Slot(Some(12182)));
+        assert_eq!(
+            spread(b"get", &req("GET foo"), &[1]),
+            Spread::Slot(Some(12182))
+        );
         assert_eq!(spread(b"ping", &req("PING"), &[]), Spread::Slot(None));
         let r = req("MGET {u}a {u}b");
-        assert_eq!(spread(b"mget", &r, &[1, 2]), Spread::Slot(Some(key_slot(b"u"))));
+        assert_eq!(
+            spread(b"mget", &r, &[1, 2]),
+            Spread::Slot(Some(key_slot(b"u")))
+        );
         assert_eq!(
             spread(b"mget", &req("MGET foo bar"), &[1, 2]),
             Spread::Split(Split::Values)
@@ -356,7 +362,10 @@ mod tests {
             merge_split(Split::Count, &parts, &counts, 3),
             Bytes::from_static(b":3\r\n")
         );
-        let err = [Bytes::from_static(b":2\r\n"), Bytes::from_static(b"-ERR x\r\n")];
+        let err = [
+            Bytes::from_static(b":2\r\n"),
+            Bytes::from_static(b"-ERR x\r\n"),
+        ];
         assert_eq!(
             merge_split(Split::Count, &parts, &err, 3),
             Bytes::from_static(b"-ERR x\r\n")

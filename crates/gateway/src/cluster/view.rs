@@ -100,12 +100,14 @@ pub fn parse_slots(reply: &Value) -> Option<Vec<ShardView>> {
             Some(format!("{}:{}", n.first()?.to_text()?, n.get(1)?.as_int()?))
         };
         let master = addr_of(e.get(2)?)?;
-        let view = by_master.entry(master.clone()).or_insert_with(|| ShardView {
-            ranges: Vec::new(),
-            master: Some(master),
-            master_failed: false,
-            replicas: Vec::new(),
-        });
+        let view = by_master
+            .entry(master.clone())
+            .or_insert_with(|| ShardView {
+                ranges: Vec::new(),
+                master: Some(master),
+                master_failed: false,
+                replicas: Vec::new(),
+            });
         view.ranges.push((from, to));
         for r in e.iter().skip(3).filter_map(addr_of) {
             if !view.replicas.contains(&r) {
@@ -178,6 +180,18 @@ pub fn agree(views: &[Vec<ShardView>]) -> Vec<AgreedShard> {
     out
 }
 
+/// Whether a node's `CLUSTER NODES` reply flags `addr` as failing
+/// (`fail?`: it stopped answering that node; `fail`: most masters agree).
+/// `None` when the reply does not list it.
+pub fn flags_failing(nodes: &str, addr: &str) -> Option<bool> {
+    nodes.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let (_id, at, flags) = (fields.next()?, fields.next()?, fields.next()?);
+        let at = at.split(['@', ',']).next()?;
+        (at == addr).then(|| flags.split(',').any(|f| f == "fail" || f == "fail?"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,12 +231,18 @@ mod tests {
             shard(
                 0,
                 8191,
-                vec![node(7000, "master", "online"), node(7003, "replica", "online")],
+                vec![
+                    node(7000, "master", "online"),
+                    node(7003, "replica", "online"),
+                ],
             ),
             shard(
                 8192,
                 16383,
-                vec![node(7001, "master", "failed"), node(7004, "replica", "failed")],
+                vec![
+                    node(7001, "master", "failed"),
+                    node(7004, "replica", "failed"),
+                ],
             ),
         ]);
         let views = parse_shards(&reply, false).unwrap();
@@ -236,8 +256,18 @@ mod tests {
     fn slots_reply() {
         let n = |p: i64| Value::Array(vec![b("127.0.0.1"), Value::Integer(p), b("id")]);
         let reply = Value::Array(vec![
-            Value::Array(vec![Value::Integer(0), Value::Integer(99), n(7000), n(7003)]),
-            Value::Array(vec![Value::Integer(200), Value::Integer(299), n(7000), n(7003)]),
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(99),
+                n(7000),
+                n(7003),
+            ]),
+            Value::Array(vec![
+                Value::Integer(200),
+                Value::Integer(299),
+                n(7000),
+                n(7003),
+            ]),
             Value::Array(vec![Value::Integer(100), Value::Integer(199), n(7001)]),
         ]);
         let mut views = parse_slots(&reply).unwrap();
@@ -245,6 +275,15 @@ mod tests {
         assert_eq!(views[0].ranges, [(0, 99), (200, 299)]);
         assert_eq!(views[0].replicas, ["127.0.0.1:7003"]);
         assert_eq!(views[1].master.as_deref(), Some("127.0.0.1:7001"));
+    }
+
+    #[test]
+    fn failing_flags() {
+        let nodes = "a1 127.0.0.1:7001@17001 master,fail? - 0 0 1 connected 0-5460\n\
+                     b2 127.0.0.1:7002@17002,host myself,master - 0 0 2 connected 5461-10922\n";
+        assert_eq!(flags_failing(nodes, "127.0.0.1:7001"), Some(true));
+        assert_eq!(flags_failing(nodes, "127.0.0.1:7002"), Some(false));
+        assert_eq!(flags_failing(nodes, "127.0.0.1:7003"), None);
     }
 
     #[test]
@@ -256,12 +295,20 @@ mod tests {
             replicas: vec!["r:1".into()],
         };
         // The old master, back from a pause, still names itself.
-        let views = vec![vec![v("old:1", false)], vec![v("new:1", false)], vec![v("new:1", false)]];
+        let views = vec![
+            vec![v("old:1", false)],
+            vec![v("new:1", false)],
+            vec![v("new:1", false)],
+        ];
         let agreed = agree(&views);
         assert_eq!(agreed.len(), 1);
         assert_eq!(agreed[0].master, "new:1");
         assert!(!agreed[0].master_failed);
-        let failing = vec![vec![v("m:1", true)], vec![v("m:1", true)], vec![v("m:1", false)]];
+        let failing = vec![
+            vec![v("m:1", true)],
+            vec![v("m:1", true)],
+            vec![v("m:1", false)],
+        ];
         assert!(agree(&failing)[0].master_failed);
     }
 }

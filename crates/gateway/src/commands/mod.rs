@@ -200,7 +200,10 @@ impl CommandTable {
         };
         let info = match req.arg(1) {
             Some(sub) if !info.subcommands.is_empty() => {
-                let full = format!("{name_str}|{}", String::from_utf8_lossy(sub).to_ascii_lowercase());
+                let full = format!(
+                    "{name_str}|{}",
+                    String::from_utf8_lossy(sub).to_ascii_lowercase()
+                );
                 match info.subcommands.get(&full) {
                     Some(sub) => sub,
                     None => return Vec::new(),

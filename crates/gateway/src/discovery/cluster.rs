@@ -41,6 +41,9 @@ struct Shard {
     unresponsive: bool,
     /// Most nodes mark it failed: the cluster is failing it over.
     failed: bool,
+    /// What was in flight on it was given up on (see `give_up_in_flight`),
+    /// since it last answered.
+    given_up: bool,
     replica_addrs: Vec<String>,
     replica_pools: HashMap<String, Arc<NodePool>>,
     /// Control connections to this shard's nodes, its own: shards are asked
@@ -64,6 +67,7 @@ impl Shard {
             confirmed: false,
             unresponsive: false,
             failed: agreed.master_failed,
+            given_up: false,
             replica_addrs: agreed.replicas.clone(),
             replica_pools: HashMap::new(),
             nodes: Nodes::new(
@@ -82,16 +86,23 @@ impl Shard {
         &self.master.addr
     }
 
-    /// `ROLE` on the master: only a node that says master gets writes.
-    async fn confirm(&mut self) {
+    /// `ROLE` on the master: only a node that says master gets writes. One
+    /// that did not answer last time is given less time: a paused master
+    /// must not slow the round that brings the news of its replacement.
+    async fn confirm(&mut self, cfg: &GatewayConfig) {
         let addr = self.addr().to_string();
-        match self.nodes.role(&addr).await {
+        let timeout = match self.unresponsive {
+            true => cfg.control_timeout().min(REPLICA_CHECK_BUDGET),
+            false => cfg.control_timeout(),
+        };
+        match self.nodes.role_within(&addr, timeout).await {
             Ok(role) if role.is_master() => {
                 if !self.confirmed {
                     tracing::info!(master = %addr, "cluster shard master confirmed");
                 }
                 self.confirmed = true;
                 self.unresponsive = false;
+                self.given_up = false;
             }
             Ok(role) => {
                 tracing::warn!(master = %addr, role = role.name(), "the nodes' master of a shard says it is not a master; holding its writes");
@@ -110,7 +121,7 @@ impl Shard {
     /// The master's offsets, then the replicas'.
     async fn watch(&mut self, cfg: &GatewayConfig, auth: &GatewayAuth, telemetry: &Telemetry) {
         let addr = self.addr().to_string();
-        if self.confirmed {
+        if self.confirmed && !self.unresponsive {
             match self.nodes.master_sample(&addr).await {
                 Ok(sample) => {
                     if self.unresponsive {
@@ -127,8 +138,11 @@ impl Shard {
                 Err(e) if is_busy(&e) => self.unresponsive = false,
                 Err(e) => {
                     if !self.unresponsive {
-                        self.seen
-                            .failover_noticed(&addr, "the shard's master does not answer", telemetry);
+                        self.seen.failover_noticed(
+                            &addr,
+                            "the shard's master does not answer",
+                            telemetry,
+                        );
                         tracing::warn!(master = %addr, "a shard's master does not answer ({}); holding its writes", reason(&e));
                     }
                     self.unresponsive = true;
@@ -185,6 +199,23 @@ impl Shard {
             keep
         });
         self.replicas = out;
+    }
+
+    /// The cluster marks the master failed (a majority of masters agree it
+    /// is down, a replica's election is next): it is down, not slow. What
+    /// is in flight there fails now as uncertain — a paused master that
+    /// wakes after its replica's promotion would acknowledge it and then
+    /// drop it as it turns replica — and its connections start afresh.
+    fn give_up_in_flight(&mut self, cfg: &GatewayConfig, auth: &GatewayAuth) {
+        if self.given_up {
+            return;
+        }
+        self.given_up = true;
+        self.master.close();
+        self.master = Arc::new(NodePool::new(
+            spec_for(cfg, auth, &self.master.addr, true),
+            cfg.connections_per_node,
+        ));
     }
 
     fn write_hold(&self) -> Option<WriteHold> {
@@ -309,7 +340,9 @@ impl ClusterDiscovery {
     fn reconfigure(&mut self, old: &GatewayConfig) {
         let cfg = self.cfg.clone();
         if cfg.node_auth() != old.node_auth() || cfg.backend_tls_client.is_some() {
-            tracing::info!("reload: new credentials for the cluster's nodes (used by new connections)");
+            tracing::info!(
+                "reload: new credentials for the cluster's nodes (used by new connections)"
+            );
             self.gateway_auth.set(cfg.node_auth());
             self.gateway_auth.set_tls(cfg.backend_tls_client.clone());
             let fresh = || {
@@ -345,10 +378,14 @@ impl ClusterDiscovery {
             match answer {
                 Ok(v) => match parse_shards(&v, tls) {
                     Some(view) => views.push(view),
-                    None => tracing::warn!(node = %addr, "CLUSTER SHARDS: a reply the gateway cannot read"),
+                    None => {
+                        tracing::warn!(node = %addr, "CLUSTER SHARDS: a reply the gateway cannot read")
+                    }
                 },
                 Err(belay_client::ClientError::Reply { .. }) => need_slots.push(addr),
-                Err(e) => tracing::debug!(node = %addr, "cluster node does not answer: {}", reason(&e)),
+                Err(e) => {
+                    tracing::debug!(node = %addr, "cluster node does not answer: {}", reason(&e))
+                }
             }
         }
         // Before Redis 7: CLUSTER SLOTS.
@@ -359,7 +396,9 @@ impl ClusterDiscovery {
         {
             match answer.ok().as_ref().and_then(parse_slots) {
                 Some(view) => views.push(view),
-                None => tracing::warn!(node = %addr, "neither CLUSTER SHARDS nor CLUSTER SLOTS answered: is it a cluster node?"),
+                None => {
+                    tracing::warn!(node = %addr, "neither CLUSTER SHARDS nor CLUSTER SLOTS answered: is it a cluster node?")
+                }
             }
         }
         if views.is_empty() {
@@ -398,10 +437,13 @@ impl ClusterDiscovery {
                     shard.ranges = a.ranges.clone();
                     shard.replica_addrs = a.replicas.clone();
                     if a.master_failed && !shard.failed {
-                        tracing::warn!(master = %a.master, "the cluster marks a shard's master failed; holding its writes");
-                        shard
-                            .seen
-                            .failover_noticed(&a.master, "the cluster marks it failed", &self.telemetry);
+                        tracing::warn!(master = %a.master, "the cluster marks a shard's master failed; holding its writes and giving up on what is in flight there");
+                        shard.seen.failover_noticed(
+                            &a.master,
+                            "the cluster marks it failed",
+                            &self.telemetry,
+                        );
+                        shard.give_up_in_flight(&self.cfg, &self.gateway_auth);
                     }
                     shard.failed = a.master_failed;
                 }
@@ -413,16 +455,68 @@ impl ClusterDiscovery {
         }
         let (cfg, auth, telemetry) = (&self.cfg, &self.gateway_auth, &self.telemetry);
         join_all(self.shards.values_mut().map(|s| async move {
-            s.confirm().await;
+            s.confirm(cfg).await;
             s.watch(cfg, auth, telemetry).await;
         }))
         .await;
         self.master_checks += 2;
+        self.check_silent_masters().await;
         self.refresh_commands().await;
         self.publish();
     }
 
+    /// A shard's master that does not answer the gateway: do the other
+    /// nodes flag it failing (`fail?`/`fail` in their `CLUSTER NODES`)? If
+    /// most that answer do, it is down, not slow — the gateway's `+odown` —
+    /// and what is in flight there is given up on before a replica's
+    /// promotion could make a late acknowledgement a lie.
+    async fn check_silent_masters(&mut self) {
+        let silent: Vec<String> = self
+            .shards
+            .values()
+            .filter(|s| s.unresponsive && !s.given_up)
+            .map(|s| s.addr().to_string())
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        let askable: Vec<String> = self
+            .known
+            .iter()
+            .filter(|a| !silent.contains(a))
+            .take(5)
+            .cloned()
+            .collect();
+        let answers = self
+            .views
+            .ask_all(&askable, REPLICA_CHECK_BUDGET / 2, &["CLUSTER", "NODES"])
+            .await;
+        let texts: Vec<String> = answers
+            .into_iter()
+            .filter_map(|(_, r)| r.ok().and_then(|v| v.to_text()))
+            .collect();
+        for addr in silent {
+            let votes: Vec<bool> = texts
+                .iter()
+                .filter_map(|t| crate::cluster::flags_failing(t, &addr))
+                .collect();
+            let failing = votes.iter().filter(|f| **f).count();
+            if failing * 2 > votes.len() {
+                if let Some(shard) = self.shards.get_mut(&addr) {
+                    tracing::warn!(master = %addr, nodes = votes.len(), failing, "the cluster's nodes flag a silent shard master failing: giving up on what is in flight there");
+                    shard.seen.failover_noticed(
+                        &addr,
+                        "the cluster's nodes flag it failing",
+                        &self.telemetry,
+                    );
+                    shard.give_up_in_flight(&self.cfg, &self.gateway_auth);
+                }
+            }
+        }
+    }
+
     async fn offsets_round(&mut self) {
+        self.check_silent_masters().await;
         let (cfg, auth, telemetry) = (&self.cfg, &self.gateway_auth, &self.telemetry);
         join_all(
             self.shards
@@ -522,7 +616,10 @@ impl ClusterDiscovery {
         let unserved = map.unserved();
         if unserved != self.unserved_logged {
             if unserved > 0 {
-                tracing::warn!(slots = unserved, "slots no shard serves: commands for them are held");
+                tracing::warn!(
+                    slots = unserved,
+                    "slots no shard serves: commands for them are held"
+                );
             }
             self.unserved_logged = unserved;
         }
@@ -556,7 +653,13 @@ impl Drop for ClusterDiscovery {
 pub(crate) fn ranges_text(ranges: &[(u16, u16)]) -> String {
     ranges
         .iter()
-        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -12,11 +12,11 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::replication::OffsetHistory;
+use crate::backend::NodePool;
 use crate::commands::{CommandTable, Software};
 use crate::config::CommandOverride;
-use crate::locality::Rtts;
-use crate::backend::NodePool;
 use crate::locality::Locality;
+use crate::locality::Rtts;
 use crate::topology::{OffsetSample, ReplicaNode};
 
 /// Control connections to the data nodes, kept between rounds.
@@ -208,6 +208,17 @@ impl Nodes {
     /// `ROLE`, as the node says it.
     pub async fn role(&mut self, addr: &str) -> Result<Role, ClientError> {
         let v = self.call_timed(addr, &["ROLE"]).await?;
+        Role::from_value(&v).ok_or_else(|| unexpected(addr, "ROLE", &v))
+    }
+
+    /// [`Nodes::role`] within `timeout` (a node that did not answer last
+    /// time is not waited for as long).
+    pub async fn role_within(
+        &mut self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Role, ClientError> {
+        let v = self.call(addr, timeout, &["ROLE"]).await?;
         Role::from_value(&v).ok_or_else(|| unexpected(addr, "ROLE", &v))
     }
 

@@ -277,6 +277,12 @@ impl Session {
     /// writes, and the `WAIT` counts them.
     async fn wait(&mut self, req: Request) -> Slot {
         let topo = self.topology().clone();
+        if topo.shards.is_some() {
+            return Slot::Ready(reply::error(&format!(
+                "ERR belay: {} is not supported in front of a Redis Cluster: a session's writes may be on several shards and it would count one shard's replicas; the gateway's --durable-writes confirms each write on its own shard",
+                String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_uppercase()
+            )));
+        }
         if self.st.shared_writes {
             // The confirmed master, even while writes are held.
             let Some(pool) = topo.read_master.clone() else {
@@ -326,17 +332,27 @@ impl Session {
     /// through a gateway that has not read from a replica yet still reaches
     /// it), replies ignored: an `EVALSHA_RO` that finds no script on a
     /// replica is retried on the master. Then to the master, like any write.
+    /// In a cluster, every shard's master and replicas get it; the reply
+    /// is the first shard's master's.
     async fn send_to_every_node(&mut self, req: Request, routing: Routing) -> Slot {
         let topo = self.topology().clone();
         let slot = self.slot();
-        for replica in &topo.replicas {
-            if !replica.pool.shared_is_up(&self.st.ctx, slot) {
-                let _ = replica.pool.connect_shared(&self.st.ctx, slot).await;
+        let others = topo.groups().into_iter().filter_map(|g| {
+            g.read_master
+                .as_ref()
+                .filter(|m| !topo.read_master.as_ref().is_some_and(|t| Arc::ptr_eq(t, m)))
+        });
+        let nodes: Vec<&Arc<NodePool>> = topo
+            .groups()
+            .into_iter()
+            .flat_map(|g| g.replicas.iter().map(|r| &r.pool))
+            .chain(others)
+            .collect();
+        for pool in nodes {
+            if !pool.shared_is_up(&self.st.ctx, slot) {
+                let _ = pool.connect_shared(&self.st.ctx, slot).await;
             }
-            let _ =
-                replica
-                    .pool
-                    .try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None, None);
+            let _ = pool.try_send_shared(&self.st.ctx, slot, req.raw.clone(), 1, None, None);
         }
         let job = Job::new(req, routing, Conn::Shared, self.st.ctx.clone());
         self.stage_now(job, &topo)

@@ -18,8 +18,8 @@ use super::state::TxBroken;
 use super::Session;
 use crate::backend::NodePool;
 use crate::cluster::{
-    merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies, Everywhere,
-    Part, Split, Spread, CROSSSLOT,
+    merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies,
+    Everywhere, Part, Split, Spread, CROSSSLOT,
 };
 use crate::discovery::Event;
 use crate::reply;
@@ -194,7 +194,9 @@ impl Session {
                 return match self.ask_each(vec![(pool, raw)]).await.remove(0) {
                     Ok(r) if r.first() == Some(&b'-') => r,
                     Ok(r) => rewrite_scan_reply(&r, shard, n).unwrap_or_else(|| {
-                        reply::error("ERR belay: a shard answered SCAN with a reply the gateway cannot read")
+                        reply::error(
+                            "ERR belay: a shard answered SCAN with a reply the gateway cannot read",
+                        )
                     }),
                     Err(e) => e,
                 };

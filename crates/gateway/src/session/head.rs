@@ -129,7 +129,17 @@ impl Session {
                         unreachable!()
                     };
                     Box::pin(self.io.flush(self.write_timeout())).await?;
+                    let sharded = req
+                        .name()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(b"ssubscribe"));
+                    let slot = match (sharded, req.arg(1)) {
+                        (true, Some(channel)) if self.topology().shards.is_some() => {
+                            Some(crate::cluster::key_slot(channel))
+                        }
+                        _ => None,
+                    };
                     let pipe = Pipe {
+                        slot,
                         io: &mut self.io,
                         ctx: &self.st.ctx,
                         cfg: &self.cfg,

@@ -458,7 +458,9 @@ impl Session {
                         Some(own) if own.serves(pool) => {
                             self.send_batch();
                             if let Some(own) = &self.st.own {
-                                own.conn.send_ignoring_reply(Bytes::from_static(b"*1\r\n$5\r\nMULTI\r\n"));
+                                own.conn.send_ignoring_reply(Bytes::from_static(
+                                    b"*1\r\n$5\r\nMULTI\r\n",
+                                ));
                             }
                             self.st.multi_deferred = false;
                         }
@@ -595,7 +597,8 @@ impl Session {
             self.st.shared_writes = true;
         }
         if job.in_transaction() {
-            self.st.tx_sent = true;
+            // EXEC and DISCARD end the transaction they were sent in.
+            self.st.tx_sent = !job.ends_tx;
         }
         self.st.sent_on(pool, lane, slot, 1);
     }

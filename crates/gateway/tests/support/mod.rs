@@ -2,6 +2,7 @@
 //! gateway in front of it. Dropping the `Env` kills every process.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod delay;
 pub mod workload;
 

@@ -47,6 +47,11 @@ pub struct Pipe<'a> {
     pub cfg: &'a GatewayConfig,
     pub topology: watch::Receiver<Arc<Topology>>,
     pub id: u64,
+    /// In front of a Redis Cluster, the slot of the first sharded channel
+    /// (`SSUBSCRIBE`): sharded messages stay within their shard, so the
+    /// subscription lives on that shard's master. `None`: shard of slot 0
+    /// (plain `SUBSCRIBE`: the cluster sends every message to every node).
+    pub slot: Option<u16>,
 }
 
 /// A subscription connection.
@@ -160,6 +165,20 @@ impl Pipe<'_> {
                         Ready::Writable(r) => r?,
                         Ready::OverBudget => {}
                     },
+                    _ = self.topology.changed() => {
+                        // A silent master (paused, cut off) never closes the
+                        // connection: once its shard has another master, the
+                        // subscriptions move there.
+                        let moved = self
+                            .topology
+                            .borrow_and_update()
+                            .group(self.slot)
+                            .and_then(|g| g.read_master.as_ref())
+                            .is_some_and(|m| m.addr != node.addr);
+                        if moved {
+                            break 'pipe;
+                        }
+                    }
                     _ = sleep_until(soft_deadline) => {
                         tracing::info!(session = self.id, "closing a subscriber over its soft output limit for {} s", limit.soft_secs);
                         return Ok(End::Closed);
@@ -186,7 +205,11 @@ impl Pipe<'_> {
     async fn connect(&mut self) -> Option<Node> {
         let since = Instant::now();
         loop {
-            let master = self.topology.borrow_and_update().read_master.clone();
+            let master = self
+                .topology
+                .borrow_and_update()
+                .group(self.slot)
+                .and_then(|g| g.read_master.clone());
             if let Some(master) = master {
                 match master.control_connection(self.ctx).await {
                     Ok(conn) => {

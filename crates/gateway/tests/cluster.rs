@@ -1,0 +1,507 @@
+//! The gateway in front of a real Redis Cluster (3 masters × 1 replica,
+//! cluster-node-timeout 1 s): plain clients that know nothing of slots,
+//! commands split across shards checked against what the nodes hold, and
+//! a shard failover that holds only that shard's writes.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use belay_client::{Connection, Value};
+use support::cluster::{start_cluster, ClusterEnv};
+
+fn text(v: &Value) -> String {
+    v.to_text().unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn err(v: &Value) -> String {
+    match v {
+        Value::Error(e) => e.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn call(c: &mut Connection, args: &[&str]) -> Value {
+    c.call(args).await.expect("a reply")
+}
+
+/// Keys spread over every shard.
+fn keys(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}:{i}")).collect()
+}
+
+#[tokio::test]
+async fn split_and_keyspace_commands_match_what_the_nodes_hold() {
+    let env = start_cluster(|_| {}).await;
+    let mut c = env.client().await;
+    let ks = keys("split", 24);
+    let mut mset = vec!["MSET"];
+    let values: Vec<String> = ks.iter().map(|k| format!("v-{k}")).collect();
+    for (k, v) in ks.iter().zip(&values) {
+        mset.push(k);
+        mset.push(v);
+    }
+    assert_eq!(text(&call(&mut c, &mset).await), "OK");
+    // Every key landed on its own master, with its own value.
+    for (k, v) in ks.iter().zip(&values) {
+        assert_eq!(text(&env.direct_get(k).await), *v, "{k} on its master");
+    }
+    // MGET across shards: the values in the order asked, nil for a missing key.
+    let mut mget = vec!["MGET"];
+    mget.extend(ks.iter().rev().map(String::as_str));
+    mget.push("split:missing");
+    let got = call(&mut c, &mget).await;
+    let got = got.as_array().expect("an array");
+    assert_eq!(got.len(), ks.len() + 1);
+    for (k, v) in ks.iter().rev().zip(got) {
+        assert_eq!(*v, env.direct_get(k).await, "MGET's value of {k}");
+    }
+    assert_eq!(got[ks.len()], Value::Nil);
+    // Counts: EXISTS (a key twice counts twice), TOUCH, then DEL and UNLINK.
+    let exists = call(
+        &mut c,
+        &["EXISTS", &ks[0], &ks[1], &ks[2], &ks[0], "split:missing"],
+    )
+    .await;
+    assert_eq!(exists.as_int(), Some(4));
+    let touch = call(&mut c, &["TOUCH", &ks[3], &ks[4], &ks[5], "nope"]).await;
+    assert_eq!(touch.as_int(), Some(3));
+    let del = call(&mut c, &["DEL", &ks[0], &ks[1], &ks[2], &ks[3], "nope"]).await;
+    assert_eq!(del.as_int(), Some(4));
+    let unlink = call(&mut c, &["UNLINK", &ks[4], &ks[5], &ks[0]]).await;
+    assert_eq!(unlink.as_int(), Some(2));
+    for k in &ks[..6] {
+        assert_eq!(env.direct_get(k).await, Value::Nil, "{k} is gone");
+    }
+    // The whole keyspace: KEYS, DBSIZE and a full SCAN see what the
+    // masters hold, no more, no less.
+    let direct = env.direct_keys().await;
+    let mut all: Vec<String> = call(&mut c, &["KEYS", "*"])
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    all.sort();
+    assert_eq!(all, direct);
+    assert_eq!(
+        call(&mut c, &["DBSIZE"]).await.as_int(),
+        Some(direct.len() as i64)
+    );
+    let mut scanned = BTreeSet::new();
+    let mut cursor = "0".to_string();
+    let mut rounds = 0;
+    loop {
+        let r = call(&mut c, &["SCAN", &cursor, "COUNT", "5"]).await;
+        let r = r.as_array().expect("SCAN's reply");
+        cursor = text(&r[0]);
+        scanned.extend(r[1].as_array().unwrap().iter().map(text));
+        rounds += 1;
+        if cursor == "0" {
+            break;
+        }
+        assert!(rounds < 100, "SCAN never ends");
+    }
+    assert_eq!(scanned.into_iter().collect::<Vec<_>>(), direct);
+    assert_eq!(
+        err(&call(&mut c, &["SCAN", "12345678901234567890123"]).await),
+        "ERR invalid cursor"
+    );
+    let random = text(&call(&mut c, &["RANDOMKEY"]).await);
+    assert!(direct.contains(&random), "{random} is a key");
+    // What cannot be split gets Redis's own error; SELECT as a cluster says.
+    assert!(err(&call(&mut c, &["SUNIONSTORE", "a", "b", "c"]).await).starts_with("CROSSSLOT"));
+    assert!(err(&call(&mut c, &["RENAME", "a", "b"]).await).starts_with("CROSSSLOT"));
+    let eval = call(&mut c, &["EVAL", "return 1", "2", "a", "b"]).await;
+    assert!(err(&eval).starts_with("CROSSSLOT"));
+    // Keys sharing a hash tag go through as one command.
+    assert_eq!(text(&call(&mut c, &["SET", "{u1}.a", "1"]).await), "OK");
+    assert_eq!(
+        text(&call(&mut c, &["RENAME", "{u1}.a", "{u1}.b"]).await),
+        "OK"
+    );
+    assert_eq!(text(&call(&mut c, &["GET", "{u1}.b"]).await), "1");
+    assert_eq!(
+        err(&call(&mut c, &["SELECT", "1"]).await),
+        "ERR SELECT is not allowed in cluster mode"
+    );
+    assert_eq!(text(&call(&mut c, &["SELECT", "0"]).await), "OK");
+    // FLUSHDB empties every shard.
+    assert_eq!(text(&call(&mut c, &["FLUSHDB"]).await), "OK");
+    assert!(env.direct_keys().await.is_empty());
+    assert_eq!(call(&mut c, &["RANDOMKEY"]).await, Value::Nil);
+}
+
+#[tokio::test]
+async fn transactions_scripts_and_reads_run_on_the_shard_of_their_keys() {
+    let env = start_cluster(|_| {}).await;
+    let tags = env.tags_by_master().await;
+    let mut c = env.client().await;
+    // A transaction on each shard, on that shard's master.
+    for tag in tags.values() {
+        let k = format!("{tag}counter");
+        for cmd in [vec!["MULTI"], vec!["SET", &k, "1"], vec!["INCR", &k]] {
+            c.send(&cmd).await.unwrap();
+        }
+        c.send(&["EXEC"]).await.unwrap();
+        assert_eq!(text(&c.read_value().await.unwrap()), "OK");
+        assert_eq!(text(&c.read_value().await.unwrap()), "QUEUED");
+        assert_eq!(text(&c.read_value().await.unwrap()), "QUEUED");
+        let exec = c.read_value().await.unwrap();
+        assert_eq!(exec.as_array().map(|a| a.len()), Some(2), "{exec:?}");
+        assert_eq!(text(&env.direct_get(&k).await), "2");
+    }
+    // One spanning two shards is refused as Redis refuses it.
+    let mut spread = tags.values();
+    let (a, b) = (spread.next().unwrap(), spread.next().unwrap());
+    let (ka, kb) = (format!("{a}x"), format!("{b}x"));
+    assert_eq!(text(&call(&mut c, &["MULTI"]).await), "OK");
+    assert_eq!(text(&call(&mut c, &["SET", &ka, "1"]).await), "QUEUED");
+    assert!(err(&call(&mut c, &["SET", &kb, "1"]).await).starts_with("CROSSSLOT"));
+    assert!(err(&call(&mut c, &["EXEC"]).await).starts_with("EXECABORT"));
+    assert_eq!(env.direct_get(&ka).await, Value::Nil);
+    // A script loaded once runs on every shard.
+    let sha = text(
+        &call(
+            &mut c,
+            &["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"],
+        )
+        .await,
+    );
+    for tag in tags.values() {
+        let k = format!("{tag}script");
+        assert_eq!(
+            call(&mut c, &["EVALSHA", &sha, "1", &k]).await.as_int(),
+            Some(1)
+        );
+    }
+    // A write, then reads at once: the session reads its own write on
+    // every shard (replicas serve only once they have it).
+    for i in 0..60 {
+        let k = format!("ryw:{i}");
+        let v = format!("{i}");
+        assert_eq!(text(&call(&mut c, &["SET", &k, &v]).await), "OK");
+        assert_eq!(
+            text(&call(&mut c, &["GET", &k]).await),
+            v,
+            "read-your-writes on {k}"
+        );
+    }
+    // WAIT would count one shard's replicas: refused with the reason.
+    assert!(err(&call(&mut c, &["WAIT", "1", "100"]).await).contains("durable-writes"));
+}
+
+/// A plain (not cluster-aware) redis-py client: a mixed workload, every
+/// reply checked, then every key compared with what redis-py's own
+/// cluster client reads from the nodes directly.
+const REDIS_PY_WORKLOAD: &str = r#"
+import sys, random, redis
+from redis.cluster import RedisCluster, ClusterNode
+gw_port, node_port, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+gw = redis.Redis(host="127.0.0.1", port=gw_port, password=password, socket_timeout=30)
+direct = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", node_port)], password=password)
+rnd = random.Random(7)
+expect = {}
+errors = []
+def check(what, got, want):
+    if got != want:
+        errors.append(f"{what}: got {got!r}, want {want!r}")
+for i in range(1500):
+    k = f"py:{rnd.randrange(200)}"
+    op = rnd.randrange(8)
+    try:
+        if op == 0:
+            v = str(i).encode(); check("set", gw.set(k, v), True); expect[k] = v
+        elif op == 1:
+            check("get " + k, gw.get(k), expect.get(k))
+        elif op == 2:
+            ks = [f"py:{rnd.randrange(200)}" for _ in range(5)]
+            check("mget", gw.mget(ks), [expect.get(x) for x in ks])
+        elif op == 3:
+            pairs = {f"py:{rnd.randrange(200)}": str(i).encode() for _ in range(4)}
+            check("mset", gw.mset(pairs), True); expect.update(pairs)
+        elif op == 4:
+            ks = list({f"py:{rnd.randrange(200)}" for _ in range(3)})
+            check("delete", gw.delete(*ks), sum(1 for x in ks if x in expect))
+            for x in ks: expect.pop(x, None)
+        elif op == 5:
+            ks = [f"py:{rnd.randrange(200)}" for _ in range(4)]
+            check("exists", gw.exists(*ks), sum(1 for x in ks if x in expect))
+        elif op == 6:
+            p = gw.pipeline(transaction=False)
+            ks = [f"py:{rnd.randrange(200)}" for _ in range(6)]
+            for x in ks: p.set(x, f"p{i}")
+            for x in ks: p.get(x)
+            out = p.execute()
+            for x in ks: expect[x] = f"p{i}".encode()
+            check("pipeline", out, [True] * 6 + [f"p{i}".encode()] * 6)
+        else:
+            h = "{py}h"
+            check("hincrby", gw.hincrby(h, "n", 1), int(expect.get(h, 0)) + 1)
+            expect[h] = gw.hincrby(h, "n", 0)
+    except Exception as e:
+        errors.append(f"op {op} on {k}: {e!r}")
+check("dbsize", gw.dbsize(), len(expect))
+for k, v in expect.items():
+    if k == "{py}h":
+        continue
+    check("direct " + k, direct.get(k), v)
+print(len(errors))
+for e in errors[:20]:
+    print(e)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_redis_py_and_redis_cli_see_one_redis() {
+    let env = start_cluster(|_| {}).await;
+    let gw_port = env.gateway.rsplit(':').next().unwrap().to_string();
+    let node_port = env.lab.seeds()[0].rsplit(':').next().unwrap().to_string();
+    let password = env.lab.password().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", REDIS_PY_WORKLOAD, &gw_port, &node_port, &password])
+            .output()
+            .expect("python3 (scripts/setup --for-tests installs it with redis-py)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "redis-py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().next(),
+        Some("0"),
+        "redis-py's errors:\n{stdout}"
+    );
+    // redis-cli, as a person would type it.
+    let gw_port = env.gateway.rsplit(':').next().unwrap().to_string();
+    let password = env.lab.password().to_string();
+    let cli = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &gw_port, "--no-auth-warning", "-a", &password])
+                .args(args)
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        (
+            run(&["MSET", "cli:a", "1", "cli:b", "2", "cli:c", "3"]),
+            run(&["MGET", "cli:c", "cli:b", "cli:a"]),
+            run(&["DEL", "cli:a", "cli:b", "cli:c"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(cli, ("OK".into(), "3\n2\n1".into(), "3".into()));
+}
+
+/// Writers, one per shard, each on keys of its shard; every outcome kept.
+struct ShardWriters {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Outcome>>>,
+}
+
+struct Outcome {
+    master: String,
+    key: String,
+    at: Instant,
+    result: Result<(), String>,
+}
+
+impl ShardWriters {
+    async fn start(env: &ClusterEnv) -> ShardWriters {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (master, tag) in env.tags_by_master().await {
+            let mut c = env.client().await;
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{tag}w{i}");
+                    let r = c.call(&["SET", &key, "v"]).await;
+                    let result = match r {
+                        Ok(Value::Simple(s)) if s == "OK" => Ok(()),
+                        Ok(other) => Err(format!("{other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    out.push(Outcome {
+                        master: master.clone(),
+                        key,
+                        at: Instant::now(),
+                        result,
+                    });
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                out
+            }));
+        }
+        ShardWriters { stop, tasks }
+    }
+
+    async fn stop(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    }
+}
+
+#[tokio::test]
+async fn a_paused_shard_master_holds_only_its_own_writes() {
+    let mut env = start_cluster(|_| {}).await;
+    let writers = ShardWriters::start(&env).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shards = env.lab.shards().await.unwrap();
+    let victim = shards[1].master.clone();
+    let paused_at = Instant::now();
+    env.lab.pause(&victim).unwrap();
+    let new = env
+        .lab
+        .wait_for_failover(&victim, Duration::from_secs(30))
+        .await
+        .expect("the cluster promotes the replica");
+    let failed_over_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.lab.resume(&victim).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ops = writers.stop().await;
+    // Other shards never waited: their writes went on while the victim
+    // was paused, and none failed.
+    for o in ops.iter().filter(|o| o.master != victim) {
+        assert!(
+            o.result.is_ok(),
+            "{} on another shard: {:?}",
+            o.key,
+            o.result
+        );
+    }
+    let others_during = ops
+        .iter()
+        .filter(|o| {
+            o.master != victim
+                && o.at > paused_at + Duration::from_millis(300)
+                && o.at < failed_over_at
+        })
+        .count();
+    assert!(
+        others_during > 20,
+        "other shards' writes went on during the failover ({others_during})"
+    );
+    // The victim's writes were held, not failed: at most the one in flight
+    // when it froze may or may not have run.
+    let failed: Vec<&Outcome> = ops
+        .iter()
+        .filter(|o| o.master == victim && o.result.is_err())
+        .collect();
+    assert!(
+        failed.len() <= 1,
+        "held writes failed: {:?}",
+        failed.iter().map(|o| &o.result).collect::<Vec<_>>()
+    );
+    for o in &failed {
+        assert!(
+            o.result.as_ref().unwrap_err().contains("UNCERTAIN"),
+            "{:?}",
+            o.result
+        );
+    }
+    let after = ops
+        .iter()
+        .filter(|o| o.master == victim && o.at > failed_over_at && o.result.is_ok())
+        .count();
+    assert!(after > 0, "the shard takes writes on its new master {new}");
+    // Nothing acknowledged was lost, but for a write the frozen master
+    // acknowledged as it froze and never sent to its replica: Redis's
+    // asynchronous window, which only WAIT closes (see failover.rs).
+    let window = paused_at - Duration::from_millis(100)..paused_at + Duration::from_millis(100);
+    let mut in_window = Vec::new();
+    for o in ops.iter().filter(|o| o.result.is_ok()) {
+        if env.direct_get(&o.key).await != Value::Bulk("v".into()) {
+            assert!(
+                o.master == victim && window.contains(&o.at),
+                "{} (on {}, victim {victim}) was acknowledged {:?} after the pause and is lost: {:?}",
+                o.key,
+                o.master,
+                o.at.checked_duration_since(paused_at),
+                env.direct_get(&o.key).await
+            );
+            in_window.push(o.key.clone());
+        }
+    }
+    assert!(in_window.len() <= 1, "lost in the window: {in_window:?}");
+}
+
+#[tokio::test]
+async fn subscriptions_survive_a_shard_failover() {
+    let mut env = start_cluster(|_| {}).await;
+    let tags = env.tags_by_master().await;
+    let shards = env.lab.shards().await.unwrap();
+    let victim = shards[0].master.clone();
+    let channel = format!("{}news", tags[&victim]);
+    let mut sub = env.client().await;
+    sub.send(&["SSUBSCRIBE", &channel]).await.unwrap();
+    let confirm = sub.read_value().await.unwrap();
+    assert_eq!(text(&confirm.as_array().unwrap()[0]), "ssubscribe");
+    let mut plain = env.client().await;
+    plain.send(&["SUBSCRIBE", "all-news"]).await.unwrap();
+    plain.read_value().await.unwrap();
+    let mut publisher = env.client().await;
+    let received = |v: Value| text(&v.as_array().unwrap()[2]);
+    assert_eq!(
+        call(&mut publisher, &["SPUBLISH", &channel, "before"])
+            .await
+            .as_int(),
+        Some(1)
+    );
+    assert_eq!(received(sub.read_value().await.unwrap()), "before");
+    call(&mut publisher, &["PUBLISH", "all-news", "before"]).await;
+    assert_eq!(received(plain.read_value().await.unwrap()), "before");
+    env.lab.pause(&victim).unwrap();
+    env.lab
+        .wait_for_failover(&victim, Duration::from_secs(30))
+        .await
+        .expect("the cluster promotes the replica");
+    // The subscription is made again on the shard's new master: a message
+    // published there reaches the client (publishes retried until it has).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = call(&mut publisher, &["SPUBLISH", &channel, "after"]).await;
+        if n.as_int() == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no subscriber on the new master: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(received(sub.read_value().await.unwrap()), "after");
+    env.lab.resume(&victim).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = call(&mut publisher, &["PUBLISH", "all-news", "after"]).await;
+        if n.as_int() == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no plain subscriber after the failover: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(received(plain.read_value().await.unwrap()), "after");
+}

@@ -569,3 +569,37 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
     assert_eq!(text(&call(&mut c, &["SET", "{moving}c", "3"]).await), "OK");
     assert_eq!(text(&env.direct_get("{moving}c").await), "3");
 }
+
+/// `--durable-writes` in front of a cluster: each write is confirmed by its
+/// own shard's replica; a shard whose replica is frozen answers its writes
+/// `UNREPLICATED` (they ran; never sent again), the others `OK`.
+#[tokio::test]
+async fn durable_writes_are_confirmed_by_each_shards_own_replica() {
+    let mut env = start_cluster(|cfg| {
+        cfg.durable_writes = Some(belay_gateway::Durable::Majority);
+        cfg.durable_timeout_ms = 300;
+    })
+    .await;
+    let tags = env.tags_by_master().await;
+    let mut c = env.client().await;
+    for tag in tags.values() {
+        let k = format!("{tag}durable");
+        assert_eq!(text(&call(&mut c, &["SET", &k, "1"]).await), "OK");
+    }
+    let shards = env.lab.shards().await.unwrap();
+    let stalled = &shards[2];
+    let replica = stalled.replicas[0].addr.clone();
+    env.lab.pause(&replica).unwrap();
+    for (master, tag) in &tags {
+        let k = format!("{tag}durable");
+        let r = call(&mut c, &["SET", &k, "2"]).await;
+        if *master == stalled.master {
+            assert!(err(&r).starts_with("UNREPLICATED"), "{r:?}");
+        } else {
+            assert_eq!(text(&r), "OK", "{k} on a shard whose replica answers");
+        }
+        // It ran on its master either way.
+        assert_eq!(text(&env.direct_get(&k).await), "2");
+    }
+    env.lab.resume(&replica).unwrap();
+}

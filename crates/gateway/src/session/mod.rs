@@ -459,7 +459,7 @@ mod tests {
             // open batch's shared connection, for durable writes' choice of
             // connection: 8 bytes; the settings a reload swaps, the drain's
             // flag and its quiet timer: 48. A cluster's routing — the job's
-            // hash slot, the subscription's shard, the ASK target: 64.)
+            // hash slot and the subscription's shard: 64.)
             assert!(size <= 2296, "the session future grew to {size} bytes");
         });
     }

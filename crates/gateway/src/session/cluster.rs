@@ -51,7 +51,7 @@ impl Session {
         let how = match crate::cluster::spread(name, &req, &keys) {
             Spread::Slot(slot) => return Ok((slot, req)),
             Spread::CrossSlot => return Err(self.cross_slot()),
-            Spread::Split(Split::AllOk) if req.argc() < 3 || req.argc() % 2 == 0 => {
+            Spread::Split(Split::AllOk) if req.argc() < 3 || req.argc().is_multiple_of(2) => {
                 // MSET's keys and values come in pairs: Redis's own error.
                 return Err(Handled::Slot(Slot::Ready(reply::error(&format!(
                     "ERR wrong number of arguments for '{}' command",

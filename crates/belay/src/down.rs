@@ -1,10 +1,12 @@
-//! `belay down`: stop the lab recorded in a state dir, from any shell.
+//! `belay down`: stop the lab recorded in a state dir (a Sentinel lab or
+//! a cluster lab), from any shell.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
+use belay_lab::state::LabKind;
 use clap::Args;
 
 use crate::ui::show_path;
@@ -23,18 +25,22 @@ pub struct DownArgs {
 
 pub async fn run(args: DownArgs) -> Result<ExitCode> {
     let dir = show_path(&args.dir);
-    let Some(state) = belay_lab::recorded_state(&args.dir)? else {
+    let Some(processes) = belay_lab::state::recorded_processes(&args.dir)? else {
         println!("no lab in {dir}: nothing to stop");
         return Ok(ExitCode::SUCCESS);
     };
-    if state.running().is_empty() {
+    if !processes.iter().any(|p| p.is_running()) {
         belay_lab::state::remove(&args.dir)?;
         println!(
             "the lab in {dir} was not running (its processes are gone); removed its stale state"
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let report = belay_lab::down(&args.dir, Duration::from_secs(args.grace)).await?;
+    let grace = Duration::from_secs(args.grace);
+    let report = match belay_lab::state::recorded_kind(&args.dir)? {
+        Some(LabKind::Cluster) => belay_lab::cluster::down(&args.dir, grace).await?,
+        _ => belay_lab::down(&args.dir, grace).await?,
+    };
     for (name, pid) in &report.stopped {
         println!("stopped {name} (pid {pid})");
     }

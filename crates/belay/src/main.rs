@@ -5,9 +5,11 @@
 mod deployment;
 mod down;
 mod status;
+mod status_cluster;
 mod switchover;
 mod ui;
 mod up;
+mod up_cluster;
 mod watch;
 
 use std::process::ExitCode;
@@ -42,6 +44,12 @@ enum Command {
     ///
     /// Runs in the foreground until Ctrl-C, which stops everything; with
     /// --detach it returns once the lab is ready and `belay down` stops it.
+    ///
+    /// With --cluster: a Redis Cluster instead — --shards masters (3), each
+    /// with --replicas replicas (1), nodes from --port (7000), every slot
+    /// served, and the gateway in front (`belay gateway --cluster`). `up`
+    /// waits until every node says cluster_state:ok, all agree on the slot
+    /// map and every replica is linked, then prints the shards.
     Up(up::UpArgs),
     /// Show what every node and Sentinel of a lab (or of any Sentinel-managed
     /// deployment) says, and call out disagreements.
@@ -68,6 +76,12 @@ enum Command {
     /// refused (in the node's own words). For a lab, config files and the
     /// password file that other local users can read are problems too, with
     /// the chmod that fixes them.
+    ///
+    /// A cluster lab (`belay up --cluster`): each shard's slots, master and
+    /// replicas (link, lag in bytes), each node's role and cluster_state,
+    /// and problems: a node down, a shard whose master is failing, slots no
+    /// master serves, nodes that disagree on the slot map, a replica not
+    /// linked.
     Status(status::StatusArgs),
     /// Change the master on purpose, without clients noticing.
     ///
@@ -88,7 +102,8 @@ enum Command {
     Switchover(switchover::SwitchoverArgs),
     /// Stop every process of a lab started with `belay up` (data and logs stay).
     ///
-    /// Order: the web app, the gateway, then Sentinels, then data nodes — each with SIGTERM, then SIGKILL for whatever is
+    /// Order: the web app, the gateway, then Sentinels, then data nodes (a
+    /// cluster lab: the gateway, then the nodes) — each with SIGTERM, then SIGKILL for whatever is
     /// still running after the grace period. Only the pids the lab recorded are
     /// touched, and only while they still are the processes it started. Data,
     /// configs and logs stay in the state dir.

@@ -1,12 +1,15 @@
 //! `belay status`: ask every node and Sentinel, print what each says and
-//! every disagreement in plain words (`--json` for machines).
+//! every disagreement in plain words (`--json` for machines). A cluster
+//! lab's report is drawn by `status_cluster`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use belay_lab::cluster::ClusterLab;
 use belay_lab::secrets::read_secret_file;
+use belay_lab::state::LabKind;
 use belay_lab::status::{self, StatusQuery, StatusReport, Target};
 use belay_lab::Lab;
 use clap::Args;
@@ -52,14 +55,37 @@ pub struct StatusArgs {
 enum Source {
     Sentinels(Box<StatusQuery>),
     Lab(Box<Lab>),
+    Cluster(Box<ClusterLab>),
+}
+
+/// One look at a deployment: as text, as JSON, and whether it is healthy.
+struct Look {
+    text: String,
+    json: serde_json::Value,
+    healthy: bool,
 }
 
 impl Source {
-    async fn report(&self) -> StatusReport {
-        match self {
+    async fn look(&self, title: &str) -> Result<Look> {
+        let report: StatusReport = match self {
             Source::Sentinels(q) => status::gather(q).await,
             Source::Lab(lab) => lab.status().await,
-        }
+            Source::Cluster(lab) => {
+                let r = lab.status().await;
+                let mut json = serde_json::to_value(&r)?;
+                json["kind"] = "cluster".into();
+                return Ok(Look {
+                    text: crate::status_cluster::render(&r, title),
+                    json,
+                    healthy: r.healthy,
+                });
+            }
+        };
+        Ok(Look {
+            text: render(&report, title),
+            json: serde_json::to_value(&report)?,
+            healthy: report.healthy,
+        })
     }
 }
 
@@ -88,13 +114,13 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
         )
     } else {
         let dir = show_path(&args.deployment.dir);
-        let Some(state) = belay_lab::recorded_state(&args.deployment.dir)? else {
+        let Some(processes) = belay_lab::state::recorded_processes(&args.deployment.dir)? else {
             return Err(belay_lab::LabError::NoLab {
                 dir: args.deployment.dir,
             }
             .into());
         };
-        if state.running().is_empty() {
+        if !processes.iter().any(|p| p.is_running()) {
             eprintln!(
                 "the lab in {dir} is not running: none of its processes is alive (left over from a crash or a reboot).\n  \
                  Start a new one:  belay up --dir {dir}\n  \
@@ -102,9 +128,16 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
             );
             return Ok(ExitCode::FAILURE);
         }
-        let lab = Lab::attach(&args.deployment.dir)?;
-        let admin = lab.gateway_admin_addr();
-        (Source::Lab(Box::new(lab)), format!("lab in {dir}"), admin)
+        let title = format!("lab in {dir}");
+        if belay_lab::state::recorded_kind(&args.deployment.dir)? == Some(LabKind::Cluster) {
+            let lab = ClusterLab::attach(&args.deployment.dir)?;
+            let admin = lab.gateway_admin_addr();
+            (Source::Cluster(Box::new(lab)), title, admin)
+        } else {
+            let lab = Lab::attach(&args.deployment.dir)?;
+            let admin = lab.gateway_admin_addr();
+            (Source::Lab(Box::new(lab)), title, admin)
+        }
     };
 
     if args.watch {
@@ -121,13 +154,13 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
         )
         .await;
     }
-    let report = source.report().await;
+    let look = source.look(&title).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&look.json)?);
     } else {
-        print!("{}", render(&report, &title));
+        print!("{}", look.text);
     }
-    Ok(if report.healthy {
+    Ok(if look.healthy {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -149,8 +182,7 @@ async fn watch(
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut last: Option<Scrape> = None;
     loop {
-        let report = source.report().await;
-        let mut screen = render(&report, title);
+        let mut screen = source.look(title).await?.text;
         match &admin {
             None => screen.push_str(
                 "\n(no gateway admin endpoint to ask for traffic and failovers: give --admin HOST:PORT)\n",

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::ui::{self, shell_quote, show_path, CliProgress};
 
 /// How long an orderly stop waits for SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Flags of `belay up` (the help text is on the subcommand in main.rs).
 #[derive(Debug, Args)]
@@ -23,9 +23,35 @@ pub struct UpArgs {
     #[arg(long, env = "BELAY_DIR", default_value = ".belay")]
     pub dir: PathBuf,
 
-    /// Number of replicas next to the master.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub replicas: usize,
+    /// Start a Redis Cluster instead of a master with Sentinels: --shards
+    /// masters, each with --replicas replicas, every slot served, the
+    /// gateway in front (`--cluster` to the masters): clients need no
+    /// cluster support. Nodes from --port (7000 by default; each also uses
+    /// its port + 10000 for the cluster bus).
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "sentinels", "master_name", "sentinel_port", "down_after_ms",
+            "failover_timeout_ms", "min_replicas_to_write", "min_replicas_max_lag",
+            "redis_sentinel", "extra_sentinel_config",
+        ]
+    )]
+    pub cluster: bool,
+
+    /// Number of shards of the cluster, each a master with its replicas
+    /// (with --cluster) [default: 3].
+    #[arg(long, value_name = "N", requires = "cluster")]
+    pub shards: Option<usize>,
+
+    /// The cluster's cluster-node-timeout: how long a silent node is
+    /// tolerated before its replica takes over (with --cluster) [default: 2000].
+    #[arg(long, value_name = "MS", requires = "cluster")]
+    pub node_timeout_ms: Option<u64>,
+
+    /// Number of replicas next to the master [default: 2; with --cluster, 1
+    /// per shard].
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
 
     /// Number of Sentinels; the quorum is their majority.
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -35,9 +61,10 @@ pub struct UpArgs {
     #[arg(long, default_value = "mymaster", value_name = "NAME")]
     pub master_name: String,
 
-    /// Port of the first data node (the initial master); replicas take the next ones.
-    #[arg(long, default_value_t = 6379, value_name = "PORT")]
-    pub port: u16,
+    /// Port of the first data node (the initial master); replicas take the
+    /// next ones [default: 6379; with --cluster, 7000].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 
     /// Port of the first Sentinel; the others take the next ones [default: --port + 20000].
     #[arg(long, value_name = "PORT")]
@@ -174,13 +201,37 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
+    /// The gateway the flags ask for (`None` with --no-gateway), its port
+    /// defaulting to `default_port`.
+    pub(crate) fn gateway_spec(&self, default_port: u16) -> Result<Option<GatewaySpec>> {
+        if self.no_gateway {
+            return Ok(None);
+        }
+        let exe = std::env::current_exe().context("finding the belay binary to run the gateway")?;
+        let port = self.gateway_port.unwrap_or(default_port);
+        let admin_port = match self.admin_port {
+            Some(p) => p,
+            None => port.checked_add(1000).context(
+                "the gateway's port + 1000 is past 65535: choose the admin port with --admin-port",
+            )?,
+        };
+        Ok(Some(GatewaySpec {
+            exe,
+            port,
+            admin_port: Some(admin_port),
+            durable_writes: self.durable_writes.clone(),
+            zone: self.gateway_zone.clone(),
+            read_from: self.read_from.clone(),
+        }))
+    }
+
     fn spec(&self) -> Result<LabSpec> {
         let mut spec = LabSpec {
             dir: self.dir.clone(),
-            replicas: self.replicas,
+            replicas: self.replicas.unwrap_or(2),
             sentinels: self.sentinels,
             master_name: self.master_name.clone(),
-            base_port: self.port,
+            base_port: self.port.unwrap_or(6379),
             sentinel_base_port: self.sentinel_port,
             bind: self.bind.clone(),
             password: self.password.clone(),
@@ -204,27 +255,7 @@ impl UpArgs {
             zones: self.zones.clone(),
             reassign_busy_ports: false,
         };
-        if !self.no_gateway {
-            let exe =
-                std::env::current_exe().context("finding the belay binary to run the gateway")?;
-            let port = self
-                .gateway_port
-                .unwrap_or_else(|| spec.default_gateway_port());
-            let admin_port = match self.admin_port {
-                Some(p) => p,
-                None => port.checked_add(1000).context(
-                    "the gateway's port + 1000 is past 65535: choose the admin port with --admin-port",
-                )?,
-            };
-            spec.gateway = Some(GatewaySpec {
-                exe,
-                port,
-                admin_port: Some(admin_port),
-                durable_writes: self.durable_writes.clone(),
-                zone: self.gateway_zone.clone(),
-                read_from: self.read_from.clone(),
-            });
-        }
+        spec.gateway = self.gateway_spec(spec.default_gateway_port())?;
         if self.app {
             let exe = std::env::current_exe().context("finding the belay binary to run the app")?;
             spec.app = Some(AppSpec {
@@ -241,6 +272,9 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
 
+    if args.cluster {
+        return crate::up_cluster::run(args, &mut sigint, &mut sigterm).await;
+    }
     let spec = args.spec()?;
     let progress = CliProgress::new();
     let started = tokio::select! {
@@ -278,6 +312,12 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     supervise(&mut lab, &mut sigint, &mut sigterm).await;
     eprintln!("stopping the lab ...");
     let report = lab.stop(STOP_GRACE).await?;
+    print_stopped(&report, &args.dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The line after an orderly stop.
+pub(crate) fn print_stopped(report: &belay_lab::StopReport, dir: &std::path::Path) {
     eprintln!(
         "stopped {} process{}{}; data and logs are kept in {}",
         report.stopped.len() + report.killed.len(),
@@ -291,16 +331,38 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
         } else {
             format!(" ({} needed SIGKILL)", report.killed.len())
         },
-        show_path(&args.dir),
+        show_path(dir),
     );
-    Ok(ExitCode::SUCCESS)
+}
+
+/// What foreground supervision needs of a lab (Sentinel or cluster).
+pub(crate) trait Supervised {
+    /// Processes that exited since the last call: `(name, how)`.
+    fn newly_exited(&mut self) -> Vec<(String, String)>;
+    fn any_running(&mut self) -> bool;
+    /// The log of the process called `name`, as the user would type it.
+    fn log_of(&self, name: &str) -> String;
+}
+
+impl Supervised for Lab {
+    fn newly_exited(&mut self) -> Vec<(String, String)> {
+        Lab::newly_exited(self)
+    }
+    fn any_running(&mut self) -> bool {
+        Lab::any_running(self)
+    }
+    fn log_of(&self, name: &str) -> String {
+        self.process(name)
+            .map(|p| show_path(p.log_path()))
+            .unwrap_or_default()
+    }
 }
 
 /// Foreground supervision: report processes that exit (drills kill them on
 /// purpose, so they are not restarted) until Ctrl-C/SIGTERM, or until every
 /// process is gone (`belay down` from another shell).
-async fn supervise(
-    lab: &mut Lab,
+pub(crate) async fn supervise(
+    lab: &mut dyn Supervised,
     sigint: &mut tokio::signal::unix::Signal,
     sigterm: &mut tokio::signal::unix::Signal,
 ) {
@@ -311,11 +373,7 @@ async fn supervise(
             _ = sigterm.recv() => return,
             _ = tick.tick() => {
                 for (name, how) in lab.newly_exited() {
-                    let log = lab
-                        .process(&name)
-                        .map(|p| show_path(p.log_path()))
-                        .unwrap_or_default();
-                    eprintln!("{name} exited ({how}); its log: {log}");
+                    eprintln!("{name} exited ({how}); its log: {}", lab.log_of(&name));
                 }
                 if !lab.any_running() {
                     eprintln!("every process of the lab has exited");

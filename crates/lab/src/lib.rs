@@ -24,7 +24,9 @@
 //! doing), [`state`] (the state dir),
 //! [`secrets`] (who may read the password), [`server`] (Redis or Valkey), and `lab` (the handle tying
 //! them together). [`foreign`] builds, for tests, a deployment belay did
-//! not configure: the seed note's layout.
+//! not configure: the seed note's layout. [`cluster`] is the other kind of
+//! lab: a Redis Cluster ([`cluster::ClusterLab`]), on the same processes,
+//! ports, secrets and state file.
 
 pub mod cluster;
 pub mod config;

@@ -89,8 +89,10 @@ impl ProcessKind {
         }
     }
 
-    /// The command that runs a process of this kind. Binaries must already
-    /// be resolved (see [`resolve_binary`]).
+    /// The command that runs a process of this kind in a Sentinel lab.
+    /// Binaries must already be resolved (see [`resolve_binary`]). (The
+    /// cluster lab builds its nodes' and gateway's commands itself: see
+    /// `crate::cluster`.)
     pub(crate) fn command(
         self,
         spec: &LabSpec,

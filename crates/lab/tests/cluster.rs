@@ -172,3 +172,56 @@ async fn a_killed_master_is_replaced_and_a_restarted_one_rejoins() {
     drop(lab);
     assert_no_orphans(dir.path());
 }
+
+#[tokio::test]
+async fn a_stopped_cluster_starts_again_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = ClusterLab::start(ClusterSpec::for_tests(dir.path()), &NoProgress)
+        .await
+        .expect("cluster starts");
+    let spec = lab.spec().clone();
+    let lab_port = spec.base_port;
+    let mut c = Connection::connect(&lab.seeds()[2], Some(&lab.auth()), Duration::from_secs(2))
+        .await
+        .unwrap();
+    c.call_ok(&["SET", "foo", "kept"]).await.unwrap();
+    let ids: Vec<String> = lab
+        .shards()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let report = lab.stop(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(report.stopped.len() + report.killed.len(), 6);
+    assert!(!dir.path().join("lab.json").exists());
+
+    let lab = ClusterLab::start(spec, &NoProgress)
+        .await
+        .expect("the same cluster starts again");
+    let again: Vec<String> = lab
+        .shards()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(again, ids, "the same nodes serve the same slots");
+    let mut c = Connection::connect(&lab.seeds()[2], Some(&lab.auth()), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let v = c.call_ok(&["GET", "foo"]).await.unwrap();
+    assert_eq!(v.to_text().as_deref(), Some("kept"));
+    drop(lab);
+
+    // A plan with more nodes than the cluster had is refused, not half-joined.
+    let mut bigger = ClusterSpec::for_tests(dir.path());
+    bigger.base_port = lab_port;
+    bigger.masters = 4;
+    let err = ClusterLab::start(bigger, &NoProgress).await.unwrap_err();
+    assert!(
+        err.to_string().contains("part of an earlier cluster"),
+        "{err:#}"
+    );
+    assert_no_orphans(dir.path());
+}

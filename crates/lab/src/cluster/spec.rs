@@ -106,9 +106,22 @@ impl ClusterSpec {
 
     /// Moves every port onto one block of free ports: the nodes, then the
     /// gateway and its admin endpoint (when `gateway` is set). For tests.
+    ///
+    /// Each node also listens on its port + 10000 (the cluster bus): the
+    /// block is one whose ports + 10000 are free too and stay below the
+    /// kernel's ephemeral range (32768 up), where any outgoing connection
+    /// on the machine could take one between this check and the start.
     pub fn assign_free_ports(&mut self) {
         let nodes = self.nodes() as u16;
-        let first = crate::ports::reserve_block(nodes + 2);
+        let n = nodes + 2;
+        let bus_free = |first: u16| {
+            (first..first + n)
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
+        };
+        let first = (0..5000)
+            .map(|_| crate::ports::reserve_block(n))
+            .find(|&first| (first as u32 + n as u32 + 10_000) < 32_768 && bus_free(first))
+            .expect("a block of free ports whose cluster bus ports are free too");
         self.base_port = first;
         if let Some(gw) = &mut self.gateway {
             gw.port = first + nodes;

@@ -1,7 +1,7 @@
 //! What a cluster is doing, as its nodes say: every node is asked for its
 //! own view (`CLUSTER INFO`, `CLUSTER NODES`, `ROLE`, `INFO replication`),
 //! the slot map most reachable nodes agree on gives the shards, and
-//! [`super::report`] judges it. Used by `belay status`, by the lab's waits,
+//! `report` judges it. Used by `belay status`, by the lab's waits,
 //! and by tests ([`super::ClusterLab::shards`]).
 
 use std::path::PathBuf;

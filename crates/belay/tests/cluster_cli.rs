@@ -1,0 +1,193 @@
+//! `belay up --cluster` / `status` / `down` as a user runs them: the real
+//! binary, real redis-server nodes and the gateway, redis-cli through it.
+//! Whatever still runs under the temp dir is SIGKILLed on drop.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use belay_lab::cluster::ClusterSpec;
+use belay_lab::testing::{kill_processes_under, processes_under};
+
+const PASSWORD: &str = "cluster-cli-pw";
+
+/// A temp state dir and free ports (the nodes' cluster bus ports too).
+struct Sandbox {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        // Six nodes, the gateway and its admin endpoint.
+        let port = ClusterSpec::for_tests(dir.path()).base_port;
+        Sandbox { dir, port }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("lab")
+    }
+
+    fn gateway_port(&self) -> u16 {
+        self.port + 6
+    }
+
+    fn belay(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_belay"));
+        cmd.arg(args[0]).arg("--dir").arg(self.state_dir());
+        cmd.args(&args[1..]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BELAY_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn up(&self, extra: &[&str]) -> Command {
+        let p = self.port;
+        let mut cmd = self.belay(&["up", "--cluster", "--detach"]);
+        cmd.args(["--port", &p.to_string()])
+            .args(["--gateway-port", &(p + 6).to_string()])
+            .args(["--admin-port", &(p + 7).to_string()])
+            .args(["--password", PASSWORD])
+            .args(["--node-timeout-ms", "1000", "--ready-timeout", "45"])
+            .args(extra);
+        cmd
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        let text = std::fs::read_to_string(self.state_dir().join("lab.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["pid"].as_u64())
+            .unwrap() as u32
+    }
+
+    /// `redis-cli -p <gateway> ARGS`, the password in its environment.
+    fn redis_cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.gateway_port().to_string()])
+            .args(args)
+            .env("REDISCLI_AUTH", PASSWORD)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        kill_processes_under(self.dir.path());
+    }
+}
+
+fn run(mut cmd: Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn up_cluster_status_gateway_and_down() {
+    let sb = Sandbox::new();
+    let (code, out, err) = run(sb.up(&[]));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("3 shards of 1 master + 1 replica"), "{out}");
+    assert!(out.contains("0-5460"), "{out}");
+    assert!(
+        out.contains(&format!("redis-cli -p {} -a {PASSWORD}", sb.gateway_port())),
+        "{out}"
+    );
+    assert!(out.contains("belay down --dir"), "{out}");
+
+    let (code, out, err) = run(sb.belay(&["status"]));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    for want in [
+        "SHARDS",
+        "0-5460",
+        "5461-10921",
+        "10922-16383",
+        "answers PING",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(
+        out.contains("healthy: 3 shards, 6/6 nodes answering"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(sb.belay(&["status", "--json"]));
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "cluster");
+    assert_eq!(v["shards"].as_array().unwrap().len(), 3);
+    assert_eq!(v["shards"][0]["replicas"][0]["link"], "up");
+
+    // Through the gateway: keys of every shard, one command across slots.
+    assert_eq!(sb.redis_cli(&["SET", "foo", "bar"]), "OK");
+    assert_eq!(sb.redis_cli(&["GET", "foo"]), "bar");
+    assert_eq!(sb.redis_cli(&["MSET", "a", "1", "b", "2", "c", "3"]), "OK");
+    assert_eq!(
+        sb.redis_cli(&["MGET", "a", "b", "c", "foo"]),
+        "1\n2\n3\nbar"
+    );
+
+    // A dead node is a problem, named.
+    let pid = sb.pid_of("node-2");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (code, out, _) = run(sb.belay(&["status"]));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("PROBLEMS"), "{out}");
+    assert!(out.contains("node-2 ("), "{out}");
+
+    let (code, out, err) = run(sb.belay(&["down"]));
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("stopped gateway"), "{out}");
+    assert!(out.contains("node-2 was not running"), "{out}");
+    assert!(out.contains("is down"), "{out}");
+    assert!(!sb.state_dir().join("lab.json").exists());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_under(sb.dir.path()).is_empty() {
+        assert!(Instant::now() < deadline, "left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn up_cluster_refuses_what_it_cannot_do() {
+    let sb = Sandbox::new();
+    for (flags, want) in [
+        (&["--tls"][..], "--tls is not supported with --cluster"),
+        (&["--app"][..], "--app is not supported with --cluster"),
+        (&["--zones", "a,b"][..], "--zones and --gateway-zone"),
+        (&["--sentinels", "5"][..], "cannot be used with"),
+        (&["--shards", "2"][..], "at least 3 shards"),
+    ] {
+        let (code, out, err) = run(sb.up(flags));
+        assert_ne!(code, Some(0), "{flags:?}: {out}");
+        assert!(err.contains(want), "{flags:?}: {err}");
+    }
+    let (code, _, err) = run(sb.belay(&["up", "--shards", "3"]));
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--cluster"), "{err}");
+    assert!(processes_under(sb.dir.path()).is_empty());
+}

@@ -191,3 +191,66 @@ fn up_cluster_refuses_what_it_cannot_do() {
     assert!(err.contains("--cluster"), "{err}");
     assert!(processes_under(sb.dir.path()).is_empty());
 }
+
+/// The lab's own handle with the gateway from this binary: through a
+/// master's failover, the gateway keeps serving that shard's keys.
+#[tokio::test]
+async fn the_gateway_serves_a_shard_again_after_its_failover() {
+    use belay_client::Connection;
+    use belay_lab::cluster::ClusterLab;
+    use belay_lab::testing::cluster_gateway_spec;
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = cluster_gateway_spec(dir.path(), env!("CARGO_BIN_EXE_belay").as_ref());
+    let mut lab = ClusterLab::start(spec, &belay_lab::NoProgress)
+        .await
+        .expect("cluster and gateway start");
+    let gw = lab.gateway_addr().unwrap();
+    let auth = lab.auth();
+    let connect = || Connection::connect(&gw, Some(&auth), Duration::from_secs(2));
+    let mut c = connect().await.unwrap();
+    // `{06S}` hashes to slot 0: node-1's shard.
+    c.call_ok(&["SET", "{06S}k", "before"]).await.unwrap();
+    c.call_ok(&["SET", "foo", "other shard"]).await.unwrap();
+    let old = lab.master_of_slot(0).await.unwrap();
+    // The write must be on the replica before the master goes away.
+    let mut m = Connection::connect(&old, Some(&lab.auth()), Duration::from_secs(2))
+        .await
+        .unwrap();
+    m.call_ok(&["WAIT", "1", "2000"]).await.unwrap();
+    drop(m);
+
+    lab.pause(&old).unwrap();
+    // Other shards keep serving while this one is down.
+    let v = connect().await.unwrap().call_ok(&["GET", "foo"]).await;
+    assert_eq!(v.unwrap().to_text().as_deref(), Some("other shard"));
+    let new = lab
+        .wait_for_failover(&old, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let last = loop {
+        let got = async {
+            let mut c = connect().await?;
+            c.call_ok(&["SET", "{06S}k2", "after"]).await?;
+            c.call_ok(&["GET", "{06S}k"]).await
+        }
+        .await;
+        match got {
+            Ok(v) if v.to_text().as_deref() == Some("before") => break None,
+            other if Instant::now() >= deadline => break Some(format!("{other:?}")),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert!(
+        last.is_none(),
+        "the gateway did not serve slot 0 from {new}: {last:?}"
+    );
+    lab.resume(&old).unwrap();
+    lab.wait_healthy(Duration::from_secs(20)).await.unwrap();
+    let report = lab.status().await;
+    assert!(report.healthy, "{:?}", report.problems);
+    assert!(report.gateway.is_some_and(|g| g.error.is_none()));
+    drop(lab);
+    kill_processes_under(dir.path());
+}

@@ -333,9 +333,9 @@ impl Collector for Exporter {
         gauge(
             &mut e,
             "belay_writes_held",
-            "1 while writes are held (no confirmed master, a silent master, a failover under way, or the write guard), else 0.",
+            "1 while writes are held (no confirmed master, a silent master, a failover under way, or the write guard), else 0. In front of a Redis Cluster: writes of some shard.",
             None,
-            topo.master.is_none() as i64,
+            topo.groups().iter().any(|g| g.master.is_none()) as i64,
         )?;
         let mut f = e.encode_descriptor(
             "belay_writes_held_reason",
@@ -349,7 +349,10 @@ impl Collector for Exporter {
             (WriteHold::FailoverInProgress, "failover"),
             (WriteHold::WriteGuard, "write_guard"),
         ] {
-            let on = topo.write_hold == Some(hold) && topo.master.is_none();
+            let on = topo
+                .groups()
+                .iter()
+                .any(|g| g.write_hold == Some(hold) && g.master.is_none());
             ConstGauge::new(on as i64).encode(f.encode_family(&[("reason", label)])?)?;
         }
         let mut f = e.encode_descriptor(
@@ -398,18 +401,23 @@ impl Collector for Exporter {
             "Clients turned away at max_clients.",
             m.rejected_clients.load(Ordering::Relaxed),
         )?;
-        encode_nodes(&mut e, &topo)
+        encode_nodes(&mut e, &topo.groups())
     }
 }
 
-/// Per-node gauges, read off the topology.
-fn encode_nodes(e: &mut DescriptorEncoder, topo: &Topology) -> std::fmt::Result {
-    let nodes: Vec<(&NodePool, &str)> = topo
-        .read_master
+/// Per-node gauges of one group (a Sentinel group, or one shard of a
+/// cluster: nodes are labelled by address, so shards do not collide).
+fn encode_nodes(e: &mut DescriptorEncoder, groups: &[&Topology]) -> std::fmt::Result {
+    let nodes: Vec<(&NodePool, &str)> = groups
         .iter()
-        .map(|p| (&**p, "master"))
-        .chain(topo.replicas.iter().map(|r| (&*r.pool, "replica")))
+        .flat_map(|topo| {
+            topo.read_master
+                .iter()
+                .map(|p| (&**p, "master"))
+                .chain(topo.replicas.iter().map(|r| (&*r.pool, "replica")))
+        })
         .collect();
+    let replicas = || groups.iter().flat_map(|g| g.replicas.iter());
     let mut f = e.encode_descriptor(
         "belay_node_commands",
         "Commands written to a node, on every kind of connection (the gateway's traffic to it).",
@@ -454,7 +462,7 @@ fn encode_nodes(e: &mut DescriptorEncoder, topo: &Topology) -> std::fmt::Result 
         Some(&Unit::Seconds),
         MetricType::Gauge,
     )?;
-    for r in &topo.replicas {
+    for r in replicas() {
         if let Some(lag) = r.lag {
             ConstGauge::new(lag.as_secs_f64())
                 .encode(f.encode_family(&[("node", r.pool.addr.as_str())])?)?;
@@ -466,8 +474,11 @@ fn encode_nodes(e: &mut DescriptorEncoder, topo: &Topology) -> std::fmt::Result 
         Some(&Unit::Bytes),
         MetricType::Gauge,
     )?;
-    if let Some(sample) = &topo.master_sample {
-        for r in &topo.replicas {
+    for topo in groups {
+        let Some(sample) = &topo.master_sample else {
+            continue;
+        };
+        for r in replicas() {
             if r.replid.as_deref() == Some(&*sample.replid) {
                 ConstGauge::new((sample.offset - r.offset).max(0))
                     .encode(f.encode_family(&[("node", r.pool.addr.as_str())])?)?;
@@ -480,15 +491,16 @@ fn encode_nodes(e: &mut DescriptorEncoder, topo: &Topology) -> std::fmt::Result 
         Some(&Unit::Seconds),
         MetricType::Gauge,
     )?;
-    let places = topo
-        .read_master
-        .iter()
-        .map(|p| (&p.addr, "master", &topo.master_locality))
-        .chain(
-            topo.replicas
-                .iter()
-                .map(|r| (&r.pool.addr, "replica", &r.locality)),
-        );
+    let places = groups.iter().flat_map(|topo| {
+        topo.read_master
+            .iter()
+            .map(|p| (&p.addr, "master", &topo.master_locality))
+            .chain(
+                topo.replicas
+                    .iter()
+                    .map(|r| (&r.pool.addr, "replica", &r.locality)),
+            )
+    });
     for (addr, role, at) in places {
         if let Some(rtt) = at.rtt {
             let zone = at.zone.as_deref().unwrap_or("");
@@ -505,7 +517,7 @@ fn encode_nodes(e: &mut DescriptorEncoder, topo: &Topology) -> std::fmt::Result 
         None,
         MetricType::Gauge,
     )?;
-    for r in &topo.replicas {
+    for r in replicas() {
         ConstGauge::new(r.usable() as i64)
             .encode(f.encode_family(&[("node", r.pool.addr.as_str())])?)?;
     }

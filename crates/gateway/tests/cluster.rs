@@ -505,3 +505,67 @@ async fn subscriptions_survive_a_shard_failover() {
     }
     assert_eq!(received(plain.read_value().await.unwrap()), "after");
 }
+
+/// A slot moved from one master to another by hand, as `redis-cli
+/// --cluster reshard` does: while it migrates, the source answers `ASK` for
+/// keys it no longer has, and the gateway follows with `ASKING`; once the
+/// slot is the target's, `MOVED`, and the gateway reads the map again.
+#[tokio::test]
+async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
+    let env = start_cluster(|cfg| cfg.read_from = belay_gateway::ReadFrom::Master).await;
+    let key = "{moving}a";
+    let slot = env.slot_of(key).await.to_string();
+    let source = env.master_of(key).await;
+    let shards = env.lab.shards().await.unwrap();
+    let target = shards
+        .iter()
+        .find(|s| s.master != source)
+        .unwrap()
+        .master
+        .clone();
+    let mut src = env.node(&source).await;
+    let mut tgt = env.node(&target).await;
+    let source_id = text(&call(&mut src, &["CLUSTER", "MYID"]).await);
+    let target_id = text(&call(&mut tgt, &["CLUSTER", "MYID"]).await);
+    let mut c = env.client().await;
+    assert_eq!(text(&call(&mut c, &["SET", key, "1"]).await), "OK");
+    tgt.call_ok(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
+        .await
+        .unwrap();
+    src.call_ok(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
+        .await
+        .unwrap();
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let password = env.lab.password().to_string();
+    src.call_ok(&[
+        "MIGRATE", host, port, "", "0", "5000", "AUTH", &password, "KEYS", key,
+    ])
+    .await
+    .unwrap();
+    // The key is on the target now; the source says ASK.
+    let direct = call(&mut src, &["GET", key]).await;
+    assert!(err(&direct).starts_with("ASK "), "{direct:?}");
+    assert_eq!(text(&call(&mut c, &["GET", key]).await), "1");
+    assert_eq!(call(&mut c, &["INCR", key]).await.as_int(), Some(2));
+    // A new key of the slot goes to the target too.
+    assert_eq!(
+        text(&call(&mut c, &["SET", "{moving}b", "new"]).await),
+        "OK"
+    );
+    let mut asking = env.node(&target).await;
+    asking.send(&["ASKING"]).await.unwrap();
+    asking.send(&["GET", "{moving}b"]).await.unwrap();
+    asking.read_value().await.unwrap();
+    assert_eq!(text(&asking.read_value().await.unwrap()), "new");
+    // The slot is the target's: every master is told, the gateway follows MOVED.
+    for shard in &shards {
+        let mut n = env.node(&shard.master).await;
+        n.call_ok(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id])
+            .await
+            .unwrap();
+    }
+    assert_eq!(text(&call(&mut c, &["GET", key]).await), "2");
+    assert_eq!(text(&call(&mut c, &["GET", "{moving}b"]).await), "new");
+    assert_eq!(text(&call(&mut c, &["SET", "{moving}c", "3"]).await), "OK");
+    assert_eq!(text(&env.direct_get("{moving}c").await), "3");
+}

@@ -282,4 +282,35 @@ mod tests {
         remove(dir.path()).unwrap();
         assert!(load(dir.path()).unwrap().is_none());
     }
+
+    #[test]
+    fn the_kind_of_lab_is_read_and_a_cluster_is_not_taken_for_a_sentinel_lab() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_kind(dir.path()).unwrap(), None);
+        let spec = LabSpec {
+            dir: dir.path().into(),
+            ..LabSpec::default()
+        };
+        let state = LabState {
+            version: STATE_VERSION,
+            processes: spec.plan(),
+            spec,
+            supervisor_pid: None,
+            phase: "ready".into(),
+        };
+        save(dir.path(), &state).unwrap();
+        // Files from before the cluster lab have no `kind`: Sentinel.
+        assert_eq!(recorded_kind(dir.path()).unwrap(), Some(LabKind::Sentinel));
+        assert_eq!(recorded_processes(dir.path()).unwrap().unwrap().len(), 6);
+
+        let cluster = serde_json::json!({
+            "kind": "cluster",
+            "processes": state.processes,
+        });
+        save_json(dir.path(), &cluster).unwrap();
+        assert_eq!(recorded_kind(dir.path()).unwrap(), Some(LabKind::Cluster));
+        assert_eq!(recorded_processes(dir.path()).unwrap().unwrap().len(), 6);
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a Redis Cluster lab"), "{err}");
+    }
 }

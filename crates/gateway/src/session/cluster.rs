@@ -237,37 +237,59 @@ impl Session {
         let asks = sent.into_iter().map(|(pool, raw)| {
             let ctx = ctx.clone();
             async move {
-                if let Err(e) = pool.connect_shared(&ctx, hint).await {
-                    return Err(reply::error(&format!(
-                        "TRYAGAIN belay: cannot reach {} ({e}); the command was not run",
-                        pool.addr
-                    )));
-                }
-                let rx = pool
-                    .try_send_shared(&ctx, hint, raw, 1, None, None)
-                    .map_err(|_| {
-                        reply::error(&format!(
-                            "TRYAGAIN belay: the connection to {} closed; the command was not run",
-                            pool.addr
-                        ))
-                    })?;
-                match rx.await {
-                    Ok(Ok(replies)) => split_replies(&replies.frames, 1)
-                        .and_then(|mut r| r.pop())
-                        .ok_or_else(|| reply::error("ERR belay: an unreadable reply")),
-                    Ok(Err(e)) if e.retry_safe() => Err(reply::error(&format!(
-                        "TRYAGAIN belay: {e}; the command was not run"
-                    ))),
-                    Ok(Err(e)) => Err(reply::error(&format!(
-                        "UNCERTAIN belay: {e}; it may or may not have run"
-                    ))),
-                    Err(_) => Err(reply::error(
-                        "UNCERTAIN belay: the connection went away; it may or may not have run",
-                    )),
-                }
+                let mut replies = ask_on(&pool, &ctx, hint, raw, 1).await?;
+                replies
+                    .pop()
+                    .ok_or_else(|| reply::error("ERR belay: an unreadable reply"))
             }
         });
         futures::future::join_all(asks).await
+    }
+
+    /// `count` commands (back to back in `raw`) to `pool`, their replies.
+    async fn ask_replies(
+        &mut self,
+        pool: Arc<NodePool>,
+        raw: Bytes,
+        count: u32,
+    ) -> Result<Vec<Bytes>, Bytes> {
+        let ctx = self.st.ctx.clone();
+        ask_on(&pool, &ctx, self.slot(), raw, count).await
+    }
+
+    /// Sends `job` once to `target` (a master of the cluster), after
+    /// `ASKING`: the node importing the slot runs it. Its reply, or an
+    /// error that it may have run (`UNCERTAIN`: never sent again); `None`
+    /// when it was not run (no such master, not sent, or refused there):
+    /// the job then waits for the slot map like any refused command.
+    pub(super) async fn send_asking(
+        &mut self,
+        job: &super::job::Job,
+        target: &str,
+    ) -> Option<Bytes> {
+        let topo = self.topology().clone();
+        let pool = topo
+            .groups()
+            .into_iter()
+            .filter_map(|g| g.read_master.clone())
+            .find(|m| m.addr == target)?;
+        let mut raw = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
+        raw.extend_from_slice(&job.raw);
+        let replies = match self.ask_replies(pool, raw.freeze(), 2).await {
+            Ok(replies) => replies,
+            Err(not_run) if not_run.starts_with(b"-TRYAGAIN") => return None,
+            Err(may_have_run) => return Some(may_have_run),
+        };
+        let reply = replies.into_iter().nth(1)?;
+        if super::retry::is_refusal(&reply) {
+            return None;
+        }
+        if job.class().has_effect() && reply.first() != Some(&b'-') {
+            self.st.fence = Some(crate::router::Fence {
+                acked_at: Instant::now(),
+            });
+        }
+        Some(reply)
     }
 
     /// A node refused a part (`MOVED`, `CLUSTERDOWN`, …): the slot map may
@@ -281,6 +303,45 @@ impl Session {
     /// Waits until discovery publishes a new topology, or `at_most`.
     async fn topology_change(&mut self, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.topo_rx.changed()).await;
+    }
+}
+
+/// Sends `count` commands on `pool`'s shared connection of `ctx`; their
+/// replies, or the client's error when they got none (`TRYAGAIN`: not run;
+/// `UNCERTAIN`: may have run).
+async fn ask_on(
+    pool: &Arc<NodePool>,
+    ctx: &crate::context::Context,
+    hint: usize,
+    raw: Bytes,
+    count: u32,
+) -> Result<Vec<Bytes>, Bytes> {
+    if let Err(e) = pool.connect_shared(ctx, hint).await {
+        return Err(reply::error(&format!(
+            "TRYAGAIN belay: cannot reach {} ({e}); the command was not run",
+            pool.addr
+        )));
+    }
+    let rx = pool
+        .try_send_shared(ctx, hint, raw, count, None, None)
+        .map_err(|_| {
+            reply::error(&format!(
+                "TRYAGAIN belay: the connection to {} closed; the command was not run",
+                pool.addr
+            ))
+        })?;
+    match rx.await {
+        Ok(Ok(replies)) => split_replies(&replies.frames, count as usize)
+            .ok_or_else(|| reply::error("ERR belay: an unreadable reply")),
+        Ok(Err(e)) if e.retry_safe() => Err(reply::error(&format!(
+            "TRYAGAIN belay: {e}; the command was not run"
+        ))),
+        Ok(Err(e)) => Err(reply::error(&format!(
+            "UNCERTAIN belay: {e}; it may or may not have run"
+        ))),
+        Err(_) => Err(reply::error(
+            "UNCERTAIN belay: the connection went away; it may or may not have run",
+        )),
     }
 }
 

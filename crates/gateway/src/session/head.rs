@@ -192,6 +192,17 @@ impl Session {
     pub(super) async fn dispatch_held(&mut self, mut job: Job) -> Slot {
         let _waiting = crate::metrics::Waiting::new(&self.shared.metrics);
         let deadline = job.held_since(Instant::now()) + self.cfg.failover_hold();
+        if let Some(target) = job.retry.as_mut().and_then(|r| r.ask.take()) {
+            match Box::pin(self.send_asking(&job, &target)).await {
+                Some(reply) => return Slot::Ready(reply),
+                // Not run there (the migration ended meanwhile): sent again
+                // where the slot map says, once discovery looked.
+                None => {
+                    let checks = self.topology().master_checks;
+                    job.retry_mut().after_check = checks;
+                }
+            }
+        }
         let mut topo_rx = self.shared.topology.clone();
         loop {
             topo_rx.borrow_and_update();
@@ -441,6 +452,15 @@ impl Session {
                 r.after_check = if from_master { checks } else { 0 };
                 // A read a replica refused goes to the master instead.
                 r.force_master |= !from_master;
+                Slot::Held(job)
+            }
+            OnReply::Ask => {
+                let r = job.retry_mut();
+                r.attempts = r.attempts.saturating_add(1);
+                if r.attempts > 5 {
+                    return Slot::Ready(frame);
+                }
+                r.ask = super::retry::ask_target(&frame);
                 Slot::Held(job)
             }
             OnReply::ScriptOnMaster => {

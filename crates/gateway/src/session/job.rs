@@ -78,6 +78,9 @@ pub struct Retry {
     pub force_master: bool,
     /// Why it waited last.
     pub waited_for: Option<Waiting>,
+    /// A cluster node answered `ASK` naming this node (`host:port`): the
+    /// command goes there once, after `ASKING`.
+    pub ask: Option<String>,
     /// A refused write waits until discovery has asked the master its role
     /// more times than this ([`Topology::master_checks`]).
     ///

@@ -26,6 +26,9 @@ pub enum OnReply {
     ScriptOnMaster,
     /// A replica is running a script (`BUSY`): mark it, read elsewhere.
     ReplicaBusy,
+    /// A cluster node moving the key's slot out (`ASK slot host:port`): not
+    /// run; send it once to the node named, after `ASKING`.
+    Ask,
 }
 
 /// The node refuses the command itself, before running it. A cluster
@@ -62,6 +65,9 @@ pub fn on_reply(job: &Job, frame: &[u8], from_master: bool) -> OnReply {
         }
         return OnReply::Deliver;
     }
+    if frame.starts_with(b"-ASK ") {
+        return OnReply::Ask;
+    }
     if is_refusal(frame) {
         return OnReply::Refused;
     }
@@ -69,6 +75,14 @@ pub fn on_reply(job: &Job, frame: &[u8], from_master: bool) -> OnReply {
         return OnReply::ReplicaBusy;
     }
     OnReply::Deliver
+}
+
+/// Where an `ASK` reply sends the command: `host:port`.
+pub fn ask_target(frame: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(frame).ok()?.trim_end();
+    let mut words = text.strip_prefix("-ASK ")?.split(' ');
+    let (_slot, addr) = (words.next()?, words.next()?);
+    Some(addr.to_string())
 }
 
 /// What to do with a command that got no reply.
@@ -156,6 +170,25 @@ mod tests {
             on_reply(&read, b"-BUSY Redis is busy\r\n", true),
             OnReply::Deliver
         );
+    }
+
+    #[test]
+    fn asks_and_cluster_refusals() {
+        let write = job(Class::Write, false, Conn::Shared);
+        let ask = b"-ASK 3999 127.0.0.1:7002\r\n";
+        assert_eq!(on_reply(&write, ask, true), OnReply::Ask);
+        assert_eq!(ask_target(ask).as_deref(), Some("127.0.0.1:7002"));
+        for refusal in [
+            "-MOVED 3999 127.0.0.1:7002",
+            "-CLUSTERDOWN The cluster is down",
+            "-TRYAGAIN x",
+        ] {
+            let frame = format!("{refusal}\r\n");
+            assert_eq!(on_reply(&write, frame.as_bytes(), true), OnReply::Refused);
+        }
+        // A script's words are its own, even when they look like a redirect.
+        let script = job(Class::Write, true, Conn::Shared);
+        assert_eq!(on_reply(&script, ask, true), OnReply::Deliver);
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! Modules: [`spec`] (what to build), `config` (a node's redis.conf),
 //! `form` (making the nodes one cluster), [`nodes`] (`CLUSTER NODES`
 //! parsed), [`view`] (asking every node), `report` (judging what they
-//! say). Processes, ports, secrets and the state file are the Sentinel
-//! lab's ([`crate::process`], [`crate::ports`], [`crate::secrets`],
+//! say), `wait` (the waits: whole, failed over, following a master).
+//! Processes, ports, secrets and the state file are the Sentinel lab's
+//! ([`crate::process`], [`crate::ports`], [`crate::secrets`],
 //! [`crate::state`]); `lab.json` says `"kind": "cluster"`.
 
 mod config;
@@ -30,13 +31,14 @@ pub mod nodes;
 mod report;
 pub mod spec;
 pub mod view;
+mod wait;
 
 pub use spec::ClusterSpec;
 pub use view::{ClusterQuery, ClusterReport, GatewayCheck, NodeView, ReplicaView, ShardView};
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use belay_client::Auth;
@@ -45,12 +47,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
 use crate::lab::{stop_all, wait_gone};
-use crate::master::{Watch, POLL};
 use crate::process::{self, Process, ProcessKind, ProcessRecord, GATEWAY_ENV};
 use crate::progress::Progress;
 use crate::state::{self, LabKind, STATE_VERSION};
 use crate::status::Target;
-use crate::{ports, ready, secrets, StopReport};
+use crate::{ports, secrets, StopReport};
 
 /// How to get the gateway's program (the `belay` binary).
 const BUILD_BELAY: &str = "cargo build --release -p belay";
@@ -422,76 +423,6 @@ impl ClusterLab {
             })
     }
 
-    /// Waits until a replica of `old_master`'s shard (name or address) is
-    /// master with the shard's slots: it says so (`ROLE`), and every
-    /// reachable node but `old_master` sees the same slot map with those
-    /// slots on it. Returns its address.
-    pub async fn wait_for_failover(&self, old_master: &str, timeout: Duration) -> Result<String> {
-        let old = self.process(old_master)?.addr();
-        let shard = self.planned_shard(&old)?;
-        let members: Vec<String> = self
-            .nodes()
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| self.spec.shard_of(*i) == shard && p.addr() != old)
-            .map(|(_, p)| p.addr())
-            .collect();
-        let mut q = self.status_query();
-        q.nodes.retain(|t| t.addr != old);
-        q.gateway = None;
-        q.state_dir = None;
-        q.timeout = PROBE_TIMEOUT;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let views: Vec<NodeView> = {
-                let mut v = Vec::new();
-                for t in &q.nodes {
-                    v.push(view::ask(t, q.auth.as_ref(), q.timeout).await);
-                }
-                v
-            };
-            let last = match failed_over_to(&views, &members) {
-                Ok(new) => return Ok(new),
-                Err(why) => why,
-            };
-            if Instant::now() >= deadline {
-                bail!("no failover away from {old} within {timeout:?}: {last}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Waits until `node` (name or address) says (`ROLE`) it is a replica
-    /// of `master` (`host:port`) with its link up.
-    pub async fn wait_until_replica_of(
-        &self,
-        node: &str,
-        master: &str,
-        timeout: Duration,
-    ) -> Result<()> {
-        let p = self.process(node)?;
-        Watch {
-            master_name: "",
-            sentinels: Vec::new(),
-            sentinel_auth: Default::default(),
-            auth: Some(self.auth()),
-            tls: None,
-        }
-        .wait_until_replica_of(p.name(), &p.addr(), master, timeout)
-        .await
-    }
-
-    /// Waits until the cluster is whole again (see [`ClusterLab::start`]
-    /// for what that means; the gateway, if any, answering too), failing
-    /// at once when a process has exited.
-    pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
-        self.wait_healthy_inner(timeout, &crate::NoProgress).await?;
-        if self.gateway().is_some() {
-            self.wait_gateway(timeout, &crate::NoProgress).await?;
-        }
-        Ok(())
-    }
-
     /// Processes that have exited since the last call: `(name, how)`.
     pub fn newly_exited(&mut self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -530,16 +461,6 @@ impl ClusterLab {
     }
 
     // ---- internals -----------------------------------------------------------
-
-    /// The shard `addr` was planned in (replicas do not migrate between
-    /// shards in the lab: see `config`).
-    fn planned_shard(&self, addr: &str) -> Result<usize> {
-        self.nodes()
-            .iter()
-            .position(|p| p.addr() == addr)
-            .map(|i| self.spec.shard_of(i))
-            .ok_or_else(|| anyhow!("{addr} is not a node of the cluster"))
-    }
 
     fn command(&self, rec: &ProcessRecord) -> Command {
         match rec.kind {
@@ -597,65 +518,6 @@ impl ClusterLab {
         }
         Ok(())
     }
-
-    async fn wait_healthy_inner(
-        &mut self,
-        timeout: Duration,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let mut q = self.status_query();
-        q.gateway = None;
-        q.state_dir = None;
-        q.timeout = PROBE_TIMEOUT;
-        let q = &q;
-        self.wait_for(timeout, progress, || async move {
-            let r = view::gather(q).await;
-            (!r.healthy).then(|| r.problems.join("; "))
-        })
-        .await
-    }
-
-    async fn wait_gateway(&mut self, timeout: Duration, progress: &dyn Progress) -> Result<()> {
-        let addr = self.gateway_addr().expect("gateway started");
-        let password = self.password.clone();
-        self.wait_for(timeout, progress, || {
-            ready::gateway_pending(&addr, None, &password)
-        })
-        .await
-    }
-
-    /// Polls `pending` until it says nothing is missing, failing when a
-    /// child exits or `timeout` passes.
-    async fn wait_for<F, Fut>(
-        &mut self,
-        timeout: Duration,
-        progress: &dyn Progress,
-        pending: F,
-    ) -> Result<()>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Option<String>>,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !self.detached {
-                self.check_alive()?;
-            }
-            let Some(pending) = pending().await else {
-                return Ok(());
-            };
-            progress.waiting(&pending);
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    timeout,
-                    pending,
-                    dir: self.spec.dir.clone(),
-                }
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
 }
 
 impl Drop for ClusterLab {
@@ -677,39 +539,6 @@ impl std::fmt::Debug for ClusterLab {
             .field("processes", &self.processes)
             .field("detached", &self.detached)
             .finish_non_exhaustive()
-    }
-}
-
-/// Which of `members` took over, if the views say a failover is complete:
-/// they all see the same slot map, one of `members` serves slots in it and
-/// says it is master. `Err` says what is still missing.
-fn failed_over_to(views: &[NodeView], members: &[String]) -> Result<String, String> {
-    let reachable: Vec<&NodeView> = views.iter().filter(|v| v.reachable).collect();
-    let Some(first) = reachable.first() else {
-        return Err("no node answers".into());
-    };
-    let map = first.slot_map();
-    if let Some(other) = reachable.iter().find(|v| v.slot_map() != map) {
-        return Err(format!(
-            "{} and {} do not agree on the slot map yet",
-            first.label(),
-            other.label()
-        ));
-    }
-    let Some((_, _, new)) = map.iter().find(|(_, _, m)| members.contains(m)) else {
-        return Err(format!(
-            "no node of the shard ({}) serves slots yet",
-            members.join(", ")
-        ));
-    };
-    match reachable.iter().find(|v| v.addr == *new) {
-        Some(v) if v.role.as_deref() == Some("master") => Ok(new.clone()),
-        Some(v) => Err(format!(
-            "{} serves the slots but says it is {}",
-            v.label(),
-            v.role.as_deref().unwrap_or("?")
-        )),
-        None => Err(format!("{new} serves the slots but does not answer")),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Helpers for tests that start labs: a lab with the gateway and the web
-//! app ([`app_lab_spec`]), finding processes left behind, and (feature
+//! app ([`app_lab_spec`]), a cluster with the gateway ([`cluster_gateway_spec`]), finding processes left behind, and (feature
 //! `browser`) a real headless browser ([`browser`]).
 
 #[cfg(feature = "browser")]
@@ -7,6 +7,7 @@ pub mod browser;
 
 use std::path::Path;
 
+use crate::cluster::ClusterSpec;
 use crate::spec::{AppSpec, GatewaySpec, LabSpec};
 
 /// [`LabSpec::for_tests`] with the gateway and the web app, both run from
@@ -25,6 +26,24 @@ pub fn app_lab_spec(dir: &Path, belay: &Path) -> LabSpec {
     spec.app = Some(AppSpec {
         exe: belay.to_path_buf(),
         port: 0,
+    });
+    spec.assign_free_ports();
+    spec
+}
+
+/// [`ClusterSpec::for_tests`] with the gateway in front (`belay gateway
+/// --cluster <each master>`, run from `belay`: a test of the CLI crate
+/// passes `env!("CARGO_BIN_EXE_belay")`) and its admin endpoint, on ports of
+/// the cluster's own free block.
+pub fn cluster_gateway_spec(dir: &Path, belay: &Path) -> ClusterSpec {
+    let mut spec = ClusterSpec::for_tests(dir);
+    spec.gateway = Some(GatewaySpec {
+        exe: belay.to_path_buf(),
+        port: 0,
+        admin_port: Some(0),
+        durable_writes: None,
+        zone: None,
+        read_from: None,
     });
     spec.assign_free_ports();
     spec

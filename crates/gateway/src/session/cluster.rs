@@ -105,12 +105,7 @@ impl Session {
                 .collect();
             match pools {
                 Some(pools) => {
-                    let sent: Vec<(Arc<NodePool>, Bytes)> = pending
-                        .iter()
-                        .zip(pools)
-                        .map(|(&i, p)| (p, parts[i].raw.clone()))
-                        .collect();
-                    let answers = self.ask_each(sent).await;
+                    let answers = self.ask_grouped(&parts, &pending, pools).await;
                     for (&i, answer) in pending.iter().zip(answers) {
                         match answer {
                             Ok(r) if super::retry::is_refusal(&r) => {
@@ -257,6 +252,53 @@ impl Session {
             }
         });
         futures::future::join_all(asks).await
+    }
+
+    /// The parts `pending` of a split command, each to its pool
+    /// (`pools[j]` for `parts[pending[j]]`): the parts for one node go as
+    /// one request, the nodes concurrently. Each part's reply, or the
+    /// client's error for a part that got none.
+    async fn ask_grouped(
+        &mut self,
+        parts: &[Part],
+        pending: &[usize],
+        pools: Vec<Arc<NodePool>>,
+    ) -> Vec<Result<Bytes, Bytes>> {
+        // Per node: the pool, and which of `pending` go there.
+        let mut nodes: Vec<(Arc<NodePool>, Vec<usize>)> = Vec::new();
+        for (j, pool) in pools.into_iter().enumerate() {
+            match nodes.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
+                Some((_, js)) => js.push(j),
+                None => nodes.push((pool, vec![j])),
+            }
+        }
+        let ctx = self.st.ctx.clone();
+        let hint = self.slot();
+        let asks = nodes.iter().map(|(pool, js)| {
+            let mut raw = BytesMut::new();
+            for &j in js {
+                raw.extend_from_slice(&parts[pending[j]].raw);
+            }
+            let ctx = ctx.clone();
+            async move { ask_on(pool, &ctx, hint, raw.freeze(), js.len() as u32).await }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut out: Vec<Result<Bytes, Bytes>> = vec![Err(Bytes::new()); pending.len()];
+        for ((_, js), answer) in nodes.iter().zip(answers) {
+            match answer {
+                Ok(replies) => {
+                    for (&j, r) in js.iter().zip(replies) {
+                        out[j] = Ok(r);
+                    }
+                }
+                Err(e) => {
+                    for &j in js {
+                        out[j] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// `count` commands (back to back in `raw`) to `pool`, their replies.

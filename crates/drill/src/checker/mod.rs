@@ -36,6 +36,7 @@ mod stale;
 mod timeline;
 
 pub use blackout::Blackout;
+pub(crate) use blackout::blackout;
 pub use errors::ErrorCount;
 pub use latency::{Latency, PhaseLatency};
 pub use lost::{LostWrites, Phantoms};

@@ -410,7 +410,10 @@ async fn run_cluster(
     let mut lab = if in_dir {
         Observer::step(
             &ui,
-            &format!("using the Redis Cluster lab running in {}", args.dir.display()),
+            &format!(
+                "using the Redis Cluster lab running in {}",
+                args.dir.display()
+            ),
         );
         ClusterLab::attach(&args.dir)?
     } else {

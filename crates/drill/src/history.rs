@@ -222,13 +222,25 @@ pub struct Layout {
 
 impl Layout {
     pub fn set_key(&self, writer: u32, seq: u64) -> String {
-        format!("{}:{}k:{writer}:{seq}", self.prefix, self.tag(self.group_of_writer(writer)))
+        format!(
+            "{}:{}k:{writer}:{seq}",
+            self.prefix,
+            self.tag(self.group_of_writer(writer))
+        )
     }
     pub fn counter_key(&self, counter: u32) -> String {
-        format!("{}:{}c:{counter}", self.prefix, self.tag(counter % self.groups()))
+        format!(
+            "{}:{}c:{counter}",
+            self.prefix,
+            self.tag(counter % self.groups())
+        )
     }
     pub fn reg_key(&self, reg: u32) -> String {
-        format!("{}:{}r:{reg}", self.prefix, self.tag(self.group_of_writer(self.owner(reg))))
+        format!(
+            "{}:{}r:{reg}",
+            self.prefix,
+            self.tag(self.group_of_writer(self.owner(reg)))
+        )
     }
     pub fn registers(&self) -> u32 {
         self.writers * self.regs_per_writer
@@ -285,6 +297,45 @@ pub struct Readback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layout(tags: &[&str]) -> Layout {
+        Layout {
+            prefix: "p".into(),
+            writers: 4,
+            readers: 4,
+            counters: 6,
+            regs_per_writer: 2,
+            shard_tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn without_tags_there_is_one_group_and_keys_are_untagged() {
+        let l = layout(&[]);
+        assert_eq!(l.groups(), 1);
+        assert_eq!(l.set_key(1, 7), "p:k:1:7");
+        assert_eq!(l.counter_key(2), "p:c:2");
+        assert_eq!(l.reg_key(3), "p:r:3");
+        assert_eq!(l.counters_of(0), (0..6).collect::<Vec<_>>());
+        assert_eq!(l.registers_of(0), (0..8).collect::<Vec<_>>());
+        assert_eq!(l.group_of_reader(6), 0);
+    }
+
+    #[test]
+    fn with_tags_each_session_keeps_to_its_groups_keys() {
+        let l = layout(&["{a}", "{b}", "{c}"]);
+        assert_eq!(l.groups(), 3);
+        // Writer 1 and its registers (2, 3) in group 1; writer 3 in group 0.
+        assert_eq!(l.set_key(1, 7), "p:{b}:k:1:7");
+        assert_eq!(l.reg_key(2), "p:{b}:r:2");
+        assert_eq!(l.reg_key(6), "p:{a}:r:6");
+        assert_eq!(l.counter_key(5), "p:{c}:c:5");
+        assert_eq!(l.counters_of(1), vec![1, 4]);
+        assert_eq!(l.registers_of(0), vec![0, 1, 6, 7]);
+        // Readers are numbered after the 4 writers: session 5 is reader 1.
+        assert_eq!(l.group_of_reader(5), 1);
+        assert_eq!(l.group_of_reader(7), 0);
+    }
 
     #[test]
     fn error_replies_are_classified_by_their_code() {

@@ -266,10 +266,17 @@ pub fn render_text(r: &DrillReport) -> String {
         .iter()
         .filter(|e| KEY_EVENTS.contains(&e.event.as_str()))
     {
+        // A Sentinel's detail ends in addresses and epochs; the cluster
+        // watch's is a short sentence, kept whole.
+        let words = if e.sentinel == crate::cluster::watch::SOURCE {
+            usize::MAX
+        } else {
+            4
+        };
         let who: String = e
             .detail
             .split_whitespace()
-            .take(4)
+            .take(words)
             .collect::<Vec<_>>()
             .join(" ");
         match seen.iter_mut().find(|s| s.0 == e.event && s.1 == who) {

@@ -99,7 +99,10 @@ fn check(r: &DrillReport) {
     let wb = f.write_blackout;
     assert!(wb.longest_ms >= r.down_after_ms as f64, "{wb:?}");
     assert!(wb.from_ms <= r.fault.injected_ms + 100.0, "{wb:?}");
-    assert!(wb.to_ms >= failover - 1000.0, "{wb:?} vs failover {failover}");
+    assert!(
+        wb.to_ms >= failover - 1000.0,
+        "{wb:?} vs failover {failover}"
+    );
     // The other shards kept taking writes.
     assert!(
         c.others_write_blackout_ms < wb.longest_ms / 3.0,

@@ -35,8 +35,8 @@ mod lost;
 mod stale;
 mod timeline;
 
-pub use blackout::Blackout;
 pub(crate) use blackout::blackout;
+pub use blackout::Blackout;
 pub use errors::ErrorCount;
 pub use latency::{Latency, PhaseLatency};
 pub use lost::{LostWrites, Phantoms};

@@ -106,7 +106,9 @@ async fn tags_per_shard(
     auth: &belay_client::Auth,
     key_slots: &mut HashMap<String, u16>,
 ) -> Result<Vec<String>> {
-    let candidates: Vec<String> = (0..64 * shards.0.len()).map(|i| format!("{{t{i}}}")).collect();
+    let candidates: Vec<String> = (0..64 * shards.0.len())
+        .map(|i| format!("{{t{i}}}"))
+        .collect();
     ask_slots(node, auth, candidates.iter().cloned(), key_slots).await?;
     let mut tags: Vec<Option<String>> = vec![None; shards.0.len()];
     for tag in &candidates {
@@ -118,7 +120,12 @@ async fn tags_per_shard(
         .enumerate()
         .map(|(i, t)| {
             t.with_context(|| {
-                format!("none of {} tags landed on shard {} (slots {})", candidates.len(), i + 1, shards.0[i].slots_text())
+                format!(
+                    "none of {} tags landed on shard {} (slots {})",
+                    candidates.len(),
+                    i + 1,
+                    shards.0[i].slots_text()
+                )
             })
         })
         .collect()
@@ -146,9 +153,9 @@ pub async fn run(
     }
     let replicas = lab.spec().replicas_per_master;
     obs.step("checking the cluster is healthy");
-    lab.wait_healthy(opts.settle_timeout)
-        .await
-        .context("the cluster is not healthy before the drill (wait for it, or check `belay status`)")?;
+    lab.wait_healthy(opts.settle_timeout).await.context(
+        "the cluster is not healthy before the drill (wait for it, or check `belay status`)",
+    )?;
     if let Some(gw) = in_process {
         gw.wait_ready(replicas, opts.settle_timeout).await?;
     }
@@ -242,11 +249,17 @@ pub async fn run(
             let pid = lab.process(&master)?.pid();
             lab.pause(&master)?;
             thaw.0 = pid;
-            log(format!("paused {master} ({master_addr}) with SIGSTOP"), &mut steps);
+            log(
+                format!("paused {master} ({master_addr}) with SIGSTOP"),
+                &mut steps,
+            );
         }
         _ => {
             lab.kill(&master)?;
-            log(format!("killed {master} ({master_addr}) with SIGKILL"), &mut steps);
+            log(
+                format!("killed {master} ({master_addr}) with SIGKILL"),
+                &mut steps,
+            );
         }
     }
     let injected_ms = since(t0);
@@ -259,7 +272,10 @@ pub async fn run(
         }
         _ => {
             lab.restart(&master)?;
-            log(format!("restarted {master} with the same config and nodes.conf"), &mut steps);
+            log(
+                format!("restarted {master} with the same config and nodes.conf"),
+                &mut steps,
+            );
         }
     }
     let healed_ms = since(t0);

@@ -95,7 +95,11 @@ pub async fn read_back(
     keys.extend((0..layout.counters).map(|i| layout.counter_key(i)));
     keys.extend((0..layout.registers()).map(|i| layout.reg_key(i)));
     let got = each_key(shards, slots, auth, "GET", &keys).await?;
-    let text = |k: &str| got.get(k).filter(|v| **v != Value::Nil).and_then(Value::to_text);
+    let text = |k: &str| {
+        got.get(k)
+            .filter(|v| **v != Value::Nil)
+            .and_then(Value::to_text)
+    };
     let mut rb = Readback::default();
     for (w, s) in acked {
         rb.sets.insert((w, s), text(&layout.set_key(w, s)));

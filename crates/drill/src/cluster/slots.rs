@@ -77,7 +77,10 @@ pub async fn ask_slots(
     keys: impl IntoIterator<Item = String>,
     slots: &mut HashMap<String, u16>,
 ) -> Result<()> {
-    let mut todo: Vec<String> = keys.into_iter().filter(|k| !slots.contains_key(k)).collect();
+    let mut todo: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !slots.contains_key(k))
+        .collect();
     todo.sort();
     todo.dedup();
     if todo.is_empty() {

@@ -114,12 +114,7 @@ struct Seen {
 
 impl Seen {
     /// The events first visible in `views`.
-    fn update(
-        &mut self,
-        views: &[NodeView],
-        old: &str,
-        slot: u16,
-    ) -> Vec<(&'static str, String)> {
+    fn update(&mut self, views: &[NodeView], old: &str, slot: u16) -> Vec<(&'static str, String)> {
         let mut new = Vec::new();
         let Some((from, map)) = view::majority_view(views) else {
             return new;
@@ -141,7 +136,10 @@ impl Seen {
         if let Some(master) = serving.filter(|m| *m != old) {
             if !self.failover {
                 self.failover = true;
-                new.push(("+failover", format!("{old} -> {master} (slot {slot}'s shard)")));
+                new.push((
+                    "+failover",
+                    format!("{old} -> {master} (slot {slot}'s shard)"),
+                ));
             }
         }
         let old_view = views.iter().find(|v| v.addr == old && v.reachable);

@@ -45,6 +45,7 @@ async fn writes_wait_for_the_nodes_answer_and_never_leave_for_a_silent_node() {
             }),
             health: Default::default(),
             load: None,
+            cluster_replica: false,
         },
         &Context::default(),
         &[],

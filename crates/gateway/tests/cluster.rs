@@ -569,3 +569,101 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
     assert_eq!(text(&call(&mut c, &["SET", "{moving}c", "3"]).await), "OK");
     assert_eq!(text(&env.direct_get("{moving}c").await), "3");
 }
+
+/// `--durable-writes` in front of a cluster: each write is confirmed by its
+/// own shard's replica; a shard whose replica is frozen answers its writes
+/// `UNREPLICATED` (they ran; never sent again), the others `OK`.
+#[tokio::test]
+async fn durable_writes_are_confirmed_by_each_shards_own_replica() {
+    let mut env = start_cluster(|cfg| {
+        cfg.durable_writes = Some(belay_gateway::Durable::Majority);
+        cfg.durable_timeout_ms = 300;
+    })
+    .await;
+    let tags = env.tags_by_master().await;
+    let mut c = env.client().await;
+    for tag in tags.values() {
+        let k = format!("{tag}durable");
+        assert_eq!(text(&call(&mut c, &["SET", &k, "1"]).await), "OK");
+    }
+    let shards = env.lab.shards().await.unwrap();
+    let stalled = &shards[2];
+    let replica = stalled.replicas[0].addr.clone();
+    env.lab.pause(&replica).unwrap();
+    for (master, tag) in &tags {
+        let k = format!("{tag}durable");
+        let r = call(&mut c, &["SET", &k, "2"]).await;
+        if *master == stalled.master {
+            assert!(err(&r).starts_with("UNREPLICATED"), "{r:?}");
+        } else {
+            assert_eq!(text(&r), "OK", "{k} on a shard whose replica answers");
+        }
+        // It ran on its master either way.
+        assert_eq!(text(&env.direct_get(&k).await), "2");
+    }
+    env.lab.resume(&replica).unwrap();
+}
+
+/// One client's pipeline over every shard — writes, reads of what it just
+/// wrote, counters — answered in order while other clients load the same
+/// gateway: a command for one shard never overtakes one sent before it for
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_over_every_shard_keeps_its_order_under_load() {
+    let env = start_cluster(|_| {}).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for l in 0..4 {
+        let mut c = env.client().await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let k = format!("load:{l}:{}", i % 50);
+                c.call_ok(&["SET", &k, "x"]).await.unwrap();
+                c.call_ok(&["MGET", &k, "load:other", "load:more"])
+                    .await
+                    .unwrap();
+                i += 1;
+            }
+        }));
+    }
+    let mut c = env.client().await;
+    for round in 0..20 {
+        let mut sent = 0;
+        for i in 0..30 {
+            let k = format!("order:{i}");
+            let v = format!("{round}-{i}");
+            c.send(&["SET", &k, &v]).await.unwrap();
+            c.send(&["GET", &k]).await.unwrap();
+            c.send(&["INCR", &format!("count:{}", i % 7)])
+                .await
+                .unwrap();
+            sent += 3;
+        }
+        let mut replies = Vec::new();
+        for _ in 0..sent {
+            replies.push(c.read_value().await.unwrap());
+        }
+        for (i, r) in replies.chunks(3).enumerate() {
+            assert_eq!(text(&r[0]), "OK");
+            assert_eq!(
+                text(&r[1]),
+                format!("{round}-{i}"),
+                "GET after its SET, round {round}"
+            );
+            // Each counter is incremented once per use, in order.
+            let uses_before = round * (30 / 7 + usize::from(i % 7 < 30 % 7)) + i / 7;
+            assert_eq!(
+                r[2].as_int(),
+                Some(uses_before as i64 + 1),
+                "count:{} in round {round}",
+                i % 7
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+}

@@ -126,56 +126,71 @@ pub fn parse_slots(reply: &Value) -> Option<Vec<ShardView>> {
 /// named by the most views; ties go to the view listed first. Shards with
 /// no slots are left out (a master being added, not serving yet).
 pub fn agree(views: &[Vec<ShardView>]) -> Vec<AgreedShard> {
-    // (ranges, master) -> (votes, failed votes, replicas)
-    let mut tally: Vec<((Vec<(u16, u16)>, String), usize, usize, Vec<String>)> = Vec::new();
-    for view in views {
-        for shard in view {
-            let Some(master) = &shard.master else {
-                continue;
-            };
-            if shard.ranges.is_empty() {
-                continue;
+    /// The views naming one master for one set of slot ranges.
+    struct Votes {
+        ranges: Vec<(u16, u16)>,
+        master: String,
+        votes: usize,
+        failed: usize,
+        replicas: Vec<String>,
+    }
+    let mut tally: Vec<Votes> = Vec::new();
+    for shard in views.iter().flatten() {
+        let Some(master) = &shard.master else {
+            continue;
+        };
+        if shard.ranges.is_empty() {
+            continue;
+        }
+        let i = match tally
+            .iter()
+            .position(|t| t.ranges == shard.ranges && t.master == *master)
+        {
+            Some(i) => i,
+            None => {
+                tally.push(Votes {
+                    ranges: shard.ranges.clone(),
+                    master: master.clone(),
+                    votes: 0,
+                    failed: 0,
+                    replicas: Vec::new(),
+                });
+                tally.len() - 1
             }
-            let key = (shard.ranges.clone(), master.clone());
-            let entry = match tally.iter_mut().find(|t| t.0 == key) {
-                Some(e) => e,
-                None => {
-                    tally.push((key, 0, 0, Vec::new()));
-                    tally.last_mut().expect("just pushed")
-                }
-            };
-            entry.1 += 1;
-            entry.2 += usize::from(shard.master_failed);
-            for r in &shard.replicas {
-                if r != master && !entry.3.contains(r) {
-                    entry.3.push(r.clone());
-                }
+        };
+        let t = &mut tally[i];
+        t.votes += 1;
+        t.failed += usize::from(shard.master_failed);
+        for r in &shard.replicas {
+            if r != master && !t.replicas.contains(r) {
+                t.replicas.push(r.clone());
             }
         }
     }
-    let mut out: Vec<AgreedShard> = Vec::new();
-    let mut best: HashMap<Vec<(u16, u16)>, usize> = HashMap::new();
-    for (i, ((ranges, _), votes, _, _)) in tally.iter().enumerate() {
-        match best.get(ranges) {
-            Some(&j) if tally[j].1 >= *votes => {}
+    // Per set of ranges, the master most views name (the first on a tie).
+    let mut best: HashMap<&[(u16, u16)], usize> = HashMap::new();
+    for (i, t) in tally.iter().enumerate() {
+        match best.get(t.ranges.as_slice()) {
+            Some(&j) if tally[j].votes >= t.votes => {}
             _ => {
-                best.insert(ranges.clone(), i);
+                best.insert(&t.ranges, i);
             }
         }
     }
     let mut chosen: Vec<usize> = best.into_values().collect();
     chosen.sort_unstable();
-    for i in chosen {
-        let ((ranges, master), votes, failed, replicas) = &tally[i];
-        out.push(AgreedShard {
-            ranges: ranges.clone(),
-            master: master.clone(),
-            master_failed: failed * 2 > *votes,
-            replicas: replicas.clone(),
-        });
-    }
-    // Two masters claiming one slot (a stale view during a failover or a
-    // resharding): the one more views name keeps it.
+    let mut out: Vec<AgreedShard> = chosen
+        .into_iter()
+        .map(|i| {
+            let t = &tally[i];
+            AgreedShard {
+                ranges: t.ranges.clone(),
+                master: t.master.clone(),
+                master_failed: t.failed * 2 > t.votes,
+                replicas: t.replicas.clone(),
+            }
+        })
+        .collect();
     out.sort_by_key(|s| s.ranges.first().copied());
     out
 }

@@ -5,6 +5,11 @@
 //! routes by these keys' hash slot; nothing else needs them.
 
 use belay_resp::{Request, Value};
+use smallvec::SmallVec;
+
+/// A command's key positions: most commands have a few, kept inline (no
+/// allocation per command on the cluster's hot path).
+pub type KeyPositions = SmallVec<[usize; 4]>;
 
 /// Where one group of keys starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +83,9 @@ impl KeyFinder {
     /// The positions of `req`'s keys, in argument order per spec. Positions
     /// past the end (a malformed command) are left out: the node will
     /// refuse the command itself.
-    pub fn positions(&self, req: &Request) -> Vec<usize> {
+    pub fn positions(&self, req: &Request) -> KeyPositions {
         let argc = req.argc();
-        let mut out = Vec::new();
+        let mut out = KeyPositions::new();
         for spec in &self.specs {
             let Some(begin) = spec.begin.find(req) else {
                 continue;
@@ -116,7 +121,7 @@ impl Begin {
 }
 
 impl Find {
-    fn positions(&self, begin: usize, argc: usize, req: &Request, out: &mut Vec<usize>) {
+    fn positions(&self, begin: usize, argc: usize, req: &Request, out: &mut KeyPositions) {
         if begin >= argc {
             return;
         }

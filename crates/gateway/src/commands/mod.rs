@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::config::CommandOverride;
 
 pub use deny::denial;
-pub use keys::KeyFinder;
+pub use keys::{KeyFinder, KeyPositions};
 pub use software::Software;
 
 /// What a forwarded command needs from the backend side: the one
@@ -193,10 +193,10 @@ impl CommandTable {
     /// The positions of `req`'s keys (`name` in lowercase), by the key
     /// specs of the command or of its subcommand. Empty for commands the
     /// table does not know and for those without keys.
-    pub fn key_positions(&self, name: &[u8], req: &Request) -> Vec<usize> {
+    pub fn key_positions(&self, name: &[u8], req: &Request) -> KeyPositions {
         let name_str = std::str::from_utf8(name).unwrap_or("");
         let Some(info) = self.commands.get(name_str) else {
-            return Vec::new();
+            return KeyPositions::new();
         };
         let info = match req.arg(1) {
             Some(sub) if !info.subcommands.is_empty() => {
@@ -206,7 +206,7 @@ impl CommandTable {
                 );
                 match info.subcommands.get(&full) {
                     Some(sub) => sub,
-                    None => return Vec::new(),
+                    None => return KeyPositions::new(),
                 }
             }
             _ => info,

@@ -410,13 +410,17 @@ impl ClusterDiscovery {
             return;
         }
         let agreed = agree(&views);
+        // Ask, from now on, the configured nodes and every node the cluster
+        // names: a node removed from it is forgotten.
+        let mut known = self.cfg.cluster.clone();
         for shard in &agreed {
             for addr in std::iter::once(&shard.master).chain(&shard.replicas) {
-                if !self.known.contains(addr) {
-                    self.known.push(addr.clone());
+                if !known.contains(addr) {
+                    known.push(addr.clone());
                 }
             }
         }
+        self.known = known;
         // Shards whose master is no longer named: retired.
         let named: Vec<&String> = agreed.iter().map(|s| &s.master).collect();
         let gone: Vec<String> = self

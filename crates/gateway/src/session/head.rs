@@ -234,6 +234,7 @@ impl Session {
     /// False when that failed (the job waits and tries again).
     async fn connect_for(&mut self, job: &Job, topo: &Arc<crate::topology::Topology>) -> bool {
         let cfg = &self.cfg;
+        let in_cluster = topo.shards.is_some();
         let Some(topo) = self.group_of(job, topo) else {
             return true;
         };
@@ -243,7 +244,7 @@ impl Session {
             read_your_writes: cfg.read_your_writes,
             batch_replica: None,
             turn: self.shared.reads_turn(),
-            cluster: job.slot.is_some() || self.st.multi_deferred,
+            cluster: in_cluster,
         }
         .route(job, topo);
         let (pool, slot) = match route {

@@ -216,8 +216,8 @@ impl Session {
         };
         let (slot, req) = if topo.shards.is_some() {
             let mut buf = [0u8; 64];
-            let name = lower(raw_name, &mut buf).to_vec();
-            match self.cluster_slot(&name, req, topo) {
+            let name = lower(raw_name, &mut buf);
+            match self.cluster_slot(name, req, topo) {
                 Ok(found) => found,
                 Err(handled) => return handled,
             }
@@ -403,7 +403,7 @@ impl Session {
             read_your_writes: cfg.read_your_writes,
             batch_replica: self.batch_replica.as_ref(),
             turn: self.shared.reads_turn(),
-            cluster: job.slot.is_some() || self.st.multi_deferred,
+            cluster: in_cluster,
         };
         let route = choice.route(&job, topo);
         if matches!(route, Route::Master { .. }) && choice.is_ryw_fallback(&job, topo) {

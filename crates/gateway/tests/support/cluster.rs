@@ -33,6 +33,7 @@ pub async fn start_cluster(tweak: impl FnOnce(&mut GatewayConfig)) -> ClusterEnv
     let lab = ClusterLab::start(ClusterSpec::for_tests(dir.path()), &NoProgress)
         .await
         .expect("cluster starts");
+    assert_runs_the_chosen_server(&lab).await;
     let mut cfg = GatewayConfig {
         listen: "127.0.0.1:0".into(),
         cluster: lab.seeds(),
@@ -57,6 +58,25 @@ pub async fn start_cluster(tweak: impl FnOnce(&mut GatewayConfig)) -> ClusterEnv
         task,
         _dir: dir,
     }
+}
+
+/// The nodes run the server `BELAY_TEST_SERVER` asks for (see
+/// `super::assert_runs_the_chosen_server`).
+async fn assert_runs_the_chosen_server(lab: &ClusterLab) {
+    let want = match belay_lab::ServerChoice::for_tests() {
+        belay_lab::ServerChoice::Auto => return,
+        belay_lab::ServerChoice::Redis => "redis",
+        belay_lab::ServerChoice::Valkey => "valkey",
+    };
+    let mut c = Connection::connect(&lab.seeds()[0], Some(&lab.auth()), Duration::from_secs(5))
+        .await
+        .expect("connect to a node");
+    let info = c.info("server").await.expect("INFO server");
+    let runs = info.get("server_name").unwrap_or("redis");
+    assert_eq!(
+        runs, want,
+        "BELAY_TEST_SERVER asks for {want}; the cluster runs {runs}"
+    );
 }
 
 impl ClusterEnv {

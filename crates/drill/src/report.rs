@@ -144,11 +144,18 @@ pub fn verdict_line(r: &DrillReport) -> String {
             secs(c.others_write_blackout_ms)
         ),
     };
+    let reads = match &r.cluster {
+        None => secs(a.read_blackout.longest_ms),
+        Some(c) => format!(
+            "{} ({} on the faulted shard)",
+            secs(a.read_blackout.longest_ms),
+            secs(c.faulted().read_blackout.longest_ms)
+        ),
+    };
     let mut s = format!(
-        "{}: {} acknowledged writes lost, {writes}, read blackout {}, {} stale reads{}, {} read-your-writes violations",
+        "{}: {} acknowledged writes lost, {writes}, read blackout {reads}, {} stale reads{}, {} read-your-writes violations",
         if r.passed { "PASS" } else { "FAIL" },
         a.lost.total,
-        secs(a.read_blackout.longest_ms),
         a.staleness.stale_reads,
         if a.staleness.stale_reads == 0 {
             String::new()

@@ -12,8 +12,8 @@
 //! | `+failover` | the shard's slots are on another node in the majority view |
 //! | `+rejoined` | the old master says (`ROLE`) it is a replica |
 //!
-//! Each is seen within one poll of when it happened (250 ms, plus the
-//! answer of the slowest reachable node).
+//! Each is timed when the node whose answer showed it answered: within a
+//! poll (250 ms) of when it happened.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,9 +45,15 @@ impl ClusterWatch {
         let task = tokio::spawn(async move {
             let mut seen = Seen::default();
             loop {
-                let t_ms = t0.elapsed().as_secs_f64() * 1000.0;
-                let views = ask_all(&query).await;
-                for (event, detail) in seen.update(&views, &old_master, slot) {
+                let (views, times) = ask_all(&query, t0).await;
+                for (event, detail, who) in seen.update(&views, &old_master, slot) {
+                    // When the node that showed it answered (a paused node
+                    // answers what it sees as it wakes, not when asked).
+                    let t_ms = views
+                        .iter()
+                        .position(|v| v.addr == who)
+                        .map(|i| times[i])
+                        .unwrap_or_else(|| t0.elapsed().as_secs_f64() * 1000.0);
                     out.lock().expect("events lock").push(SentinelEvent {
                         t_ms,
                         sentinel: SOURCE.into(),
@@ -83,24 +89,29 @@ impl ClusterWatch {
     }
 }
 
-/// Every node's view, asked concurrently, in the query's node order.
-async fn ask_all(q: &ClusterQuery) -> Vec<NodeView> {
+/// Every node's view, asked concurrently, in the query's node order, with
+/// when each answered (ms on the drill clock).
+async fn ask_all(q: &ClusterQuery, t0: Instant) -> (Vec<NodeView>, Vec<f64>) {
     let tasks: Vec<_> = q
         .nodes
         .iter()
         .cloned()
         .map(|t| {
             let (auth, timeout) = (q.auth.clone(), q.timeout);
-            tokio::spawn(async move { view::ask(&t, auth.as_ref(), timeout).await })
+            tokio::spawn(async move {
+                let v = view::ask(&t, auth.as_ref(), timeout).await;
+                (v, t0.elapsed().as_secs_f64() * 1000.0)
+            })
         })
         .collect();
-    let mut views = Vec::new();
+    let (mut views, mut times) = (Vec::new(), Vec::new());
     for t in tasks {
-        if let Ok(v) = t.await {
+        if let Ok((v, at)) = t.await {
             views.push(v);
+            times.push(at);
         }
     }
-    views
+    (views, times)
 }
 
 /// What has been seen so far.
@@ -113,8 +124,14 @@ struct Seen {
 }
 
 impl Seen {
-    /// The events first visible in `views`.
-    fn update(&mut self, views: &[NodeView], old: &str, slot: u16) -> Vec<(&'static str, String)> {
+    /// The events first visible in `views`, each with the address of the
+    /// node whose answer showed it.
+    fn update(
+        &mut self,
+        views: &[NodeView],
+        old: &str,
+        slot: u16,
+    ) -> Vec<(&'static str, String, String)> {
         let mut new = Vec::new();
         let Some((from, map)) = view::majority_view(views) else {
             return new;
@@ -122,11 +139,19 @@ impl Seen {
         if let Some(line) = from.table.iter().find(|n| n.addr == old) {
             if !self.pfail && line.is_failing() {
                 self.pfail = true;
-                new.push(("+pfail", format!("{old} flagged fail? ({})", from.label())));
+                new.push((
+                    "+pfail",
+                    format!("{old} flagged fail? ({})", from.label()),
+                    from.addr.clone(),
+                ));
             }
             if !self.fail && line.has_flag("fail") {
                 self.fail = true;
-                new.push(("+fail", format!("{old} flagged fail ({})", from.label())));
+                new.push((
+                    "+fail",
+                    format!("{old} flagged fail ({})", from.label()),
+                    from.addr.clone(),
+                ));
             }
         }
         let serving = map
@@ -139,6 +164,7 @@ impl Seen {
                 new.push((
                     "+failover",
                     format!("{old} -> {master} (slot {slot}'s shard)"),
+                    from.addr.clone(),
                 ));
             }
         }
@@ -152,6 +178,7 @@ impl Seen {
                         "{old} replica of {}",
                         v.replicates_from.as_deref().unwrap_or("?")
                     ),
+                    v.addr.clone(),
                 ));
             }
         }

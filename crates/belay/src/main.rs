@@ -110,6 +110,9 @@ enum Command {
     Down(down::DownArgs),
     /// Run the gateway (the RESP proxy) in the foreground.
     ///
+    /// In front of a Sentinel group (--sentinel) or a Redis Cluster
+    /// (--cluster): clients need no Sentinel or cluster support either way.
+    ///
     /// Settings come from flags, then environment variables, then the TOML
     /// file (--config, keys named like the long flags with `_`).
     ///

@@ -131,6 +131,13 @@ async fn split_and_keyspace_commands_match_what_the_nodes_hold() {
         "ERR SELECT is not allowed in cluster mode"
     );
     assert_eq!(text(&call(&mut c, &["SELECT", "0"]).await), "OK");
+    // A key without its value is Redis's arity error, not a key set to "".
+    let odd = call(&mut c, &["MSET", "odd:a", "1", "odd:b"]).await;
+    assert_eq!(
+        err(&odd),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(env.direct_get("odd:b").await, Value::Nil);
     // FLUSHDB empties every shard.
     assert_eq!(text(&call(&mut c, &["FLUSHDB"]).await), "OK");
     assert!(env.direct_keys().await.is_empty());

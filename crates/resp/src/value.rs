@@ -96,6 +96,23 @@ impl Value {
         }
     }
 
+    /// The value of field `name` of a map: a RESP3 map, or the flat list
+    /// of names and values RESP2 gives for one (`COMMAND`'s key specs,
+    /// `CLUSTER SHARDS`).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Map(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v),
+            _ => self
+                .as_array()?
+                .chunks(2)
+                .find(|c| c[0].as_str() == Some(name))
+                .and_then(|c| c.get(1)),
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         matches!(self, Value::Error(_))
     }

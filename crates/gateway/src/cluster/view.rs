@@ -32,26 +32,11 @@ pub struct AgreedShard {
     pub replicas: Vec<String>,
 }
 
-/// A field of a `CLUSTER SHARDS` map: RESP2 flat list or RESP3 map.
-fn field<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
-    match v {
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v),
-        _ => v
-            .as_array()?
-            .chunks(2)
-            .find(|c| c[0].as_str() == Some(name))
-            .and_then(|c| c.get(1)),
-    }
-}
-
 /// `CLUSTER SHARDS`. With `tls`, nodes are reached on their `tls-port`.
 pub fn parse_shards(reply: &Value, tls: bool) -> Option<Vec<ShardView>> {
     let mut out = Vec::new();
     for shard in reply.as_array()? {
-        let slots = field(shard, "slots")?.as_array()?;
+        let slots = shard.field("slots")?.as_array()?;
         let mut ranges: Vec<(u16, u16)> = slots
             .chunks(2)
             .filter_map(|c| Some((c[0].as_int()? as u16, c.get(1)?.as_int()? as u16)))
@@ -63,18 +48,19 @@ pub fn parse_shards(reply: &Value, tls: bool) -> Option<Vec<ShardView>> {
             master_failed: false,
             replicas: Vec::new(),
         };
-        for node in field(shard, "nodes")?.as_array()? {
-            let host = field(node, "ip")
-                .or_else(|| field(node, "endpoint"))
+        for node in shard.field("nodes")?.as_array()? {
+            let host = node
+                .field("ip")
+                .or_else(|| node.field("endpoint"))
                 .and_then(|v| v.to_text())
                 .unwrap_or_default();
             let port_field = if tls { "tls-port" } else { "port" };
-            let Some(port) = field(node, port_field).and_then(|v| v.as_int()) else {
+            let Some(port) = node.field(port_field).and_then(|v| v.as_int()) else {
                 continue;
             };
             let addr = format!("{host}:{port}");
-            let failed = field(node, "health").and_then(|v| v.as_str()) == Some("failed");
-            match field(node, "role").and_then(|v| v.as_str()) {
+            let failed = node.field("health").and_then(|v| v.as_str()) == Some("failed");
+            match node.field("role").and_then(|v| v.as_str()) {
                 Some("master") => {
                     view.master = Some(addr);
                     view.master_failed = failed;

@@ -162,34 +162,19 @@ impl Find {
     }
 }
 
-/// A field of a key spec: RESP2 gives a flat list of names and values,
-/// RESP3 a map.
-fn field<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
-    match v {
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v),
-        _ => v
-            .as_array()?
-            .chunks(2)
-            .find(|c| c[0].as_str() == Some(name))
-            .and_then(|c| c.get(1)),
-    }
-}
-
 fn int(v: &Value, name: &str) -> Option<i64> {
-    field(v, name)?.as_int()
+    v.field(name)?.as_int()
 }
 
 fn parse_spec(v: &Value) -> Option<KeySpec> {
-    let begin = field(v, "begin_search")?;
-    let find = field(v, "find_keys")?;
-    let begin_spec = field(begin, "spec")?;
-    let begin = match field(begin, "type")?.as_str()? {
+    let begin = v.field("begin_search")?;
+    let find = v.field("find_keys")?;
+    let begin_spec = begin.field("spec")?;
+    let begin = match begin.field("type")?.as_str()? {
         "index" => Begin::Index(usize::try_from(int(begin_spec, "index")?).ok()?),
         "keyword" => Begin::Keyword {
-            keyword: field(begin_spec, "keyword")?
+            keyword: begin_spec
+                .field("keyword")?
                 .as_str()?
                 .as_bytes()
                 .to_ascii_lowercase(),
@@ -197,8 +182,8 @@ fn parse_spec(v: &Value) -> Option<KeySpec> {
         },
         _ => return None,
     };
-    let find_spec = field(find, "spec")?;
-    let find = match field(find, "type")?.as_str()? {
+    let find_spec = find.field("spec")?;
+    let find = match find.field("type")?.as_str()? {
         "range" => Find::Range {
             last: int(find_spec, "lastkey")?,
             step: usize::try_from(int(find_spec, "keystep")?).ok()?,

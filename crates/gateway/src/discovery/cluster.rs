@@ -70,11 +70,7 @@ impl Shard {
             given_up: false,
             replica_addrs: agreed.replicas.clone(),
             replica_pools: HashMap::new(),
-            nodes: Nodes::new(
-                cfg.node_auth(),
-                cfg.backend_tls_client.clone(),
-                cfg.control_timeout(),
-            ),
+            nodes: Nodes::for_config(cfg),
             history: OffsetHistory::default(),
             sample: None,
             replicas: Vec::new(),
@@ -281,11 +277,7 @@ impl ClusterDiscovery {
         let (events_tx, events) = mpsc::unbounded_channel();
         let d = ClusterDiscovery {
             gateway_auth: GatewayAuth::with_tls(cfg.node_auth(), cfg.backend_tls_client.clone()),
-            views: Nodes::new(
-                cfg.node_auth(),
-                cfg.backend_tls_client.clone(),
-                cfg.control_timeout(),
-            ),
+            views: Nodes::for_config(&cfg),
             known: cfg.cluster.clone(),
             shards: HashMap::new(),
             commands,
@@ -345,13 +337,7 @@ impl ClusterDiscovery {
             );
             self.gateway_auth.set(cfg.node_auth());
             self.gateway_auth.set_tls(cfg.backend_tls_client.clone());
-            let fresh = || {
-                Nodes::new(
-                    cfg.node_auth(),
-                    cfg.backend_tls_client.clone(),
-                    cfg.control_timeout(),
-                )
-            };
+            let fresh = || Nodes::for_config(&cfg);
             self.views = fresh();
             for shard in self.shards.values_mut() {
                 shard.nodes = fresh();

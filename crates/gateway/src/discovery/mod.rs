@@ -161,11 +161,7 @@ impl Discovery {
             gateway_auth: GatewayAuth::with_tls(cfg.node_auth(), cfg.backend_tls_client.clone()),
             commands_stale: false,
             live,
-            nodes: Nodes::new(
-                cfg.node_auth(),
-                cfg.backend_tls_client.clone(),
-                cfg.control_timeout(),
-            ),
+            nodes: Nodes::for_config(&cfg),
             master_pool: None,
             replica_pools: HashMap::new(),
             commands,
@@ -287,11 +283,7 @@ impl Discovery {
         }
         if cfg.node_auth() != old.node_auth() || tls {
             tracing::info!("reload: new credentials for the data nodes (used by new connections)");
-            self.nodes = Nodes::new(
-                cfg.node_auth(),
-                cfg.backend_tls_client.clone(),
-                cfg.control_timeout(),
-            );
+            self.nodes = Nodes::for_config(&cfg);
             self.gateway_auth.set(cfg.node_auth());
             self.gateway_auth.set_tls(cfg.backend_tls_client.clone());
         }

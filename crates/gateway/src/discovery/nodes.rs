@@ -147,6 +147,16 @@ pub(super) fn replica_node(
 }
 
 impl Nodes {
+    /// Control connections with the nodes' credentials, TLS and control
+    /// timeout of `cfg`.
+    pub fn for_config(cfg: &crate::config::GatewayConfig) -> Nodes {
+        Nodes::new(
+            cfg.node_auth(),
+            cfg.backend_tls_client.clone(),
+            cfg.control_timeout(),
+        )
+    }
+
     pub fn new(auth: Option<Auth>, tls: Option<TlsClient>, timeout: Duration) -> Nodes {
         Nodes {
             conns: HashMap::new(),

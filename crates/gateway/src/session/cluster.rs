@@ -51,6 +51,13 @@ impl Session {
         let how = match crate::cluster::spread(name, &req, &keys) {
             Spread::Slot(slot) => return Ok((slot, req)),
             Spread::CrossSlot => return Err(self.cross_slot()),
+            Spread::Split(Split::AllOk) if req.argc() < 3 || req.argc().is_multiple_of(2) => {
+                // MSET's keys and values come in pairs: Redis's own error.
+                return Err(Handled::Slot(Slot::Ready(reply::error(&format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    String::from_utf8_lossy(name)
+                )))));
+            }
             Spread::Split(s) => Spanning::Split(s),
             Spread::Everywhere(e) => Spanning::Everywhere(e),
         };
@@ -135,6 +142,9 @@ impl Session {
             }
             if replies.iter().all(|r| r.is_some()) {
                 let replies: Vec<Bytes> = replies.into_iter().flatten().collect();
+                if writes {
+                    self.wrote();
+                }
                 let nkeys = parts.iter().map(|p| p.keys.len()).sum();
                 return merge_split(how, &parts, &replies, nkeys);
             }
@@ -160,6 +170,9 @@ impl Session {
                         Ok(r) => replies.push(r),
                         Err(e) => return partial(req, e, how.writes()),
                     }
+                }
+                if how.writes() {
+                    self.wrote();
                 }
                 return merge_everywhere(how, &replies);
             }
@@ -285,11 +298,17 @@ impl Session {
             return None;
         }
         if job.class().has_effect() && reply.first() != Some(&b'-') {
-            self.st.fence = Some(crate::router::Fence {
-                acked_at: Instant::now(),
-            });
+            self.wrote();
         }
         Some(reply)
+    }
+
+    /// The session's writes were acknowledged now: its reads go to a
+    /// replica only once it has them (read-your-writes).
+    fn wrote(&mut self) {
+        self.st.fence = Some(crate::router::Fence {
+            acked_at: Instant::now(),
+        });
     }
 
     /// A node refused a part (`MOVED`, `CLUSTERDOWN`, …): the slot map may

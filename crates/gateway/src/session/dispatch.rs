@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::backend::NodePool;
+use crate::cluster::ShardMap;
 use crate::config::ReadFrom;
 use crate::router::{pick_replica, Prefer};
 use crate::topology::Topology;
@@ -37,6 +38,9 @@ pub struct Choice<'a> {
     /// In front of a Redis Cluster: the session's own connection is to one
     /// shard, so only that shard's commands go there.
     pub cluster: bool,
+    /// In front of a Redis Cluster, every shard: commands in flight on
+    /// another shard's master do not hold this shard's back.
+    pub shards: Option<&'a ShardMap>,
 }
 
 impl Choice<'_> {
@@ -114,7 +118,15 @@ impl Choice<'_> {
         } else {
             Lane::Shared(job.ctx.clone())
         };
-        if !self.st.may_send_on(pool, &lane) {
+        let elsewhere = |p: &Arc<NodePool>| {
+            self.shards.is_some_and(|map| {
+                map.shards.iter().any(|g| {
+                    g.read_master.as_ref().is_some_and(|m| Arc::ptr_eq(m, p))
+                        && !topo.read_master.as_ref().is_some_and(|m| Arc::ptr_eq(m, p))
+                })
+            })
+        };
+        if !self.st.may_send_on(pool, &lane, elsewhere) {
             return Route::Wait(Waiting::OtherConnection);
         }
         Route::Master { pool, lane }
@@ -169,6 +181,7 @@ mod tests {
             batch_replica: None,
             turn: 0,
             cluster: false,
+            shards: None,
         }
     }
 
@@ -315,6 +328,44 @@ mod tests {
         assert!(matches!(
             c.route(&job(Class::Read, Conn::Shared), &topo),
             Route::Wait(Waiting::NoMaster)
+        ));
+    }
+
+    #[test]
+    fn in_a_cluster_another_shards_commands_in_flight_hold_nothing_back() {
+        let a = topology();
+        let mut b = topology();
+        let b_master = pool(7010);
+        b.master = Some(b_master.clone());
+        b.read_master = Some(b_master);
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let map = ShardMap::new(
+            vec![a.clone(), b.clone()],
+            &[vec![(0, 8191)], vec![(8192, 16383)]],
+        );
+        let a_master = a.master.clone().unwrap();
+        let mut st = SessionState::new(true);
+        st.sent_on(&a_master, Lane::Shared(Context::default()), 0, 1);
+        let mut c = choice(&st);
+        // Without the map (a Sentinel group): the SET on A orders the next.
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Shared), &b),
+            Route::Wait(Waiting::OtherConnection)
+        ));
+        c.shards = Some(&map);
+        c.cluster = true;
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Shared), &b),
+            Route::Master { .. }
+        ));
+        // The session's own connection on A still holds it back.
+        let mut st = SessionState::new(true);
+        st.sent_on(&a_master, Lane::Own, 0, 1);
+        let mut c = choice(&st);
+        c.shards = Some(&map);
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Shared), &b),
+            Route::Wait(Waiting::OtherConnection)
         ));
     }
 

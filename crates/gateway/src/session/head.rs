@@ -235,6 +235,7 @@ impl Session {
     async fn connect_for(&mut self, job: &Job, topo: &Arc<crate::topology::Topology>) -> bool {
         let cfg = &self.cfg;
         let in_cluster = topo.shards.is_some();
+        let shards = topo.shards.as_deref();
         let Some(topo) = self.group_of(job, topo) else {
             return true;
         };
@@ -245,6 +246,7 @@ impl Session {
             batch_replica: None,
             turn: self.shared.reads_turn(),
             cluster: in_cluster,
+            shards,
         }
         .route(job, topo);
         let (pool, slot) = match route {

@@ -390,6 +390,7 @@ impl Session {
     pub(super) fn route_job(&mut self, job: Job, topo: &Arc<Topology>) -> Handled {
         let cfg = &self.cfg;
         let in_cluster = topo.shards.is_some();
+        let shards = topo.shards.as_deref();
         let group = self.group_of(&job, topo);
         let Some(topo) = group else {
             // No shard serves the slot now (a failover, a resharding).
@@ -404,6 +405,7 @@ impl Session {
             batch_replica: self.batch_replica.as_ref(),
             turn: self.shared.reads_turn(),
             cluster: in_cluster,
+            shards,
         };
         let route = choice.route(&job, topo);
         if matches!(route, Route::Master { .. }) && choice.is_ryw_fallback(&job, topo) {

@@ -119,10 +119,23 @@ impl SessionState {
     /// false when the session has commands in flight on another one whose
     /// connections are still open (a retired master's count: they may
     /// still be refused, and sent again, before what comes after them).
-    pub fn may_send_on(&self, pool: &Arc<NodePool>, lane: &Lane) -> bool {
-        self.inflight
-            .iter()
-            .all(|f| (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane) || f.pool.is_shut())
+    ///
+    /// Commands in flight on the pools `elsewhere` names do not count: in a
+    /// Redis Cluster, another shard's master holds other keys, and nothing
+    /// orders two shards (a cluster-aware client pipelines to every node
+    /// at once). Commands in
+    /// flight on this shard's replaced master still count.
+    pub fn may_send_on(
+        &self,
+        pool: &Arc<NodePool>,
+        lane: &Lane,
+        elsewhere: impl Fn(&Arc<NodePool>) -> bool,
+    ) -> bool {
+        self.inflight.iter().all(|f| {
+            (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane)
+                || f.pool.is_shut()
+                || (f.lane != Lane::Own && elsewhere(&f.pool))
+        })
     }
 
     /// Counts `n` commands sent on a master lane (on its shared connection

@@ -144,8 +144,10 @@ enum Command {
     /// Uses the lab running in --dir, or starts a temporary one (each
     /// process on its own 127.0.0.X, so `partition` can cut the master off
     /// with iptables; needs root) and stops it afterwards. Whatever a drill
-    /// does it undoes, also on Ctrl-C. Exit status: 0 PASS, 3 FAIL, 1 the
-    /// drill could not run.
+    /// does it undoes, also on Ctrl-C. With --cluster (or a cluster lab
+    /// in --dir) `pause` and `kill` run against a Redis Cluster: the fault
+    /// on one shard's master, each shard's blackout measured apart.
+    /// Exit status: 0 PASS, 3 FAIL, 1 the drill could not run.
     Drill(belay_drill::cli::DrillArgs),
     /// Run newsroom, the seed note's web server: a read-heavy news site on
     /// Redis, through the gateway only.

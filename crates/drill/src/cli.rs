@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use belay_lab::cluster::{ClusterLab, ClusterSpec};
 use belay_lab::{Lab, LabError, LabSpec, Progress};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -113,6 +114,18 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub down_after_ms: u64,
 
+    /// Against a Redis Cluster: the fault on the master of one shard (the
+    /// shard of the workload's first register key), each shard's blackout
+    /// measured apart. Uses the cluster lab running in --dir (`belay up
+    /// --cluster`; one there is used even without this flag), else starts
+    /// a temporary one (3 shards × 1 replica). pause and kill only.
+    #[arg(long)]
+    pub cluster: bool,
+
+    /// cluster-node-timeout of the temporary cluster lab (ignored for a running lab).
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub node_timeout_ms: u64,
+
     /// Server of the temporary lab (ignored for a running lab): redis,
     /// valkey, or auto (redis when redis-server is on PATH, else valkey).
     #[arg(long, default_value = "auto", value_name = "redis|valkey|auto",
@@ -203,6 +216,10 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     for f in args.faults() {
         args.options(f).validate()?;
+    }
+    let cluster_in_dir = running_cluster(&args.dir);
+    if args.cluster || cluster_in_dir {
+        return run_cluster(&args, cluster_in_dir, &mut sigint, &mut sigterm).await;
     }
     let mut ui = Ui::new();
 
@@ -311,6 +328,16 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
     }
     let temp_dir_used = temp_dir.is_some();
     drop(temp_dir);
+    finish(reports, interrupted, failure, temp_dir_used)
+}
+
+/// The exit of `belay drill` once the lab is cleaned up.
+fn finish(
+    reports: Vec<DrillReport>,
+    interrupted: bool,
+    failure: Option<anyhow::Error>,
+    temp_dir_used: bool,
+) -> Result<ExitCode> {
     if interrupted {
         eprintln!(
             "belay drill: interrupted; the fault was undone (paused processes resumed, partition rules removed{})",
@@ -332,6 +359,142 @@ pub async fn run(args: DrillArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAIL)
     })
+}
+
+/// Whether a Redis Cluster lab (`belay up --cluster`) runs in `dir`.
+fn running_cluster(dir: &std::path::Path) -> bool {
+    matches!(
+        belay_lab::cluster::recorded_state(dir),
+        Ok(Some(s)) if s.processes.iter().any(|p| p.is_running())
+    )
+}
+
+/// `belay drill pause|kill` against a Redis Cluster: the running cluster
+/// lab in --dir (`in_dir`), or a temporary one.
+async fn run_cluster(
+    args: &DrillArgs,
+    in_dir: bool,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> Result<ExitCode> {
+    if args.drill == DrillChoice::All {
+        anyhow::bail!("`all` runs drills a Redis Cluster has no counterpart for (partition, sentinel-loss, manual, switchover): run `pause` and `kill` one by one");
+    }
+    for f in args.faults() {
+        if let Some(why) = crate::cluster::refusal(f) {
+            anyhow::bail!(
+                "the {} drill does not run against a Redis Cluster: {why}; pause and kill do",
+                f.name()
+            );
+        }
+    }
+    if args.target != TargetKind::Gateway {
+        anyhow::bail!("--target direct-master is a naive Sentinel client; against a Redis Cluster the workload goes through the gateway");
+    }
+    if args.tls {
+        anyhow::bail!("--tls: the cluster lab has no TLS yet");
+    }
+    if !in_dir
+        && belay_lab::recorded_state(&args.dir)
+            .ok()
+            .flatten()
+            .is_some_and(|s| !s.running().is_empty())
+    {
+        anyhow::bail!(
+            "--cluster: the lab running in {} is a Sentinel lab; pass --dir of a cluster lab (`belay up --cluster`), or a dir with no lab running for a temporary cluster",
+            args.dir.display()
+        );
+    }
+    let mut ui = Ui::new();
+    let mut temp_dir = None;
+    let mut lab = if in_dir {
+        Observer::step(
+            &ui,
+            &format!(
+                "using the Redis Cluster lab running in {}",
+                args.dir.display()
+            ),
+        );
+        ClusterLab::attach(&args.dir)?
+    } else {
+        let dir = tempfile::Builder::new()
+            .prefix("belay-drill-")
+            .tempdir()
+            .context("creating a temporary dir for the drill's cluster")?;
+        let mut spec = ClusterSpec {
+            dir: dir.path().to_path_buf(),
+            node_timeout_ms: args.node_timeout_ms,
+            server: args.server,
+            reassign_busy_ports: true,
+            ..ClusterSpec::default()
+        };
+        spec.assign_free_ports();
+        Observer::step(&ui, &format!(
+            "no cluster lab running in {}: starting a temporary Redis Cluster ({} shards × {} replica, node timeout {} ms)",
+            args.dir.display(),
+            spec.masters,
+            spec.replicas_per_master,
+            args.node_timeout_ms
+        ));
+        let started = tokio::select! {
+            r = ClusterLab::start(spec, &ui) => r,
+            _ = sigint.recv() => Err(LabError::Interrupted.into()),
+            _ = sigterm.recv() => Err(LabError::Interrupted.into()),
+        };
+        temp_dir = Some(dir);
+        started?
+    };
+    if args.durable_writes.is_some() && lab.gateway_addr().is_some() {
+        anyhow::bail!("--durable-writes sets the drill's own gateway, and this drill uses the lab's gateway: start that lab with `belay up --cluster --durable-writes`, or run the drill without a lab in --dir");
+    }
+    let gateway = match lab.gateway_addr() {
+        Some(_) => None,
+        None => Some(
+            InProcessGateway::start_cluster(&lab, !args.no_read_your_writes, args.durable_writes)
+                .await?,
+        ),
+    };
+    let gw_addr = lab
+        .gateway_addr()
+        .or_else(|| gateway.as_ref().map(|g| g.addr.clone()))
+        .expect("a gateway");
+    let mut reports = Vec::new();
+    let (mut interrupted, mut failure) = (false, None);
+    for fault in args.faults() {
+        let mut opts = args.options(fault);
+        opts.cleanup = in_dir;
+        ui.start_run(&opts);
+        let r = tokio::select! {
+            r = crate::cluster::run(&mut lab, &gw_addr, gateway.as_ref(), &opts, &ui) => r,
+            _ = sigint.recv() => { interrupted = true; break }
+            _ = sigterm.recv() => { interrupted = true; break }
+        };
+        ui.finish_run();
+        match r {
+            Ok(report) => {
+                print!("{}", report::render_text(&report));
+                reports.push(report);
+            }
+            Err(e) => {
+                failure = Some(e.context(format!("the {} drill could not run", fault.name())));
+                break;
+            }
+        }
+    }
+    drop(gateway);
+    if interrupted || failure.is_some() {
+        for what in crate::cluster::mend(&mut lab) {
+            eprintln!("belay drill: {what}");
+        }
+    }
+    write_outputs(args, &reports)?;
+    if temp_dir.is_some() {
+        Observer::step(&ui, "stopping the temporary cluster");
+        lab.stop(Duration::from_secs(5)).await?;
+    }
+    let temp_dir_used = temp_dir.is_some();
+    drop(temp_dir);
+    finish(reports, interrupted, failure, temp_dir_used)
 }
 
 fn has_own_addrs(lab: &Lab) -> bool {

@@ -485,6 +485,7 @@ mod tests {
                 readers: 0,
                 counters: 1,
                 regs_per_writer: 1,
+                shard_tags: Vec::new(),
             },
             seed: 1,
             op_timeout: Duration::from_secs(2),

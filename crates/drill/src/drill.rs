@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use belay_client::sentinel::SentinelAuth;
 use belay_client::{Connection, Value};
 use belay_gateway::{Gateway, GatewayConfig};
+use belay_lab::cluster::ClusterLab;
 use belay_lab::Lab;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -20,7 +21,7 @@ use crate::checker::{self, Window};
 use crate::events::SentinelWatch;
 use crate::faults::{self, FaultKind};
 use crate::history::{Layout, Micros, Op, OpKind, Readback};
-use crate::report::DrillReport;
+use crate::report::{DrillReport, LabFacts};
 use crate::workload::{LiveStats, Target, Workload, WorkloadSpec};
 
 /// Which way the workload reaches Redis.
@@ -136,6 +137,8 @@ impl Observer for Quiet {}
 /// paused master is given up on after 1 s, writes are held up to 10 s.
 pub struct InProcessGateway {
     pub addr: String,
+    /// What the gateway sees, for [`InProcessGateway::wait_ready`].
+    topology: tokio::sync::watch::Receiver<std::sync::Arc<belay_gateway::Topology>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -191,11 +194,58 @@ impl InProcessGateway {
             .with_context(|| {
                 format!("the drill's gateway did not see the master and {replicas} replicas within 30 s")
             })?;
+        Ok(InProcessGateway::serve(gw))
+    }
+
+    /// Starts a gateway in front of a Redis Cluster lab (its nodes as
+    /// seeds, its password) with the same drill settings, and waits until
+    /// it sees every shard's master and replicas.
+    pub async fn start_cluster(
+        lab: &ClusterLab,
+        read_your_writes: bool,
+        durable_writes: Option<belay_gateway::Durable>,
+    ) -> Result<InProcessGateway> {
+        let cfg = GatewayConfig {
+            listen: "127.0.0.1:0".into(),
+            cluster: lab.seeds(),
+            password: Some(lab.password().to_string()),
+            poll_interval_ms: 500,
+            failover_hold_ms: 10_000,
+            request_timeout_ms: 1_000,
+            read_your_writes,
+            durable_writes,
+            durable_timeout_ms: 500,
+            ..GatewayConfig::default()
+        };
+        let gw = Gateway::bind(cfg)
+            .await
+            .context("starting the drill's gateway")?;
+        let replicas = lab.spec().replicas_per_master;
+        gw.wait_ready(replicas, Duration::from_secs(30))
+            .await
+            .with_context(|| {
+                format!("the drill's gateway did not see every shard's master and {replicas} replica(s) within 30 s")
+            })?;
+        Ok(InProcessGateway::serve(gw))
+    }
+
+    fn serve(gw: Gateway) -> InProcessGateway {
         let addr = gw.local_addr().to_string();
+        let topology = gw.topology();
         let task = tokio::spawn(async move {
             let _ = gw.run(std::future::pending()).await;
         });
-        Ok(InProcessGateway { addr, task })
+        InProcessGateway {
+            addr,
+            topology,
+            task,
+        }
+    }
+
+    /// Waits until the gateway sees a master taking writes and `replicas`
+    /// replicas (per shard, in front of a cluster).
+    pub async fn wait_ready(&self, replicas: usize, timeout: Duration) -> Result<()> {
+        belay_gateway::wait_ready(self.topology.clone(), replicas, timeout).await
     }
 }
 
@@ -220,6 +270,7 @@ pub async fn run(
         readers: opts.readers,
         counters: 4,
         regs_per_writer: 4,
+        shard_tags: Vec::new(),
     };
     let target = match opts.target {
         TargetKind::Gateway => Target::Gateway {
@@ -350,7 +401,11 @@ pub async fn run(
     Ok(DrillReport::new(
         opts,
         &target,
-        lab,
+        LabFacts {
+            down_after_ms: lab.spec().down_after_ms,
+            min_replicas_max_lag_s: lab.spec().min_replicas_max_lag,
+            cluster: None,
+        },
         master_before,
         master_after,
         record,
@@ -362,7 +417,7 @@ pub async fn run(
     ))
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -33,6 +33,10 @@ pub const KEY_EVENTS: &[&str] = &[
     "+switch-master",
     "+convert-to-slave",
     "+failover-end",
+    // A cluster's, seen by polling (`cluster::watch`).
+    "+fail",
+    "+failover",
+    "+rejoined",
 ];
 
 /// Running subscriptions. [`SentinelWatch::stop`] ends them.

@@ -194,6 +194,15 @@ impl Op {
 
 /// The shape of the workload: how many of each thing, and how keys are
 /// named. The checker needs it to know who owns which register.
+///
+/// In front of a Redis Cluster the keys are split into groups, one per
+/// shard, by a hash tag that lands on that shard (`shard_tags`): writer
+/// `w` and its registers are in group `w % groups`, counter `c` in `c %
+/// groups`, and each writer INCRs, each reader reads, only keys of its own
+/// group. A session runs one command at a time, so a session waiting on
+/// the faulted shard would otherwise stop its traffic to every other shard
+/// too, and "the other shards kept working" could not be measured. With
+/// no tags (a Sentinel group) there is one group and the keys are as ever.
 #[derive(Debug, Clone, Serialize)]
 pub struct Layout {
     /// Every key starts with this, so drills never touch other data and
@@ -206,17 +215,32 @@ pub struct Layout {
     /// Registers each writer owns (register `r` belongs to writer
     /// `r / regs_per_writer`).
     pub regs_per_writer: u32,
+    /// One hash tag per group (`{t3}`); empty: one group, no tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shard_tags: Vec<String>,
 }
 
 impl Layout {
     pub fn set_key(&self, writer: u32, seq: u64) -> String {
-        format!("{}:k:{writer}:{seq}", self.prefix)
+        format!(
+            "{}:{}k:{writer}:{seq}",
+            self.prefix,
+            self.tag(self.group_of_writer(writer))
+        )
     }
     pub fn counter_key(&self, counter: u32) -> String {
-        format!("{}:c:{counter}", self.prefix)
+        format!(
+            "{}:{}c:{counter}",
+            self.prefix,
+            self.tag(counter % self.groups())
+        )
     }
     pub fn reg_key(&self, reg: u32) -> String {
-        format!("{}:r:{reg}", self.prefix)
+        format!(
+            "{}:{}r:{reg}",
+            self.prefix,
+            self.tag(self.group_of_writer(self.owner(reg)))
+        )
     }
     pub fn registers(&self) -> u32 {
         self.writers * self.regs_per_writer
@@ -224,6 +248,38 @@ impl Layout {
     /// The session that writes register `reg`.
     pub fn owner(&self, reg: u32) -> u32 {
         reg / self.regs_per_writer.max(1)
+    }
+    /// How many key groups (shards) there are: 1 without tags.
+    pub fn groups(&self) -> u32 {
+        (self.shard_tags.len() as u32).max(1)
+    }
+    /// The group of writer `w`'s keys.
+    pub fn group_of_writer(&self, writer: u32) -> u32 {
+        writer % self.groups()
+    }
+    /// The group whose registers session `session` reads (readers are
+    /// numbered after the writers).
+    pub fn group_of_reader(&self, session: u32) -> u32 {
+        session.saturating_sub(self.writers) % self.groups()
+    }
+    /// The counters in `group` (all of them with one group).
+    pub fn counters_of(&self, group: u32) -> Vec<u32> {
+        (0..self.counters)
+            .filter(|c| c % self.groups() == group)
+            .collect()
+    }
+    /// The registers in `group` (all of them with one group).
+    pub fn registers_of(&self, group: u32) -> Vec<u32> {
+        (0..self.registers())
+            .filter(|r| self.group_of_writer(self.owner(*r)) == group)
+            .collect()
+    }
+    /// `{t3}:` for a group with a tag, else nothing.
+    fn tag(&self, group: u32) -> String {
+        match self.shard_tags.get(group as usize) {
+            Some(t) => format!("{t}:"),
+            None => String::new(),
+        }
     }
 }
 
@@ -241,6 +297,45 @@ pub struct Readback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layout(tags: &[&str]) -> Layout {
+        Layout {
+            prefix: "p".into(),
+            writers: 4,
+            readers: 4,
+            counters: 6,
+            regs_per_writer: 2,
+            shard_tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn without_tags_there_is_one_group_and_keys_are_untagged() {
+        let l = layout(&[]);
+        assert_eq!(l.groups(), 1);
+        assert_eq!(l.set_key(1, 7), "p:k:1:7");
+        assert_eq!(l.counter_key(2), "p:c:2");
+        assert_eq!(l.reg_key(3), "p:r:3");
+        assert_eq!(l.counters_of(0), (0..6).collect::<Vec<_>>());
+        assert_eq!(l.registers_of(0), (0..8).collect::<Vec<_>>());
+        assert_eq!(l.group_of_reader(6), 0);
+    }
+
+    #[test]
+    fn with_tags_each_session_keeps_to_its_groups_keys() {
+        let l = layout(&["{a}", "{b}", "{c}"]);
+        assert_eq!(l.groups(), 3);
+        // Writer 1 and its registers (2, 3) in group 1; writer 3 in group 0.
+        assert_eq!(l.set_key(1, 7), "p:{b}:k:1:7");
+        assert_eq!(l.reg_key(2), "p:{b}:r:2");
+        assert_eq!(l.reg_key(6), "p:{a}:r:6");
+        assert_eq!(l.counter_key(5), "p:{c}:c:5");
+        assert_eq!(l.counters_of(1), vec![1, 4]);
+        assert_eq!(l.registers_of(0), vec![0, 1, 6, 7]);
+        // Readers are numbered after the 4 writers: session 5 is reader 1.
+        assert_eq!(l.group_of_reader(5), 1);
+        assert_eq!(l.group_of_reader(7), 0);
+    }
 
     #[test]
     fn error_replies_are_classified_by_their_code() {

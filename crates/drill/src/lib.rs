@@ -18,11 +18,14 @@
 //! - [`events`]: the Sentinels' own account, by subscription;
 //! - [`checker`]: from history + final read-back to findings;
 //! - [`report`] and [`svg`]: the table, the verdict line, JSON, the picture;
-//! - [`drill`]: one drill, start to verdict; [`cli`]: `belay drill`.
+//! - [`drill`]: one drill, start to verdict; [`cli`]: `belay drill`;
+//! - [`cluster`]: the same drill against a Redis Cluster (pause or kill
+//!   one shard's master), with each shard's blackout measured apart.
 
 pub mod checker;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod drill;
 pub mod events;
 pub mod faults;

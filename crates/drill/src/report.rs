@@ -4,14 +4,22 @@
 use std::fmt::Write as _;
 
 use belay_lab::text::table;
-use belay_lab::Lab;
 use serde::Serialize;
 
 use crate::checker::{Analysis, Latency, Window};
+use crate::cluster::ClusterFigures;
 use crate::drill::DrillOptions;
 use crate::events::{SentinelEvent, KEY_EVENTS};
 use crate::faults::{FaultKind, FaultRecord};
 use crate::workload::Target;
+
+/// What the report says about the lab the drill ran on.
+pub(crate) struct LabFacts {
+    /// Sentinel down-after, or the cluster's node timeout.
+    pub down_after_ms: u64,
+    pub min_replicas_max_lag_s: u32,
+    pub cluster: Option<ClusterFigures>,
+}
 
 /// Everything one drill found.
 #[derive(Debug, Clone, Serialize)]
@@ -35,16 +43,24 @@ pub struct DrillReport {
     /// Connections the workload opened, first ones and reconnects after
     /// failures included.
     pub connections_opened: u64,
-    /// Sentinel `down-after-milliseconds` of the lab.
+    /// Sentinel `down-after-milliseconds` of the lab; for a Redis Cluster,
+    /// its `cluster-node-timeout` (the same role: how long a silent master
+    /// is given).
     pub down_after_ms: u64,
     /// `min-replicas-max-lag` of the lab (how long an isolated master keeps
     /// taking writes).
     pub min_replicas_max_lag_s: u32,
+    /// The (faulted shard's) master before and after the drill.
     pub master_before: String,
     pub master_after: String,
     pub fault: FaultRecord,
+    /// A drill on a Redis Cluster: the faulted shard and every shard's own
+    /// blackouts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFigures>,
     pub window: Window,
-    /// Every Sentinel event seen, in time order.
+    /// Every Sentinel event seen, in time order (a cluster's: the steps of
+    /// the faulted shard's failover as polling the nodes saw them).
     pub events: Vec<SentinelEvent>,
     /// How long the topology took to settle after the workload stopped.
     pub settled_after_ms: f64,
@@ -59,7 +75,7 @@ impl DrillReport {
     pub(crate) fn new(
         opts: &DrillOptions,
         target: &Target,
-        lab: &Lab,
+        lab: LabFacts,
         master_before: String,
         master_after: String,
         fault: FaultRecord,
@@ -69,7 +85,6 @@ impl DrillReport {
         connections_opened: u64,
         analysis: Analysis,
     ) -> DrillReport {
-        let spec = lab.spec();
         let passed = analysis.passed();
         let mut r = DrillReport {
             drill: opts.fault,
@@ -88,11 +103,12 @@ impl DrillReport {
             reconnect_every: opts.reconnect_every,
             durable_writes: opts.durable_writes.clone(),
             connections_opened,
-            down_after_ms: spec.down_after_ms,
-            min_replicas_max_lag_s: spec.min_replicas_max_lag,
+            down_after_ms: lab.down_after_ms,
+            min_replicas_max_lag_s: lab.min_replicas_max_lag_s,
             master_before,
             master_after,
             fault,
+            cluster: lab.cluster,
             window,
             events,
             settled_after_ms,
@@ -112,13 +128,34 @@ fn secs(ms: f64) -> String {
 /// `PASS: 0 acknowledged writes lost, write blackout 2.31 s (down-after 2.00 s), ...`
 pub fn verdict_line(r: &DrillReport) -> String {
     let a = &r.analysis;
+    // In a cluster the fault is on one shard: its own blackout is the
+    // figure, and the other shards' beside it (writes to them never stop,
+    // so the overall blackout would hide the faulted shard's).
+    let writes = match &r.cluster {
+        None => format!(
+            "write blackout {} (down-after {})",
+            secs(a.write_blackout.longest_ms),
+            secs(r.down_after_ms as f64)
+        ),
+        Some(c) => format!(
+            "write blackout {} on the faulted shard (node timeout {}), {} on the other shards",
+            secs(c.faulted().write_blackout.longest_ms),
+            secs(c.node_timeout_ms as f64),
+            secs(c.others_write_blackout_ms)
+        ),
+    };
+    let reads = match &r.cluster {
+        None => secs(a.read_blackout.longest_ms),
+        Some(c) => format!(
+            "{} ({} on the faulted shard)",
+            secs(a.read_blackout.longest_ms),
+            secs(c.faulted().read_blackout.longest_ms)
+        ),
+    };
     let mut s = format!(
-        "{}: {} acknowledged writes lost, write blackout {} (down-after {}), read blackout {}, {} stale reads{}, {} read-your-writes violations",
+        "{}: {} acknowledged writes lost, {writes}, read blackout {reads}, {} stale reads{}, {} read-your-writes violations",
         if r.passed { "PASS" } else { "FAIL" },
         a.lost.total,
-        secs(a.write_blackout.longest_ms),
-        secs(r.down_after_ms as f64),
-        secs(a.read_blackout.longest_ms),
         a.staleness.stale_reads,
         if a.staleness.stale_reads == 0 {
             String::new()
@@ -199,6 +236,17 @@ pub fn render_text(r: &DrillReport) -> String {
             "  durable writes: each write acknowledged only once {n} replica(s) confirmed it (WAIT)"
         );
     }
+    if let Some(c) = &r.cluster {
+        let f = c.faulted();
+        let _ = writeln!(
+            o,
+            "  Redis Cluster of {} shards; the fault on shard {} (slots {}), {}",
+            c.shards.len(),
+            c.faulted_shard + 1,
+            f.slots,
+            c.chosen_as
+        );
+    }
     let _ = writeln!(
         o,
         "  master {} ({}) -> {}; settled {} after the run\n",
@@ -225,10 +273,17 @@ pub fn render_text(r: &DrillReport) -> String {
         .iter()
         .filter(|e| KEY_EVENTS.contains(&e.event.as_str()))
     {
+        // A Sentinel's detail ends in addresses and epochs; the cluster
+        // watch's is a short sentence, kept whole.
+        let words = if e.sentinel == crate::cluster::watch::SOURCE {
+            usize::MAX
+        } else {
+            4
+        };
         let who: String = e
             .detail
             .split_whitespace()
-            .take(4)
+            .take(words)
             .collect::<Vec<_>>()
             .join(" ");
         match seen.iter_mut().find(|s| s.0 == e.event && s.1 == who) {
@@ -237,6 +292,14 @@ pub fn render_text(r: &DrillReport) -> String {
         }
     }
     for (event, who, t, n, first) in seen {
+        if first == crate::cluster::watch::SOURCE {
+            rows.push(vec![
+                format!("{:7.2}", t / 1000.0),
+                "cluster".into(),
+                format!("{event} {who}  (seen polling the nodes)"),
+            ]);
+            continue;
+        }
         rows.push(vec![
             format!("{:7.2}", t / 1000.0),
             "sentinel".into(),
@@ -305,6 +368,10 @@ pub fn render_text(r: &DrillReport) -> String {
             "-".into(),
         ],
     ]));
+
+    if let Some(c) = &r.cluster {
+        o.push_str(&shards_table(c));
+    }
 
     if !a.errors.is_empty() {
         let _ = writeln!(o, "\nerrors by kind");
@@ -400,6 +467,53 @@ pub fn render_text(r: &DrillReport) -> String {
         ],
     ]));
     let _ = writeln!(o, "\n{}", r.verdict);
+    o
+}
+
+/// Each shard of a cluster drill: its master before and after, its
+/// operations, its own blackouts.
+fn shards_table(c: &ClusterFigures) -> String {
+    let mut o = String::from("\nshards (each operation on the shard of its key)\n");
+    let span = |b: &crate::checker::Blackout| {
+        format!(
+            "{}  ({:.2} -> {:.2})",
+            secs(b.longest_ms),
+            b.from_ms / 1000.0,
+            b.to_ms / 1000.0
+        )
+    };
+    let mut rows = vec![vec![
+        "shard".into(),
+        "slots".into(),
+        "master before -> after".into(),
+        "writes ok".into(),
+        "reads ok".into(),
+        "write blackout".into(),
+        "read blackout".into(),
+    ]];
+    for (i, s) in c.shards.iter().enumerate() {
+        rows.push(vec![
+            format!("{}{}", i + 1, if s.faulted { " (faulted)" } else { "" }),
+            s.slots.clone(),
+            if s.master_after == s.master_before {
+                s.master_before.clone()
+            } else {
+                format!("{} -> {}", s.master_before, s.master_after)
+            },
+            format!("{}/{}", s.writes_ok, s.writes),
+            format!("{}/{}", s.reads_ok, s.reads),
+            span(&s.write_blackout),
+            span(&s.read_blackout),
+        ]);
+    }
+    o.push_str(&table(&rows));
+    if c.unattributed_ops > 0 {
+        let _ = writeln!(
+            o,
+            "  {} operations on keys whose slot no shard served at the start",
+            c.unattributed_ops
+        );
+    }
     o
 }
 

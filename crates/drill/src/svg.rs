@@ -52,7 +52,12 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
     let last_event = r
         .events
         .iter()
-        .filter(|e| e.event == "+convert-to-slave" || e.event == "+switch-master")
+        .filter(|e| {
+            matches!(
+                e.event.as_str(),
+                "+convert-to-slave" | "+switch-master" | "+failover" | "+rejoined"
+            )
+        })
         .map(|e| e.t_ms)
         .fold(0.0, f64::max);
     let total_ms = end_ms.max(last_event + 1000.0).max(1.0);
@@ -287,6 +292,10 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
             "+switch-master",
             "+convert-to-slave",
             "-sdown",
+            // A cluster's (`cluster::watch`).
+            "+fail",
+            "+failover",
+            "+rejoined",
         ]
         .contains(&e.event.as_str())
         {
@@ -309,8 +318,8 @@ fn panel(s: &mut String, r: &DrillReport, y0: f64) {
         let row = (i % 3) as f64;
         let ly = y0 + 70.0 + row * 12.0;
         let c = match event.as_str() {
-            "+switch-master" => "#7c3aed",
-            "+convert-to-slave" => "#0f766e",
+            "+switch-master" | "+failover" => "#7c3aed",
+            "+convert-to-slave" | "+rejoined" => "#0f766e",
             _ => "#6b7280",
         };
         // Labels near the right edge run leftwards.

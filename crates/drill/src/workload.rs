@@ -5,7 +5,8 @@
 //! once, INCRs of shared counters, and SETs of the writer's own registers
 //! to increasing values — each followed by a GET of that register on the
 //! same connection, which is the read-your-writes probe. Readers (one
-//! connection each) GET random registers. A seeded RNG picks the mix, so a
+//! connection each) GET random registers. In front of a Redis Cluster each
+//! session keeps to the keys of one shard (see `Layout`). A seeded RNG picks the mix, so a
 //! run is repeatable as far as timing allows. With connection churn
 //! ([`WorkloadSpec::reconnect_every`]) a session's connection is replaced
 //! every N operations (see `client`), never between a write and its probe.
@@ -182,7 +183,12 @@ impl Session {
                 )
                 .await;
             } else if dice < 0.75 {
-                let counter = self.rng.gen_range(0..layout.counters.max(1));
+                // Its own group's counters (all of them but in a cluster).
+                let counter = pick(
+                    &mut self.rng,
+                    &layout.counters_of(layout.group_of_writer(self.id)),
+                    layout.counters,
+                );
                 self.op(
                     OpKind::Incr { counter },
                     &["INCR", &layout.counter_key(counter)],
@@ -211,8 +217,9 @@ impl Session {
 
     async fn run_reader(&mut self, stop: &AtomicBool) {
         let layout = self.spec.layout.clone();
+        let mine = layout.registers_of(layout.group_of_reader(self.id));
         while !stop.load(Ordering::Relaxed) {
-            let reg = self.rng.gen_range(0..layout.registers().max(1));
+            let reg = pick(&mut self.rng, &mine, layout.registers());
             self.op(OpKind::Read { reg }, &["GET", &layout.reg_key(reg)])
                 .await;
             tokio::time::sleep(self.spec.think).await;
@@ -264,6 +271,17 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         ok
+    }
+}
+
+/// One of `among`, at random; any of `0..all` when `among` is empty. With
+/// one key group `among` is `0..all`, so the draw is the same either way.
+fn pick(rng: &mut StdRng, among: &[u32], all: u32) -> u32 {
+    if among.is_empty() {
+        rng.gen_range(0..all.max(1))
+    } else {
+        // Drawn as a u32, as `0..all` is: the same bits from the RNG.
+        among[rng.gen_range(0..among.len() as u32) as usize]
     }
 }
 

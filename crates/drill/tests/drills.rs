@@ -441,6 +441,7 @@ async fn direct_master_and_the_sentinel_watch_work_with_sentinels_without_a_pass
             readers: 0,
             counters: 1,
             regs_per_writer: 1,
+            shard_tags: Vec::new(),
         },
         seed: 1,
         op_timeout: Duration::from_secs(2),

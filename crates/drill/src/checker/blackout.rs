@@ -15,7 +15,7 @@ pub struct Blackout {
 
 /// The longest gap between successful completions of writes (or reads),
 /// counting from the start and to `end_us`.
-pub(super) fn blackout(ops: &[Op], writes: bool, end_us: Micros) -> Blackout {
+pub(crate) fn blackout(ops: &[Op], writes: bool, end_us: Micros) -> Blackout {
     let mut ends: Vec<Micros> = ops
         .iter()
         .filter(|o| o.kind.is_write() == writes && o.outcome.is_ok())

@@ -35,6 +35,7 @@ mod lost;
 mod stale;
 mod timeline;
 
+pub(crate) use blackout::blackout;
 pub use blackout::Blackout;
 pub use errors::ErrorCount;
 pub use latency::{Latency, PhaseLatency};

@@ -13,6 +13,7 @@ fn layout() -> Layout {
         readers: 1,
         counters: 1,
         regs_per_writer: 1,
+        shard_tags: Vec::new(),
     }
 }
 

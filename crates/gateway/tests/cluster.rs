@@ -674,3 +674,33 @@ async fn a_pipeline_over_every_shard_keeps_its_order_under_load() {
         t.await.unwrap();
     }
 }
+
+/// The replies a split command gathers count against the client's output
+/// limit as they arrive: past it the client is closed, as for any reply,
+/// and the gateway goes on serving the others.
+#[tokio::test]
+async fn a_split_reply_over_the_output_limit_closes_only_that_client() {
+    let env = start_cluster(|cfg| cfg.client_output_buffer_limit_normal = "256kb 0 0".into()).await;
+    let big = "x".repeat(100 * 1024);
+    let mut c = env.client().await;
+    let keys = keys("big", 6);
+    for k in &keys {
+        assert_eq!(text(&call(&mut c, &["SET", k, &big]).await), "OK");
+    }
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    let over = c.call(&mget).await;
+    assert!(
+        over.is_err(),
+        "600 KB of replies past a 256 KB limit: {:?}",
+        over.map(|v| format!("{v:?}").len())
+    );
+    let mut other = env.client().await;
+    assert_eq!(
+        call(&mut other, &["MGET", &keys[0], &keys[1]])
+            .await
+            .as_array()
+            .map(|a| a.len()),
+        Some(2)
+    );
+}

@@ -17,6 +17,7 @@ use super::queue::Slot;
 use super::state::TxBroken;
 use super::Session;
 use crate::backend::NodePool;
+use crate::budget::OutputBudget;
 use crate::cluster::{
     merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies,
     Everywhere, Part, Split, Spread, CROSSSLOT,
@@ -79,13 +80,29 @@ impl Session {
     }
 
     /// Runs a command that spans shards (see [`Spanning`]).
+    ///
+    /// A merged reply larger than the client's output limit closes the
+    /// client, as one reply of that size from a node would.
     pub(super) async fn spanning(&mut self, req: Request, how: Spanning) -> Slot {
-        Slot::Ready(match how {
+        let reply = match how {
             Spanning::Split(s) => self.split(&req, s).await,
             Spanning::Everywhere(Everywhere::Scan) => self.scan(&req).await,
             Spanning::Everywhere(Everywhere::RandomKey) => self.random_key(&req).await,
             Spanning::Everywhere(e) => self.everywhere(&req, e).await,
-        })
+        };
+        let limit = self.io.budget.limit();
+        if limit > 0 && (reply.len() > limit || self.io.budget.is_over()) {
+            tracing::info!(
+                session = self.id,
+                bytes = reply.len(),
+                "closing a client whose merged reply is over its output limit"
+            );
+            self.shared
+                .metrics
+                .error(crate::metrics::ErrorKind::OutputLimit);
+            return Slot::Close;
+        }
+        Slot::Ready(reply)
     }
 
     async fn split(&mut self, req: &Request, how: Split) -> Bytes {
@@ -242,10 +259,11 @@ impl Session {
     async fn ask_each(&mut self, sent: Vec<(Arc<NodePool>, Bytes)>) -> Vec<Result<Bytes, Bytes>> {
         let ctx = self.st.ctx.clone();
         let hint = self.slot();
+        let budget = &self.io.budget.clone();
         let asks = sent.into_iter().map(|(pool, raw)| {
             let ctx = ctx.clone();
             async move {
-                let mut replies = ask_on(&pool, &ctx, hint, raw, 1).await?;
+                let mut replies = ask_on(&pool, &ctx, hint, raw, 1, budget).await?;
                 replies
                     .pop()
                     .ok_or_else(|| reply::error("ERR belay: an unreadable reply"))
@@ -274,13 +292,14 @@ impl Session {
         }
         let ctx = self.st.ctx.clone();
         let hint = self.slot();
+        let budget = &self.io.budget.clone();
         let asks = nodes.iter().map(|(pool, js)| {
             let mut raw = BytesMut::new();
             for &j in js {
                 raw.extend_from_slice(&parts[pending[j]].raw);
             }
             let ctx = ctx.clone();
-            async move { ask_on(pool, &ctx, hint, raw.freeze(), js.len() as u32).await }
+            async move { ask_on(pool, &ctx, hint, raw.freeze(), js.len() as u32, budget).await }
         });
         let answers = futures::future::join_all(asks).await;
         let mut out: Vec<Result<Bytes, Bytes>> = vec![Err(Bytes::new()); pending.len()];
@@ -309,7 +328,8 @@ impl Session {
         count: u32,
     ) -> Result<Vec<Bytes>, Bytes> {
         let ctx = self.st.ctx.clone();
-        ask_on(&pool, &ctx, self.slot(), raw, count).await
+        let budget = self.io.budget.clone();
+        ask_on(&pool, &ctx, self.slot(), raw, count, &budget).await
     }
 
     /// Sends `job` once to `target` (a master of the cluster), after
@@ -370,12 +390,18 @@ impl Session {
 /// Sends `count` commands on `pool`'s shared connection of `ctx`; their
 /// replies, or the client's error when they got none (`TRYAGAIN`: not run;
 /// `UNCERTAIN`: may have run).
+///
+/// The replies count against the client's output `budget` as they arrive,
+/// like any reply: one over the limit ends the wait (and the session closes
+/// the client), so a `KEYS *` of a huge keyspace cannot make the gateway
+/// hold more for one client than its limit.
 async fn ask_on(
     pool: &Arc<NodePool>,
     ctx: &crate::context::Context,
     hint: usize,
     raw: Bytes,
     count: u32,
+    budget: &Arc<OutputBudget>,
 ) -> Result<Vec<Bytes>, Bytes> {
     if let Err(e) = pool.connect_shared(ctx, hint).await {
         return Err(reply::error(&format!(
@@ -384,16 +410,27 @@ async fn ask_on(
         )));
     }
     let rx = pool
-        .try_send_shared(ctx, hint, raw, count, None, None)
+        .try_send_shared(ctx, hint, raw, count, Some(budget.clone()), None)
         .map_err(|_| {
             reply::error(&format!(
                 "TRYAGAIN belay: the connection to {} closed; the command was not run",
                 pool.addr
             ))
         })?;
-    match rx.await {
-        Ok(Ok(replies)) => split_replies(&replies.frames, count as usize)
-            .ok_or_else(|| reply::error("ERR belay: an unreadable reply")),
+    let answer = tokio::select! {
+        answer = rx => answer,
+        _ = std::future::poll_fn(|cx| budget.poll_exceeded(cx)) => {
+            return Err(reply::error(
+                "ERR belay: the replies are over the client's output buffer limit",
+            ));
+        }
+    };
+    match answer {
+        Ok(Ok(replies)) => {
+            budget.taken(replies.frames.len());
+            split_replies(&replies.frames, count as usize)
+                .ok_or_else(|| reply::error("ERR belay: an unreadable reply"))
+        }
         Ok(Err(e)) if e.retry_safe() => Err(reply::error(&format!(
             "TRYAGAIN belay: {e}; the command was not run"
         ))),

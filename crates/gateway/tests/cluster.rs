@@ -704,3 +704,85 @@ async fn a_split_reply_over_the_output_limit_closes_only_that_client() {
         Some(2)
     );
 }
+
+/// A limited ACL user through the gateway gets, for every command, what a
+/// cluster node gives that user: split commands run each part as the user,
+/// so one key it may not touch refuses the command; nothing runs with the
+/// gateway's own rights.
+#[tokio::test]
+async fn a_limited_user_gets_what_the_nodes_give_it() {
+    let env = start_cluster(|_| {}).await;
+    for addr in env.lab.node_addrs() {
+        env.node(&addr)
+            .await
+            .call_ok(&[
+                "ACL",
+                "SETUSER",
+                "app",
+                "on",
+                ">app-pw",
+                "~app:*",
+                "+@all",
+                "-flushdb",
+                "-flushall",
+                "-keys",
+            ])
+            .await
+            .unwrap();
+    }
+    let app = belay_client::Auth {
+        username: Some("app".into()),
+        password: "app-pw".into(),
+    };
+    let mut admin = env.client().await;
+    assert_eq!(
+        text(&call(&mut admin, &["MSET", "secret:a", "s", "secret:b", "s"]).await),
+        "OK"
+    );
+    let mut c = Connection::connect(&env.gateway, Some(&app), Duration::from_secs(10))
+        .await
+        .expect("the ACL user logs in through the gateway");
+    // Its own keys, across shards: fine.
+    assert_eq!(
+        text(&call(&mut c, &["MSET", "app:1", "a", "app:2", "b", "app:3", "c"]).await),
+        "OK"
+    );
+    let got = call(&mut c, &["MGET", "app:1", "app:2", "app:3"]).await;
+    assert_eq!(
+        got.as_array().unwrap().iter().map(text).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    // Another's key, one of many or alone: what a node says to this user.
+    let mut node = Connection::connect(
+        &env.master_of("secret:a").await,
+        Some(&app),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let direct = err(&call(&mut node, &["GET", "secret:a"]).await);
+    assert!(direct.starts_with("NOPERM"), "{direct}");
+    assert_eq!(err(&call(&mut c, &["GET", "secret:a"]).await), direct);
+    let mget = err(&call(&mut c, &["MGET", "app:1", "secret:a", "app:2"]).await);
+    assert!(mget.starts_with("NOPERM"), "{mget}");
+    // Split, the part for app:1 ran: the error says so (a node of a
+    // cluster would have refused the whole command as CROSSSLOT).
+    let del = err(&call(&mut c, &["DEL", "app:1", "secret:b"]).await);
+    assert!(
+        del.starts_with("NOPERM") && del.contains("the parts for 1 of them ran"),
+        "{del}"
+    );
+    assert_eq!(env.direct_get("app:1").await, Value::Nil);
+    for k in ["secret:a", "secret:b"] {
+        assert_eq!(text(&env.direct_get(k).await), "s", "{k} untouched");
+    }
+    // Commands every shard answers run as the user too.
+    let direct_flush = err(&call(&mut node, &["FLUSHDB"]).await);
+    assert_eq!(err(&call(&mut c, &["FLUSHDB"]).await), direct_flush);
+    assert!(err(&call(&mut c, &["KEYS", "*"]).await).starts_with("NOPERM"));
+    assert_eq!(
+        text(&env.direct_get("secret:a").await),
+        "s",
+        "FLUSHDB ran nowhere"
+    );
+}

@@ -163,10 +163,29 @@ fn array_header(out: &mut BytesMut, n: usize) {
     out.extend_from_slice(format!("*{n}\r\n").as_bytes());
 }
 
-/// The client's reply from the parts' replies (`replies[i]` answers
-/// `parts[i]`); `nkeys` keys in all. An error from a part is the reply.
-pub fn merge_split(split: Split, parts: &[Part], replies: &[Bytes], nkeys: usize) -> Bytes {
+/// The client's reply to command `name` from the parts' replies
+/// (`replies[i]` answers `parts[i]`); `nkeys` keys in all. An error from a part is the reply.
+///
+/// A write (`MSET`, `DEL`, `UNLINK`, `TOUCH`) some of whose parts ran while
+/// another was refused (`NOPERM`, `OOM`, …) gets that error, saying that
+/// the other parts ran: the client must not take the error to mean that
+/// nothing happened.
+pub fn merge_split(
+    split: Split,
+    name: &str,
+    parts: &[Part],
+    replies: &[Bytes],
+    nkeys: usize,
+) -> Bytes {
     if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+        let ran = replies.iter().filter(|r| r.first() != Some(&b'-')).count();
+        if ran > 0 && split != Split::Values && name != "EXISTS" {
+            let words = String::from_utf8_lossy(&err[1..err.len().saturating_sub(2)]).into_owned();
+            return Bytes::from(format!(
+                "-{words} (belay: {name} spans {} slots; the parts for {ran} of them ran)\r\n",
+                parts.len()
+            ));
+        }
         return err.clone();
     }
     match split {
@@ -213,6 +232,15 @@ fn protocol_error(what: &str) -> Bytes {
 /// `RANDOMKEY` go one shard at a time: see [`scan_cursor`].)
 pub fn merge_everywhere(e: Everywhere, replies: &[Bytes]) -> Bytes {
     if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+        let ran = replies.iter().filter(|r| r.first() != Some(&b'-')).count();
+        if e.writes() && ran > 0 {
+            // Some masters flushed: the client must know.
+            let words = String::from_utf8_lossy(&err[1..err.len().saturating_sub(2)]).into_owned();
+            return Bytes::from(format!(
+                "-{words} (belay: {ran} of {} shards were flushed)\r\n",
+                replies.len()
+            ));
+        }
         return err.clone();
     }
     match e {
@@ -343,7 +371,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            merge_split(Split::Values, &parts, &replies, 3),
+            merge_split(Split::Values, "MSET", &parts, &replies, 3),
             Bytes::from_static(b"*3\r\n$2\r\nv0\r\n$2\r\nv1\r\n$2\r\nv2\r\n")
         );
     }
@@ -359,15 +387,31 @@ mod tests {
         );
         let counts = [Bytes::from_static(b":2\r\n"), Bytes::from_static(b":1\r\n")];
         assert_eq!(
-            merge_split(Split::Count, &parts, &counts, 3),
+            merge_split(Split::Count, "MSET", &parts, &counts, 3),
             Bytes::from_static(b":3\r\n")
         );
         let err = [
             Bytes::from_static(b":2\r\n"),
             Bytes::from_static(b"-ERR x\r\n"),
         ];
+        // One part ran: the error says so.
         assert_eq!(
-            merge_split(Split::Count, &parts, &err, 3),
+            merge_split(Split::Count, "DEL", &parts, &err, 3),
+            Bytes::from_static(
+                b"-ERR x (belay: DEL spans 2 slots; the parts for 1 of them ran)\r\n"
+            )
+        );
+        let none_ran = [
+            Bytes::from_static(b"-ERR x\r\n"),
+            Bytes::from_static(b"-ERR y\r\n"),
+        ];
+        assert_eq!(
+            merge_split(Split::Count, "DEL", &parts, &none_ran, 3),
+            Bytes::from_static(b"-ERR x\r\n")
+        );
+        // A read's parts change nothing: the error as it is.
+        assert_eq!(
+            merge_split(Split::Count, "EXISTS", &parts, &err, 3),
             Bytes::from_static(b"-ERR x\r\n")
         );
     }

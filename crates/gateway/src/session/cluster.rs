@@ -158,7 +158,7 @@ impl Session {
                     self.wrote();
                 }
                 let nkeys = parts.iter().map(|p| p.keys.len()).sum();
-                return merge_split(how, &parts, &replies, nkeys);
+                return merge_split(how, &name_of(req), &parts, &replies, nkeys);
             }
             self.topology_change(RECHECK).await;
         }

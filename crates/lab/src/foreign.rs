@@ -299,30 +299,11 @@ impl SeedDeployment {
     }
 
     fn index(&self, node: &str) -> Result<usize> {
-        self.processes
-            .iter()
-            .position(|p| p.name() == node || p.addr() == node)
-            .ok_or_else(|| {
-                LabError::UnknownProcess {
-                    name: node.to_string(),
-                    known: self
-                        .processes
-                        .iter()
-                        .map(|p| format!("{} ({})", p.name(), p.addr()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-                .into()
-            })
+        process::find(&self.processes, node)
     }
 
     fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
-        let i = self.index(node)?;
-        let p = &mut self.processes[i];
-        if !p.signal(sig)? {
-            bail!("{} is not running: cannot send {sig}", p.name());
-        }
-        Ok(())
+        process::signal_named(&mut self.processes, node, sig)
     }
 
     fn record(&self, name: String, kind: ProcessKind, port: u16) -> ProcessRecord {

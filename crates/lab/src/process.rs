@@ -485,6 +485,37 @@ fn describe_status(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// The process called `name` (`redis-1`, `node-2`, `gateway`) or listening
+/// on `name` (`host:port`) among `processes`: its index, or an error
+/// naming every one there is.
+pub(crate) fn find(processes: &[Process], name: &str) -> Result<usize> {
+    processes
+        .iter()
+        .position(|p| p.name() == name || p.addr() == name)
+        .ok_or_else(|| {
+            LabError::UnknownProcess {
+                name: name.to_string(),
+                known: processes
+                    .iter()
+                    .map(|p| format!("{} ({})", p.name(), p.addr()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into()
+        })
+}
+
+/// Sends `sig` to the process called (or listening on) `name`; an error
+/// if it is not running.
+pub(crate) fn signal_named(processes: &mut [Process], name: &str, sig: Signal) -> Result<()> {
+    let i = find(processes, name)?;
+    let p = &mut processes[i];
+    if !p.signal(sig)? {
+        anyhow::bail!("{} is not running: cannot send {sig}", p.name());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,21 +285,7 @@ impl ClusterLab {
     }
 
     fn index(&self, name: &str) -> Result<usize> {
-        self.processes
-            .iter()
-            .position(|p| p.name() == name || p.addr() == name)
-            .ok_or_else(|| {
-                LabError::UnknownProcess {
-                    name: name.to_string(),
-                    known: self
-                        .processes
-                        .iter()
-                        .map(|p| format!("{} ({})", p.name(), p.addr()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-                .into()
-            })
+        process::find(&self.processes, name)
     }
 
     // ---- breaking and mending ---------------------------------------------
@@ -353,12 +339,7 @@ impl ClusterLab {
     }
 
     fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
-        let i = self.index(node)?;
-        let p = &mut self.processes[i];
-        if !p.signal(sig)? {
-            bail!("{} is not running: cannot send {sig}", p.name());
-        }
-        Ok(())
+        process::signal_named(&mut self.processes, node, sig)
     }
 
     // ---- watching ------------------------------------------------------------

@@ -292,21 +292,7 @@ impl Lab {
 
     /// Index of a process by name or by address.
     fn index(&self, name: &str) -> Result<usize> {
-        self.processes
-            .iter()
-            .position(|p| p.name() == name || p.addr() == name)
-            .ok_or_else(|| {
-                LabError::UnknownProcess {
-                    name: name.to_string(),
-                    known: self
-                        .processes
-                        .iter()
-                        .map(|p| p.name().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-                .into()
-            })
+        process::find(&self.processes, name)
     }
 
     // ---- breaking and mending ---------------------------------------------
@@ -362,12 +348,7 @@ impl Lab {
     }
 
     fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
-        let i = self.index(node)?;
-        let p = &mut self.processes[i];
-        if !p.signal(sig)? {
-            bail!("{} is not running: cannot send {sig}", p.name());
-        }
-        Ok(())
+        process::signal_named(&mut self.processes, node, sig)
     }
 
     // ---- watching ------------------------------------------------------------

@@ -6,7 +6,7 @@
 //! its client is over the limit (it is then closed), whether or not that
 //! client is reading.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
@@ -18,6 +18,10 @@ pub struct OutputBudget {
     received: AtomicUsize,
     unsent: AtomicUsize,
     limit: usize,
+    /// Set the first time the budget is exceeded, and never cleared: the
+    /// client is closed for it even if, by the time the session looks,
+    /// the bytes that put it over were dropped and handed back.
+    tripped: AtomicBool,
     /// The session, woken when the budget is exceeded. A waker, not a
     /// `Notify`: registering is one atomic swap, cheap enough to do on
     /// every turn of a busy session's loop.
@@ -31,6 +35,7 @@ impl OutputBudget {
             received: AtomicUsize::new(0),
             unsent: AtomicUsize::new(0),
             limit: if limit == 0 { usize::MAX } else { limit },
+            tripped: AtomicBool::new(false),
             over: AtomicWaker::new(),
         }
     }
@@ -41,9 +46,14 @@ impl OutputBudget {
         let held = self.received.fetch_add(n, Ordering::Relaxed) + n;
         let over = held.saturating_add(self.unsent.load(Ordering::Relaxed)) > self.limit;
         if over {
-            self.over.wake();
+            self.trip();
         }
         over
+    }
+
+    fn trip(&self) {
+        self.tripped.store(true, Ordering::Relaxed);
+        self.over.wake();
     }
 
     /// The session took `n` received bytes (into its output buffer, or
@@ -56,7 +66,7 @@ impl OutputBudget {
     pub fn set_unsent(&self, n: usize) {
         self.unsent.store(n, Ordering::Relaxed);
         if n > self.limit {
-            self.over.wake();
+            self.trip();
         }
     }
 
@@ -67,8 +77,10 @@ impl OutputBudget {
             .saturating_add(self.unsent.load(Ordering::Relaxed))
     }
 
+    /// Over the limit now, or at any time before: a client that went
+    /// over is closed, whatever it holds when the session gets to it.
     pub fn is_over(&self) -> bool {
-        self.held() > self.limit
+        self.tripped.load(Ordering::Relaxed) || self.held() > self.limit
     }
 
     pub fn limit(&self) -> usize {
@@ -108,7 +120,26 @@ mod tests {
             .unwrap();
         assert!(b.is_over());
         b.taken(80);
-        assert!(!b.is_over());
+        assert!(b.is_over(), "once over, over for good");
+        assert_eq!(b.held(), 30);
         assert_eq!(OutputBudget::new(0).limit(), usize::MAX);
+    }
+
+    /// A split command's parts are charged as they arrive and handed back
+    /// as the session takes them: the part that went over may be dropped
+    /// (its bytes handed back) before the session checks. The client is
+    /// still closed.
+    #[test]
+    fn a_budget_exceeded_for_a_moment_stays_exceeded() {
+        let b = OutputBudget::new(256);
+        b.received(200);
+        assert!(b.received(100));
+        b.taken(300);
+        assert_eq!(b.held(), 0);
+        assert!(b.is_over());
+        let unsent = OutputBudget::new(10);
+        unsent.set_unsent(11);
+        unsent.set_unsent(0);
+        assert!(unsent.is_over());
     }
 }

@@ -251,6 +251,8 @@ fn shards_json(map: &ShardMap) -> serde_json::Value {
                 .map(|(a, b)| format!("{a}-{b}"))
                 .collect();
             one["slots"] = serde_json::json!(slots);
+            // Their reads go to the master while they move.
+            one["slots_moving"] = serde_json::json!(map.unsettled_in(i));
             one
         })
         .collect()

@@ -577,6 +577,111 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
     assert_eq!(text(&env.direct_get("{moving}c").await), "3");
 }
 
+/// Reads from replicas (the default) of a slot being moved: the source's
+/// replica has the deletions of the keys moved already (`MIGRATE` deletes
+/// them) but knows nothing of the move, and answers as if they did not
+/// exist. The gateway, told by the master that it moves the slot, sends
+/// its reads to the master, which redirects them; the same once the move
+/// is done, until the gateway's map follows.
+#[tokio::test]
+async fn reads_of_a_slot_being_moved_are_not_served_by_a_replica_that_lost_its_keys() {
+    let env = start_cluster(|_| {}).await;
+    let key = "{moving}a";
+    let slot = env.slot_of(key).await.to_string();
+    let source = env.master_of(key).await;
+    let shards = env.lab.shards().await.unwrap();
+    let source_shard = shards.iter().find(|s| s.master == source).unwrap();
+    let replica = source_shard.replicas[0].addr.clone();
+    let target = shards
+        .iter()
+        .find(|s| s.master != source)
+        .unwrap()
+        .master
+        .clone();
+    let mut src = env.node(&source).await;
+    let mut tgt = env.node(&target).await;
+    let mut rep = env.node(&replica).await;
+    rep.call_ok(&["READONLY"]).await.unwrap();
+    let source_id = text(&call(&mut src, &["CLUSTER", "MYID"]).await);
+    let target_id = text(&call(&mut tgt, &["CLUSTER", "MYID"]).await);
+    let mut c = env.client().await;
+    assert_eq!(text(&call(&mut c, &["SET", key, "1"]).await), "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text(&call(&mut rep, &["GET", key]).await) != "1" {
+        assert!(Instant::now() < deadline, "the replica never got the key");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tgt.call_ok(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
+        .await
+        .unwrap();
+    src.call_ok(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
+        .await
+        .unwrap();
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let password = env.lab.password().to_string();
+    src.call_ok(&[
+        "MIGRATE", host, port, "", "0", "5000", "AUTH", &password, "KEYS", key,
+    ])
+    .await
+    .unwrap();
+    // The source's replica, asked directly, no longer has the key: Redis
+    // answers nil, Valkey (which tells replicas of the move) `ASK`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let direct = call(&mut rep, &["GET", key]).await;
+        if direct == Value::Nil || matches!(&direct, Value::Error(e) if e.starts_with("ASK ")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica still has the key: {direct:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The gateway hears of the move from the master within 100 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(slots_moving(&mut c).await, 1);
+    for i in 0..20 {
+        assert_eq!(
+            text(&call(&mut c, &["GET", key]).await),
+            "1",
+            "read {i} while the slot moves"
+        );
+    }
+    for shard in &shards {
+        let mut n = env.node(&shard.master).await;
+        n.call_ok(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id])
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        assert_eq!(
+            text(&call(&mut c, &["GET", key]).await),
+            "1",
+            "read {i} once the slot moved"
+        );
+    }
+    // The gateway's map follows; no slot is moving any more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slots_moving(&mut c).await != 0 {
+        assert!(Instant::now() < deadline, "the slot still shows as moving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text(&call(&mut c, &["GET", key]).await), "1");
+}
+
+/// Slots being moved, over every shard, as `BELAY TOPOLOGY` says.
+async fn slots_moving(c: &mut Connection) -> u64 {
+    let topo: serde_json::Value =
+        serde_json::from_str(&text(&call(c, &["BELAY", "TOPOLOGY"]).await)).unwrap();
+    topo["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["slots_moving"].as_u64().unwrap())
+        .sum()
+}
+
 /// `--durable-writes` in front of a cluster: each write is confirmed by its
 /// own shard's replica; a shard whose replica is frozen answers its writes
 /// `UNREPLICATED` (they ran; never sent again), the others `OK`.

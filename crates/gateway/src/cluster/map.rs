@@ -17,6 +17,10 @@ pub struct ShardMap {
     pub shards: Vec<Arc<Topology>>,
     /// The shard index of every slot.
     slots: Box<[u16]>,
+    /// Slots whose reads go to their master, not its replicas: being moved
+    /// to another shard, or moved already while this map is behind (see
+    /// `cluster::unsettled`). Sorted; empty but during a resharding.
+    unsettled: Vec<u16>,
 }
 
 impl ShardMap {
@@ -30,7 +34,34 @@ impl ShardMap {
                 }
             }
         }
-        ShardMap { shards, slots }
+        ShardMap {
+            shards,
+            slots,
+            unsettled: Vec::new(),
+        }
+    }
+
+    /// The map, with reads of `slots` kept off replicas.
+    pub fn with_unsettled(mut self, mut slots: Vec<u16>) -> ShardMap {
+        slots.sort_unstable();
+        slots.dedup();
+        self.unsettled = slots;
+        self
+    }
+
+    /// Whether a replica may serve a read of `slot`: not while the slot is
+    /// being moved to another shard.
+    pub fn replicas_may_serve(&self, slot: u16) -> bool {
+        self.unsettled.is_empty() || self.unsettled.binary_search(&slot).is_err()
+    }
+
+    /// How many slots of shard `i` are being moved (their reads go to its
+    /// master).
+    pub fn unsettled_in(&self, i: usize) -> usize {
+        self.unsettled
+            .iter()
+            .filter(|&&s| self.index_of(s) == Some(i))
+            .count()
     }
 
     /// The shard that serves `slot`.

@@ -181,18 +181,6 @@ pub fn agree(views: &[Vec<ShardView>]) -> Vec<AgreedShard> {
     out
 }
 
-/// Whether a node's `CLUSTER NODES` reply flags `addr` as failing
-/// (`fail?`: it stopped answering that node; `fail`: most masters agree).
-/// `None` when the reply does not list it.
-pub fn flags_failing(nodes: &str, addr: &str) -> Option<bool> {
-    nodes.lines().find_map(|line| {
-        let mut fields = line.split(' ');
-        let (_id, at, flags) = (fields.next()?, fields.next()?, fields.next()?);
-        let at = at.split(['@', ',']).next()?;
-        (at == addr).then(|| flags.split(',').any(|f| f == "fail" || f == "fail?"))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,15 +264,6 @@ mod tests {
         assert_eq!(views[0].ranges, [(0, 99), (200, 299)]);
         assert_eq!(views[0].replicas, ["127.0.0.1:7003"]);
         assert_eq!(views[1].master.as_deref(), Some("127.0.0.1:7001"));
-    }
-
-    #[test]
-    fn failing_flags() {
-        let nodes = "a1 127.0.0.1:7001@17001 master,fail? - 0 0 1 connected 0-5460\n\
-                     b2 127.0.0.1:7002@17002,host myself,master - 0 0 2 connected 5461-10922\n";
-        assert_eq!(flags_failing(nodes, "127.0.0.1:7001"), Some(true));
-        assert_eq!(flags_failing(nodes, "127.0.0.1:7002"), Some(false));
-        assert_eq!(flags_failing(nodes, "127.0.0.1:7003"), None);
     }
 
     #[test]

@@ -22,9 +22,9 @@ use super::report::Seen;
 use super::sentinels::reason;
 use super::{spec_for, Event, MIN_ROUND_GAP, OFFSET_INTERVAL, REPLICA_CHECK_BUDGET, RETIRE_GRACE};
 use crate::backend::{GatewayAuth, NodePool};
-use crate::cluster::{agree, parse_shards, parse_slots, AgreedShard, ShardMap};
+use crate::cluster::{agree, parse_shards, parse_slots, unsettled, AgreedShard, ShardMap};
 use crate::commands::{CommandTable, Software};
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, ReadFrom};
 use crate::locality::{read_tiers, Locality};
 use crate::metrics::Telemetry;
 use crate::reload::LiveConfig;
@@ -53,6 +53,10 @@ struct Shard {
     sample: Option<OffsetSample>,
     replicas: Vec<ReplicaNode>,
     seen: Seen,
+    /// Slots the map places here whose reads the master must serve, not
+    /// its replicas (see `cluster::unsettled`): it is moving them away, or
+    /// moved them already. From the master's own word, every 100 ms.
+    unsettled: Vec<u16>,
 }
 
 impl Shard {
@@ -75,6 +79,7 @@ impl Shard {
             sample: None,
             replicas: Vec::new(),
             seen: Seen::default(),
+            unsettled: Vec::new(),
         }
     }
 
@@ -126,6 +131,9 @@ impl Shard {
                     self.unresponsive = false;
                     self.history.record(&sample);
                     self.sample = Some(sample);
+                    if cfg.read_from != ReadFrom::Master {
+                        self.check_slots(&addr).await;
+                    }
                 }
                 Err(belay_client::ClientError::Unexpected { detail, .. }) => {
                     tracing::warn!(master = %addr, "{detail}; holding the shard's writes");
@@ -146,6 +154,28 @@ impl Shard {
             }
         }
         self.check_replicas(cfg, auth).await;
+    }
+
+    /// Which of its slots the master is moving, or no longer serves: reads
+    /// of those go to it (it redirects them), since a replica would answer
+    /// for keys already moved as if they did not exist. A master that does
+    /// not say leaves the last word standing.
+    async fn check_slots(&mut self, addr: &str) {
+        let Ok(own) = self.nodes.own_slots(addr).await else {
+            return;
+        };
+        let unsettled = unsettled(&self.ranges, &own);
+        if unsettled.is_empty() != self.unsettled.is_empty() {
+            match unsettled.is_empty() {
+                false => {
+                    tracing::info!(master = %addr, slots = unsettled.len(), "a shard's master is moving slots away: their reads go to it, not to its replicas")
+                }
+                true => {
+                    tracing::info!(master = %addr, "a shard's slots are settled: its replicas serve their reads again")
+                }
+            }
+        }
+        self.unsettled = unsettled;
     }
 
     async fn check_replicas(&mut self, cfg: &GatewayConfig, auth: &GatewayAuth) {
@@ -560,7 +590,9 @@ impl ClusterDiscovery {
         order.sort_by_key(|s| s.ranges.first().copied());
         let mut groups = Vec::new();
         let mut ranges = Vec::new();
+        let mut unsettled = Vec::new();
         for shard in order {
+            unsettled.extend_from_slice(&shard.unsettled);
             let mut replicas = shard.replicas.clone();
             for r in &mut replicas {
                 r.locality = Locality {
@@ -602,7 +634,7 @@ impl ClusterDiscovery {
             groups.push(Arc::new(topo));
             ranges.push(shard.ranges.clone());
         }
-        let map = ShardMap::new(groups, &ranges);
+        let map = ShardMap::new(groups, &ranges).with_unsettled(unsettled);
         let unserved = map.unserved();
         if unserved != self.unserved_logged {
             if unserved > 0 {

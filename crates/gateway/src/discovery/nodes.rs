@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::replication::OffsetHistory;
 use crate::backend::NodePool;
+use crate::cluster::{own_slots, OwnSlots};
 use crate::commands::{CommandTable, Software};
 use crate::config::CommandOverride;
 use crate::locality::Locality;
@@ -262,6 +263,16 @@ impl Nodes {
             offset: info.get_i64("master_repl_offset").unwrap_or(0),
             taken_at,
         })
+    }
+
+    /// What a cluster master says of its own slots (`CLUSTER NODES`):
+    /// those it serves and those it is moving away.
+    pub async fn own_slots(&mut self, addr: &str) -> Result<OwnSlots, ClientError> {
+        let v = self.call(addr, self.timeout, &["CLUSTER", "NODES"]).await?;
+        v.to_text()
+            .as_deref()
+            .and_then(own_slots)
+            .ok_or_else(|| unexpected(addr, "CLUSTER NODES", &v))
     }
 
     /// `INFO replication` of every address (and, with `ask_zone`, `HELLO`

@@ -46,11 +46,22 @@ pub struct Choice<'a> {
 impl Choice<'_> {
     /// A read a replica should serve, if one can.
     fn wants_replica(&self, job: &Job) -> bool {
+        self.replica_may_serve(job) && (self.st.unacked_writes == 0 || !self.read_your_writes)
+    }
+
+    /// A read a replica may serve: not one that must see the master, nor
+    /// one of a slot being moved to another shard (the replica would not
+    /// know of the move, and answer for keys moved already as if they did
+    /// not exist).
+    fn replica_may_serve(&self, job: &Job) -> bool {
         job.class().is_read()
             && !job.force_master()
             && job.conn == Conn::Shared
             && self.read_from != ReadFrom::Master
-            && (self.st.unacked_writes == 0 || !self.read_your_writes)
+            && match (self.shards, job.slot) {
+                (Some(map), Some(slot)) => map.replicas_may_serve(slot),
+                _ => true,
+            }
     }
 
     /// A read sent to the master only for read-your-writes: a replica
@@ -58,10 +69,7 @@ impl Choice<'_> {
     /// known to be there yet (asked once a read went to the master).
     pub fn is_ryw_fallback(&self, job: &Job, topo: &Topology) -> bool {
         self.read_your_writes
-            && job.class().is_read()
-            && !job.force_master()
-            && job.conn == Conn::Shared
-            && self.read_from != ReadFrom::Master
+            && self.replica_may_serve(job)
             && (self.st.unacked_writes > 0
                 || (self.st.fence.is_some()
                     && pick_replica(topo, None, Prefer::Any, self.turn).is_some()))

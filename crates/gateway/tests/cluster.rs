@@ -496,7 +496,7 @@ async fn subscriptions_survive_a_shard_failover() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(received(sub.read_value().await.unwrap()), "after");
+    assert_eq!(next_news(&mut sub).await, "after");
     env.lab.resume(&victim).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -510,7 +510,22 @@ async fn subscriptions_survive_a_shard_failover() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(received(plain.read_value().await.unwrap()), "after");
+    assert_eq!(next_news(&mut plain).await, "after");
+}
+
+/// The next message but for a late copy of "before": the paused master
+/// may still hold, unsent, the cluster-bus copies of a message published
+/// on it just before its pause, and send them when it wakes, to nodes the
+/// subscription has moved to meanwhile. The cluster delivers it so to any
+/// subscriber of those nodes; the gateway passes on what it is given.
+async fn next_news(c: &mut Connection) -> String {
+    loop {
+        let v = c.read_value().await.unwrap();
+        let message = text(&v.as_array().unwrap()[2]);
+        if message != "before" {
+            return message;
+        }
+    }
 }
 
 /// A slot moved from one master to another by hand, as `redis-cli

@@ -251,8 +251,9 @@ fn shards_json(map: &ShardMap) -> serde_json::Value {
                 .map(|(a, b)| format!("{a}-{b}"))
                 .collect();
             one["slots"] = serde_json::json!(slots);
-            // Their reads go to the master while they move.
-            one["slots_moving"] = serde_json::json!(map.unsettled_in(i));
+            // Slots whose reads go to the master, not replicas: moving away,
+            // or all of a shard moving slots away (see discovery/cluster.rs).
+            one["slots_read_on_master"] = serde_json::json!(map.unsettled_in(i));
             one
         })
         .collect()

@@ -57,7 +57,16 @@ struct Shard {
     /// its replicas (see `cluster::unsettled`): it is moving them away, or
     /// moved them already. From the master's own word, every 100 ms.
     unsettled: Vec<u16>,
+    /// When the master last said it was moving a slot away: a resharding
+    /// moves slot after slot, each in a few milliseconds, faster than the
+    /// master is asked; so while one runs, and for `RESHARDING_GRACE`
+    /// after, all the shard's reads go to the master.
+    resharding_seen: Option<Instant>,
 }
+
+/// How long after the master last said it moves slots its replicas wait
+/// to serve reads again: longer than the gaps between two slots' moves.
+const RESHARDING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Shard {
     fn new(cfg: &GatewayConfig, auth: &GatewayAuth, agreed: &AgreedShard) -> Shard {
@@ -80,6 +89,7 @@ impl Shard {
             replicas: Vec::new(),
             seen: Seen::default(),
             unsettled: Vec::new(),
+            resharding_seen: None,
         }
     }
 
@@ -164,18 +174,37 @@ impl Shard {
         let Ok(own) = self.nodes.own_slots(addr).await else {
             return;
         };
-        let unsettled = unsettled(&self.ranges, &own);
-        if unsettled.is_empty() != self.unsettled.is_empty() {
-            match unsettled.is_empty() {
-                false => {
-                    tracing::info!(master = %addr, slots = unsettled.len(), "a shard's master is moving slots away: their reads go to it, not to its replicas")
-                }
-                true => {
-                    tracing::info!(master = %addr, "a shard's slots are settled: its replicas serve their reads again")
-                }
-            }
+        let was_resharding = self.is_resharding();
+        if !own.migrating.is_empty() {
+            self.resharding_seen = Some(Instant::now());
         }
-        self.unsettled = unsettled;
+        self.unsettled = unsettled(&self.ranges, &own);
+        match (was_resharding, self.is_resharding()) {
+            (false, true) => {
+                tracing::info!(master = %addr, "a shard's master is moving slots away: the shard's reads go to it, not to its replicas, until it is done")
+            }
+            (true, false) => {
+                tracing::info!(master = %addr, "a shard's master moves no slot any more: its replicas serve reads again")
+            }
+            _ => {}
+        }
+    }
+
+    fn is_resharding(&self) -> bool {
+        self.resharding_seen
+            .is_some_and(|at| at.elapsed() < RESHARDING_GRACE)
+    }
+
+    /// The slots the map places here whose reads must go to the master.
+    fn unsettled_slots(&self) -> Vec<u16> {
+        if !self.is_resharding() {
+            return self.unsettled.clone();
+        }
+        let mut all = self.unsettled.clone();
+        for &(from, to) in &self.ranges {
+            all.extend(from..=to);
+        }
+        all
     }
 
     async fn check_replicas(&mut self, cfg: &GatewayConfig, auth: &GatewayAuth) {
@@ -592,7 +621,7 @@ impl ClusterDiscovery {
         let mut ranges = Vec::new();
         let mut unsettled = Vec::new();
         for shard in order {
-            unsettled.extend_from_slice(&shard.unsettled);
+            unsettled.extend(shard.unsettled_slots());
             let mut replicas = shard.replicas.clone();
             for r in &mut replicas {
                 r.locality = Locality {

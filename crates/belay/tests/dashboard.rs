@@ -307,3 +307,122 @@ async fn the_dashboard_shows_a_failover_as_it_happens() {
     driver.stop().unwrap();
     lab.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+/// In front of a Redis Cluster the page shows every shard — its slots, its
+/// master and replicas, whether its writes flow — and no Sentinels; when
+/// one shard's master is paused, that shard alone shows writes held, then
+/// its new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_every_shard_of_a_cluster() {
+    use belay_lab::cluster::ClusterLab;
+    use belay_lab::testing::cluster_gateway_spec;
+
+    let driver = match Driver::start().await {
+        Ok(d) => d,
+        Err(e) if e.is::<Missing>() => {
+            eprintln!("SKIPPED the dashboard's cluster browser test: {e}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = cluster_gateway_spec(dir.path(), env!("CARGO_BIN_EXE_belay").as_ref());
+    let mut lab = ClusterLab::start(spec, &NoProgress).await.unwrap();
+    let admin = lab
+        .gateway_admin_addr()
+        .expect("the lab's gateway has an admin endpoint");
+    let page = driver.session().await.unwrap();
+    page.client().set_window_size(1440, 960).await.unwrap();
+    page.goto(&format!("http://{admin}/")).await.unwrap();
+    let shards = lab.shards().await.unwrap();
+    let every_shard = |held: Option<usize>| {
+        let masters: Vec<String> = shards.iter().map(|s| s.master.clone()).collect();
+        async move |p: &Session| {
+            let rows = p.texts("#nodes tbody tr.shard").await.unwrap_or_default();
+            let mut held_shown = Vec::new();
+            for i in 0..rows.len() {
+                let css = format!("#nodes tbody tr.shard[data-shard=\"{i}\"]");
+                if attr(p, &css, "data-held").await.as_deref() == Some("true") {
+                    held_shown.push(i);
+                }
+            }
+            let master_rows = p
+                .texts("#nodes tbody tr[data-role=master]")
+                .await
+                .unwrap_or_default();
+            rows.len() == 3
+                && held_shown == held.into_iter().collect::<Vec<_>>()
+                && (held.is_some()
+                    || masters
+                        .iter()
+                        .all(|m| master_rows.iter().any(|r| r.contains(m.as_str()))))
+        }
+    };
+    both(
+        "the page shows three shards, each with its master and replica",
+        Duration::from_secs(15),
+        |t| t["shards"].as_array().is_some_and(|s| s.len() == 3),
+        &admin,
+        &page,
+        async |p: &Session| {
+            every_shard(None)(p).await
+                && p.text("#master-addr").await.ok().as_deref() == Some("3 shards")
+                && p.text("#headline-label").await.ok().as_deref() == Some("cluster")
+                && attr(p, "#write-state", "data-held").await.as_deref() == Some("false")
+                && p.texts("#nodes tbody tr[data-role=replica]")
+                    .await
+                    .is_ok_and(|r| r.len() == 3)
+                && !p.displayed("#sentinels-section").await.unwrap_or(true)
+        },
+    )
+    .await;
+    let first = shards[0]
+        .slots
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let header = page
+        .text("#nodes tbody tr.shard[data-shard=\"0\"]")
+        .await
+        .unwrap();
+    assert!(header.contains(&first), "{header} does not name {first}");
+
+    // One shard's master paused: that shard alone holds its writes.
+    let old = shards[0].master.clone();
+    lab.pause(&old).unwrap();
+    both(
+        "the page shows the first shard's writes held, and only its",
+        Duration::from_secs(20),
+        |t| t["shards"][0]["writes_held"] == true,
+        &admin,
+        &page,
+        async |p: &Session| {
+            every_shard(Some(0))(p).await
+                && attr(p, "#write-state", "data-held").await.as_deref() == Some("true")
+        },
+    )
+    .await;
+    let new = lab
+        .wait_for_failover(&old, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let new_master =
+        format!("#nodes tbody tr[data-shard=\"0\"][data-role=master][data-addr=\"{new}\"]");
+    both(
+        "the page shows the first shard's new master taking writes",
+        Duration::from_secs(30),
+        |t| t["shards"][0]["master"] == new.as_str(),
+        &admin,
+        &page,
+        async |p: &Session| {
+            p.exists(&new_master).await.unwrap_or(false)
+                && attr(p, "#write-state", "data-held").await.as_deref() == Some("false")
+        },
+    )
+    .await;
+    lab.resume(&old).unwrap();
+    page.close().await.unwrap();
+    driver.stop().unwrap();
+    lab.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -321,6 +321,13 @@ impl Session {
         Ok(e.attr(name).await?)
     }
 
+    /// Whether the first element matching `css` is shown (not `hidden`,
+    /// nor inside something hidden).
+    pub async fn displayed(&self, css: &str) -> Result<bool> {
+        let e = self.find(css, "").await?;
+        Ok(e.is_displayed().await?)
+    }
+
     /// True when an element matches `css`.
     pub async fn exists(&self, css: &str) -> Result<bool> {
         Ok(!self.client.find_all(Locator::Css(css)).await?.is_empty())

@@ -192,15 +192,27 @@ let nodeFigures = {};
 
 function renderTopology() {
   const t = topology;
-  $("master-addr").textContent = t.master || "none confirmed";
+  const shards = t.shards || null;
+  $("headline-label").textContent = shards ? "cluster" : "master";
+  const held = shards ? shards.filter((s) => s.writes_held) : t.writes_held ? [t] : [];
   const ws = $("write-state");
-  ws.dataset.held = t.writes_held ? "true" : "false";
-  ws.className = "pill " + (t.writes_held ? "held" : "ok");
-  ws.textContent = t.writes_held ? "writes held: " + (t.writes_held_because || "no confirmed master") : "writes flow to the master";
+  ws.dataset.held = held.length ? "true" : "false";
+  ws.className = "pill " + (held.length ? "held" : "ok");
+  if (shards) {
+    $("master-addr").textContent = shards.length + (shards.length === 1 ? " shard" : " shards");
+    ws.textContent = held.length
+      ? "writes held on " + held.map((s) => "slots " + s.slots.join(",") + " (" + (s.writes_held_because || "no confirmed master") + ")").join("; ")
+      : "writes flow to every shard's master";
+  } else {
+    $("master-addr").textContent = t.master || "none confirmed";
+    ws.textContent = held.length ? "writes held: " + (t.writes_held_because || "no confirmed master") : "writes flow to the master";
+  }
   $("generation").textContent = t.generation;
   $("server-version").textContent = t.server_version || "—";
   renderNodes();
-  renderSentinels();
+  // A cluster has no Sentinels: its shards are in the nodes table.
+  $("sentinels-section").hidden = !!shards;
+  if (!shards) renderSentinels();
   const drift = Object.entries(t.admin_drift || {});
   $("drift").hidden = drift.length === 0;
   $("drift").textContent = drift.map(([node, missed]) => node + " misses: " + missed.join(", ")).join("; ");
@@ -209,12 +221,34 @@ function renderTopology() {
 function renderNodes() {
   if (!topology) return;
   const t = topology;
-  const body = $("nodes").tBodies[0];
   const rows = [];
+  if (t.shards) {
+    // One group of rows per shard: its slots and whether its writes flow,
+    // then its master and replicas.
+    t.shards.forEach((s, i) => {
+      const state = s.writes_held ? tag("writes held: " + (s.writes_held_because || "no confirmed master"), "bad") : tag("writes flow", "ok");
+      const moving = s.slots_read_on_master ? tag(s.slots_read_on_master + " slots read on the master (resharding)", "warn") : null;
+      rows.push(
+        el("tr", { class: "shard", "data-shard": i, "data-held": s.writes_held ? "true" : "false" },
+          el("th", { colSpan: 9 }, "shard " + (i + 1) + " · slots " + s.slots.join(", ") + " ", state, moving)));
+      rows.push(...groupRows(s, i));
+    });
+  } else {
+    rows.push(...groupRows(t, null));
+  }
+  $("nodes").tBodies[0].replaceChildren(...rows);
+}
+
+// The rows of one group (the Sentinel group, or one shard of a cluster):
+// its master, the master the Sentinels still name when none is confirmed,
+// its replicas.
+function groupRows(t, shard) {
+  const rows = [];
+  const at = { "data-shard": shard === null ? undefined : shard };
   if (t.master) {
     const f = nodeFigures[t.master] || {};
     rows.push(
-      el("tr", { "data-addr": t.master, "data-role": "master" },
+      el("tr", { "data-addr": t.master, "data-role": "master", ...at },
         el("td", {}, "master"),
         el("td", { class: "addr" }, t.master),
         el("td", {}, t.master_offset),
@@ -230,7 +264,7 @@ function renderNodes() {
   const down = !t.master && named.length ? named.sort((a, b) => named.filter((x) => x === b).length - named.filter((x) => x === a).length)[0] : null;
   if (down && !t.replicas.some((r) => r.addr === down)) {
     rows.push(
-      el("tr", { "data-addr": down, "data-role": "master-down" },
+      el("tr", { "data-addr": down, "data-role": "master-down", ...at },
         el("td", {}, "master?"),
         el("td", { class: "addr" }, down),
         el("td", {}, "—"),
@@ -249,7 +283,7 @@ function renderNodes() {
     if (r.busy) link.append(tag("busy (script)", "warn"));
     const lag = [fmt.ms(r.lag_ms), f.lagBytes !== undefined ? fmt.bytes(f.lagBytes) : null].filter(Boolean).join(" · ");
     rows.push(
-      el("tr", { "data-addr": r.addr, "data-role": "replica", "data-eligible": r.eligible ? "true" : "false" },
+      el("tr", { "data-addr": r.addr, "data-role": "replica", "data-eligible": r.eligible ? "true" : "false", ...at },
         el("td", {}, "replica"),
         el("td", { class: "addr" }, r.addr),
         el("td", {}, r.offset),
@@ -260,7 +294,7 @@ function renderNodes() {
         el("td", {}, fmt.rate(f.ops)),
         el("td", {}, f.inFlight ?? "—")));
   }
-  body.replaceChildren(...rows);
+  return rows;
 }
 
 function renderSentinels() {

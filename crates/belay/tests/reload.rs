@@ -547,6 +547,87 @@ async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_f
     assert!(status.success(), "{status}");
 }
 
+/// A subscriber does not hold a draining gateway up until its drain
+/// timeout: it gets every message published before, then the end of the
+/// stream between two messages (a client subscribes again through the
+/// gateway that replaces this one), and the gateway exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_a_subscriber_between_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start_lab(dir.path()).await;
+    let config = dir.path().join("gateway.toml");
+    write_config(&config, &lab, "drain_timeout_secs = 30");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut gateway = GatewayProcess::start(&[
+        "--config".into(),
+        config.display().to_string(),
+        "--password".into(),
+        lab.password().into(),
+        "--listen".into(),
+        addr.clone(),
+        "--no-admin".into(),
+    ]);
+    wait_serving(&addr, lab.password()).await;
+    let auth = lab.auth();
+    let mut sub = Connection::connect(&addr, Some(&auth), Duration::from_secs(2))
+        .await
+        .unwrap();
+    sub.set_timeout(Duration::from_secs(40));
+    sub.send(&["SUBSCRIBE", "drain:news"]).await.unwrap();
+    sub.read_value().await.unwrap();
+    let master = lab.current_master().await.unwrap();
+    let mut m = Connection::connect(&master, Some(&auth), Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Messages keep coming while the gateway drains.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                m.call(&["PUBLISH", "drain:news", &format!("{n:06}")])
+                    .await
+                    .unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    // Messages in order, each whole, then the end of the stream.
+    let mut next = 0u64;
+    let end = loop {
+        match sub.read_value().await {
+            Ok(v) => {
+                let got = v
+                    .as_array()
+                    .and_then(|a| a.get(2))
+                    .and_then(|m| m.to_text());
+                assert_eq!(got, Some(format!("{next:06}")), "{v:?}");
+                next += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    let closed_after = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.await.unwrap();
+    assert!(next > 0 && next <= published, "{next} of {published}");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "the subscriber was closed {closed_after:?} after SIGTERM ({end})"
+    );
+    let status = tokio::task::spawn_blocking(move || gateway.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the gateway did not exit once its subscriber was closed");
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_the_right_sentinels_brings_up_a_gateway_started_with_wrong_ones() {
     let dir = tempfile::tempdir().unwrap();

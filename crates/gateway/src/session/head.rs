@@ -145,6 +145,8 @@ impl Session {
                         cfg: &self.cfg,
                         topology: self.shared.topology.clone(),
                         id: self.id,
+                        drain: &self.drain,
+                        linger: super::DRAIN_LINGER,
                     };
                     match Box::pin(pipe.run(req)).await? {
                         subscribed::End::Closed => return Ok(true),

@@ -126,7 +126,7 @@ impl LastCommand {
 /// How long a drained session's socket stays open after its last reply
 /// to read (and drop) what the client still sends, so that the close is an
 /// orderly one and not a reset that could destroy replies not yet read.
-const DRAIN_LINGER: Duration = Duration::from_secs(1);
+pub(super) const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 /// A draining session that owes nothing and has heard nothing for this
 /// long is closed (one that just got its reply is closed at once). Long

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::io::{ClientIo, Ready};
 use crate::config::GatewayConfig;
 use crate::context::Context;
+use crate::drain::SessionDrain;
 use crate::reply;
 use crate::topology::Topology;
 use rules::{AfterMarker, InSubscription, Markers, Subscriptions};
@@ -52,6 +53,12 @@ pub struct Pipe<'a> {
     /// subscription lives on that shard's master. `None`: shard of slot 0
     /// (plain `SUBSCRIBE`: the cluster sends every message to every node).
     pub slot: Option<u16>,
+    /// The gateway drains: the subscriber is closed once everything the
+    /// node sent before the gateway asked is passed on (between messages),
+    /// and subscribes again through the gateway that replaces this one.
+    pub drain: &'a SessionDrain,
+    /// How long the closed socket is read after the end of the stream.
+    pub linger: Duration,
 }
 
 /// A subscription connection.
@@ -76,6 +83,12 @@ impl Pipe<'_> {
         let write_timeout = Duration::from_secs(self.cfg.client_write_timeout_secs.max(1));
         let mut over_soft_since: Option<Instant> = None;
         loop {
+            if self.drain.is_asked() {
+                // Lost its subscription connection while draining.
+                self.io.flush(write_timeout).await?;
+                self.io.close_gracefully(self.linger).await;
+                return Ok(End::Closed);
+            }
             let Some(mut node) = self.connect().await else {
                 self.io.push(&reply::error(
                     "TRYAGAIN belay: no confirmed master to subscribe on",
@@ -107,6 +120,7 @@ impl Pipe<'_> {
             }
             // Input that came with the SUBSCRIBE (or before the connection was lost).
             let mut input_ready = !self.io.inbuf.is_empty();
+            let mut drain_marked = false;
             'pipe: loop {
                 if input_ready && !markers.ending() {
                     input_ready = false;
@@ -144,6 +158,10 @@ impl Pipe<'_> {
                                 let marker = markers.pop().expect("a marker is waiting");
                                 if let Some(end) = marker_turn(io, marker, &mut reset) {
                                     io.flush(write_timeout).await?;
+                                    if drain_marked && matches!(end, End::Closed) {
+                                        tracing::debug!(session = self.id, "draining: a subscriber closed between messages");
+                                        io.close_gracefully(self.linger).await;
+                                    }
                                     return Ok(end);
                                 }
                                 continue;
@@ -178,6 +196,16 @@ impl Pipe<'_> {
                         if moved {
                             break 'pipe;
                         }
+                    }
+                    _ = std::future::poll_fn(|cx| self.drain.poll_asked(cx)), if !drain_marked => {
+                        // Closed once the echo of this marker shows that
+                        // everything before it was passed on.
+                        drain_marked = true;
+                        let marker = markers.add(None, AfterMarker::Close);
+                        if node.write.write_all(&marker).await.is_err() {
+                            break 'pipe;
+                        }
+                        let _ = node.write.flush().await;
                     }
                     _ = sleep_until(soft_deadline) => {
                         tracing::info!(session = self.id, "closing a subscriber over its soft output limit for {} s", limit.soft_secs);

@@ -62,6 +62,8 @@ struct Shard {
     /// master is asked; so while one runs, and for `RESHARDING_GRACE`
     /// after, all the shard's reads go to the master.
     resharding_seen: Option<Instant>,
+    /// The master did not answer `CLUSTER NODES` last time (said once).
+    own_slots_unknown: bool,
 }
 
 /// How long after the master last said it moves slots its replicas wait
@@ -90,6 +92,7 @@ impl Shard {
             seen: Seen::default(),
             unsettled: Vec::new(),
             resharding_seen: None,
+            own_slots_unknown: false,
         }
     }
 
@@ -171,9 +174,20 @@ impl Shard {
     /// for keys already moved as if they did not exist. A master that does
     /// not say leaves the last word standing.
     async fn check_slots(&mut self, addr: &str) {
-        let Ok(own) = self.nodes.own_slots(addr).await else {
-            return;
+        let own = match self.nodes.own_slots(addr).await {
+            Ok(own) => own,
+            // Refused (an ACL without `cluster|nodes`); a master that does
+            // not answer is the offset watch's business.
+            Err(e @ belay_client::ClientError::Reply { .. }) => {
+                if !self.own_slots_unknown {
+                    self.own_slots_unknown = true;
+                    tracing::warn!(master = %addr, "cannot ask a shard's master CLUSTER NODES ({}): during a resharding, reads may reach a replica that lost the keys moved", reason(&e));
+                }
+                return;
+            }
+            Err(_) => return,
         };
+        self.own_slots_unknown = false;
         let was_resharding = self.is_resharding();
         if !own.migrating.is_empty() {
             self.resharding_seen = Some(Instant::now());

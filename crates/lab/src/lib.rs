@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Modules, one concept each: [`spec`] (what to build), [`config`] (the
-//! files), [`process`] (one supervised child), [`ports`], `ready` (when is
+//! files), [`process`] (one supervised child), `supervisor` (a handle's
+//! children: start, signal, restart, wait, stop), [`ports`], `ready` (when is
 //! it ready), [`http`] (one request to the web app), [`status`] (what is it
 //! doing), [`state`] (the state dir),
 //! [`secrets`] (who may read the password), [`server`] (Redis or Valkey), and `lab` (the handle tying

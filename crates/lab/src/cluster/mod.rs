@@ -21,9 +21,10 @@
 //! `form` (making the nodes one cluster), [`nodes`] (`CLUSTER NODES`
 //! parsed), [`view`] (asking every node), `report` (judging what they
 //! say), `wait` (the waits: whole, failed over, following a master).
-//! Processes, ports, secrets and the state file are the Sentinel lab's
-//! ([`crate::process`], [`crate::ports`], [`crate::secrets`],
-//! [`crate::state`]); `lab.json` says `"kind": "cluster"`.
+//! Processes, their supervision, ports, secrets and the state file are
+//! the Sentinel lab's ([`crate::process`], `crate::supervisor`,
+//! [`crate::ports`], [`crate::secrets`], [`crate::state`]); `lab.json`
+//! says `"kind": "cluster"`.
 
 mod config;
 mod form;

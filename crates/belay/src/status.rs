@@ -16,7 +16,7 @@ use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::deployment::DeploymentArgs;
-use crate::ui::{self, show_path};
+use crate::ui::{self, header, opt, show_path};
 use crate::watch::{self, Admin, Scrape};
 
 /// Flags of `belay status` (the help text is on the subcommand in main.rs).
@@ -217,17 +217,11 @@ async fn watch(
     }
 }
 
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref()
-        .map(|x| x.to_string())
-        .unwrap_or_else(|| "-".into())
-}
-
 fn render(r: &StatusReport, title: &str) -> String {
     let mut out = format!("{title} — master name {:?}\n\nDATA NODES\n", r.master_name);
-    let mut rows = vec![["NAME", "ADDRESS", "PID", "ROLE", "OFFSET", "LAG", "LINK"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![header(&[
+        "NAME", "ADDRESS", "PID", "ROLE", "OFFSET", "LAG", "LINK",
+    ])];
     for n in &r.nodes {
         let lag = match (n.lag_bytes, n.lag_seconds) {
             (None, None) => "-".to_string(),
@@ -237,26 +231,19 @@ fn render(r: &StatusReport, title: &str) -> String {
             (Some(l), Some(from)) => format!("{l} <- {from}"),
             _ => "-".into(),
         };
-        rows.push(vec![
-            opt(&n.name),
-            n.addr.clone(),
-            opt(&n.pid),
-            if n.reachable {
-                opt(&n.role)
-            } else if n.refused {
-                "REFUSED".into()
-            } else {
-                "UNREACHABLE".into()
-            },
+        let mut row = who(&n.name, &n.addr, &n.pid);
+        row.extend([
+            answer(n.reachable, n.refused, &n.role),
             opt(&n.offset),
             lag,
             link,
         ]);
+        rows.push(row);
     }
     out.push_str(&ui::table(&rows));
 
     out.push_str("\nSENTINELS\n");
-    let mut rows = vec![[
+    let mut rows = vec![header(&[
         "NAME",
         "ADDRESS",
         "PID",
@@ -265,21 +252,11 @@ fn render(r: &StatusReport, title: &str) -> String {
         "REPLICAS",
         "SENTINELS",
         "QUORUM",
-    ]
-    .map(String::from)
-    .to_vec()];
+    ])];
     for s in &r.sentinels {
-        rows.push(vec![
-            opt(&s.name),
-            s.addr.clone(),
-            opt(&s.pid),
-            if s.reachable {
-                opt(&s.master)
-            } else if s.refused {
-                "REFUSED".into()
-            } else {
-                "UNREACHABLE".into()
-            },
+        let mut row = who(&s.name, &s.addr, &s.pid);
+        row.extend([
+            answer(s.reachable, s.refused, &s.master),
             opt(&s.master_flags),
             opt(&s.replicas_known),
             opt(&s.sentinels_known),
@@ -289,14 +266,15 @@ fn render(r: &StatusReport, title: &str) -> String {
                 _ => "FAIL".into(),
             },
         ]);
+        rows.push(row);
     }
     out.push_str(&ui::table(&rows));
 
     if let Some(g) = &r.gateway {
-        out.push_str("\nGATEWAY\n");
-        out.push_str(&ui::table(&[vec![
-            g.addr.clone(),
-            format!("pid {}", opt(&g.pid)),
+        out.push_str(&one_process(
+            "GATEWAY",
+            &g.addr,
+            g.pid,
             if g.reachable && g.error.is_some() {
                 "answers PING; its topology is unknown (see PROBLEMS)".into()
             } else if g.reachable {
@@ -308,7 +286,7 @@ fn render(r: &StatusReport, title: &str) -> String {
             } else {
                 format!("UNREACHABLE: {}", opt(&g.error))
             },
-        ]]));
+        ));
         if !g.replicas.is_empty() {
             let zoned = g.zone.is_some() || g.replicas.iter().any(|r| r.zone.is_some());
             let mut rows = vec![vec![
@@ -347,24 +325,55 @@ fn render(r: &StatusReport, title: &str) -> String {
     }
 
     if let Some(a) = &r.app {
-        out.push_str("\nWEB APP\n");
-        out.push_str(&ui::table(&[vec![
-            a.url.clone(),
-            format!("pid {}", opt(&a.pid)),
+        out.push_str(&one_process(
+            "WEB APP",
+            &a.url,
+            a.pid,
             match a.http_status {
                 Some(200) => format!("answers HTTP; {}", a.says),
                 Some(code) => format!("answers /healthz with {code}: {}", a.says),
                 None => format!("UNREACHABLE: {}", a.says),
             },
-        ]]));
+        ));
     }
 
-    if !r.problems.is_empty() {
+    out.push_str(&problems_and_summary(&r.problems, &r.summary()));
+    out
+}
+
+/// The first cells of a process's row: its name, address and pid.
+pub(crate) fn who(name: &Option<String>, addr: &str, pid: &Option<u32>) -> Vec<String> {
+    vec![opt(name), addr.to_string(), opt(pid)]
+}
+
+/// What a process answered, or why not: `REFUSED` (it answered but
+/// refused us) or `UNREACHABLE`.
+pub(crate) fn answer(reachable: bool, refused: bool, said: &Option<String>) -> String {
+    if reachable {
+        opt(said)
+    } else if refused {
+        "REFUSED".into()
+    } else {
+        "UNREACHABLE".into()
+    }
+}
+
+/// A section of one process (the gateway, the web app): where, its pid,
+/// what it says.
+pub(crate) fn one_process(title: &str, addr: &str, pid: Option<u32>, says: String) -> String {
+    let row = vec![addr.to_string(), format!("pid {}", opt(&pid)), says];
+    format!("\n{title}\n{}", ui::table(&[row]))
+}
+
+/// The end of a report: each problem in words (if any), then the verdict.
+pub(crate) fn problems_and_summary(problems: &[String], summary: &str) -> String {
+    let mut out = String::new();
+    if !problems.is_empty() {
         out.push_str("\nPROBLEMS\n");
-        for p in &r.problems {
+        for p in problems {
             out.push_str(&format!("  - {p}\n"));
         }
     }
-    out.push_str(&format!("\n{}\n", r.summary()));
+    out.push_str(&format!("\n{summary}\n"));
     out
 }

@@ -5,13 +5,8 @@
 use belay_lab::cluster::nodes::ranges_text;
 use belay_lab::cluster::ClusterReport;
 
-use crate::ui;
-
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref()
-        .map(|x| x.to_string())
-        .unwrap_or_else(|| "-".into())
-}
+use crate::status::{answer, one_process, problems_and_summary, who};
+use crate::ui::{self, header, opt};
 
 /// The report as text.
 pub fn render(r: &ClusterReport, title: &str) -> String {
@@ -23,9 +18,9 @@ pub fn render(r: &ClusterReport, title: &str) -> String {
             .and_then(|n| n.name.clone())
             .unwrap_or_else(|| "-".into())
     };
-    let mut rows = vec![["SHARD", "SLOTS", "NAME", "ADDRESS", "ROLE", "LINK", "LAG"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![header(&[
+        "SHARD", "SLOTS", "NAME", "ADDRESS", "ROLE", "LINK", "LAG",
+    ])];
     for (i, s) in r.shards.iter().enumerate() {
         rows.push(vec![
             (i + 1).to_string(),
@@ -65,7 +60,7 @@ pub fn render(r: &ClusterReport, title: &str) -> String {
     }
 
     out.push_str("\nNODES\n");
-    let mut rows = vec![[
+    let mut rows = vec![header(&[
         "NAME",
         "ADDRESS",
         "PID",
@@ -73,44 +68,31 @@ pub fn render(r: &ClusterReport, title: &str) -> String {
         "CLUSTER_STATE",
         "OFFSET",
         "FOLLOWS",
-    ]
-    .map(String::from)
-    .to_vec()];
+    ])];
     for n in &r.nodes {
-        rows.push(vec![
-            opt(&n.name),
-            n.addr.clone(),
-            opt(&n.pid),
-            if n.reachable {
-                opt(&n.role)
-            } else {
-                "UNREACHABLE".into()
-            },
+        let mut row = who(&n.name, &n.addr, &n.pid);
+        row.extend([
+            answer(n.reachable, false, &n.role),
             opt(&n.cluster_state),
             opt(&n.offset),
             opt(&n.replicates_from),
         ]);
+        rows.push(row);
     }
     out.push_str(&ui::table(&rows));
 
     if let Some(g) = &r.gateway {
-        out.push_str("\nGATEWAY\n");
-        out.push_str(&ui::table(&[vec![
-            g.addr.clone(),
-            format!("pid {}", opt(&g.pid)),
+        out.push_str(&one_process(
+            "GATEWAY",
+            &g.addr,
+            g.pid,
             match &g.error {
                 None => "answers PING".into(),
                 Some(e) => format!("NOT ANSWERING: {e}"),
             },
-        ]]));
+        ));
     }
 
-    if !r.problems.is_empty() {
-        out.push_str("\nPROBLEMS\n");
-        for p in &r.problems {
-            out.push_str(&format!("  - {p}\n"));
-        }
-    }
-    out.push_str(&format!("\n{}\n", r.summary()));
+    out.push_str(&problems_and_summary(&r.problems, &r.summary()));
     out
 }

@@ -82,6 +82,18 @@ pub fn show_path(p: &Path) -> String {
 
 pub use belay_lab::text::table;
 
+/// A table cell for what may be unknown: `-` when it is.
+pub fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A table's header row.
+pub fn header(columns: &[&str]) -> Vec<String> {
+    columns.iter().map(|c| c.to_string()).collect()
+}
+
 /// Quotes a word for a shell command line when it needs it.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()

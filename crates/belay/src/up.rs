@@ -2,14 +2,18 @@
 //! then supervise it in the foreground (Ctrl-C stops everything in order)
 //! or leave it running (`--detach`).
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use belay_lab::{AppSpec, GatewaySpec, Lab, LabError, LabSpec, ProcessKind, ServerChoice};
+use belay_lab::cluster::ClusterLab;
+use belay_lab::{
+    AppSpec, GatewaySpec, Lab, LabError, LabSpec, Process, ProcessKind, ServerChoice, StopReport,
+};
 use clap::Args;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::ui::{self, shell_quote, show_path, CliProgress};
 
@@ -277,47 +281,63 @@ pub async fn run(args: UpArgs) -> Result<ExitCode> {
     }
     let spec = args.spec()?;
     let progress = CliProgress::new();
-    let started = tokio::select! {
-        r = Lab::start(spec, &progress) => r,
-        _ = sigint.recv() => Err(LabError::Interrupted.into()),
-        _ = sigterm.recv() => Err(LabError::Interrupted.into()),
-    };
+    let started = interruptible(Lab::start(spec, &progress), &mut sigint, &mut sigterm).await;
     progress.finish();
-    // On error the starting Lab was dropped inside `start` (or with the
-    // future, when interrupted): every child is already killed.
-    let mut lab = started?;
+    let lab = started?;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary_json(&lab))?);
     } else {
         print!("{}", ready_text(&lab));
     }
+    leave_or_supervise(lab, "lab", &args, &mut sigint, &mut sigterm).await
+}
 
+/// `start` (a lab starting), unless Ctrl-C or SIGTERM comes first. On
+/// error the starting lab was dropped inside `start` (or with the future,
+/// when interrupted): every child is already killed.
+pub(crate) async fn interruptible<L>(
+    start: impl Future<Output = Result<L>>,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+) -> Result<L> {
+    tokio::select! {
+        r = start => r,
+        _ = sigint.recv() => Err(LabError::Interrupted.into()),
+        _ = sigterm.recv() => Err(LabError::Interrupted.into()),
+    }
+}
+
+/// Once the ready lab is printed: leave it running (`--detach`), or
+/// supervise it until Ctrl-C/SIGTERM and stop it in order. `what` names
+/// it in the "stopping" line.
+pub(crate) async fn leave_or_supervise<L: Supervised>(
+    mut lab: L,
+    what: &str,
+    args: &UpArgs,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+) -> Result<ExitCode> {
+    let dir = shell_quote(&show_path(lab.dir()));
     if args.detach {
         lab.detach()?;
         if !args.json {
-            println!(
-                "  stop:      belay down --dir {}",
-                shell_quote(&show_path(lab.dir()))
-            );
+            println!("  stop:      belay down --dir {dir}");
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !args.json {
-        println!(
-            "  stop:      Ctrl-C here (or `belay down --dir {}` from another shell)",
-            shell_quote(&show_path(lab.dir()))
-        );
+        println!("  stop:      Ctrl-C here (or `belay down --dir {dir}` from another shell)");
     }
-    supervise(&mut lab, &mut sigint, &mut sigterm).await;
-    eprintln!("stopping the lab ...");
+    supervise(&mut lab, sigint, sigterm).await;
+    eprintln!("stopping the {what} ...");
     let report = lab.stop(STOP_GRACE).await?;
     print_stopped(&report, &args.dir);
     Ok(ExitCode::SUCCESS)
 }
 
 /// The line after an orderly stop.
-pub(crate) fn print_stopped(report: &belay_lab::StopReport, dir: &std::path::Path) {
+fn print_stopped(report: &StopReport, dir: &Path) {
     eprintln!(
         "stopped {} process{}{}; data and logs are kept in {}",
         report.stopped.len() + report.killed.len(),
@@ -335,22 +355,21 @@ pub(crate) fn print_stopped(report: &belay_lab::StopReport, dir: &std::path::Pat
     );
 }
 
-/// What foreground supervision needs of a lab (Sentinel or cluster).
+/// What `up` does with a ready lab of either kind (Sentinel or cluster).
 pub(crate) trait Supervised {
     /// Processes that exited since the last call: `(name, how)`.
     fn newly_exited(&mut self) -> Vec<(String, String)>;
     fn any_running(&mut self) -> bool;
-    /// The log of the process called `name`, as the user would type it.
-    fn log_of(&self, name: &str) -> String;
-}
+    /// The process called `name`.
+    fn process(&self, name: &str) -> Result<&Process>;
+    /// The state dir.
+    fn dir(&self) -> &Path;
+    /// Leave it running when `up` returns.
+    fn detach(&mut self) -> Result<()>;
+    /// Stop it in order, SIGKILL after `grace`.
+    fn stop(self, grace: Duration) -> impl Future<Output = Result<StopReport>>;
 
-impl Supervised for Lab {
-    fn newly_exited(&mut self) -> Vec<(String, String)> {
-        Lab::newly_exited(self)
-    }
-    fn any_running(&mut self) -> bool {
-        Lab::any_running(self)
-    }
+    /// The log of the process called `name`, as the user would type it.
     fn log_of(&self, name: &str) -> String {
         self.process(name)
             .map(|p| show_path(p.log_path()))
@@ -358,14 +377,37 @@ impl Supervised for Lab {
     }
 }
 
+/// [`Supervised`] by the lab's own methods of the same names.
+macro_rules! supervised_by_own_methods {
+    ($($lab:ty),*) => {$(
+        impl Supervised for $lab {
+            fn newly_exited(&mut self) -> Vec<(String, String)> {
+                <$lab>::newly_exited(self)
+            }
+            fn any_running(&mut self) -> bool {
+                <$lab>::any_running(self)
+            }
+            fn process(&self, name: &str) -> Result<&Process> {
+                <$lab>::process(self, name)
+            }
+            fn dir(&self) -> &Path {
+                <$lab>::dir(self)
+            }
+            fn detach(&mut self) -> Result<()> {
+                <$lab>::detach(self)
+            }
+            fn stop(self, grace: Duration) -> impl Future<Output = Result<StopReport>> {
+                <$lab>::stop(self, grace)
+            }
+        }
+    )*};
+}
+supervised_by_own_methods!(Lab, ClusterLab);
+
 /// Foreground supervision: report processes that exit (drills kill them on
 /// purpose, so they are not restarted) until Ctrl-C/SIGTERM, or until every
 /// process is gone (`belay down` from another shell).
-pub(crate) async fn supervise(
-    lab: &mut dyn Supervised,
-    sigint: &mut tokio::signal::unix::Signal,
-    sigterm: &mut tokio::signal::unix::Signal,
-) {
+async fn supervise(lab: &mut impl Supervised, sigint: &mut Signal, sigterm: &mut Signal) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -395,7 +437,7 @@ fn role_at_start(lab: &Lab, kind: ProcessKind, addr: &str) -> &'static str {
 }
 
 /// The zone the lab gave a process (data nodes and the gateway).
-fn zone_of<'a>(lab: &'a Lab, p: &belay_lab::Process) -> Option<&'a str> {
+fn zone_of<'a>(lab: &'a Lab, p: &Process) -> Option<&'a str> {
     let spec = lab.spec();
     match p.kind() {
         ProcessKind::DataNode => {
@@ -433,11 +475,7 @@ fn ready_text(lab: &Lab) -> String {
         rows.push(row);
     }
     let pw = shell_quote(lab.password());
-    let mut host = if lab.spec().bind == "127.0.0.1" {
-        String::new()
-    } else {
-        format!("-h {} ", lab.spec().bind)
-    };
+    let mut host = host_flag(&lab.spec().bind);
     // The gateway needs no client certificate; the nodes and Sentinels do.
     let mut direct = host.clone();
     if lab.spec().tls {
@@ -465,11 +503,7 @@ fn ready_text(lab: &Lab) -> String {
         show_path(&programs.server),
         programs.sentinel
     ));
-    out.push_str(&format!(
-        "  password:  {}   (also in {})\n",
-        lab.password(),
-        show_path(&lab.dir().join("password"))
-    ));
+    out.push_str(&password_line(lab.password(), lab.dir()));
     if let Some(gw) = lab.gateway() {
         out.push_str(&format!(
             "  connect:   redis-cli {host}-p {} -a {pw}    # the gateway: writes to the master, reads to replicas\n",
@@ -495,11 +529,7 @@ fn ready_text(lab: &Lab) -> String {
             "  web app:   {url}    # newsroom: each page names the node that served it\n"
         ));
     }
-    if let Some(admin) = lab.gateway_admin_addr() {
-        out.push_str(&format!(
-            "  dashboard: http://{admin}/    (metrics: http://{admin}/metrics)\n"
-        ));
-    }
+    out.push_str(&dashboard_line(lab.gateway_admin_addr()));
     out.push_str(&format!(
         "  status:    belay status --dir {}    (live: add --watch)\n",
         shell_quote(&show_path(lab.dir()))
@@ -517,16 +547,53 @@ fn summary_json(lab: &Lab) -> serde_json::Value {
         "app": lab.app_url(),
         "sentinels": lab.sentinel_addrs(),
         "programs": lab.spec().programs(),
-        "processes": lab.processes().iter().map(|p| serde_json::json!({
-            "name": p.name(),
-            "kind": p.kind(),
-            "role": role_at_start(lab, p.kind(), &p.addr()),
-            "addr": p.addr(),
-            "pid": p.pid(),
-            "log": p.log_path(),
-            "config": p.config_path(),
-            "zone": zone_of(lab, p),
-        })).collect::<Vec<_>>(),
+        "processes": lab.processes().iter().map(|p| {
+            let mut json = process_json(p);
+            json["role"] = role_at_start(lab, p.kind(), &p.addr()).into();
+            json["zone"] = zone_of(lab, p).into();
+            json
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// `-h BIND ` for redis-cli, or nothing when the lab is on the default
+/// loopback address.
+pub(crate) fn host_flag(bind: &str) -> String {
+    if bind == "127.0.0.1" {
+        String::new()
+    } else {
+        format!("-h {bind} ")
+    }
+}
+
+/// The `password:` line of the ready text.
+pub(crate) fn password_line(password: &str, dir: &Path) -> String {
+    format!(
+        "  password:  {password}   (also in {})\n",
+        show_path(&dir.join("password"))
+    )
+}
+
+/// The `dashboard:` line of the ready text, when the gateway has an admin
+/// endpoint (else nothing).
+pub(crate) fn dashboard_line(admin: Option<String>) -> String {
+    match admin {
+        Some(admin) => {
+            format!("  dashboard: http://{admin}/    (metrics: http://{admin}/metrics)\n")
+        }
+        None => String::new(),
+    }
+}
+
+/// One process in `--json` (keys come out sorted, whatever adds them).
+pub(crate) fn process_json(p: &Process) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name(),
+        "kind": p.kind(),
+        "addr": p.addr(),
+        "pid": p.pid(),
+        "log": p.log_path(),
+        "config": p.config_path(),
     })
 }
 

@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use belay_lab::cluster::nodes::ranges_text;
 use belay_lab::cluster::{ClusterLab, ClusterSpec, ShardView};
-use belay_lab::LabError;
 use tokio::signal::unix::Signal;
 
 use crate::ui::{self, shell_quote, show_path, CliProgress};
-use crate::up::{print_stopped, supervise, Supervised, UpArgs, STOP_GRACE};
+use crate::up::{
+    dashboard_line, host_flag, interruptible, leave_or_supervise, password_line, process_json,
+    UpArgs,
+};
 
 /// Default port of the first cluster node: the one Redis's own cluster
 /// tutorial uses (7000..7005 for 3 shards of 2, buses on 17000..).
@@ -20,20 +22,6 @@ const DEFAULT_CLUSTER_PORT: u16 = 7000;
 /// Default port of the cluster lab's gateway: the Sentinel lab's (6390), so
 /// `redis-cli -p 6390` reaches either.
 const DEFAULT_GATEWAY_PORT: u16 = 6390;
-
-impl Supervised for ClusterLab {
-    fn newly_exited(&mut self) -> Vec<(String, String)> {
-        ClusterLab::newly_exited(self)
-    }
-    fn any_running(&mut self) -> bool {
-        ClusterLab::any_running(self)
-    }
-    fn log_of(&self, name: &str) -> String {
-        self.process(name)
-            .map(|p| show_path(p.log_path()))
-            .unwrap_or_default()
-    }
-}
 
 /// The spec `--cluster` asks for, refusing what the cluster lab does not do.
 fn spec(args: &UpArgs) -> Result<ClusterSpec> {
@@ -74,13 +62,9 @@ fn spec(args: &UpArgs) -> Result<ClusterSpec> {
 pub async fn run(args: UpArgs, sigint: &mut Signal, sigterm: &mut Signal) -> Result<ExitCode> {
     let spec = spec(&args)?;
     let progress = CliProgress::new();
-    let started = tokio::select! {
-        r = ClusterLab::start(spec, &progress) => r,
-        _ = sigint.recv() => Err(LabError::Interrupted.into()),
-        _ = sigterm.recv() => Err(LabError::Interrupted.into()),
-    };
+    let started = interruptible(ClusterLab::start(spec, &progress), sigint, sigterm).await;
     progress.finish();
-    let mut lab = started?;
+    let lab = started?;
     let shards = lab.shards().await?;
 
     if args.json {
@@ -91,22 +75,7 @@ pub async fn run(args: UpArgs, sigint: &mut Signal, sigterm: &mut Signal) -> Res
     } else {
         print!("{}", ready_text(&lab, &shards));
     }
-    let dir = shell_quote(&show_path(lab.dir()));
-    if args.detach {
-        lab.detach()?;
-        if !args.json {
-            println!("  stop:      belay down --dir {dir}");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !args.json {
-        println!("  stop:      Ctrl-C here (or `belay down --dir {dir}` from another shell)");
-    }
-    supervise(&mut lab, sigint, sigterm).await;
-    eprintln!("stopping the cluster ...");
-    let report = lab.stop(STOP_GRACE).await?;
-    print_stopped(&report, &args.dir);
-    Ok(ExitCode::SUCCESS)
+    leave_or_supervise(lab, "cluster", &args, sigint, sigterm).await
 }
 
 /// The name of the node at `addr`, or the address.
@@ -169,17 +138,9 @@ fn ready_text(lab: &ClusterLab, shards: &[ShardView]) -> String {
     out.push_str(&ui::table(&rows));
     out.push('\n');
     let pw = shell_quote(lab.password());
-    let host = if spec.bind == "127.0.0.1" {
-        String::new()
-    } else {
-        format!("-h {} ", spec.bind)
-    };
+    let host = host_flag(&spec.bind);
     out.push_str(&format!("  server:    {}\n", show_path(spec.program())));
-    out.push_str(&format!(
-        "  password:  {}   (also in {})\n",
-        lab.password(),
-        show_path(&lab.dir().join("password"))
-    ));
+    out.push_str(&password_line(lab.password(), lab.dir()));
     if let Some(gw) = lab.gateway() {
         out.push_str(&format!(
             "  connect:   redis-cli {host}-p {} -a {pw}    # the gateway: routes each key to its shard\n",
@@ -190,11 +151,7 @@ fn ready_text(lab: &ClusterLab, shards: &[ShardView]) -> String {
         "             redis-cli {host}-c -p {} -a {pw}    # a node directly (-c follows MOVED)\n",
         spec.base_port
     ));
-    if let Some(admin) = lab.gateway_admin_addr() {
-        out.push_str(&format!(
-            "  dashboard: http://{admin}/    (metrics: http://{admin}/metrics)\n"
-        ));
-    }
+    out.push_str(&dashboard_line(lab.gateway_admin_addr()));
     out.push_str(&format!(
         "  status:    belay status --dir {}\n",
         shell_quote(&show_path(lab.dir()))
@@ -212,13 +169,6 @@ fn summary_json(lab: &ClusterLab, shards: &[ShardView]) -> serde_json::Value {
         "seeds": lab.seeds(),
         "program": lab.spec().program(),
         "shards": shards,
-        "processes": lab.processes().iter().map(|p| serde_json::json!({
-            "name": p.name(),
-            "kind": p.kind(),
-            "addr": p.addr(),
-            "pid": p.pid(),
-            "log": p.log_path(),
-            "config": p.config_path(),
-        })).collect::<Vec<_>>(),
+        "processes": lab.processes().iter().map(process_json).collect::<Vec<_>>(),
     })
 }

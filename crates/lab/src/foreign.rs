@@ -37,12 +37,13 @@ use nix::sys::signal::Signal;
 
 use crate::config::quote;
 use crate::error::LabError;
-use crate::master::{Watch, POLL};
+use crate::master::Watch;
 use crate::process::{self, Process, ProcessKind, ProcessRecord};
 use crate::ready::{self, Expected};
 use crate::secrets;
 use crate::server::{ServerChoice, ServerPrograms};
 use crate::status::{StatusQuery, Target};
+use crate::supervisor::Supervisor;
 
 /// The shape of a [`SeedDeployment`]. `Default`: 1 master, 1 replica,
 /// 1 Sentinel with quorum 1 (the note's), `down-after-milliseconds` 1000,
@@ -102,7 +103,7 @@ pub struct SeedDeployment {
     programs: ServerPrograms,
     dir: PathBuf,
     /// `redis-1` (the initial master), `redis-2`, ..., then `sentinel-1`, ...
-    processes: Vec<Process>,
+    procs: Supervisor,
 }
 
 impl SeedDeployment {
@@ -132,7 +133,7 @@ impl SeedDeployment {
             spec,
             programs,
             dir,
-            processes: Vec::new(),
+            procs: Supervisor::new(),
         };
         let master_port = first;
         for i in 0..nodes {
@@ -195,29 +196,31 @@ impl SeedDeployment {
     }
     /// Every process: data nodes (`redis-1` first), then Sentinels.
     pub fn processes(&self) -> &[Process] {
-        &self.processes
+        self.procs.all()
     }
     /// `host:port` of the initial master (`redis-1`); after a failover ask
     /// [`SeedDeployment::current_master`].
     pub fn master_addr(&self) -> String {
-        self.processes[0].addr()
+        self.procs.all()[0].addr()
     }
     /// `host:port` of the initial replicas.
     pub fn replica_addrs(&self) -> Vec<String> {
-        self.of_kind(ProcessKind::DataNode)
+        self.procs
+            .of_kind(ProcessKind::DataNode)
             .skip(1)
             .map(Process::addr)
             .collect()
     }
     /// `host:port` of every Sentinel.
     pub fn sentinel_addrs(&self) -> Vec<String> {
-        self.of_kind(ProcessKind::Sentinel)
+        self.procs
+            .of_kind(ProcessKind::Sentinel)
             .map(Process::addr)
             .collect()
     }
     /// The pid of a process (by name, `redis-2`, or `host:port`).
     pub fn pid(&self, node: &str) -> Result<u32> {
-        let p = &self.processes[self.index(node)?];
+        let p = self.procs.get(node)?;
         p.pid()
             .ok_or_else(|| anyhow::anyhow!("{} has no pid (killed)", p.name()))
     }
@@ -226,7 +229,7 @@ impl SeedDeployment {
     /// and returns once the kernel reports it stopped (the signal is
     /// delivered asynchronously).
     pub fn pause(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGSTOP)?;
+        self.procs.signal(node, Signal::SIGSTOP)?;
         let pid = self.pid(node)?;
         let deadline = Instant::now() + Duration::from_secs(2);
         while process::proc_state(pid) != Some('T') {
@@ -239,17 +242,11 @@ impl SeedDeployment {
     }
     /// Thaws a paused process (SIGCONT).
     pub fn resume(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGCONT)
+        self.procs.signal(node, Signal::SIGCONT)
     }
     /// Kills a process (SIGKILL, like a crash) and reaps it.
     pub fn kill(&mut self, node: &str) -> Result<()> {
-        let i = self.index(node)?;
-        let p = &mut self.processes[i];
-        if !p.is_running() {
-            bail!("{} is not running", p.name());
-        }
-        p.kill_now();
-        Ok(())
+        self.procs.kill(node)
     }
 
     /// The master a majority of the Sentinels name, confirmed by `ROLE`.
@@ -268,7 +265,7 @@ impl SeedDeployment {
         master: &str,
         timeout: Duration,
     ) -> Result<()> {
-        let addr = self.processes[self.index(node)?].addr();
+        let addr = self.procs.get(node)?.addr();
         self.watch()
             .wait_until_replica_of(node, &addr, master, timeout)
             .await
@@ -294,18 +291,6 @@ impl SeedDeployment {
 
     // ---- internals -------------------------------------------------------
 
-    fn of_kind(&self, kind: ProcessKind) -> impl Iterator<Item = &Process> {
-        self.processes.iter().filter(move |p| p.kind() == kind)
-    }
-
-    fn index(&self, node: &str) -> Result<usize> {
-        process::find(&self.processes, node)
-    }
-
-    fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
-        process::signal_named(&mut self.processes, node, sig)
-    }
-
     fn record(&self, name: String, kind: ProcessKind, port: u16) -> ProcessRecord {
         let dir = self.dir.join(&name);
         let log = dir.join(match kind {
@@ -326,13 +311,8 @@ impl SeedDeployment {
         }
     }
 
-    fn spawn(&mut self, mut rec: ProcessRecord, cmd: Command) -> Result<()> {
-        let child = process::spawn(&mut rec, cmd, false)?;
-        self.processes.push(Process {
-            record: rec,
-            child: Some(child),
-        });
-        Ok(())
+    fn spawn(&mut self, rec: ProcessRecord, cmd: Command) -> Result<()> {
+        self.procs.start(rec, cmd, false, &crate::NoProgress)
     }
 
     /// The seed note's `sentinel.conf`: `sentinel auth-pass` for the nodes,
@@ -382,10 +362,10 @@ impl SeedDeployment {
     /// Waits until what has been started so far is ready (see `ready.rs`),
     /// failing at once when a process exits.
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + self.spec.ready_timeout;
         let (auth, sentinel_auth) = (self.auth(), self.sentinel_auth());
         let named = |kind| {
-            self.of_kind(kind)
+            self.procs
+                .of_kind(kind)
                 .map(|p| (p.name().to_string(), p.addr()))
                 .collect::<Vec<_>>()
         };
@@ -398,40 +378,24 @@ impl SeedDeployment {
             data_nodes: named(ProcessKind::DataNode),
             sentinels: named(ProcessKind::Sentinel),
         };
-        loop {
-            for p in self.processes.iter_mut() {
-                if let Some(status) = p.exit_status() {
-                    return Err(LabError::ChildExited {
-                        name: p.name().to_string(),
-                        status,
-                        log: p.log_path().to_path_buf(),
-                        tail: p.log_tail(12),
-                    }
-                    .into());
-                }
-            }
-            let pending = ready::topology_pending(&exp).await;
-            if pending.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    timeout: self.spec.ready_timeout,
-                    pending: pending.join("; "),
-                    dir: self.dir.clone(),
-                }
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let exp = &exp;
+        self.procs
+            .wait_for(
+                &self.dir,
+                self.spec.ready_timeout,
+                &crate::NoProgress,
+                || async move {
+                    let pending = ready::topology_pending(exp).await;
+                    (!pending.is_empty()).then(|| pending.join("; "))
+                },
+            )
+            .await
     }
 }
 
 impl Drop for SeedDeployment {
     fn drop(&mut self) {
         // Sentinels first, so that none fails over while the nodes go.
-        for p in self.processes.iter_mut().rev() {
-            p.kill_now();
-        }
+        self.procs.kill_all();
     }
 }

@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Modules, one concept each: [`spec`] (what to build), [`config`] (the
-//! files), [`process`] (one supervised child), [`ports`], `ready` (when is
+//! files), [`process`] (one supervised child), `supervisor` (a handle's
+//! children: start, signal, restart, wait, stop), [`ports`], `ready` (when is
 //! it ready), [`http`] (one request to the web app), [`status`] (what is it
 //! doing), [`state`] (the state dir),
 //! [`secrets`] (who may read the password), [`server`] (Redis or Valkey), and `lab` (the handle tying
@@ -44,6 +45,7 @@ pub mod server;
 pub mod spec;
 pub mod state;
 pub mod status;
+mod supervisor;
 pub mod testing;
 pub mod text;
 pub mod tls;
@@ -51,7 +53,7 @@ pub mod why;
 
 pub use error::LabError;
 pub use foreign::{SeedDeployment, SeedSpec};
-pub use lab::{down, recorded_state, Lab, StopReport};
+pub use lab::{down, recorded_state, Lab};
 pub use ports::reserve_block;
 pub use process::{Process, ProcessKind, ProcessRecord};
 pub use progress::{NoProgress, Progress};
@@ -59,3 +61,4 @@ pub use server::{SentinelProgram, ServerChoice, ServerPrograms};
 pub use spec::{AppSpec, GatewaySpec, LabSpec};
 pub use state::LabState;
 pub use status::{StatusQuery, StatusReport};
+pub use supervisor::StopReport;

@@ -38,16 +38,17 @@ pub(super) async fn form(
         .collect();
     let (auth, nodes_ref) = (&auth, &nodes);
 
-    lab.wait_for(timeout, progress, || async move {
-        let mut pending = Vec::new();
-        for (name, addr) in nodes_ref {
-            if let Err(e) = Connection::connect(addr, Some(auth), CALL_TIMEOUT).await {
-                pending.push(format!("{name}: {}", crate::why::failure(&e)));
+    lab.procs
+        .wait_for(&lab.spec.dir, timeout, progress, || async move {
+            let mut pending = Vec::new();
+            for (name, addr) in nodes_ref {
+                if let Err(e) = Connection::connect(addr, Some(auth), CALL_TIMEOUT).await {
+                    pending.push(format!("{name}: {}", crate::why::failure(&e)));
+                }
             }
-        }
-        (!pending.is_empty()).then(|| pending.join("; "))
-    })
-    .await?;
+            (!pending.is_empty()).then(|| pending.join("; "))
+        })
+        .await?;
 
     progress.step(&format!(
         "forming the cluster: {} shards of 1 master + {} replica{}",
@@ -83,22 +84,23 @@ pub(super) async fn form(
     }
 
     let n = nodes.len();
-    lab.wait_for(timeout, progress, || async move {
-        let mut pending = Vec::new();
-        for (name, addr) in nodes_ref {
-            match cluster_nodes(addr, auth).await {
-                Ok(table) => {
-                    let members = table.iter().filter(|l| !l.is_joining()).count();
-                    if members < n {
-                        pending.push(format!("{name} knows {members} of {n} nodes"));
+    lab.procs
+        .wait_for(&lab.spec.dir, timeout, progress, || async move {
+            let mut pending = Vec::new();
+            for (name, addr) in nodes_ref {
+                match cluster_nodes(addr, auth).await {
+                    Ok(table) => {
+                        let members = table.iter().filter(|l| !l.is_joining()).count();
+                        if members < n {
+                            pending.push(format!("{name} knows {members} of {n} nodes"));
+                        }
                     }
+                    Err(e) => pending.push(format!("{name}: {e:#}")),
                 }
-                Err(e) => pending.push(format!("{name}: {e:#}")),
             }
-        }
-        (!pending.is_empty()).then(|| pending.join("; "))
-    })
-    .await?;
+            (!pending.is_empty()).then(|| pending.join("; "))
+        })
+        .await?;
 
     let mut ids = Vec::new();
     for (_, addr) in &nodes[..spec.masters] {

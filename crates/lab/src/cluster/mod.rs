@@ -21,9 +21,10 @@
 //! `form` (making the nodes one cluster), [`nodes`] (`CLUSTER NODES`
 //! parsed), [`view`] (asking every node), `report` (judging what they
 //! say), `wait` (the waits: whole, failed over, following a master).
-//! Processes, ports, secrets and the state file are the Sentinel lab's
-//! ([`crate::process`], [`crate::ports`], [`crate::secrets`],
-//! [`crate::state`]); `lab.json` says `"kind": "cluster"`.
+//! Processes, their supervision, ports, secrets and the state file are
+//! the Sentinel lab's ([`crate::process`], `crate::supervisor`,
+//! [`crate::ports`], [`crate::secrets`], [`crate::state`]); `lab.json`
+//! says `"kind": "cluster"`.
 
 mod config;
 mod form;
@@ -46,12 +47,12 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
-use crate::lab::{stop_all, wait_gone};
 use crate::process::{self, Process, ProcessKind, ProcessRecord, GATEWAY_ENV};
 use crate::progress::Progress;
 use crate::state::{self, LabKind, STATE_VERSION};
 use crate::status::Target;
-use crate::{ports, secrets, StopReport};
+use crate::supervisor::{StopReport, Supervisor};
+use crate::{ports, secrets};
 
 /// How to get the gateway's program (the `belay` binary).
 const BUILD_BELAY: &str = "cargo build --release -p belay";
@@ -109,8 +110,8 @@ pub async fn down(dir: &Path, grace: Duration) -> Result<StopReport> {
 pub struct ClusterLab {
     spec: ClusterSpec,
     password: String,
-    processes: Vec<Process>,
-    detached: bool,
+    /// Its processes, and whether they outlive it.
+    procs: Supervisor,
 }
 
 impl ClusterLab {
@@ -169,8 +170,7 @@ impl ClusterLab {
         let mut lab = ClusterLab {
             spec,
             password,
-            processes: Vec::new(),
-            detached: false,
+            procs: Supervisor::new(),
         };
         for rec in plan.iter().filter(|r| r.kind == ProcessKind::DataNode) {
             lab.spawn_new(rec.clone(), progress)?;
@@ -185,7 +185,7 @@ impl ClusterLab {
             lab.spawn_new(rec.clone(), progress)?;
             lab.wait_gateway(timeout, progress).await?;
         }
-        lab.detached = detach;
+        lab.procs.detached = detach;
         lab.save_state("ready")?;
         progress.step("the cluster is ready");
         Ok(lab)
@@ -209,15 +209,7 @@ impl ClusterLab {
         Ok(ClusterLab {
             spec,
             password,
-            processes: state
-                .processes
-                .into_iter()
-                .map(|record| Process {
-                    record,
-                    child: None,
-                })
-                .collect(),
-            detached: true,
+            procs: Supervisor::attached(state.processes),
         })
     }
 
@@ -240,14 +232,11 @@ impl ClusterLab {
     }
     /// Every process, in start order.
     pub fn processes(&self) -> &[Process] {
-        &self.processes
+        self.procs.all()
     }
     /// The cluster's nodes (`node-1` ..; the first `masters` started as masters).
     pub fn nodes(&self) -> Vec<&Process> {
-        self.processes
-            .iter()
-            .filter(|p| p.kind() == ProcessKind::DataNode)
-            .collect()
+        self.procs.of_kind(ProcessKind::DataNode).collect()
     }
     /// `host:port` of every node.
     pub fn node_addrs(&self) -> Vec<String> {
@@ -261,9 +250,7 @@ impl ClusterLab {
     }
     /// The gateway, when the lab runs one.
     pub fn gateway(&self) -> Option<&Process> {
-        self.processes
-            .iter()
-            .find(|p| p.kind() == ProcessKind::Gateway)
+        self.procs.of_kind(ProcessKind::Gateway).next()
     }
     /// `host:port` of the gateway.
     pub fn gateway_addr(&self) -> Option<String> {
@@ -277,15 +264,11 @@ impl ClusterLab {
     /// The process called `name` (`node-2`, `gateway`) or listening on
     /// `name` (`host:port`).
     pub fn process(&self, name: &str) -> Result<&Process> {
-        Ok(&self.processes[self.index(name)?])
+        self.procs.get(name)
     }
     /// True when the lab leaves its processes running when dropped.
     pub fn is_detached(&self) -> bool {
-        self.detached
-    }
-
-    fn index(&self, name: &str) -> Result<usize> {
-        process::find(&self.processes, name)
+        self.procs.detached
     }
 
     // ---- breaking and mending ---------------------------------------------
@@ -294,22 +277,17 @@ impl ClusterLab {
     /// others see it stop answering, as with a hung machine. `node` is a
     /// name or an address.
     pub fn pause(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGSTOP)
+        self.procs.signal(node, Signal::SIGSTOP)
     }
 
     /// Thaws a paused node (SIGCONT).
     pub fn resume(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGCONT)
+        self.procs.signal(node, Signal::SIGCONT)
     }
 
     /// Kills a node at once (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self, node: &str) -> Result<()> {
-        let i = self.index(node)?;
-        let p = &mut self.processes[i];
-        if !p.signal(Signal::SIGKILL)? {
-            bail!("{} is not running", p.name());
-        }
-        wait_gone(p, Duration::from_secs(5))
+        self.procs.kill(node)
     }
 
     /// Starts a node again with the same config; it rejoins the cluster
@@ -317,29 +295,12 @@ impl ClusterLab {
     /// back as a replica of the node that took them). A process still
     /// running is killed first.
     pub fn restart(&mut self, node: &str) -> Result<()> {
-        let i = self.index(node)?;
-        {
-            let p = &mut self.processes[i];
-            if p.is_running() {
-                p.signal(Signal::SIGKILL)?;
-                wait_gone(p, Duration::from_secs(5))?;
-            }
-        }
-        let mut rec = self.processes[i].record.clone();
-        let cmd = self.command(&rec);
-        let child = process::spawn(&mut rec, cmd, self.detached)?;
-        self.processes[i] = Process {
-            record: rec,
-            child: Some(child),
-        };
+        let cmd = self.command(self.process(node)?.record());
+        self.procs.restart(node, cmd)?;
         if state::state_path(self.dir()).exists() {
             self.save_state("ready")?;
         }
         Ok(())
-    }
-
-    fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
-        process::signal_named(&mut self.processes, node, sig)
     }
 
     // ---- watching ------------------------------------------------------------
@@ -406,38 +367,28 @@ impl ClusterLab {
 
     /// Processes that have exited since the last call: `(name, how)`.
     pub fn newly_exited(&mut self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for p in &mut self.processes {
-            if p.child.is_some() {
-                if let Some(how) = p.exit_status() {
-                    out.push((p.name().to_string(), how));
-                    p.child = None;
-                    p.record.pid = None;
-                }
-            }
-        }
-        out
+        self.procs.newly_exited()
     }
 
     /// True while at least one process of the lab runs.
     pub fn any_running(&mut self) -> bool {
-        self.processes.iter_mut().any(|p| p.is_running())
+        self.procs.any_running()
     }
 
     // ---- stopping ------------------------------------------------------------
 
     /// Leaves the lab running after this handle is dropped.
     pub fn detach(&mut self) -> Result<()> {
-        self.detached = true;
+        self.procs.detached = true;
         self.save_state("ready")
     }
 
     /// Stops the gateway, then the nodes (SIGTERM, SIGKILL after `grace`),
     /// and removes `lab.json`. Data, `nodes.conf` and logs stay.
     pub async fn stop(mut self, grace: Duration) -> Result<StopReport> {
-        let report = stop_all(&mut self.processes, grace).await?;
+        let report = self.procs.stop(grace).await?;
         state::remove(self.dir())?;
-        self.detached = true;
+        self.procs.detached = true;
         Ok(report)
     }
 
@@ -454,19 +405,9 @@ impl ClusterLab {
         }
     }
 
-    fn spawn_new(&mut self, mut rec: ProcessRecord, progress: &dyn Progress) -> Result<()> {
+    fn spawn_new(&mut self, rec: ProcessRecord, progress: &dyn Progress) -> Result<()> {
         let cmd = self.command(&rec);
-        let child = process::spawn(&mut rec, cmd, self.spec.detach)?;
-        progress.step(&format!(
-            "started {} (pid {}) on {}",
-            rec.name,
-            child.id(),
-            rec.addr()
-        ));
-        self.processes.push(Process {
-            record: rec,
-            child: Some(child),
-        });
+        self.procs.start(rec, cmd, self.spec.detach, progress)?;
         self.save_state("starting")
     }
 
@@ -477,38 +418,20 @@ impl ClusterLab {
             version: STATE_VERSION,
             kind: LabKind::Cluster,
             spec,
-            processes: self.processes.iter().map(|p| p.record.clone()).collect(),
-            supervisor_pid: (!self.detached).then(std::process::id),
+            processes: self.procs.records(),
+            supervisor_pid: (!self.procs.detached).then(std::process::id),
             phase: phase.to_string(),
         };
         state::save_json(self.dir(), &s)
-    }
-
-    /// Fails with [`LabError::ChildExited`] when a process has died.
-    fn check_alive(&mut self) -> Result<()> {
-        for p in &mut self.processes {
-            if let Some(status) = p.exit_status() {
-                return Err(LabError::ChildExited {
-                    name: p.name().to_string(),
-                    status,
-                    log: p.log_path().to_path_buf(),
-                    tail: p.log_tail(12),
-                }
-                .into());
-            }
-        }
-        Ok(())
     }
 }
 
 impl Drop for ClusterLab {
     fn drop(&mut self) {
-        if self.detached {
+        if self.procs.detached {
             return;
         }
-        for p in self.processes.iter_mut().rev() {
-            p.kill_now();
-        }
+        self.procs.kill_all();
         let _ = state::remove(&self.spec.dir);
     }
 }
@@ -517,8 +440,8 @@ impl std::fmt::Debug for ClusterLab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterLab")
             .field("dir", &self.spec.dir)
-            .field("processes", &self.processes)
-            .field("detached", &self.detached)
+            .field("processes", &self.procs.all())
+            .field("detached", &self.procs.detached)
             .finish_non_exhaustive()
     }
 }

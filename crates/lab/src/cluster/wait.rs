@@ -8,10 +8,8 @@ use anyhow::{anyhow, bail, Result};
 
 use super::view::{self, NodeView};
 use super::{ClusterLab, PROBE_TIMEOUT};
-use crate::error::LabError;
 use crate::master::{Watch, POLL};
 use crate::progress::Progress;
-use crate::ready;
 
 impl ClusterLab {
     /// Waits until a replica of `old_master`'s shard (name or address) is
@@ -104,11 +102,12 @@ impl ClusterLab {
         q.state_dir = None;
         q.timeout = PROBE_TIMEOUT;
         let q = &q;
-        self.wait_for(timeout, progress, || async move {
-            let r = view::gather(q).await;
-            (!r.healthy).then(|| r.problems.join("; "))
-        })
-        .await
+        self.procs
+            .wait_for(&self.spec.dir, timeout, progress, || async move {
+                let r = view::gather(q).await;
+                (!r.healthy).then(|| r.problems.join("; "))
+            })
+            .await
     }
 
     pub(super) async fn wait_gateway(
@@ -116,45 +115,10 @@ impl ClusterLab {
         timeout: Duration,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let addr = self.gateway_addr().expect("gateway started");
-        let password = self.password.clone();
-        self.wait_for(timeout, progress, || {
-            ready::gateway_pending(&addr, None, &password)
-        })
-        .await
-    }
-
-    /// Polls `pending` until it says nothing is missing, failing when a
-    /// child exits or `timeout` passes.
-    pub(super) async fn wait_for<F, Fut>(
-        &mut self,
-        timeout: Duration,
-        progress: &dyn Progress,
-        pending: F,
-    ) -> Result<()>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Option<String>>,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !self.detached {
-                self.check_alive()?;
-            }
-            let Some(pending) = pending().await else {
-                return Ok(());
-            };
-            progress.waiting(&pending);
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    timeout,
-                    pending,
-                    dir: self.spec.dir.clone(),
-                }
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let password = &self.password;
+        self.procs
+            .wait_gateway(&self.spec.dir, timeout, progress, None, password)
+            .await
     }
 }
 

@@ -8,9 +8,10 @@
 mod wait;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use belay_client::sentinel::SentinelAuth;
 use belay_client::{Auth, TlsClient};
 use nix::sys::signal::Signal;
@@ -26,6 +27,7 @@ use crate::server::ServerPrograms;
 use crate::spec::LabSpec;
 use crate::state::{self, LabState, STATE_VERSION};
 use crate::status::{self, StatusQuery, StatusReport, Target};
+use crate::supervisor::{StopReport, Supervisor};
 
 /// How to get the gateway's and the app's program (the `belay` binary).
 const BUILD_BELAY: &str = "cargo build --release -p belay";
@@ -39,22 +41,10 @@ const BUILD_BELAY: &str = "cargo build --release -p belay";
 pub struct Lab {
     spec: LabSpec,
     password: String,
-    processes: Vec<Process>,
-    /// Leave the processes running on drop (`up --detach`, attached labs).
-    detached: bool,
+    /// Its processes, and whether they outlive it (`up --detach`, attached labs).
+    procs: Supervisor,
     /// How the lab's own checks reach its nodes, when it runs TLS.
     tls: Option<TlsClient>,
-}
-
-/// What [`Lab::stop`] / [`down`] did, process by process.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct StopReport {
-    /// Stopped by SIGTERM within the grace period: `(name, pid)`.
-    pub stopped: Vec<(String, u32)>,
-    /// Still running after the grace period, then SIGKILLed.
-    pub killed: Vec<(String, u32)>,
-    /// Already gone (or its pid now belongs to another process, left alone).
-    pub already_gone: Vec<String>,
 }
 
 impl Lab {
@@ -129,8 +119,7 @@ impl Lab {
         let mut lab = Lab {
             spec,
             password,
-            processes: Vec::new(),
-            detached: false,
+            procs: Supervisor::new(),
             tls,
         };
         // Data nodes first, and Sentinels only once the replicas are linked:
@@ -153,7 +142,7 @@ impl Lab {
             lab.spawn_new(rec.clone(), progress)?;
             lab.wait_app(timeout, progress).await?;
         }
-        lab.detached = detach;
+        lab.procs.detached = detach;
         lab.save_state("ready")?;
         progress.step("the lab is ready");
         Ok(lab)
@@ -189,15 +178,7 @@ impl Lab {
             tls,
             spec,
             password,
-            processes: state
-                .processes
-                .into_iter()
-                .map(|record| Process {
-                    record,
-                    child: None,
-                })
-                .collect(),
-            detached: true,
+            procs: Supervisor::attached(state.processes),
         })
     }
 
@@ -235,15 +216,15 @@ impl Lab {
     }
     /// Every process, in start order.
     pub fn processes(&self) -> &[Process] {
-        &self.processes
+        self.procs.all()
     }
     /// The data nodes (`redis-1` started as master).
     pub fn data_nodes(&self) -> Vec<&Process> {
-        self.of_kind(ProcessKind::DataNode)
+        self.procs.of_kind(ProcessKind::DataNode).collect()
     }
     /// The Sentinels.
     pub fn sentinels(&self) -> Vec<&Process> {
-        self.of_kind(ProcessKind::Sentinel)
+        self.procs.of_kind(ProcessKind::Sentinel).collect()
     }
     /// `host:port` of every Sentinel.
     pub fn sentinel_addrs(&self) -> Vec<String> {
@@ -251,7 +232,7 @@ impl Lab {
     }
     /// The gateway, when the lab runs one.
     pub fn gateway(&self) -> Option<&Process> {
-        self.of_kind(ProcessKind::Gateway).into_iter().next()
+        self.procs.of_kind(ProcessKind::Gateway).next()
     }
     /// `host:port` of the gateway.
     pub fn gateway_addr(&self) -> Option<String> {
@@ -265,7 +246,7 @@ impl Lab {
     }
     /// The web app, when the lab runs one.
     pub fn app(&self) -> Option<&Process> {
-        self.of_kind(ProcessKind::App).into_iter().next()
+        self.procs.of_kind(ProcessKind::App).next()
     }
     /// The app's address as a browser takes it: `http://host:port/`.
     pub fn app_url(&self) -> Option<String> {
@@ -273,26 +254,16 @@ impl Lab {
     }
     /// The process called `name` (`redis-2`, `sentinel-1`, `gateway`, `app`).
     pub fn process(&self, name: &str) -> Result<&Process> {
-        let i = self.index(name)?;
-        Ok(&self.processes[i])
+        self.procs.get(name)
     }
     /// The process listening on `addr` (`host:port`), e.g. the one
     /// [`Lab::current_master`] names.
     pub fn process_by_addr(&self, addr: &str) -> Option<&Process> {
-        self.processes.iter().find(|p| p.addr() == addr)
+        self.procs.all().iter().find(|p| p.addr() == addr)
     }
     /// True when the Lab leaves its processes running when dropped.
     pub fn is_detached(&self) -> bool {
-        self.detached
-    }
-
-    fn of_kind(&self, kind: ProcessKind) -> Vec<&Process> {
-        self.processes.iter().filter(|p| p.kind() == kind).collect()
-    }
-
-    /// Index of a process by name or by address.
-    fn index(&self, name: &str) -> Result<usize> {
-        process::find(&self.processes, name)
+        self.procs.detached
     }
 
     // ---- breaking and mending ---------------------------------------------
@@ -300,23 +271,18 @@ impl Lab {
     /// Freezes a process (SIGSTOP), like `docker compose pause`: its sockets
     /// stay open and silent. `node` is a name or an address.
     pub fn pause(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGSTOP)
+        self.procs.signal(node, Signal::SIGSTOP)
     }
 
     /// Thaws a paused process (SIGCONT).
     pub fn resume(&mut self, node: &str) -> Result<()> {
-        self.send(node, Signal::SIGCONT)
+        self.procs.signal(node, Signal::SIGCONT)
     }
 
     /// Kills a process at once (SIGKILL, like a crash or `kill -9`) and
     /// waits until it is gone. [`Lab::restart`] brings it back.
     pub fn kill(&mut self, node: &str) -> Result<()> {
-        let i = self.index(node)?;
-        let p = &mut self.processes[i];
-        if !p.signal(Signal::SIGKILL)? {
-            bail!("{} is not running", p.name());
-        }
-        wait_gone(p, Duration::from_secs(5))
+        self.procs.kill(node)
     }
 
     /// Starts a process again with the same config file — which Sentinel
@@ -324,31 +290,12 @@ impl Lab {
     /// `replicaof` line Sentinel gave it), as with a real restart. A process
     /// still running is killed first.
     pub fn restart(&mut self, node: &str) -> Result<()> {
-        let i = self.index(node)?;
-        {
-            let p = &mut self.processes[i];
-            if p.is_running() {
-                p.signal(Signal::SIGKILL)?;
-                wait_gone(p, Duration::from_secs(5))?;
-            }
-        }
-        let mut rec = self.processes[i].record.clone();
-        let cmd = rec
-            .kind
-            .command(&self.spec, &rec, &self.sentinel_addrs(), &self.password);
-        let child = process::spawn(&mut rec, cmd, self.detached)?;
-        self.processes[i] = Process {
-            record: rec,
-            child: Some(child),
-        };
+        let cmd = self.command(self.process(node)?.record());
+        self.procs.restart(node, cmd)?;
         if state::state_path(self.dir()).exists() {
             self.save_state("ready")?;
         }
         Ok(())
-    }
-
-    fn send(&mut self, node: &str, sig: Signal) -> Result<()> {
-        process::signal_named(&mut self.processes, node, sig)
     }
 
     // ---- watching ------------------------------------------------------------
@@ -419,23 +366,12 @@ impl Lab {
     /// supervisor that reports crashes (it does not restart them: drills
     /// break things on purpose).
     pub fn newly_exited(&mut self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for p in &mut self.processes {
-            if p.child.is_some() {
-                if let Some(how) = p.exit_status() {
-                    out.push((p.name().to_string(), how));
-                    // Reaped: forget the handle so it is reported once.
-                    p.child = None;
-                    p.record.pid = None;
-                }
-            }
-        }
-        out
+        self.procs.newly_exited()
     }
 
     /// True while at least one process of the lab runs.
     pub fn any_running(&mut self) -> bool {
-        self.processes.iter_mut().any(|p| p.is_running())
+        self.procs.any_running()
     }
 
     // ---- stopping ------------------------------------------------------------
@@ -443,7 +379,7 @@ impl Lab {
     /// Leaves the lab running after this `Lab` is dropped; records in
     /// `lab.json` that no foreground supervisor watches it any more.
     pub fn detach(&mut self) -> Result<()> {
-        self.detached = true;
+        self.procs.detached = true;
         self.save_state("ready")
     }
 
@@ -452,29 +388,22 @@ impl Lab {
     /// still runs after `grace`; then removes `lab.json`. Only pids verified
     /// to be the processes the lab started are signalled.
     pub async fn stop(mut self, grace: Duration) -> Result<StopReport> {
-        let report = stop_all(&mut self.processes, grace).await?;
+        let report = self.procs.stop(grace).await?;
         state::remove(self.dir())?;
-        self.detached = true; // nothing left for Drop to do
+        self.procs.detached = true; // nothing left for Drop to do
         Ok(report)
     }
 
     // ---- internals -----------------------------------------------------------
 
-    fn spawn_new(&mut self, mut rec: ProcessRecord, progress: &dyn Progress) -> Result<()> {
-        let cmd = rec
-            .kind
-            .command(&self.spec, &rec, &self.sentinel_addrs(), &self.password);
-        let child = process::spawn(&mut rec, cmd, self.spec.detach)?;
-        progress.step(&format!(
-            "started {} (pid {}) on {}",
-            rec.name,
-            child.id(),
-            rec.addr()
-        ));
-        self.processes.push(Process {
-            record: rec,
-            child: Some(child),
-        });
+    fn command(&self, rec: &ProcessRecord) -> Command {
+        rec.kind
+            .command(&self.spec, rec, &self.sentinel_addrs(), &self.password)
+    }
+
+    fn spawn_new(&mut self, rec: ProcessRecord, progress: &dyn Progress) -> Result<()> {
+        let cmd = self.command(&rec);
+        self.procs.start(rec, cmd, self.spec.detach, progress)?;
         self.save_state("starting")
     }
 
@@ -486,39 +415,20 @@ impl Lab {
             &LabState {
                 version: STATE_VERSION,
                 spec,
-                processes: self.processes.iter().map(|p| p.record.clone()).collect(),
-                supervisor_pid: (!self.detached).then(std::process::id),
+                processes: self.procs.records(),
+                supervisor_pid: (!self.procs.detached).then(std::process::id),
                 phase: phase.to_string(),
             },
         )
-    }
-
-    /// Fails with [`LabError::ChildExited`] when a process has died.
-    fn check_alive(&mut self) -> Result<()> {
-        for p in &mut self.processes {
-            if let Some(status) = p.exit_status() {
-                return Err(LabError::ChildExited {
-                    name: p.name().to_string(),
-                    status,
-                    log: p.log_path().to_path_buf(),
-                    tail: p.log_tail(12),
-                }
-                .into());
-            }
-        }
-        Ok(())
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.detached {
+        if self.procs.detached {
             return;
         }
-        // Reverse start order; SIGKILL needs no grace.
-        for p in self.processes.iter_mut().rev() {
-            p.kill_now();
-        }
+        self.procs.kill_all();
         let _ = state::remove(&self.spec.dir);
     }
 }
@@ -527,8 +437,8 @@ impl std::fmt::Debug for Lab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lab")
             .field("dir", &self.spec.dir)
-            .field("processes", &self.processes)
-            .field("detached", &self.detached)
+            .field("processes", &self.procs.all())
+            .field("detached", &self.procs.detached)
             .finish_non_exhaustive()
     }
 }
@@ -564,81 +474,6 @@ fn write_configs(spec: &LabSpec, plan: &[ProcessRecord], password: &str) -> Resu
         };
         let path: &PathBuf = rec.config.as_ref().expect("config path");
         secrets::write_private(path, &text)?;
-    }
-    Ok(())
-}
-
-/// Stops `processes` in [`ProcessKind::stop_rank`] order, each rank with
-/// SIGTERM (paused ones get SIGCONT first), SIGKILL for what still runs
-/// after `grace`. Only pids verified to be the processes started are
-/// signalled. Shared by [`Lab::stop`] and the cluster lab's.
-pub(crate) async fn stop_all(processes: &mut [Process], grace: Duration) -> Result<StopReport> {
-    let mut report = StopReport::default();
-    let last = processes
-        .iter()
-        .map(|p| p.kind().stop_rank())
-        .max()
-        .unwrap_or(0);
-    for rank in 0..=last {
-        let group: Vec<usize> = (0..processes.len())
-            .filter(|&i| processes[i].kind().stop_rank() == rank)
-            .collect();
-        let mut signalled = Vec::new();
-        for &i in &group {
-            let p = &mut processes[i];
-            let pid = p.pid();
-            let _ = p.signal(Signal::SIGCONT);
-            match (p.signal(Signal::SIGTERM), pid) {
-                (Ok(true), Some(pid)) => signalled.push((i, pid)),
-                (Err(e), _) => return Err(e),
-                _ => report.already_gone.push(p.name().to_string()),
-            }
-        }
-        let deadline = Instant::now() + grace;
-        loop {
-            let still: Vec<_> = signalled
-                .iter()
-                .filter(|(i, _)| processes[*i].is_running())
-                .collect();
-            if still.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        for (i, pid) in signalled {
-            let p = &mut processes[i];
-            let name = p.name().to_string();
-            if p.is_running() {
-                p.kill_now();
-                wait_gone(p, Duration::from_secs(5))?;
-                report.killed.push((name, pid));
-            } else {
-                report.stopped.push((name, pid));
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// Waits until `p` has exited (reaped when it is our child; a zombie of
-/// someone else's counts as gone).
-pub(crate) fn wait_gone(p: &mut Process, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    if let Some(child) = &mut p.child {
-        child
-            .wait()
-            .with_context(|| format!("waiting for {} to exit", p.record.name))?;
-        return Ok(());
-    }
-    while p.record.is_running() {
-        if Instant::now() >= deadline {
-            bail!(
-                "{} (pid {:?}) still runs {timeout:?} after SIGKILL",
-                p.record.name,
-                p.record.pid
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }

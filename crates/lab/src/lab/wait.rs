@@ -2,13 +2,12 @@
 //! the gateway, the web app — each polled until nothing is missing, failing
 //! at once when a child exits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 
 use super::{named, Lab};
-use crate::error::LabError;
-use crate::master::{Watch, POLL};
+use crate::master::Watch;
 use crate::progress::Progress;
 use crate::ready::{self, Expected};
 
@@ -45,38 +44,39 @@ impl Lab {
         let (master_name, auth, sentinel_auth, master) =
             (&master_name, &auth, &sentinel_auth, &master);
         let (sentinels, data_nodes, sentinel_names) = (&sentinels, &data_nodes, &sentinel_names);
-        self.wait_for(timeout, progress, || async move {
-            let master_now = match master {
-                Some(m) => Ok(m.clone()),
-                None => Watch {
-                    master_name,
-                    sentinels: sentinels.clone(),
-                    sentinel_auth: sentinel_auth.clone(),
-                    auth: Some(auth.clone()),
-                    tls: tls.cloned(),
-                }
-                .current_master()
-                .await
-                .map_err(|e| e.to_string()),
-            };
-            let pending = match master_now {
-                Ok(m) => {
-                    let exp = Expected {
+        self.procs
+            .wait_for(&self.spec.dir, timeout, progress, || async move {
+                let master_now = match master {
+                    Some(m) => Ok(m.clone()),
+                    None => Watch {
                         master_name,
-                        auth,
-                        sentinel_auth,
-                        tls,
-                        master: m,
-                        data_nodes: data_nodes.clone(),
-                        sentinels: sentinel_names.clone(),
-                    };
-                    ready::topology_pending(&exp).await
-                }
-                Err(e) => vec![e],
-            };
-            (!pending.is_empty()).then(|| pending.join("; "))
-        })
-        .await
+                        sentinels: sentinels.clone(),
+                        sentinel_auth: sentinel_auth.clone(),
+                        auth: Some(auth.clone()),
+                        tls: tls.cloned(),
+                    }
+                    .current_master()
+                    .await
+                    .map_err(|e| e.to_string()),
+                };
+                let pending = match master_now {
+                    Ok(m) => {
+                        let exp = Expected {
+                            master_name,
+                            auth,
+                            sentinel_auth,
+                            tls,
+                            master: m,
+                            data_nodes: data_nodes.clone(),
+                            sentinels: sentinel_names.clone(),
+                        };
+                        ready::topology_pending(&exp).await
+                    }
+                    Err(e) => vec![e],
+                };
+                (!pending.is_empty()).then(|| pending.join("; "))
+            })
+            .await
     }
 
     pub(super) async fn wait_gateway(
@@ -84,13 +84,10 @@ impl Lab {
         timeout: Duration,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let addr = self.gateway_addr().expect("gateway started");
-        let password = self.password.clone();
-        let tls = self.tls.clone();
-        self.wait_for(timeout, progress, || {
-            ready::gateway_pending(&addr, tls.as_ref(), &password)
-        })
-        .await
+        let (tls, password) = (self.tls.as_ref(), &self.password);
+        self.procs
+            .wait_gateway(&self.spec.dir, timeout, progress, tls, password)
+            .await
     }
 
     pub(super) async fn wait_app(
@@ -99,40 +96,10 @@ impl Lab {
         progress: &dyn Progress,
     ) -> Result<()> {
         let addr = self.app().expect("app started").addr();
-        self.wait_for(timeout, progress, || ready::app_pending(&addr))
+        self.procs
+            .wait_for(&self.spec.dir, timeout, progress, || {
+                ready::app_pending(&addr)
+            })
             .await
-    }
-
-    /// Polls `pending` until it says nothing is missing, failing when a
-    /// child exits or `timeout` passes.
-    async fn wait_for<F, Fut>(
-        &mut self,
-        timeout: Duration,
-        progress: &dyn Progress,
-        pending: F,
-    ) -> Result<()>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Option<String>>,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !self.detached {
-                self.check_alive()?;
-            }
-            let Some(pending) = pending().await else {
-                return Ok(());
-            };
-            progress.waiting(&pending);
-            if Instant::now() >= deadline {
-                return Err(LabError::NotReady {
-                    timeout,
-                    pending,
-                    dir: self.spec.dir.clone(),
-                }
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
     }
 }

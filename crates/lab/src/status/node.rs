@@ -8,7 +8,7 @@ use super::{connect, Target};
 use crate::why;
 
 /// One data node, as it reports itself.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeStatus {
     pub name: Option<String>,
     pub addr: String,
@@ -41,15 +41,7 @@ pub(super) async fn ask(t: &Target, tls: Option<&TlsClient>, auth: Option<&Auth>
         name: t.name.clone(),
         addr: t.addr.clone(),
         pid: t.pid,
-        reachable: false,
-        refused: false,
-        error: None,
-        role: None,
-        offset: None,
-        replicates_from: None,
-        link: None,
-        lag_bytes: None,
-        lag_seconds: None,
+        ..Default::default()
     };
     let role = match connect(&t.addr, tls, auth).await {
         Ok(mut c) => c.role().await.map(|r| (c, r)),

@@ -9,7 +9,7 @@ use super::{Target, TIMEOUT};
 use crate::why;
 
 /// One Sentinel's view.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct SentinelStatus {
     pub name: Option<String>,
     pub addr: String,
@@ -44,15 +44,7 @@ pub(super) async fn ask(
         name: t.name.clone(),
         addr: t.addr.clone(),
         pid: t.pid,
-        reachable: false,
-        refused: false,
-        error: None,
-        master: None,
-        master_flags: None,
-        replicas_known: None,
-        sentinels_known: None,
-        quorum: None,
-        quorum_ok: false,
+        ..Default::default()
     };
     let mut seen = Vec::new();
     let mut c = match Connection::connect_sentinel_with(&t.addr, tls, auth, TIMEOUT).await {

@@ -468,14 +468,18 @@ async fn an_upgrade_under_load_fails_no_reconnecting_client_and_loses_no_write()
     drop(new);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let lab = start_lab(dir.path()).await;
-    let config = dir.path().join("gateway.toml");
-    write_config(&config, &lab, "drain_timeout_secs = 20");
+/// A lab, and a gateway process in front of it on a free port with
+/// `drain_timeout_secs`, serving.
+async fn lab_and_gateway(dir: &Path, drain_timeout_secs: u64) -> (Lab, String, GatewayProcess) {
+    let lab = start_lab(dir).await;
+    let config = dir.join("gateway.toml");
+    write_config(
+        &config,
+        &lab,
+        &format!("drain_timeout_secs = {drain_timeout_secs}"),
+    );
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut gateway = GatewayProcess::start(&[
+    let gateway = GatewayProcess::start(&[
         "--config".into(),
         config.display().to_string(),
         "--password".into(),
@@ -485,6 +489,13 @@ async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_f
         "--no-admin".into(),
     ]);
     wait_serving(&addr, lab.password()).await;
+    (lab, addr, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, addr, mut gateway) = lab_and_gateway(dir.path(), 20).await;
     let auth = lab.auth();
     let connect = || Connection::connect(&addr, Some(&auth), Duration::from_secs(2));
     let mut blocked = connect().await.unwrap();
@@ -554,20 +565,7 @@ async fn sigterm_drains_a_blocking_command_and_a_transaction_get_their_replies_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_a_subscriber_between_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = start_lab(dir.path()).await;
-    let config = dir.path().join("gateway.toml");
-    write_config(&config, &lab, "drain_timeout_secs = 30");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut gateway = GatewayProcess::start(&[
-        "--config".into(),
-        config.display().to_string(),
-        "--password".into(),
-        lab.password().into(),
-        "--listen".into(),
-        addr.clone(),
-        "--no-admin".into(),
-    ]);
-    wait_serving(&addr, lab.password()).await;
+    let (lab, addr, mut gateway) = lab_and_gateway(dir.path(), 30).await;
     let auth = lab.auth();
     let mut sub = Connection::connect(&addr, Some(&auth), Duration::from_secs(2))
         .await

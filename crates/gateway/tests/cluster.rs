@@ -536,36 +536,12 @@ async fn next_news(c: &mut Connection) -> String {
 async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
     let env = start_cluster(|cfg| cfg.read_from = belay_gateway::ReadFrom::Master).await;
     let key = "{moving}a";
-    let slot = env.slot_of(key).await.to_string();
-    let source = env.master_of(key).await;
-    let shards = env.lab.shards().await.unwrap();
-    let target = shards
-        .iter()
-        .find(|s| s.master != source)
-        .unwrap()
-        .master
-        .clone();
-    let mut src = env.node(&source).await;
-    let mut tgt = env.node(&target).await;
-    let source_id = text(&call(&mut src, &["CLUSTER", "MYID"]).await);
-    let target_id = text(&call(&mut tgt, &["CLUSTER", "MYID"]).await);
+    let mut mv = SlotMove::of(&env, key).await;
     let mut c = env.client().await;
     assert_eq!(text(&call(&mut c, &["SET", key, "1"]).await), "OK");
-    tgt.call_ok(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
-        .await
-        .unwrap();
-    src.call_ok(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
-        .await
-        .unwrap();
-    let (host, port) = target.rsplit_once(':').unwrap();
-    let password = env.lab.password().to_string();
-    src.call_ok(&[
-        "MIGRATE", host, port, "", "0", "5000", "AUTH", &password, "KEYS", key,
-    ])
-    .await
-    .unwrap();
+    mv.start_and_migrate(&env, key).await;
     // The key is on the target now; the source says ASK.
-    let direct = call(&mut src, &["GET", key]).await;
+    let direct = call(&mut mv.src, &["GET", key]).await;
     assert!(err(&direct).starts_with("ASK "), "{direct:?}");
     assert_eq!(text(&call(&mut c, &["GET", key]).await), "1");
     assert_eq!(call(&mut c, &["INCR", key]).await.as_int(), Some(2));
@@ -574,18 +550,13 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
         text(&call(&mut c, &["SET", "{moving}b", "new"]).await),
         "OK"
     );
-    let mut asking = env.node(&target).await;
+    let mut asking = env.node(&mv.target).await;
     asking.send(&["ASKING"]).await.unwrap();
     asking.send(&["GET", "{moving}b"]).await.unwrap();
     asking.read_value().await.unwrap();
     assert_eq!(text(&asking.read_value().await.unwrap()), "new");
     // The slot is the target's: every master is told, the gateway follows MOVED.
-    for shard in &shards {
-        let mut n = env.node(&shard.master).await;
-        n.call_ok(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id])
-            .await
-            .unwrap();
-    }
+    mv.finish(&env).await;
     assert_eq!(text(&call(&mut c, &["GET", key]).await), "2");
     assert_eq!(text(&call(&mut c, &["GET", "{moving}b"]).await), "new");
     assert_eq!(text(&call(&mut c, &["SET", "{moving}c", "3"]).await), "OK");
@@ -602,23 +573,12 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
 async fn reads_of_a_slot_being_moved_are_not_served_by_a_replica_that_lost_its_keys() {
     let env = start_cluster(|_| {}).await;
     let key = "{moving}a";
-    let slot = env.slot_of(key).await.to_string();
-    let source = env.master_of(key).await;
+    let mut mv = SlotMove::of(&env, key).await;
     let shards = env.lab.shards().await.unwrap();
-    let source_shard = shards.iter().find(|s| s.master == source).unwrap();
+    let source_shard = shards.iter().find(|s| s.master == mv.source).unwrap();
     let replica = source_shard.replicas[0].addr.clone();
-    let target = shards
-        .iter()
-        .find(|s| s.master != source)
-        .unwrap()
-        .master
-        .clone();
-    let mut src = env.node(&source).await;
-    let mut tgt = env.node(&target).await;
     let mut rep = env.node(&replica).await;
     rep.call_ok(&["READONLY"]).await.unwrap();
-    let source_id = text(&call(&mut src, &["CLUSTER", "MYID"]).await);
-    let target_id = text(&call(&mut tgt, &["CLUSTER", "MYID"]).await);
     let mut c = env.client().await;
     assert_eq!(text(&call(&mut c, &["SET", key, "1"]).await), "OK");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -626,19 +586,7 @@ async fn reads_of_a_slot_being_moved_are_not_served_by_a_replica_that_lost_its_k
         assert!(Instant::now() < deadline, "the replica never got the key");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tgt.call_ok(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
-        .await
-        .unwrap();
-    src.call_ok(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
-        .await
-        .unwrap();
-    let (host, port) = target.rsplit_once(':').unwrap();
-    let password = env.lab.password().to_string();
-    src.call_ok(&[
-        "MIGRATE", host, port, "", "0", "5000", "AUTH", &password, "KEYS", key,
-    ])
-    .await
-    .unwrap();
+    mv.start_and_migrate(&env, key).await;
     // The source's replica, asked directly, no longer has the key: Redis
     // answers nil, Valkey (which tells replicas of the move) `ASK`.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -669,12 +617,7 @@ async fn reads_of_a_slot_being_moved_are_not_served_by_a_replica_that_lost_its_k
             "read {i} while the slot moves"
         );
     }
-    for shard in &shards {
-        let mut n = env.node(&shard.master).await;
-        n.call_ok(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id])
-            .await
-            .unwrap();
-    }
+    mv.finish(&env).await;
     for i in 0..20 {
         assert_eq!(
             text(&call(&mut c, &["GET", key]).await),
@@ -702,6 +645,82 @@ async fn slots_read_on_master(c: &mut Connection) -> u64 {
         .iter()
         .map(|s| s["slots_read_on_master"].as_u64().unwrap())
         .sum()
+}
+
+/// A slot moved by hand from its master to another, as `redis-cli
+/// --cluster reshard` does it.
+struct SlotMove {
+    slot: String,
+    source: String,
+    target: String,
+    src: Connection,
+    tgt: Connection,
+}
+
+impl SlotMove {
+    /// The slot of `key`, from its master to another shard's.
+    async fn of(env: &ClusterEnv, key: &str) -> SlotMove {
+        let slot = env.slot_of(key).await.to_string();
+        let source = env.master_of(key).await;
+        let target = env
+            .lab
+            .shards()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.master != source)
+            .unwrap()
+            .master;
+        let (src, tgt) = (env.node(&source).await, env.node(&target).await);
+        SlotMove {
+            slot,
+            source,
+            target,
+            src,
+            tgt,
+        }
+    }
+
+    async fn ids(&mut self) -> (String, String) {
+        (
+            text(&call(&mut self.src, &["CLUSTER", "MYID"]).await),
+            text(&call(&mut self.tgt, &["CLUSTER", "MYID"]).await),
+        )
+    }
+
+    /// Importing on the target, migrating on the source, then `key` moved.
+    async fn start_and_migrate(&mut self, env: &ClusterEnv, key: &str) {
+        let (source_id, target_id) = self.ids().await;
+        let slot = self.slot.clone();
+        self.tgt
+            .call_ok(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
+            .await
+            .unwrap();
+        self.src
+            .call_ok(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
+            .await
+            .unwrap();
+        let (host, port) = self.target.rsplit_once(':').unwrap();
+        let password = env.lab.password().to_string();
+        self.src
+            .call_ok(&[
+                "MIGRATE", host, port, "", "0", "5000", "AUTH", &password, "KEYS", key,
+            ])
+            .await
+            .unwrap();
+    }
+
+    /// The slot is the target's: every master is told.
+    async fn finish(&mut self, env: &ClusterEnv) {
+        let (_, target_id) = self.ids().await;
+        for shard in env.lab.shards().await.unwrap() {
+            env.node(&shard.master)
+                .await
+                .call_ok(&["CLUSTER", "SETSLOT", &self.slot, "NODE", &target_id])
+                .await
+                .unwrap();
+        }
+    }
 }
 
 /// A live resharding as an operator runs it (`redis-cli --cluster

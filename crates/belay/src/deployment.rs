@@ -25,13 +25,14 @@ pub struct DeploymentArgs {
     #[arg(long, default_value = "mymaster", value_name = "NAME")]
     pub master_name: String,
 
-    /// ACL user for the data nodes (with --sentinel; default user when unset).
+    /// ACL user for the data nodes (with --sentinel, or status's --cluster;
+    /// default user when unset).
     #[arg(long, env = "BELAY_USERNAME", value_name = "USER")]
     pub username: Option<String>,
 
-    /// Password of the data nodes (with --sentinel). Also tried on the
-    /// Sentinels unless --sentinel-password is given: a Sentinel with no
-    /// password configured is then asked without one.
+    /// Password of the data nodes (with --sentinel, or status's --cluster).
+    /// Also tried on the Sentinels unless --sentinel-password is given: a
+    /// Sentinel with no password configured is then asked without one.
     #[arg(long, env = "BELAY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
 

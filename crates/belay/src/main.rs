@@ -77,11 +77,12 @@ enum Command {
     /// password file that other local users can read are problems too, with
     /// the chmod that fixes them.
     ///
-    /// A cluster lab (`belay up --cluster`): each shard's slots, master and
-    /// replicas (link, lag in bytes), each node's role and cluster_state,
-    /// and problems: a node down, a shard whose master is failing, slots no
-    /// master serves, nodes that disagree on the slot map, a replica not
-    /// linked.
+    /// A cluster lab (`belay up --cluster`), or any Redis Cluster with
+    /// `--cluster HOST:PORT` (every node it names is asked, with
+    /// --password): each shard's slots, master and replicas (link, lag in
+    /// bytes), each node's role and cluster_state, and problems: a node
+    /// down, a shard whose master is failing, slots no master serves, nodes
+    /// that disagree on the slot map, a replica not linked.
     Status(status::StatusArgs),
     /// Change the master on purpose, without clients noticing.
     ///

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use belay_lab::cluster::ClusterLab;
+use belay_lab::cluster::{ClusterLab, ClusterQuery};
 use belay_lab::secrets::read_secret_file;
 use belay_lab::state::LabKind;
 use belay_lab::status::{self, StatusQuery, StatusReport, Target};
@@ -19,11 +19,24 @@ use crate::deployment::DeploymentArgs;
 use crate::ui::{self, header, opt, show_path};
 use crate::watch::{self, Admin, Scrape};
 
+/// Each node of a cluster belay did not start is given this long to answer.
+const FOREIGN_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Flags of `belay status` (the help text is on the subcommand in main.rs).
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub deployment: DeploymentArgs,
+
+    /// Ask this node of a Redis Cluster instead of a lab's state dir
+    /// (repeat for several): every node its `CLUSTER NODES` names is
+    /// asked, with --username/--password.
+    #[arg(
+        long = "cluster",
+        value_name = "HOST:PORT",
+        conflicts_with = "sentinels"
+    )]
+    pub cluster: Vec<String>,
 
     /// Print the report as JSON on stdout.
     #[arg(long, conflicts_with = "watch")]
@@ -56,6 +69,11 @@ enum Source {
     Sentinels(Box<StatusQuery>),
     Lab(Box<Lab>),
     Cluster(Box<ClusterLab>),
+    /// A cluster belay did not start: its nodes are found anew each look.
+    ClusterNodes {
+        seeds: Vec<String>,
+        auth: Option<belay_client::Auth>,
+    },
 }
 
 /// One look at a deployment: as text, as JSON, and whether it is healthy.
@@ -70,15 +88,10 @@ impl Source {
         let report: StatusReport = match self {
             Source::Sentinels(q) => status::gather(q).await,
             Source::Lab(lab) => lab.status().await,
-            Source::Cluster(lab) => {
-                let r = lab.status().await;
-                let mut json = serde_json::to_value(&r)?;
-                json["kind"] = "cluster".into();
-                return Ok(Look {
-                    text: crate::status_cluster::render(&r, title),
-                    json,
-                    healthy: r.healthy,
-                });
+            Source::Cluster(lab) => return cluster_look(lab.status().await, title),
+            Source::ClusterNodes { seeds, auth } => {
+                let q = ClusterQuery::from_seeds(seeds, auth.clone(), FOREIGN_TIMEOUT).await;
+                return cluster_look(belay_lab::cluster::view::gather(&q).await, title);
             }
         };
         Ok(Look {
@@ -90,7 +103,17 @@ impl Source {
 }
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode> {
-    let (source, title, lab_admin) = if !args.deployment.sentinels.is_empty() {
+    let (source, title, lab_admin) = if !args.cluster.is_empty() {
+        let (auth, _) = args.deployment.credentials()?;
+        (
+            Source::ClusterNodes {
+                seeds: args.cluster.clone(),
+                auth,
+            },
+            format!("cluster at {}", args.cluster.join(", ")),
+            None,
+        )
+    } else if !args.deployment.sentinels.is_empty() {
         let (auth, sentinel_auth) = args.deployment.credentials()?;
         let q = StatusQuery {
             master_name: args.deployment.master_name.clone(),
@@ -164,6 +187,17 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// A cluster's report as a look.
+fn cluster_look(r: belay_lab::cluster::ClusterReport, title: &str) -> Result<Look> {
+    let mut json = serde_json::to_value(&r)?;
+    json["kind"] = "cluster".into();
+    Ok(Look {
+        text: crate::status_cluster::render(&r, title),
+        json,
+        healthy: r.healthy,
     })
 }
 

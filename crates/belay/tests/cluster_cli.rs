@@ -254,3 +254,57 @@ async fn the_gateway_serves_a_shard_again_after_its_failover() {
     drop(lab);
     kill_processes_under(dir.path());
 }
+
+/// `belay status --cluster` on a cluster it did not start (no state dir):
+/// from one node it finds and asks them all; a dead replica is a problem
+/// named by its address; a wrong password is said as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_asks_any_cluster_from_one_of_its_nodes() {
+    use belay_lab::cluster::ClusterLab;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = ClusterLab::start(ClusterSpec::for_tests(dir.path()), &belay_lab::NoProgress)
+        .await
+        .expect("the cluster starts");
+    let seed = lab.seeds()[0].clone();
+    let password = lab.password().to_string();
+    // Run from a dir with no lab in it: nothing comes from a state dir.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ask = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_belay"));
+        cmd.current_dir(elsewhere.path())
+            .args(["status", "--cluster", &seed])
+            .args(extra)
+            .env_remove("BELAY_DIR")
+            .env_remove("BELAY_PASSWORD")
+            .stdin(Stdio::null());
+        run(cmd)
+    };
+    let (code, out, err) = ask(&["--password", &password]);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("SHARDS"), "{out}");
+    for addr in lab.node_addrs() {
+        assert!(out.contains(&addr), "{addr} not in:\n{out}");
+    }
+    let (code, out, _) = ask(&["--password", &password, "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["kind"], "cluster");
+    assert_eq!(json["shards"].as_array().map(Vec::len), Some(3), "{json}");
+
+    let (code, out, _) = ask(&["--password", "wrong"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.to_lowercase().contains("password"), "{out}");
+
+    // A replica killed: named, by its address, as a problem.
+    let replica = lab.shards().await.unwrap()[0].replicas[0].addr.clone();
+    lab.kill(&replica).unwrap();
+    let (code, out, _) = ask(&["--password", &password]);
+    assert_eq!(code, Some(1), "{out}");
+    let problems = out.split("PROBLEMS").nth(1).unwrap_or_default();
+    assert!(
+        problems.contains(&replica),
+        "{replica} not among the problems:\n{out}"
+    );
+    lab.stop(Duration::from_secs(10)).await.unwrap();
+}

@@ -169,6 +169,48 @@ impl ClusterReport {
     }
 }
 
+impl ClusterQuery {
+    /// A cluster belay did not start (`belay status --cluster`): the
+    /// nodes are the `seeds` and every node their `CLUSTER NODES` names,
+    /// so a node down or removed is still asked (and said to be down)
+    /// while any node lists it. Nothing about the layout is checked.
+    pub async fn from_seeds(
+        seeds: &[String],
+        auth: Option<Auth>,
+        timeout: Duration,
+    ) -> ClusterQuery {
+        let mut addrs: Vec<String> = seeds.to_vec();
+        for seed in seeds {
+            let answer = async {
+                let mut c = Connection::connect(seed, auth.as_ref(), timeout).await?;
+                c.call_ok(&["CLUSTER", "NODES"]).await
+            }
+            .await;
+            let Ok(table) = answer else { continue };
+            for node in nodes::parse(&table.to_text().unwrap_or_default()) {
+                if !node.addr.is_empty() && !addrs.contains(&node.addr) {
+                    addrs.push(node.addr);
+                }
+            }
+        }
+        addrs.sort();
+        ClusterQuery {
+            nodes: addrs
+                .into_iter()
+                .map(|addr| Target {
+                    addr,
+                    ..Target::default()
+                })
+                .collect(),
+            auth,
+            gateway: None,
+            replicas_per_master: 0,
+            state_dir: None,
+            timeout,
+        }
+    }
+}
+
 /// The gateway's answer to `PING` after `AUTH`.
 #[derive(Clone, Debug, Serialize)]
 pub struct GatewayCheck {

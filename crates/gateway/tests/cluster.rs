@@ -873,6 +873,39 @@ async fn a_live_resharding_under_load_loses_nothing_and_reads_stay_right() {
     }
 }
 
+/// A transaction the gateway refuses itself (a command in it crosses
+/// slots, so `EXEC` answers `EXECABORT`) leaves the session as Redis
+/// would: the next `WATCH` and commands run at once, not inside a `MULTI`
+/// that was waiting to be sent.
+#[tokio::test]
+async fn a_transaction_the_gateway_aborts_leaves_no_multi_behind() {
+    let env = start_cluster(|_| {}).await;
+    let mut c = env.client().await;
+    for _ in 0..2 {
+        assert_eq!(text(&call(&mut c, &["MULTI"]).await), "OK");
+        let cross = call(&mut c, &["MGET", "a", "b"]).await;
+        assert!(err(&cross).starts_with("CROSSSLOT"), "{cross:?}");
+        let exec = call(&mut c, &["EXEC"]).await;
+        assert!(err(&exec).starts_with("EXECABORT"), "{exec:?}");
+    }
+    assert_eq!(text(&call(&mut c, &["WATCH", "tx:k"]).await), "OK");
+    assert_eq!(call(&mut c, &["GET", "tx:k"]).await, Value::Nil);
+    assert_eq!(text(&call(&mut c, &["MULTI"]).await), "OK");
+    assert_eq!(text(&call(&mut c, &["SET", "tx:k", "1"]).await), "QUEUED");
+    let exec = call(&mut c, &["EXEC"]).await;
+    assert_eq!(exec.as_array().map(|a| a.len()), Some(1), "{exec:?}");
+    assert_eq!(text(&env.direct_get("tx:k").await), "1");
+    // Not after a first command on its own shard either.
+    assert_eq!(text(&call(&mut c, &["WATCH", "tx:k"]).await), "OK");
+    assert_eq!(text(&call(&mut c, &["MULTI"]).await), "OK");
+    assert_eq!(text(&call(&mut c, &["SET", "tx:k", "2"]).await), "QUEUED");
+    let cross = call(&mut c, &["MGET", "a", "b"]).await;
+    assert!(err(&cross).starts_with("CROSSSLOT"), "{cross:?}");
+    let exec = call(&mut c, &["EXEC"]).await;
+    assert!(err(&exec).starts_with("EXECABORT"), "{exec:?}");
+    assert_eq!(text(&call(&mut c, &["GET", "tx:k"]).await), "1");
+}
+
 /// `--durable-writes` in front of a cluster: each write is confirmed by its
 /// own shard's replica; a shard whose replica is frozen answers its writes
 /// `UNREPLICATED` (they ran; never sent again), the others `OK`.

@@ -280,8 +280,17 @@ impl Session {
             local: self.io.local(),
         };
         let user_before = self.st.ctx.user.clone();
+        let deferred = self.st.multi_deferred;
         let action = builtin::apply(b, name, &req, &mut self.st, &env);
         self.tally.count(Counted::Gateway, 1);
+        // A transaction the gateway ended itself (EXECABORT, a lost
+        // connection): a MULTI still waiting for its first command was
+        // never sent, and must not be sent with the session's next one.
+        let deferred_ended =
+            deferred && !self.st.in_multi && !matches!(action, Action::Forward { .. });
+        if deferred_ended {
+            self.st.multi_deferred = false;
+        }
         if self.st.ctx.user != user_before {
             self.user_changed();
         }
@@ -297,7 +306,13 @@ impl Session {
                 Handled::Slot(Slot::Ready(reply))
             }
             Action::ReplyAfterReplay { reply, replay } => {
-                self.replay(&replay);
+                // No node saw that MULTI: nothing to DISCARD there, but
+                // what the client WATCHed is unwatched, as EXEC would.
+                if !deferred_ended {
+                    self.replay(&replay);
+                } else if self.st.own.is_some() {
+                    self.replay(&[vec![Bytes::from_static(b"UNWATCH")]]);
+                }
                 Handled::Slot(Slot::Ready(reply))
             }
             Action::Forward {

@@ -563,6 +563,61 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
     assert_eq!(text(&env.direct_get("{moving}c").await), "3");
 }
 
+/// A blocking command on a key that is not there, in a slot being moved:
+/// the source says `ASK`. It is not followed on a connection shared with
+/// other sessions (it would block the importing master's shared
+/// connection, and the gateway would take that master for silent); it
+/// waits for the move to end, then blocks on the new owner as the
+/// session's own, and the shard's other writes never stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_told_ask_waits_for_the_move_and_blocks_nobody() {
+    let env = start_cluster(|_| {}).await;
+    let mut mv = SlotMove::of(&env, "{q}moved").await;
+    let mut c = env.client().await;
+    assert_eq!(text(&call(&mut c, &["SET", "{q}moved", "1"]).await), "OK");
+    mv.start_and_migrate(&env, "{q}moved").await;
+    let mut blocked = env.client().await;
+    blocked.send(&["BLPOP", "{q}list", "0"]).await.unwrap();
+    // Longer than a request may take before its node counts as silent.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Other clients' writes to the importing master's shard, whichever
+    // of its shared connections they are given, go through: single-key
+    // ones, and ones split over shards.
+    let tags = env.tags_by_master().await;
+    let write = format!("{}other", tags[&mv.target]);
+    let elsewhere = format!("{}other", tags[&mv.source]);
+    for i in 0..8 {
+        let mut other = env.client().await;
+        for cmd in [
+            vec!["SET", write.as_str(), "x"],
+            vec!["MSET", write.as_str(), "y", elsewhere.as_str(), "z"],
+        ] {
+            let reply = tokio::time::timeout(Duration::from_secs(2), call(&mut other, &cmd))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("client {i}'s {cmd:?} to the importing master's shard waited")
+                });
+            assert_eq!(text(&reply), "OK");
+        }
+    }
+    mv.finish(&env).await;
+    // Once the BLPOP waits on the new owner, a push wakes it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let popped = loop {
+        call(&mut c, &["RPUSH", "{q}list", "v"]).await;
+        match tokio::time::timeout(Duration::from_millis(300), blocked.read_value()).await {
+            Ok(v) => break v.unwrap(),
+            Err(_) => assert!(Instant::now() < deadline, "the BLPOP never returned"),
+        }
+    };
+    assert_eq!(
+        popped
+            .as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>()),
+        Some(vec!["{q}list".to_string(), "v".to_string()])
+    );
+}
+
 /// Reads from replicas (the default) of a slot being moved: the source's
 /// replica has the deletions of the keys moved already (`MIGRATE` deletes
 /// them) but knows nothing of the move, and answers as if they did not

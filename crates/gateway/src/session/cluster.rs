@@ -320,16 +320,18 @@ impl Session {
         out
     }
 
-    /// `count` commands (back to back in `raw`) to `pool`, their replies.
+    /// `count` commands (back to back in `raw`) to `pool`, their replies,
+    /// run as `ctx` (the user, database and protocol a command was sent
+    /// under, which the session may have left since).
     async fn ask_replies(
         &mut self,
+        ctx: &crate::context::Context,
         pool: Arc<NodePool>,
         raw: Bytes,
         count: u32,
     ) -> Result<Vec<Bytes>, Bytes> {
-        let ctx = self.st.ctx.clone();
         let budget = self.io.budget.clone();
-        ask_on(&pool, &ctx, self.slot(), raw, count, &budget).await
+        ask_on(&pool, ctx, self.slot(), raw, count, &budget).await
     }
 
     /// Sends `job` once to `target` (a master of the cluster), after
@@ -350,7 +352,7 @@ impl Session {
             .find(|m| m.addr == target)?;
         let mut raw = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
         raw.extend_from_slice(&job.raw);
-        let replies = match self.ask_replies(pool, raw.freeze(), 2).await {
+        let replies = match self.ask_replies(&job.ctx, pool, raw.freeze(), 2).await {
             Ok(replies) => replies,
             Err(not_run) if not_run.starts_with(b"-TRYAGAIN") => return None,
             Err(may_have_run) => return Some(may_have_run),

@@ -66,7 +66,14 @@ pub fn on_reply(job: &Job, frame: &[u8], from_master: bool) -> OnReply {
         return OnReply::Deliver;
     }
     if frame.starts_with(b"-ASK ") {
-        return OnReply::Ask;
+        // Followed on a connection shared with other sessions: not for a
+        // command that must stay on the session's own (a blocking one
+        // would block the importing master's shared connection). Those
+        // wait for the slot's move to end, like any refusal.
+        if job.conn == super::job::Conn::Shared && job.class() != Class::Blocking {
+            return OnReply::Ask;
+        }
+        return OnReply::Refused;
     }
     if is_refusal(frame) {
         return OnReply::Refused;
@@ -178,6 +185,11 @@ mod tests {
         let ask = b"-ASK 3999 127.0.0.1:7002\r\n";
         assert_eq!(on_reply(&write, ask, true), OnReply::Ask);
         assert_eq!(ask_target(ask).as_deref(), Some("127.0.0.1:7002"));
+        // Not followed on a shared connection: waits for the move to end.
+        let blocking = job(Class::Blocking, false, Conn::Shared);
+        assert_eq!(on_reply(&blocking, ask, true), OnReply::Refused);
+        let own = job(Class::Write, false, Conn::Pinned);
+        assert_eq!(on_reply(&own, ask, true), OnReply::Refused);
         for refusal in [
             "-MOVED 3999 127.0.0.1:7002",
             "-CLUSTERDOWN The cluster is down",

@@ -459,10 +459,34 @@ async fn subscriptions_survive_a_shard_failover() {
     let shards = env.lab.shards().await.unwrap();
     let victim = shards[0].master.clone();
     let channel = format!("{}news", tags[&victim]);
+    // A second shard channel of the same shard, in another slot: each is
+    // subscribed to again on its own (one SSUBSCRIBE may not span slots).
+    let mut second = None;
+    for i in 0.. {
+        let tag = format!("{{s{i}}}");
+        if env.master_of(&tag).await == victim
+            && env.slot_of(&tag).await != env.slot_of(&channel).await
+        {
+            second = Some(format!("{tag}sport"));
+            break;
+        }
+    }
+    let second = second.unwrap();
     let mut sub = env.client().await;
     sub.send(&["SSUBSCRIBE", &channel]).await.unwrap();
     let confirm = sub.read_value().await.unwrap();
     assert_eq!(text(&confirm.as_array().unwrap()[0]), "ssubscribe");
+    sub.send(&["SSUBSCRIBE", &second]).await.unwrap();
+    sub.read_value().await.unwrap();
+    // Shard channels of two slots at once: Redis's CROSSSLOT, and the
+    // client is not left subscribed.
+    let mut crossing = env.client().await;
+    let refused = call(&mut crossing, &["SSUBSCRIBE", &channel, "{other}x"]).await;
+    assert!(err(&refused).starts_with("CROSSSLOT"), "{refused:?}");
+    assert_eq!(
+        text(&call(&mut crossing, &["SET", "sub:k", "v"]).await),
+        "OK"
+    );
     let mut plain = env.client().await;
     plain.send(&["SUBSCRIBE", "all-news"]).await.unwrap();
     plain.read_value().await.unwrap();
@@ -495,6 +519,19 @@ async fn subscriptions_survive_a_shard_failover() {
             "no subscriber on the new master: {n:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(next_news(&mut sub).await, "after");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&mut publisher, &["SPUBLISH", &second, "after"])
+        .await
+        .as_int()
+        != Some(1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no subscriber of {second} on the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(next_news(&mut sub).await, "after");
     env.lab.resume(&victim).unwrap();

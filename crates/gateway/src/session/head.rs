@@ -138,6 +138,22 @@ impl Session {
                         }
                         _ => None,
                     };
+                    // Shard channels of several slots: Redis's CROSSSLOT,
+                    // and the session is not subscribed to anything.
+                    if let Some(first) = slot {
+                        let crosses = (2..req.argc())
+                            .filter_map(|i| req.arg(i))
+                            .any(|c| crate::cluster::key_slot(c) != first);
+                        if crosses {
+                            self.queue.resume_reading();
+                            self.queue
+                                .push_front(Slot::Ready(reply::error(crate::cluster::CROSSSLOT)));
+                            if !self.io.inbuf.is_empty() {
+                                Box::pin(self.parse_input()).await;
+                            }
+                            continue;
+                        }
+                    }
                     let pipe = Pipe {
                         slot,
                         io: &mut self.io,

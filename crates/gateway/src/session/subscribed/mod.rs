@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::io::{ClientIo, Ready};
+use crate::cluster::key_slot;
 use crate::config::GatewayConfig;
 use crate::context::Context;
 use crate::drain::SessionDrain;
@@ -109,12 +110,18 @@ impl Pipe<'_> {
                         continue;
                     }
                     swallow += set.len();
-                    let mut args: Vec<&[u8]> = vec![cmd.as_bytes()];
-                    args.extend(set.iter().map(|c| c.as_ref()));
-                    let _ = node
-                        .write
-                        .write_all(&belay_resp::encode_command(&args))
-                        .await;
+                    // Shard channels one by one: one SSUBSCRIBE may not
+                    // span slots, even on one shard.
+                    let per_command = if cmd == "SSUBSCRIBE" { 1 } else { set.len() };
+                    let channels: Vec<&[u8]> = set.iter().map(|c| c.as_ref()).collect();
+                    for some in channels.chunks(per_command) {
+                        let mut args: Vec<&[u8]> = vec![cmd.as_bytes()];
+                        args.extend_from_slice(some);
+                        let _ = node
+                            .write
+                            .write_all(&belay_resp::encode_command(&args))
+                            .await;
+                    }
                 }
                 tracing::info!(session = self.id, master = %node.addr, "subscriptions re-established");
             }
@@ -262,6 +269,34 @@ impl Pipe<'_> {
         }
     }
 
+    /// Why an `SSUBSCRIBE` cannot go to this subscription connection, as
+    /// the client's error: in front of a cluster its channels must share a
+    /// slot (Redis's `CROSSSLOT`) and live on the shard this session's
+    /// shard channels are on (a node would answer `MOVED`, which a client
+    /// that knows nothing of shards cannot follow). Refused, it is not
+    /// tracked: the session is not left subscribed to what never was.
+    pub fn shard_channels_refusal(&self, req: &Request) -> Option<Bytes> {
+        let topo = self.topology.borrow();
+        if topo.shards.is_none() || !req.name()?.eq_ignore_ascii_case(b"ssubscribe") {
+            return None;
+        }
+        let mut slots = (1..req.argc()).filter_map(|i| req.arg(i)).map(key_slot);
+        let first = slots.next()?;
+        if slots.any(|s| s != first) {
+            return Some(reply::error(crate::cluster::CROSSSLOT));
+        }
+        let master = |slot| {
+            topo.group(slot)
+                .and_then(|g| g.read_master.as_ref())
+                .map(|m| m.addr.clone())
+        };
+        (master(Some(first)) != master(self.slot)).then(|| {
+            reply::error(
+                "ERR belay: this connection's shard channels are on another shard; subscribe to this one on another connection",
+            )
+        })
+    }
+
     /// Handles the client's complete commands in subscribed mode, up to one
     /// that ends it.
     async fn client_commands(
@@ -287,6 +322,10 @@ impl Pipe<'_> {
             }
             let raw = match rules::in_subscription(&req) {
                 InSubscription::Forward => req.raw.clone(),
+                InSubscription::Track if self.shard_channels_refusal(&req).is_some() => {
+                    let refusal = self.shard_channels_refusal(&req).expect("just seen");
+                    markers.add(Some(refusal), AfterMarker::Continue)
+                }
                 InSubscription::Track => {
                     subs.track(&req);
                     if subs.is_empty() {

@@ -655,6 +655,91 @@ async fn a_blocking_command_told_ask_waits_for_the_move_and_blocks_nobody() {
     );
 }
 
+/// Scaling out: a node added to the cluster (here a replica reset and met
+/// again, as an empty master) gets its first slot by a resharding. While
+/// that slot moves, the source's `ASK` names a node that serves no slot
+/// yet: the gateway follows it there too, for the key moved and for a new
+/// key of the slot.
+#[tokio::test]
+async fn ask_to_a_node_just_added_is_followed() {
+    let env = start_cluster(|cfg| cfg.read_from = belay_gateway::ReadFrom::Master).await;
+    let shards = env.lab.shards().await.unwrap();
+    let spare = shards[2].replicas[0].addr.clone();
+    let mut node = env.node(&spare).await;
+    let old_id = text(&call(&mut node, &["CLUSTER", "MYID"]).await);
+    node.call_ok(&["CLUSTER", "RESET", "HARD"]).await.unwrap();
+    let others: Vec<String> = env
+        .lab
+        .node_addrs()
+        .into_iter()
+        .filter(|a| *a != spare)
+        .collect();
+    for addr in &others {
+        env.node(addr)
+            .await
+            .call_ok(&["CLUSTER", "FORGET", &old_id])
+            .await
+            .unwrap();
+    }
+    let (host, port) = spare.rsplit_once(':').unwrap();
+    env.node(&others[0])
+        .await
+        .call_ok(&["CLUSTER", "MEET", host, port])
+        .await
+        .unwrap();
+    let new_id = text(&call(&mut node, &["CLUSTER", "MYID"]).await);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for addr in &others {
+        let mut n = env.node(addr).await;
+        loop {
+            let nodes = text(&call(&mut n, &["CLUSTER", "NODES"]).await);
+            let known = nodes
+                .lines()
+                .any(|l| l.starts_with(&new_id) && l.contains("master") && l.contains("connected"));
+            if known {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} never met {spare}:\n{nodes}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // And it knows who serves every slot.
+    loop {
+        let info = text(&call(&mut node, &["CLUSTER", "INFO"]).await);
+        if info.contains("cluster_slots_assigned:16384") && info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{spare} never learned the slot map:\n{info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = "{moving}a";
+    let mut c = env.client().await;
+    assert_eq!(text(&call(&mut c, &["SET", key, "1"]).await), "OK");
+    let mut mv = SlotMove::to(&env, key, &spare).await;
+    mv.start_and_migrate(&env, key).await;
+    let direct = call(&mut mv.src, &["GET", key]).await;
+    assert!(
+        err(&direct).starts_with(&format!("ASK {} {spare}", mv.slot)),
+        "{direct:?}"
+    );
+    assert_eq!(text(&call(&mut c, &["GET", key]).await), "1");
+    assert_eq!(
+        text(&call(&mut c, &["SET", "{moving}b", "new"]).await),
+        "OK"
+    );
+    let mut asking = env.node(&spare).await;
+    asking.send(&["ASKING"]).await.unwrap();
+    asking.send(&["GET", "{moving}b"]).await.unwrap();
+    asking.read_value().await.unwrap();
+    assert_eq!(text(&asking.read_value().await.unwrap()), "new");
+}
+
 /// Reads from replicas (the default) of a slot being moved: the source's
 /// replica has the deletions of the keys moved already (`MIGRATE` deletes
 /// them) but knows nothing of the move, and answers as if they did not
@@ -752,7 +837,6 @@ struct SlotMove {
 impl SlotMove {
     /// The slot of `key`, from its master to another shard's.
     async fn of(env: &ClusterEnv, key: &str) -> SlotMove {
-        let slot = env.slot_of(key).await.to_string();
         let source = env.master_of(key).await;
         let target = env
             .lab
@@ -763,6 +847,14 @@ impl SlotMove {
             .find(|s| s.master != source)
             .unwrap()
             .master;
+        SlotMove::to(env, key, &target).await
+    }
+
+    /// The slot of `key`, from its master to `target`.
+    async fn to(env: &ClusterEnv, key: &str, target: &str) -> SlotMove {
+        let slot = env.slot_of(key).await.to_string();
+        let source = env.master_of(key).await;
+        let target = target.to_string();
         let (src, tgt) = (env.node(&source).await, env.node(&target).await);
         SlotMove {
             slot,

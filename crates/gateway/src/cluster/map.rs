@@ -21,6 +21,8 @@ pub struct ShardMap {
     /// to another shard, or moved already while this map is behind (see
     /// `cluster::unsettled`). Sorted; empty but during a resharding.
     unsettled: Vec<u16>,
+    /// Masters that serve no slot yet (see `cluster::idle_masters`).
+    idle: Vec<Arc<crate::backend::NodePool>>,
 }
 
 impl ShardMap {
@@ -38,7 +40,20 @@ impl ShardMap {
             shards,
             slots,
             unsettled: Vec::new(),
+            idle: Vec::new(),
         }
+    }
+
+    /// The map, with the masters that serve no slot yet.
+    pub fn with_idle(mut self, idle: Vec<Arc<crate::backend::NodePool>>) -> ShardMap {
+        self.idle = idle;
+        self
+    }
+
+    /// A master serving no slot yet, by address: where `ASK` may send a
+    /// command while a resharding fills a node just added.
+    pub fn idle_master(&self, addr: &str) -> Option<&Arc<crate::backend::NodePool>> {
+        self.idle.iter().find(|p| p.addr == addr)
     }
 
     /// The map, with reads of `slots` kept off replicas.

@@ -16,4 +16,4 @@ pub use spread::{
     merge_everywhere, merge_split, rewrite_scan_reply, scan_cursor, split, split_replies, spread,
     Everywhere, Part, Split, Spread, CROSSSLOT,
 };
-pub use view::{agree, parse_shards, parse_slots, AgreedShard};
+pub use view::{agree, idle_masters, parse_shards, parse_slots, AgreedShard};

@@ -108,6 +108,27 @@ pub fn parse_slots(reply: &Value) -> Option<Vec<ShardView>> {
     Some(out)
 }
 
+/// Masters that serve no slot yet (a node just added, about to be given
+/// slots by a resharding), named by any view and not failed: commands
+/// follow `ASK` to them while their first slots move in.
+pub fn idle_masters(views: &[Vec<ShardView>], agreed: &[AgreedShard]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for shard in views.iter().flatten() {
+        let Some(master) = &shard.master else {
+            continue;
+        };
+        if shard.ranges.is_empty()
+            && !shard.master_failed
+            && !agreed.iter().any(|a| &a.master == master)
+            && !out.contains(master)
+        {
+            out.push(master.clone());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Every node's view, combined: for each shard (its slot ranges), the master
 /// named by the most views; ties go to the view listed first. Shards with
 /// no slots are left out (a master being added, not serving yet).
@@ -264,6 +285,28 @@ mod tests {
         assert_eq!(views[0].ranges, [(0, 99), (200, 299)]);
         assert_eq!(views[0].replicas, ["127.0.0.1:7003"]);
         assert_eq!(views[1].master.as_deref(), Some("127.0.0.1:7001"));
+    }
+
+    #[test]
+    fn masters_serving_no_slot_yet_are_idle() {
+        let shard = |master: &str, ranges: Vec<(u16, u16)>, failed: bool| ShardView {
+            ranges,
+            master: Some(master.into()),
+            master_failed: failed,
+            replicas: vec![],
+        };
+        let views = vec![
+            vec![
+                shard("a:1", vec![(0, 16383)], false),
+                shard("new:1", vec![], false),
+            ],
+            vec![
+                shard("a:1", vec![(0, 16383)], false),
+                shard("gone:1", vec![], true),
+            ],
+        ];
+        let agreed = agree(&views);
+        assert_eq!(idle_masters(&views, &agreed), ["new:1"]);
     }
 
     #[test]

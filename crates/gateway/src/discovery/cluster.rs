@@ -22,7 +22,9 @@ use super::report::Seen;
 use super::sentinels::reason;
 use super::{spec_for, Event, MIN_ROUND_GAP, OFFSET_INTERVAL, REPLICA_CHECK_BUDGET, RETIRE_GRACE};
 use crate::backend::{GatewayAuth, NodePool};
-use crate::cluster::{agree, parse_shards, parse_slots, unsettled, AgreedShard, ShardMap};
+use crate::cluster::{
+    agree, idle_masters, parse_shards, parse_slots, unsettled, AgreedShard, ShardMap,
+};
 use crate::commands::{CommandTable, Software};
 use crate::config::{GatewayConfig, ReadFrom};
 use crate::locality::{read_tiers, Locality};
@@ -324,6 +326,9 @@ pub struct ClusterDiscovery {
     known: Vec<String>,
     /// By master address.
     shards: HashMap<String, Shard>,
+    /// Masters that serve no slot yet, by address (see
+    /// `cluster::idle_masters`).
+    idle: HashMap<String, Arc<NodePool>>,
     commands: Arc<CommandTable>,
     commands_stale: bool,
     server: Software,
@@ -353,6 +358,7 @@ impl ClusterDiscovery {
             views: Nodes::for_config(&cfg),
             known: cfg.cluster.clone(),
             shards: HashMap::new(),
+            idle: HashMap::new(),
             commands,
             commands_stale: false,
             server: Software::default(),
@@ -469,6 +475,7 @@ impl ClusterDiscovery {
             return;
         }
         let agreed = agree(&views);
+        let idle = idle_masters(&views, &agreed);
         // Ask, from now on, the configured nodes and every node the cluster
         // names: a node removed from it is forgotten.
         let mut known = self.cfg.cluster.clone();
@@ -479,7 +486,29 @@ impl ClusterDiscovery {
                 }
             }
         }
+        for addr in &idle {
+            if !known.contains(addr) {
+                known.push(addr.clone());
+            }
+        }
         self.known = known;
+        self.idle.retain(|addr, pool| {
+            let keep = idle.contains(addr);
+            if !keep {
+                pool.close();
+            }
+            keep
+        });
+        for addr in idle {
+            if !self.idle.contains_key(&addr) {
+                tracing::info!(master = %addr, "a master serving no slot yet (a node added): commands follow ASK to it");
+                let pool = NodePool::new(
+                    spec_for(&self.cfg, &self.gateway_auth, &addr, true),
+                    self.cfg.connections_per_node,
+                );
+                self.idle.insert(addr, Arc::new(pool));
+            }
+        }
         // Shards whose master is no longer named: retired.
         let named: Vec<&String> = agreed.iter().map(|s| &s.master).collect();
         let gone: Vec<String> = self
@@ -677,7 +706,9 @@ impl ClusterDiscovery {
             groups.push(Arc::new(topo));
             ranges.push(shard.ranges.clone());
         }
-        let map = ShardMap::new(groups, &ranges).with_unsettled(unsettled);
+        let map = ShardMap::new(groups, &ranges)
+            .with_unsettled(unsettled)
+            .with_idle(self.idle.values().cloned().collect());
         let unserved = map.unserved();
         if unserved != self.unserved_logged {
             if unserved > 0 {
@@ -705,6 +736,9 @@ impl ClusterDiscovery {
 
 impl Drop for ClusterDiscovery {
     fn drop(&mut self) {
+        for pool in self.idle.values() {
+            pool.close();
+        }
         for shard in self.shards.values() {
             shard.master.close();
             for p in shard.replica_pools.values() {

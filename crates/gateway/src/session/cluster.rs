@@ -349,7 +349,15 @@ impl Session {
             .groups()
             .into_iter()
             .filter_map(|g| g.read_master.clone())
-            .find(|m| m.addr == target)?;
+            .find(|m| m.addr == target)
+            .or_else(|| topo.shards.as_ref()?.idle_master(target).cloned());
+        let Some(pool) = pool else {
+            // A node discovery does not know yet: it looks again.
+            let _ = self.shared.events.send(Event::Suspect {
+                addr: target.to_string(),
+            });
+            return None;
+        };
         let mut raw = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
         raw.extend_from_slice(&job.raw);
         let replies = match self.ask_replies(&job.ctx, pool, raw.freeze(), 2).await {

@@ -1121,6 +1121,23 @@ async fn durable_writes_are_confirmed_by_each_shards_own_replica() {
         // It ran on its master either way.
         assert_eq!(text(&env.direct_get(&k).await), "2");
     }
+    // A write split over every shard: the stalled shard's part ran but is
+    // not confirmed, and the client is told (not a plain OK).
+    let mut mset = vec!["MSET".to_string()];
+    for tag in tags.values() {
+        mset.extend([format!("{tag}split"), "3".to_string()]);
+    }
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    let r = call(&mut c, &mset).await;
+    let e = err(&r);
+    assert!(e.contains("UNREPLICATED"), "{r:?}");
+    assert!(
+        e.starts_with("UNCERTAIN") || e.starts_with("UNREPLICATED"),
+        "{r:?}"
+    );
+    for tag in tags.values() {
+        assert_eq!(text(&env.direct_get(&format!("{tag}split")).await), "3");
+    }
     env.lab.resume(&replica).unwrap();
 }
 

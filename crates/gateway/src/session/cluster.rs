@@ -122,7 +122,13 @@ impl Session {
                 .collect();
             match pools {
                 Some(pools) => {
-                    let answers = self.ask_grouped(&parts, &pending, pools).await;
+                    let answers = self.ask_grouped(&parts, &pending, pools, writes).await;
+                    // Whether any part ran, this round or before: a part's
+                    // error after that is a partial run.
+                    let ran = replies.iter().any(|r| r.is_some())
+                        || answers
+                            .iter()
+                            .any(|a| matches!(a, Ok(r) if !super::retry::is_refusal(r)));
                     for (&i, answer) in pending.iter().zip(answers) {
                         match answer {
                             Ok(r) if super::retry::is_refusal(&r) => {
@@ -132,10 +138,7 @@ impl Session {
                                 }
                             }
                             Ok(r) => replies[i] = Some(r),
-                            Err(e) => {
-                                let done = replies.iter().any(|r| r.is_some());
-                                return partial(req, e, writes && done);
-                            }
+                            Err(e) => return partial(req, e, writes && ran),
                         }
                     }
                 }
@@ -177,7 +180,7 @@ impl Session {
             if let Some(pools) = pools.filter(|p| !p.is_empty()) {
                 let sent = pools.into_iter().map(|p| (p, req.raw.clone())).collect();
                 let mut replies = Vec::new();
-                for answer in self.ask_each(sent).await {
+                for answer in self.ask_each(sent, how.writes()).await {
                     match answer {
                         Ok(r) => replies.push(r),
                         Err(e) => return partial(req, e, how.writes()),
@@ -216,7 +219,7 @@ impl Session {
                 args[1] = node_cursor.as_bytes();
                 let raw = belay_resp::encode_command(&args).freeze();
                 let n = groups.len();
-                return match self.ask_each(vec![(pool, raw)]).await.remove(0) {
+                return match self.ask_each(vec![(pool, raw)], false).await.remove(0) {
                     Ok(r) if r.first() == Some(&b'-') => r,
                     Ok(r) => rewrite_scan_reply(&r, shard, n).unwrap_or_else(|| {
                         reply::error(
@@ -244,7 +247,11 @@ impl Session {
         rand::seq::SliceRandom::shuffle(&mut pools[..], &mut rand::thread_rng());
         let mut last = reply::null(self.st.ctx.resp3);
         for pool in pools {
-            match self.ask_each(vec![(pool, req.raw.clone())]).await.remove(0) {
+            match self
+                .ask_each(vec![(pool, req.raw.clone())], false)
+                .await
+                .remove(0)
+            {
                 Ok(r) if r.first() == Some(&b'$') && r.as_ref() != b"$-1\r\n" => return r,
                 Ok(r) => last = r,
                 Err(e) => return e,
@@ -256,14 +263,19 @@ impl Session {
     /// Sends each command to its node on the session's context's shared
     /// connection, concurrently; each one's reply, or the client's error
     /// when it got none (`TRYAGAIN`: not run; `UNCERTAIN`: may have run).
-    async fn ask_each(&mut self, sent: Vec<(Arc<NodePool>, Bytes)>) -> Vec<Result<Bytes, Bytes>> {
+    async fn ask_each(
+        &mut self,
+        sent: Vec<(Arc<NodePool>, Bytes)>,
+        writes: bool,
+    ) -> Vec<Result<Bytes, Bytes>> {
         let ctx = self.st.ctx.clone();
         let hint = self.slot();
         let budget = &self.io.budget.clone();
         let asks = sent.into_iter().map(|(pool, raw)| {
             let ctx = ctx.clone();
+            let written = writes.then(|| self.confirm_on(&pool));
             async move {
-                let mut replies = ask_on(&pool, &ctx, hint, raw, 1, budget).await?;
+                let mut replies = ask_on(&pool, &ctx, hint, raw, 1, budget, written).await?;
                 replies
                     .pop()
                     .ok_or_else(|| reply::error("ERR belay: an unreadable reply"))
@@ -281,6 +293,7 @@ impl Session {
         parts: &[Part],
         pending: &[usize],
         pools: Vec<Arc<NodePool>>,
+        writes: bool,
     ) -> Vec<Result<Bytes, Bytes>> {
         // Per node: the pool, and which of `pending` go there.
         let mut nodes: Vec<(Arc<NodePool>, Vec<usize>)> = Vec::new();
@@ -299,7 +312,11 @@ impl Session {
                 raw.extend_from_slice(&parts[pending[j]].raw);
             }
             let ctx = ctx.clone();
-            async move { ask_on(pool, &ctx, hint, raw.freeze(), js.len() as u32, budget).await }
+            let written = writes.then(|| self.confirm_on(pool));
+            async move {
+                let count = js.len() as u32;
+                ask_on(pool, &ctx, hint, raw.freeze(), count, budget, written).await
+            }
         });
         let answers = futures::future::join_all(asks).await;
         let mut out: Vec<Result<Bytes, Bytes>> = vec![Err(Bytes::new()); pending.len()];
@@ -329,9 +346,29 @@ impl Session {
         pool: Arc<NodePool>,
         raw: Bytes,
         count: u32,
+        writes: bool,
     ) -> Result<Vec<Bytes>, Bytes> {
         let budget = self.io.budget.clone();
-        ask_on(&pool, ctx, self.slot(), raw, count, &budget).await
+        let written = writes.then(|| self.confirm_on(&pool));
+        ask_on(&pool, ctx, self.slot(), raw, count, &budget, written).await
+    }
+
+    /// Durable writes: what a write sent to master `pool` must be
+    /// confirmed by, from its shard's followers (none for a master that
+    /// serves no slot yet).
+    fn confirm_on(&self, pool: &Arc<NodePool>) -> Option<crate::backend::Confirm> {
+        let topo = self.topo_rx.borrow().clone();
+        let group = topo
+            .groups()
+            .into_iter()
+            .find(|g| g.read_master.as_ref().is_some_and(|m| Arc::ptr_eq(m, pool)));
+        match group {
+            Some(g) => self.confirm(g),
+            None => self.cfg.durable_writes.map(|d| crate::backend::Confirm {
+                replicas: d.required(0),
+                timeout_ms: self.cfg.durable_timeout_ms,
+            }),
+        }
     }
 
     /// Sends `job` once to `target` (a master of the cluster), after
@@ -360,7 +397,11 @@ impl Session {
         };
         let mut raw = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
         raw.extend_from_slice(&job.raw);
-        let replies = match self.ask_replies(&job.ctx, pool, raw.freeze(), 2).await {
+        let writes = job.class().has_effect();
+        let replies = match self
+            .ask_replies(&job.ctx, pool, raw.freeze(), 2, writes)
+            .await
+        {
             Ok(replies) => replies,
             Err(not_run) if not_run.starts_with(b"-TRYAGAIN") => return None,
             Err(may_have_run) => return Some(may_have_run),
@@ -405,6 +446,11 @@ impl Session {
 /// like any reply: one over the limit ends the wait (and the session closes
 /// the client), so a `KEYS *` of a huge keyspace cannot make the gateway
 /// hold more for one client than its limit.
+///
+/// `written`: they are writes (with the confirmation durable writes need):
+/// acknowledged by a master since replaced, or not confirmed by enough of
+/// its replicas, they are the client's error (`UNCERTAIN`,
+/// `UNREPLICATED`), as for any write; they ran, and are not sent again.
 async fn ask_on(
     pool: &Arc<NodePool>,
     ctx: &crate::context::Context,
@@ -412,7 +458,9 @@ async fn ask_on(
     raw: Bytes,
     count: u32,
     budget: &Arc<OutputBudget>,
+    written: Option<Option<crate::backend::Confirm>>,
 ) -> Result<Vec<Bytes>, Bytes> {
+    let confirm = written.flatten();
     if let Err(e) = pool.connect_shared(ctx, hint).await {
         return Err(reply::error(&format!(
             "TRYAGAIN belay: cannot reach {} ({e}); the command was not run",
@@ -420,7 +468,7 @@ async fn ask_on(
         )));
     }
     let rx = pool
-        .try_send_shared(ctx, hint, raw, count, Some(budget.clone()), None)
+        .try_send_shared(ctx, hint, raw, count, Some(budget.clone()), confirm)
         .map_err(|_| {
             reply::error(&format!(
                 "TRYAGAIN belay: the connection to {} closed; the command was not run",
@@ -438,6 +486,17 @@ async fn ask_on(
     match answer {
         Ok(Ok(replies)) => {
             budget.taken(replies.frames.len());
+            if written.is_some() && replies.after_retired {
+                return Err(reply::error(&format!(
+                    "UNCERTAIN belay: the write was answered by {} after it was replaced as master; it may be lost with it; it was not sent again",
+                    pool.addr
+                )));
+            }
+            if let Some(why) =
+                confirm.and_then(|c| super::head::unconfirmed(c, replies.replication.as_ref()))
+            {
+                return Err(reply::error(&why));
+            }
             split_replies(&replies.frames, count as usize)
                 .ok_or_else(|| reply::error("ERR belay: an unreadable reply"))
         }

@@ -541,7 +541,7 @@ impl Session {
 
 /// The error for writes that `WAIT` did not confirm, or `None` when it
 /// did: durable writes answer a write only once `confirm.replicas` have it.
-fn unconfirmed(confirm: Confirm, said: Option<&Replication>) -> Option<String> {
+pub(super) fn unconfirmed(confirm: Confirm, said: Option<&Replication>) -> Option<String> {
     let why = match said {
         Some(Replication::Acked(n)) if *n >= confirm.replicas => return None,
         Some(Replication::Acked(n)) => format!(

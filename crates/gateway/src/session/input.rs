@@ -565,7 +565,7 @@ impl Session {
 
     /// Durable writes: what the writes sent to the master now must be
     /// confirmed by.
-    fn confirm(&self, topo: &Topology) -> Option<Confirm> {
+    pub(super) fn confirm(&self, topo: &Topology) -> Option<Confirm> {
         let cfg = &self.cfg;
         cfg.durable_writes.map(|d| Confirm {
             replicas: d.required(topo.followers),

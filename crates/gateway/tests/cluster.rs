@@ -201,6 +201,26 @@ async fn transactions_scripts_and_reads_run_on_the_shard_of_their_keys() {
     }
     // WAIT would count one shard's replicas: refused with the reason.
     assert!(err(&call(&mut c, &["WAIT", "1", "100"]).await).contains("durable-writes"));
+    // A function library is loaded on every shard: FCALL works for a key
+    // of any of them; deleted, it is gone from all.
+    let library = "#!lua name=belaylib\nredis.register_function('getk', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(
+        text(&call(&mut c, &["FUNCTION", "LOAD", library]).await),
+        "belaylib"
+    );
+    for tag in tags.values() {
+        let k = format!("{tag}counter");
+        assert_eq!(text(&call(&mut c, &["FCALL", "getk", "1", &k]).await), "2");
+    }
+    assert_eq!(
+        text(&call(&mut c, &["FUNCTION", "DELETE", "belaylib"]).await),
+        "OK"
+    );
+    for tag in tags.values() {
+        let k = format!("{tag}counter");
+        let gone = call(&mut c, &["FCALL", "getk", "1", &k]).await;
+        assert!(err(&gone).contains("Function not found"), "{gone:?}");
+    }
 }
 
 /// A plain (not cluster-aware) redis-py client: a mixed workload, every

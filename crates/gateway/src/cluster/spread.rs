@@ -50,12 +50,15 @@ pub enum Everywhere {
     RandomKey,
     /// `SCAN`: one shard after the other, the shard in the cursor.
     Scan,
+    /// `FUNCTION LOAD|DELETE|FLUSH|RESTORE`: a library every shard's
+    /// `FCALL` needs; the reply when every master gives the same.
+    Functions,
 }
 
 impl Everywhere {
     /// It writes (so goes to masters that take writes).
     pub fn writes(self) -> bool {
-        self == Everywhere::Flush
+        matches!(self, Everywhere::Flush | Everywhere::Functions)
     }
 }
 
@@ -67,6 +70,15 @@ pub fn spread(name: &[u8], req: &Request, keys: &[usize]) -> Spread {
         b"flushdb" | b"flushall" => Some(Everywhere::Flush),
         b"randomkey" => Some(Everywhere::RandomKey),
         b"scan" => Some(Everywhere::Scan),
+        b"function"
+            if req.arg(1).is_some_and(|sub| {
+                [&b"load"[..], b"delete", b"flush", b"restore"]
+                    .iter()
+                    .any(|s| sub.eq_ignore_ascii_case(s))
+            }) =>
+        {
+            Some(Everywhere::Functions)
+        }
         _ => None,
     };
     if let Some(e) = everywhere {
@@ -234,10 +246,14 @@ pub fn merge_everywhere(e: Everywhere, replies: &[Bytes]) -> Bytes {
     if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
         let ran = replies.iter().filter(|r| r.first() != Some(&b'-')).count();
         if e.writes() && ran > 0 {
-            // Some masters flushed: the client must know.
+            // Some masters took it: the client must know.
             let words = String::from_utf8_lossy(&err[1..err.len().saturating_sub(2)]).into_owned();
+            let what = match e {
+                Everywhere::Flush => "were flushed",
+                _ => "took it",
+            };
             return Bytes::from(format!(
-                "-{words} (belay: {ran} of {} shards were flushed)\r\n",
+                "-{words} (belay: {ran} of {} shards {what})\r\n",
                 replies.len()
             ));
         }
@@ -246,6 +262,10 @@ pub fn merge_everywhere(e: Everywhere, replies: &[Bytes]) -> Bytes {
     match e {
         Everywhere::Count => sum(replies),
         Everywhere::Flush => Bytes::from_static(b"+OK\r\n"),
+        // The same library name (LOAD) or OK from every master.
+        Everywhere::Functions => replies.first().cloned().unwrap_or_else(|| {
+            Bytes::from_static(b"-ERR belay: no shard to load the function on\r\n")
+        }),
         Everywhere::Keys => {
             let mut all = Vec::new();
             for r in replies {

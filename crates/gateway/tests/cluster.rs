@@ -602,6 +602,20 @@ async fn a_slot_being_moved_is_followed_with_asking_then_moved() {
     assert!(err(&direct).starts_with("ASK "), "{direct:?}");
     assert_eq!(text(&call(&mut c, &["GET", key]).await), "1");
     assert_eq!(call(&mut c, &["INCR", key]).await.as_int(), Some(2));
+    // Commands split over shards follow ASK for their part in the slot.
+    let mget = call(&mut c, &["MGET", key, "{elsewhere}x"]).await;
+    assert_eq!(
+        mget.as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>()),
+        Some(vec!["2".to_string(), "Nil".to_string()]),
+        "{mget:?}"
+    );
+    let mset = call(
+        &mut c,
+        &["MSET", "{moving}split", "s", "{elsewhere}split", "t"],
+    )
+    .await;
+    assert_eq!(text(&mset), "OK");
     // A new key of the slot goes to the target too.
     assert_eq!(
         text(&call(&mut c, &["SET", "{moving}b", "new"]).await),

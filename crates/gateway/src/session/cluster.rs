@@ -130,6 +130,26 @@ impl Session {
                             .iter()
                             .any(|a| matches!(a, Ok(r) if !super::retry::is_refusal(r)));
                     for (&i, answer) in pending.iter().zip(answers) {
+                        // A part whose keys are moving: once more, to the
+                        // node that imports them, after ASKING.
+                        let answer = match answer {
+                            Ok(r) if r.starts_with(b"-ASK ") => {
+                                let ctx = self.st.ctx.clone();
+                                let target = super::retry::ask_target(&r).unwrap_or_default();
+                                match self.asking(&ctx, &target, &parts[i].raw, writes).await {
+                                    // Ran there, perhaps: the client's error.
+                                    Some(reply)
+                                        if reply.starts_with(b"-UNCERTAIN")
+                                            || reply.starts_with(b"-UNREPLICATED") =>
+                                    {
+                                        Err(reply)
+                                    }
+                                    Some(reply) => Ok(reply),
+                                    None => Ok(r),
+                                }
+                            }
+                            answer => answer,
+                        };
                         match answer {
                             Ok(r) if super::retry::is_refusal(&r) => {
                                 self.suspect_map(&parts[i]);
@@ -381,6 +401,25 @@ impl Session {
         job: &super::job::Job,
         target: &str,
     ) -> Option<Bytes> {
+        let writes = job.class().has_effect();
+        let reply = self.asking(&job.ctx, target, &job.raw, writes).await?;
+        if writes && reply.first() != Some(&b'-') {
+            self.wrote();
+        }
+        Some(reply)
+    }
+
+    /// `raw` (one command) to `target` after `ASKING`, as `ctx`: its
+    /// reply, or an error that it may have run; `None` when it was not run
+    /// (`target` unknown — discovery is told to look again — not sent, or
+    /// refused there).
+    async fn asking(
+        &mut self,
+        ctx: &crate::context::Context,
+        target: &str,
+        raw: &[u8],
+        writes: bool,
+    ) -> Option<Bytes> {
         let topo = self.topology().clone();
         let pool = topo
             .groups()
@@ -389,31 +428,20 @@ impl Session {
             .find(|m| m.addr == target)
             .or_else(|| topo.shards.as_ref()?.idle_master(target).cloned());
         let Some(pool) = pool else {
-            // A node discovery does not know yet: it looks again.
             let _ = self.shared.events.send(Event::Suspect {
                 addr: target.to_string(),
             });
             return None;
         };
-        let mut raw = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
-        raw.extend_from_slice(&job.raw);
-        let writes = job.class().has_effect();
-        let replies = match self
-            .ask_replies(&job.ctx, pool, raw.freeze(), 2, writes)
-            .await
-        {
+        let mut asked = BytesMut::from(&b"*1\r\n$6\r\nASKING\r\n"[..]);
+        asked.extend_from_slice(raw);
+        let replies = match self.ask_replies(ctx, pool, asked.freeze(), 2, writes).await {
             Ok(replies) => replies,
             Err(not_run) if not_run.starts_with(b"-TRYAGAIN") => return None,
             Err(may_have_run) => return Some(may_have_run),
         };
         let reply = replies.into_iter().nth(1)?;
-        if super::retry::is_refusal(&reply) {
-            return None;
-        }
-        if job.class().has_effect() && reply.first() != Some(&b'-') {
-            self.wrote();
-        }
-        Some(reply)
+        (!super::retry::is_refusal(&reply)).then_some(reply)
     }
 
     /// The session's writes were acknowledged now: its reads go to a

@@ -1,6 +1,6 @@
 //! What the cluster's nodes say about it (`CLUSTER SHARDS`, or `CLUSTER
 //! SLOTS` before Redis 7), and what the gateway makes of several such
-//! views: per shard, the master most nodes name. A node that was paused
+//! views: per slot, the master most nodes name. A node that was paused
 //! or cut off may still name itself master of slots another node took over
 //! meanwhile; the others outvote it, and `ROLE` confirms the winner, as a
 //! Sentinel majority plus `ROLE` does for a Sentinel group.
@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 
 use belay_resp::Value;
+
+use super::slot::SLOTS;
 
 /// One shard as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,73 +131,95 @@ pub fn idle_masters(views: &[Vec<ShardView>], agreed: &[AgreedShard]) -> Vec<Str
     out
 }
 
-/// Every node's view, combined: for each shard (its slot ranges), the master
-/// named by the most views; ties go to the view listed first. Shards with
-/// no slots are left out (a master being added, not serving yet).
+/// Every node's view, combined, slot by slot: each slot's master is the
+/// one most views name for it (ties go to the view listed first), so views
+/// that differ by a few slots — while they converge after a resharding, or
+/// one node's that is behind — never split a master in two or hand a slot
+/// to the minority. Masters with no slot are left out (a master being
+/// added, not serving yet).
 pub fn agree(views: &[Vec<ShardView>]) -> Vec<AgreedShard> {
-    /// The views naming one master for one set of slot ranges.
-    struct Votes {
-        ranges: Vec<(u16, u16)>,
+    /// One master as the views name it.
+    struct Named {
         master: String,
+        /// Views naming it master of some slots, and of those, flagging it failed.
         votes: usize,
         failed: usize,
         replicas: Vec<String>,
     }
-    let mut tally: Vec<Votes> = Vec::new();
-    for shard in views.iter().flatten() {
-        let Some(master) = &shard.master else {
+    const NONE: u32 = u32::MAX;
+    let mut named: Vec<Named> = Vec::new();
+    // Per view, each slot's master (an index into `named`).
+    let mut owners: Vec<Vec<u32>> = Vec::with_capacity(views.len());
+    for view in views {
+        let mut owner = vec![NONE; SLOTS];
+        for shard in view {
+            let Some(master) = &shard.master else {
+                continue;
+            };
+            if shard.ranges.is_empty() {
+                continue;
+            }
+            let i = match named.iter().position(|n| n.master == *master) {
+                Some(i) => i,
+                None => {
+                    named.push(Named {
+                        master: master.clone(),
+                        votes: 0,
+                        failed: 0,
+                        replicas: Vec::new(),
+                    });
+                    named.len() - 1
+                }
+            };
+            let n = &mut named[i];
+            n.votes += 1;
+            n.failed += usize::from(shard.master_failed);
+            for r in &shard.replicas {
+                if r != master && !n.replicas.contains(r) {
+                    n.replicas.push(r.clone());
+                }
+            }
+            for &(from, to) in &shard.ranges {
+                for s in from..=to.min(SLOTS as u16 - 1) {
+                    owner[s as usize] = i as u32;
+                }
+            }
+        }
+        owners.push(owner);
+    }
+    // Each slot's master: most votes, the first view's on a tie.
+    let mut ranges: Vec<Vec<(u16, u16)>> = vec![Vec::new(); named.len()];
+    let mut tally: Vec<(u32, usize)> = Vec::new();
+    for s in 0..SLOTS {
+        tally.clear();
+        for owner in &owners {
+            let o = owner[s];
+            if o == NONE {
+                continue;
+            }
+            match tally.iter_mut().find(|(m, _)| *m == o) {
+                Some((_, c)) => *c += 1,
+                None => tally.push((o, 1)),
+            }
+        }
+        let Some(&(best, _)) = tally.iter().rev().max_by_key(|(_, c)| *c) else {
             continue;
         };
-        if shard.ranges.is_empty() {
-            continue;
-        }
-        let i = match tally
-            .iter()
-            .position(|t| t.ranges == shard.ranges && t.master == *master)
-        {
-            Some(i) => i,
-            None => {
-                tally.push(Votes {
-                    ranges: shard.ranges.clone(),
-                    master: master.clone(),
-                    votes: 0,
-                    failed: 0,
-                    replicas: Vec::new(),
-                });
-                tally.len() - 1
-            }
-        };
-        let t = &mut tally[i];
-        t.votes += 1;
-        t.failed += usize::from(shard.master_failed);
-        for r in &shard.replicas {
-            if r != master && !t.replicas.contains(r) {
-                t.replicas.push(r.clone());
-            }
+        let r = &mut ranges[best as usize];
+        match r.last_mut() {
+            Some((_, to)) if *to as usize + 1 == s => *to = s as u16,
+            _ => r.push((s as u16, s as u16)),
         }
     }
-    // Per set of ranges, the master most views name (the first on a tie).
-    let mut best: HashMap<&[(u16, u16)], usize> = HashMap::new();
-    for (i, t) in tally.iter().enumerate() {
-        match best.get(t.ranges.as_slice()) {
-            Some(&j) if tally[j].votes >= t.votes => {}
-            _ => {
-                best.insert(&t.ranges, i);
-            }
-        }
-    }
-    let mut chosen: Vec<usize> = best.into_values().collect();
-    chosen.sort_unstable();
-    let mut out: Vec<AgreedShard> = chosen
+    let mut out: Vec<AgreedShard> = named
         .into_iter()
-        .map(|i| {
-            let t = &tally[i];
-            AgreedShard {
-                ranges: t.ranges.clone(),
-                master: t.master.clone(),
-                master_failed: t.failed * 2 > t.votes,
-                replicas: t.replicas.clone(),
-            }
+        .zip(ranges)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(n, ranges)| AgreedShard {
+            ranges,
+            master_failed: n.failed * 2 > n.votes,
+            master: n.master,
+            replicas: n.replicas,
         })
         .collect();
     out.sort_by_key(|s| s.ranges.first().copied());
@@ -307,6 +331,45 @@ mod tests {
         ];
         let agreed = agree(&views);
         assert_eq!(idle_masters(&views, &agreed), ["new:1"]);
+    }
+
+    #[test]
+    fn views_that_differ_by_a_slot_agree_slot_by_slot() {
+        let shard = |master: &str, ranges: Vec<(u16, u16)>| ShardView {
+            ranges,
+            master: Some(master.into()),
+            master_failed: false,
+            replicas: vec![format!("{master}-replica")],
+        };
+        let current = vec![
+            shard("m1:1", vec![(0, 100)]),
+            shard("m2:1", vec![(101, 16383)]),
+        ];
+        // One node has not heard that slot 101 moved to m2.
+        let behind = vec![
+            shard("m1:1", vec![(0, 101)]),
+            shard("m2:1", vec![(102, 16383)]),
+        ];
+        let agreed = agree(&[current.clone(), behind.clone(), current]);
+        assert_eq!(agreed.len(), 2, "{agreed:?}");
+        assert_eq!(
+            (agreed[0].master.as_str(), agreed[0].ranges.clone()),
+            ("m1:1", vec![(0, 100)])
+        );
+        assert_eq!(
+            (agreed[1].master.as_str(), agreed[1].ranges.clone()),
+            ("m2:1", vec![(101, 16383)])
+        );
+        assert_eq!(agreed[1].replicas, ["m2:1-replica"]);
+        // A tie goes to the view listed first.
+        let tie = agree(&[
+            behind,
+            vec![
+                shard("m1:1", vec![(0, 100)]),
+                shard("m2:1", vec![(101, 16383)]),
+            ],
+        ]);
+        assert_eq!(tie[0].ranges, [(0, 101)]);
     }
 
     #[test]

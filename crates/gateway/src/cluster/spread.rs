@@ -33,8 +33,18 @@ pub enum Split {
     Values,
     /// `MSET`: `OK` when every part says `OK`.
     AllOk,
-    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: the sum of the counts.
+    /// `DEL`, `UNLINK`: the sum of the counts.
     Count,
+    /// `EXISTS`, `TOUCH`: the sum of the counts, of reads.
+    CountReads,
+}
+
+impl Split {
+    /// Its parts write (so go to masters that take writes, and set the
+    /// session's read-your-writes fence).
+    pub fn writes(self) -> bool {
+        matches!(self, Split::AllOk | Split::Count)
+    }
 }
 
 /// Keyless commands every shard answers, by how their replies merge.
@@ -94,7 +104,8 @@ pub fn spread(name: &[u8], req: &Request, keys: &[usize]) -> Spread {
     match name {
         b"mget" => Spread::Split(Split::Values),
         b"mset" => Spread::Split(Split::AllOk),
-        b"del" | b"unlink" | b"exists" | b"touch" => Spread::Split(Split::Count),
+        b"del" | b"unlink" => Spread::Split(Split::Count),
+        b"exists" | b"touch" => Spread::Split(Split::CountReads),
         _ => Spread::CrossSlot,
     }
 }
@@ -191,7 +202,7 @@ pub fn merge_split(
 ) -> Bytes {
     if let Some(err) = replies.iter().find(|r| r.first() == Some(&b'-')) {
         let ran = replies.iter().filter(|r| r.first() != Some(&b'-')).count();
-        if ran > 0 && split != Split::Values && name != "EXISTS" {
+        if ran > 0 && split.writes() {
             let words = String::from_utf8_lossy(&err[1..err.len().saturating_sub(2)]).into_owned();
             return Bytes::from(format!(
                 "-{words} (belay: {name} spans {} slots; the parts for {ran} of them ran)\r\n",
@@ -202,7 +213,7 @@ pub fn merge_split(
     }
     match split {
         Split::AllOk => Bytes::from_static(b"+OK\r\n"),
-        Split::Count => sum(replies),
+        Split::Count | Split::CountReads => sum(replies),
         Split::Values => {
             let mut slots: Vec<Option<&[u8]>> = vec![None; nkeys];
             for (part, reply) in parts.iter().zip(replies) {
@@ -372,6 +383,16 @@ mod tests {
             spread(b"sunionstore", &req("SUNIONSTORE foo bar"), &[1, 2]),
             Spread::CrossSlot
         );
+        // EXISTS reads: its parts may go where reads go, and set no fence.
+        assert_eq!(
+            spread(b"exists", &req("EXISTS foo bar"), &[1, 2]),
+            Spread::Split(Split::CountReads)
+        );
+        assert!(!Split::CountReads.writes() && Split::Count.writes());
+        assert_eq!(
+            spread(b"function", &req("FUNCTION LOAD x"), &[]),
+            Spread::Everywhere(Everywhere::Functions)
+        );
         assert_eq!(
             spread(b"dbsize", &req("DBSIZE"), &[]),
             Spread::Everywhere(Everywhere::Count)
@@ -431,7 +452,7 @@ mod tests {
         );
         // A read's parts change nothing: the error as it is.
         assert_eq!(
-            merge_split(Split::Count, "EXISTS", &parts, &err, 3),
+            merge_split(Split::CountReads, "EXISTS", &parts, &err, 3),
             Bytes::from_static(b"-ERR x\r\n")
         );
     }

@@ -107,7 +107,7 @@ impl Session {
 
     async fn split(&mut self, req: &Request, how: Split) -> Bytes {
         let parts = split(req, how);
-        let writes = how != Split::Values;
+        let writes = how.writes();
         let mut replies: Vec<Option<Bytes>> = vec![None; parts.len()];
         let deadline = Instant::now() + self.cfg.failover_hold();
         loop {

@@ -80,9 +80,11 @@ impl Choice<'_> {
         let wants_replica = self.wants_replica(job);
         if wants_replica {
             let fence = self.st.fence.filter(|_| self.read_your_writes);
-            let prefer = match (job.class(), &self.st.scan_replica) {
-                (crate::commands::Class::CursorRead, Some(addr)) => Prefer::Addr(addr),
-                (crate::commands::Class::CursorRead, None) => Prefer::Any,
+            let prefer = match job.class() {
+                crate::commands::Class::CursorRead => self
+                    .st
+                    .scan_replica_in(topo)
+                    .map_or(Prefer::Any, Prefer::Addr),
                 _ => self.batch_replica.map_or(Prefer::Any, Prefer::Pool),
             };
             if let Some(r) = pick_replica(topo, fence, prefer, self.turn) {
@@ -243,6 +245,42 @@ mod tests {
             ),
             "{t:?}"
         );
+    }
+
+    /// A cursor is good only on the node that gave it: each group's (each
+    /// shard's) cursor reads stay on the replica they started on, however
+    /// they interleave.
+    #[test]
+    fn cursor_reads_stay_on_their_groups_replica() {
+        let group = |first: u16| {
+            let mut topo = topology();
+            topo.replicas = (first..first + 2)
+                .map(|port| ReplicaNode {
+                    pool: pool(port),
+                    offset: 0,
+                    replid: None,
+                    lag: None,
+                    eligible: true,
+                    locality: Default::default(),
+                })
+                .collect();
+            topo
+        };
+        let (a, b) = (group(7001), group(7011));
+        let mut st = SessionState::new(true);
+        st.remember_scan_replica(&a, "127.0.0.1:7002");
+        st.remember_scan_replica(&b, "127.0.0.1:7011");
+        let scan = job(Class::CursorRead, Conn::Shared);
+        for turn in 0..4 {
+            let mut c = choice(&st);
+            c.turn = turn;
+            assert_eq!(addr(&c.route(&scan, &a)), "127.0.0.1:7002");
+            assert_eq!(addr(&c.route(&scan, &b)), "127.0.0.1:7011");
+        }
+        // A new cursor of a group replaces only that group's.
+        st.remember_scan_replica(&a, "127.0.0.1:7001");
+        assert_eq!(st.scan_replica_in(&a), Some("127.0.0.1:7001"));
+        assert_eq!(st.scan_replica_in(&b), Some("127.0.0.1:7011"));
     }
 
     #[test]

@@ -430,7 +430,7 @@ impl Session {
         let staged = match route {
             Route::Replica(pool) => {
                 if job.class() == Class::CursorRead {
-                    self.st.scan_replica = Some(pool.addr.clone());
+                    self.st.remember_scan_replica(topo, &pool.addr);
                 } else if self.batch_replica.is_none() {
                     self.batch_replica = Some(pool.clone());
                 }

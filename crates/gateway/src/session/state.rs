@@ -82,8 +82,10 @@ pub struct SessionState {
     pub multi_deferred: bool,
     pub own: Option<OwnConn>,
     pub inflight: Vec<InFlight>,
-    /// Where this session's SCAN cursors live.
-    pub scan_replica: Option<String>,
+    /// Where this session's SCAN cursors live: a cursor is good only on
+    /// the node that gave it. One replica per group (per shard, in a
+    /// cluster).
+    scan_replicas: Vec<String>,
     pub fence: Option<Fence>,
     /// Writes sent and not yet answered; reads wait on the master behind them.
     pub unacked_writes: usize,
@@ -108,6 +110,22 @@ impl SessionState {
             authenticated,
             ..SessionState::default()
         }
+    }
+
+    /// The replica of `group` this session's cursor reads went to last.
+    pub fn scan_replica_in(&self, group: &crate::topology::Topology) -> Option<&str> {
+        self.scan_replicas
+            .iter()
+            .find(|a| group.replicas.iter().any(|r| r.pool.addr == **a))
+            .map(String::as_str)
+    }
+
+    /// A cursor read of `group` went to replica `addr`: the group's next
+    /// ones go there too.
+    pub fn remember_scan_replica(&mut self, group: &crate::topology::Topology, addr: &str) {
+        self.scan_replicas
+            .retain(|a| !group.replicas.iter().any(|r| r.pool.addr == *a));
+        self.scan_replicas.push(addr.to_string());
     }
 
     /// In MULTI or WATCH: the own connection holds state Redis keeps.

@@ -17,6 +17,9 @@ pub struct ShardMap {
     pub shards: Vec<Arc<Topology>>,
     /// The shard index of every slot.
     slots: Box<[u16]>,
+    /// Which master serves which slot, as one number: equal for two maps
+    /// only if every slot has the same master in both.
+    layout: u64,
     /// Slots whose reads go to their master, not its replicas: being moved
     /// to another shard, or moved already while this map is behind (see
     /// `cluster::unsettled`). Sorted; empty but during a resharding.
@@ -36,9 +39,23 @@ impl ShardMap {
                 }
             }
         }
+        let layout = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            slots.hash(&mut h);
+            for shard in &shards {
+                shard
+                    .read_master
+                    .as_ref()
+                    .map(|m| m.addr.as_str())
+                    .hash(&mut h);
+            }
+            h.finish()
+        };
         ShardMap {
             shards,
             slots,
+            layout,
             unsettled: Vec::new(),
             idle: Vec::new(),
         }
@@ -77,6 +94,13 @@ impl ShardMap {
             .iter()
             .filter(|&&s| self.index_of(s) == Some(i))
             .count()
+    }
+
+    /// Which master serves which slot (see the field): commands sent under
+    /// one layout are known to be for other shards' slots only while it
+    /// holds.
+    pub fn layout(&self) -> u64 {
+        self.layout
     }
 
     /// The shard that serves `slot`.

@@ -136,7 +136,10 @@ impl Choice<'_> {
                 })
             })
         };
-        if !self.st.may_send_on(pool, &lane, elsewhere) {
+        if !self
+            .st
+            .may_send_on(pool, &lane, elsewhere, self.shards.map(ShardMap::layout))
+        {
             return Route::Wait(Waiting::OtherConnection);
         }
         Route::Master { pool, lane }
@@ -297,7 +300,7 @@ mod tests {
         let topo = topology();
         let master = topo.master.clone().unwrap();
         let mut st = SessionState::new(true);
-        st.sent_on(&master, Lane::Shared(Context::default()), 0, 1);
+        st.sent_on(&master, Lane::Shared(Context::default()), 0, 1, None);
         let c = choice(&st);
         // More for the same shared connection: fine.
         assert!(matches!(
@@ -323,7 +326,7 @@ mod tests {
         ));
         // Commands in flight on a node that was closed (demoted, down)
         // order nothing: the next command goes to the new master.
-        st.sent_on(&master, Lane::Shared(Context::default()), 0, 1);
+        st.sent_on(&master, Lane::Shared(Context::default()), 0, 1, None);
         let mut failed_over = topology();
         let new_master = pool(7002);
         failed_over.master = Some(new_master.clone());
@@ -391,7 +394,13 @@ mod tests {
         );
         let a_master = a.master.clone().unwrap();
         let mut st = SessionState::new(true);
-        st.sent_on(&a_master, Lane::Shared(Context::default()), 0, 1);
+        st.sent_on(
+            &a_master,
+            Lane::Shared(Context::default()),
+            0,
+            1,
+            Some(map.layout()),
+        );
         let mut c = choice(&st);
         // Without the map (a Sentinel group): the SET on A orders the next.
         assert!(matches!(
@@ -404,9 +413,21 @@ mod tests {
             c.route(&job(Class::Write, Conn::Shared), &b),
             Route::Master { .. }
         ));
+        // Once a slot has moved (another layout), what is in flight on A
+        // may be refused and sent again to B: it holds B's next back.
+        let moved = ShardMap::new(
+            vec![a.clone(), b.clone()],
+            &[vec![(0, 8190)], vec![(8191, 16383)]],
+        );
+        assert_ne!(moved.layout(), map.layout());
+        c.shards = Some(&moved);
+        assert!(matches!(
+            c.route(&job(Class::Write, Conn::Shared), &b),
+            Route::Wait(Waiting::OtherConnection)
+        ));
         // The session's own connection on A still holds it back.
         let mut st = SessionState::new(true);
-        st.sent_on(&a_master, Lane::Own, 0, 1);
+        st.sent_on(&a_master, Lane::Own, 0, 1, Some(map.layout()));
         let mut c = choice(&st);
         c.shards = Some(&map);
         assert!(matches!(

@@ -406,6 +406,7 @@ impl Session {
         let cfg = &self.cfg;
         let in_cluster = topo.shards.is_some();
         let shards = topo.shards.as_deref();
+        let layout = shards.map(crate::cluster::ShardMap::layout);
         let group = self.group_of(&job, topo);
         let Some(topo) = group else {
             // No shard serves the slot now (a failover, a resharding).
@@ -454,7 +455,7 @@ impl Session {
                 }
                 let confirm = self.confirm(topo);
                 let slot = self.master_slot(pool, &lane, &job, hint);
-                self.note_master(&job, pool, lane.clone(), slot);
+                self.note_master(&job, pool, lane.clone(), slot, layout);
                 self.batch.stage(
                     TargetRef::Shared(pool),
                     Some(lane),
@@ -519,7 +520,7 @@ impl Session {
                     )));
                 }
                 let conn = own.conn.clone();
-                self.note_master(&job, pool, Lane::Own, 0);
+                self.note_master(&job, pool, Lane::Own, 0, layout);
                 let confirm = self.confirm(topo);
                 self.batch.stage(
                     TargetRef::Own(pool, &conn),
@@ -597,7 +598,14 @@ impl Session {
     }
 
     /// Counts a job sent to the master (on shared connection `slot`).
-    fn note_master(&mut self, job: &Job, pool: &Arc<NodePool>, lane: Lane, slot: usize) {
+    fn note_master(
+        &mut self,
+        job: &Job,
+        pool: &Arc<NodePool>,
+        lane: Lane,
+        slot: usize,
+        layout: Option<u64>,
+    ) {
         self.tally.count(
             match job.class() {
                 Class::Read | Class::CursorRead | Class::Admin => Counted::ReadMaster,
@@ -617,7 +625,7 @@ impl Session {
             // EXEC and DISCARD end the transaction they were sent in.
             self.st.tx_sent = !job.ends_tx;
         }
-        self.st.sent_on(pool, lane, slot, 1);
+        self.st.sent_on(pool, lane, slot, 1, layout);
     }
 }
 

@@ -50,7 +50,14 @@ pub struct InFlight {
     /// Which of the lane's shared connections (see `NodePool::choose_shared`).
     pub slot: usize,
     pub commands: usize,
+    /// In front of a cluster, the slot map's layout they were sent under
+    /// (`MIXED` once sent under two): they are another shard's only while
+    /// it holds.
+    pub layout: Option<u64>,
 }
+
+/// An `InFlight` whose commands were sent under two slot maps.
+const MIXED: u64 = u64::MAX;
 
 /// The client library's name and version (`CLIENT SETINFO`).
 #[derive(Default)]
@@ -148,28 +155,45 @@ impl SessionState {
         pool: &Arc<NodePool>,
         lane: &Lane,
         elsewhere: impl Fn(&Arc<NodePool>) -> bool,
+        layout: Option<u64>,
     ) -> bool {
         self.inflight.iter().all(|f| {
             (Arc::ptr_eq(&f.pool, pool) && f.lane == *lane)
                 || f.pool.is_shut()
-                || (f.lane != Lane::Own && elsewhere(&f.pool))
+                // Another shard's under the map they were sent under: after
+                // a slot moved, one of them may be refused (MOVED) and sent
+                // again where this one goes, so they must be answered first.
+                || (f.lane != Lane::Own && f.layout == layout && elsewhere(&f.pool))
         })
     }
 
     /// Counts `n` commands sent on a master lane (on its shared connection
     /// `slot`).
-    pub fn sent_on(&mut self, pool: &Arc<NodePool>, lane: Lane, slot: usize, n: usize) {
+    pub fn sent_on(
+        &mut self,
+        pool: &Arc<NodePool>,
+        lane: Lane,
+        slot: usize,
+        n: usize,
+        layout: Option<u64>,
+    ) {
         match self
             .inflight
             .iter_mut()
             .find(|f| Arc::ptr_eq(&f.pool, pool) && f.lane == lane)
         {
-            Some(f) => f.commands += n,
+            Some(f) => {
+                f.commands += n;
+                if f.layout != layout {
+                    f.layout = Some(MIXED);
+                }
+            }
             None => self.inflight.push(InFlight {
                 pool: pool.clone(),
                 lane,
                 slot,
                 commands: n,
+                layout,
             }),
         }
     }

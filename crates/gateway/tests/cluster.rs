@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use belay_client::{Connection, Value};
-use support::cluster::{start_cluster, ClusterEnv};
+use support::cluster::{start_cluster, start_failing_cluster, ClusterEnv};
 
 fn text(v: &Value) -> String {
     v.to_text().unwrap_or_else(|| format!("{v:?}"))
@@ -389,7 +389,7 @@ impl ShardWriters {
 
 #[tokio::test]
 async fn a_paused_shard_master_holds_only_its_own_writes() {
-    let mut env = start_cluster(|_| {}).await;
+    let mut env = start_failing_cluster(|_| {}).await;
     let writers = ShardWriters::start(&env).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let shards = env.lab.shards().await.unwrap();
@@ -474,7 +474,7 @@ async fn a_paused_shard_master_holds_only_its_own_writes() {
 
 #[tokio::test]
 async fn subscriptions_survive_a_shard_failover() {
-    let mut env = start_cluster(|_| {}).await;
+    let mut env = start_failing_cluster(|_| {}).await;
     let tags = env.tags_by_master().await;
     let shards = env.lab.shards().await.unwrap();
     let victim = shards[0].master.clone();
@@ -696,7 +696,7 @@ async fn a_blocking_command_told_ask_waits_for_the_move_and_blocks_nobody() {
 /// key of the slot.
 #[tokio::test]
 async fn ask_to_a_node_just_added_is_followed() {
-    let env = start_cluster(|cfg| cfg.read_from = belay_gateway::ReadFrom::Master).await;
+    let env = start_failing_cluster(|cfg| cfg.read_from = belay_gateway::ReadFrom::Master).await;
     let shards = env.lab.shards().await.unwrap();
     let spare = shards[2].replicas[0].addr.clone();
     let mut node = env.node(&spare).await;

@@ -17,8 +17,8 @@ pub struct ShardMap {
     pub shards: Vec<Arc<Topology>>,
     /// The shard index of every slot.
     slots: Box<[u16]>,
-    /// Which master serves which slot, as one number: equal for two maps
-    /// only if every slot has the same master in both.
+    /// Which shard serves which slot, as one number: equal for two maps
+    /// only if every slot is in the same shard in both.
     layout: u64,
     /// Slots whose reads go to their master, not its replicas: being moved
     /// to another shard, or moved already while this map is behind (see
@@ -39,17 +39,13 @@ impl ShardMap {
                 }
             }
         }
+        // The slots' shards alone: a master confirmed or not, or replaced
+        // by a failover, moves no slot (what was in flight on a replaced
+        // master is waited for anyway: it is no shard's master now).
         let layout = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             slots.hash(&mut h);
-            for shard in &shards {
-                shard
-                    .read_master
-                    .as_ref()
-                    .map(|m| m.addr.as_str())
-                    .hash(&mut h);
-            }
             h.finish()
         };
         ShardMap {

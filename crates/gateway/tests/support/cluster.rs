@@ -27,10 +27,27 @@ impl Drop for ClusterEnv {
 }
 
 /// A cluster from [`ClusterSpec::for_tests`] and a ready gateway in front
-/// of it, its settings changed by `tweak`.
+/// of it, its settings changed by `tweak`. Its nodes flag a silent one
+/// failing after 5 s: a test that does not fault a node must not see a
+/// failover because a loaded machine starved one for a second.
 pub async fn start_cluster(tweak: impl FnOnce(&mut GatewayConfig)) -> ClusterEnv {
+    start_cluster_timing(5_000, tweak).await
+}
+
+/// [`start_cluster`] for a test that fails a node over: the nodes' own
+/// 1 s timeout (`cluster-node-timeout`), so failovers come fast.
+pub async fn start_failing_cluster(tweak: impl FnOnce(&mut GatewayConfig)) -> ClusterEnv {
+    start_cluster_timing(1_000, tweak).await
+}
+
+async fn start_cluster_timing(
+    node_timeout_ms: u64,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> ClusterEnv {
     let dir = tempfile::tempdir().expect("temp dir");
-    let lab = ClusterLab::start(ClusterSpec::for_tests(dir.path()), &NoProgress)
+    let mut spec = ClusterSpec::for_tests(dir.path());
+    spec.node_timeout_ms = node_timeout_ms;
+    let lab = ClusterLab::start(spec, &NoProgress)
         .await
         .expect("cluster starts");
     assert_runs_the_chosen_server(&lab).await;

@@ -84,8 +84,9 @@ impl Pipe<'_> {
         let write_timeout = Duration::from_secs(self.cfg.client_write_timeout_secs.max(1));
         let mut over_soft_since: Option<Instant> = None;
         loop {
-            if self.drain.is_asked() {
-                // Lost its subscription connection while draining.
+            if self.drain.is_asked() && first.is_none() {
+                // Lost its subscription connection while draining: closed
+                // now. (A first SUBSCRIBE is answered, then closed after.)
                 self.io.flush(write_timeout).await?;
                 self.io.close_gracefully(self.linger).await;
                 return Ok(End::Closed);

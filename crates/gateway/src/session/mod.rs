@@ -226,17 +226,25 @@ impl Session {
         let soft = cfg.output_limit_normal();
         let mut last_write = Instant::now();
         let mut over_soft_since: Option<Instant> = None;
-        // Draining: whether this turn wrote a reply, and since when the
-        // client has sent nothing while owed nothing.
-        let mut wrote = false;
+        // Draining: whether this turn wrote a reply held for the end of the
+        // stream, and since when the client has sent nothing while owed
+        // nothing.
+        let mut wrote_held = false;
         let mut quiet_since: Option<Instant> = None;
         loop {
             if self.settle_head().await? {
                 return Ok(());
             }
-            if self.io.has_output() && self.flush(started)? {
-                last_write = Instant::now();
-                wrote = true;
+            if self.io.has_output() {
+                let held = self.drain.is_asked();
+                if self.flush(started)? {
+                    last_write = Instant::now();
+                    // Held back for the end of the stream (`MSG_MORE`)
+                    // only if the drain was asked before it was written:
+                    // a reply written plainly may have reached the client,
+                    // whose next command may be on its way.
+                    wrote_held = held && self.flush_holds(started);
+                }
             }
             if self.queue.stops_reading() && self.queue.is_empty() && !self.io.has_output() {
                 return Ok(());
@@ -247,8 +255,7 @@ impl Session {
                 // it has been quiet a while: never while a command it just
                 // sent may be on its way (nor in a handshake, `set_up`).
                 let now = Instant::now();
-                if (wrote && set_up(started)) || quiet_since.is_some_and(|s| now >= s + DRAIN_QUIET)
-                {
+                if wrote_held || quiet_since.is_some_and(|s| now >= s + DRAIN_QUIET) {
                     // Boxed: rare, and its buffer and timer would grow every
                     // session's future.
                     Box::pin(self.io.close_gracefully(DRAIN_LINGER)).await;
@@ -256,7 +263,7 @@ impl Session {
                 }
                 quiet_since.get_or_insert(now);
             }
-            wrote = false;
+            wrote_held = false;
             self.shared.config.refresh(&mut self.cfg);
             let held = self.io.budget.held();
             if self.io.budget.is_over() {
@@ -314,9 +321,10 @@ impl Session {
                 }
                 Wake::Io(Ready::Writable(r)) => {
                     r?;
+                    let held = self.drain.is_asked();
                     if self.flush(started)? {
                         last_write = Instant::now();
-                        wrote = true;
+                        wrote_held = held && self.flush_holds(started);
                     }
                 }
                 Wake::Io(Ready::OverBudget) => {} // judged at the top of the loop
@@ -369,15 +377,21 @@ impl Session {
     /// end of the stream when a drain closes the connection after it (see
     /// [`ClientIo::try_flush_held`]).
     fn flush(&mut self, started: Instant) -> std::io::Result<bool> {
-        let last = self.drain.is_asked()
-            && set_up(started)
-            && self.queue.is_empty()
-            && self.io.inbuf.is_empty()
-            && !self.st.in_transaction();
-        match last {
+        match self.flush_holds(started) {
             true => self.io.try_flush_held(),
             false => self.io.try_flush(),
         }
+    }
+
+    /// The output to write now is the last before a drain closes the
+    /// connection: held for the end of the stream (see
+    /// `ClientIo::try_flush_held`).
+    fn flush_holds(&self, started: Instant) -> bool {
+        self.drain.is_asked()
+            && set_up(started)
+            && self.queue.is_empty()
+            && self.io.inbuf.is_empty()
+            && !self.st.in_transaction()
     }
 
     /// The current topology; re-read only when discovery published a new one.

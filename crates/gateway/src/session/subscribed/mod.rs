@@ -31,6 +31,7 @@ use crate::context::Context;
 use crate::drain::SessionDrain;
 use crate::reply;
 use crate::topology::Topology;
+
 use rules::{AfterMarker, InSubscription, Markers, Subscriptions};
 
 /// How a subscribed session's time as a pipe ended.
@@ -281,9 +282,8 @@ impl Pipe<'_> {
         if topo.shards.is_none() || !req.name()?.eq_ignore_ascii_case(b"ssubscribe") {
             return None;
         }
-        let mut slots = (1..req.argc()).filter_map(|i| req.arg(i)).map(key_slot);
-        let first = slots.next()?;
-        if slots.any(|s| s != first) {
+        let first = req.arg(1).map(key_slot)?;
+        if rules::crosses_slots(req) {
             return Some(reply::error(crate::cluster::CROSSSLOT));
         }
         let master = |slot| {
@@ -321,11 +321,18 @@ impl Pipe<'_> {
             if req.is_empty() {
                 continue;
             }
-            let raw = match rules::in_subscription(&req) {
+            let mut how = rules::in_subscription(&req);
+            let refusal = match how {
+                InSubscription::Track => self.shard_channels_refusal(&req),
+                _ => None,
+            };
+            if refusal.is_some() {
+                how = InSubscription::Refuse;
+            }
+            let raw = match how {
                 InSubscription::Forward => req.raw.clone(),
-                InSubscription::Track if self.shard_channels_refusal(&req).is_some() => {
-                    let refusal = self.shard_channels_refusal(&req).expect("just seen");
-                    markers.add(Some(refusal), AfterMarker::Continue)
+                InSubscription::Refuse if refusal.is_some() => {
+                    markers.add(refusal, AfterMarker::Continue)
                 }
                 InSubscription::Track => {
                     subs.track(&req);

@@ -88,6 +88,16 @@ pub fn in_subscription(req: &Request) -> InSubscription {
     }
 }
 
+/// True when the channels of `req` (an `SSUBSCRIBE`) are in several slots,
+/// which Redis refuses (`CROSSSLOT`).
+pub fn crosses_slots(req: &Request) -> bool {
+    let mut slots = (1..req.argc())
+        .filter_map(|i| req.arg(i))
+        .map(crate::cluster::key_slot);
+    let first = slots.next();
+    slots.any(|s| Some(s) != first)
+}
+
 /// The error Redis gives for a command it does not allow in subscribed mode.
 pub fn refusal(req: &Request) -> Bytes {
     let name = String::from_utf8_lossy(req.name().unwrap_or_default()).to_ascii_lowercase();
